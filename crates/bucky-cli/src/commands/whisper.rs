@@ -1,0 +1,383 @@
+//! `bucky whisper …`: local whisper file tools, thin wrappers over the `whisper` crate.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use whisper::{AggregationMethod, CreateOptions, FillOptions, Point, Retention, Series, WhisperFile};
+
+use crate::{ExitStatus, UsageError};
+
+/// Local whisper file tools.
+#[derive(Debug, Subcommand)]
+pub enum WhisperCommand {
+    /// Create a whisper file (whisper-create): `bucky whisper create PATH 10s:1d 1m:30d`.
+    Create(CreateArgs),
+    /// Print a file's header (whisper-info).
+    Info(InfoArgs),
+    /// Print the header and every stored slot of every archive, sorted by timestamp (whisper-dump).
+    Dump(InfoArgs),
+    /// Write `timestamp value` lines from stdin with one update_many (whisper-update).
+    Update(UpdateArgs),
+    /// Read a time range as JSON (whisper-fetch).
+    Fetch(FetchArgs),
+    /// Copy every known point of SRC over DST; both must have the same archives (whisper-merge).
+    Merge(MergeArgs),
+    /// Heal DST from SRC: fill DST's empty slots (default), or run carbonate's whisper-fill (--carbonate).
+    /// A missing DST becomes a durable copy of SRC.
+    Fill(FillArgs),
+}
+
+/// `bucky whisper create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The file to create; must not exist.
+    pub path: PathBuf,
+    /// Retentions, finest first or not: `60:1440`, `1m:30d`, `10s:1d,1m:30d`.
+    #[arg(required = true)]
+    pub retentions: Vec<String>,
+    /// Aggregation method: average, sum, last, max, min, avg_zero, absmax, absmin.
+    #[arg(long = "agg", alias = "aggregationMethod", default_value = "average")]
+    pub aggregation: String,
+    /// xFilesFactor: fraction of known points needed to propagate (0..1).
+    #[arg(long, alias = "xFilesFactor", default_value_t = 0.5)]
+    pub xff: f64,
+    /// Leave the empty archives as holes in the file.
+    #[arg(long)]
+    pub sparse: bool,
+}
+
+/// `bucky whisper info|dump`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The whisper file.
+    pub path: PathBuf,
+    /// Print JSON.
+    #[arg(long, short = 'j')]
+    pub json: bool,
+}
+
+/// `bucky whisper update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The whisper file.
+    pub path: PathBuf,
+    /// The clock (epoch seconds); default: the system clock.
+    #[arg(long)]
+    pub now: Option<i64>,
+    /// Apply whisper's single-point `update` per line (stricter: rejects future and too-old points) and
+    /// report the rejected ones.
+    #[arg(long)]
+    pub single: bool,
+    /// Hold whisper's exclusive flock while writing.
+    #[arg(long)]
+    pub lock: bool,
+}
+
+/// `bucky whisper fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The whisper file.
+    pub path: PathBuf,
+    /// Start of the range (epoch seconds, exclusive).
+    #[arg(allow_hyphen_values = true)]
+    pub from: i64,
+    /// End of the range (epoch seconds) or `now`.
+    #[arg(default_value = "now", allow_hyphen_values = true)]
+    pub until: String,
+    /// The clock (epoch seconds); default: the system clock.
+    #[arg(long)]
+    pub now: Option<i64>,
+    /// Read this archive (precision such as `60` or `1m`) instead of the one fetch would choose.
+    #[arg(long)]
+    pub archive: Option<String>,
+    /// Print JSON (the default; kept for symmetry with the other commands).
+    #[arg(long, short = 'j')]
+    pub json: bool,
+}
+
+/// `bucky whisper merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Source file.
+    pub src: PathBuf,
+    /// Destination file (overwritten where SRC has data).
+    pub dst: PathBuf,
+    /// The clock (epoch seconds); default: the system clock.
+    #[arg(long)]
+    pub now: Option<i64>,
+    /// Only merge points newer than this.
+    #[arg(long)]
+    pub from: Option<i64>,
+    /// Only merge points up to this.
+    #[arg(long)]
+    pub until: Option<i64>,
+}
+
+/// `bucky whisper fill`.
+#[derive(Debug, Args)]
+pub struct FillArgs {
+    /// Source file (read only).
+    pub src: PathBuf,
+    /// Destination file (healed in place, or created as a copy of SRC).
+    pub dst: PathBuf,
+    /// The clock (epoch seconds, may be fractional); default: the system clock.
+    #[arg(long)]
+    pub now: Option<f64>,
+    /// Reproduce carbonate's whisper-fill exactly, quirks included (0.0 is a gap, boundary cross-fills).
+    #[arg(long)]
+    pub carbonate: bool,
+    /// Carbonate mode: treat every destination slot as a gap (whisper-fill -o).
+    #[arg(long, requires = "carbonate")]
+    pub overwrite: bool,
+    /// Hold whisper's flock: shared on SRC while reading it, exclusive on DST while filling it.
+    #[arg(long, short = 'l')]
+    pub lock: bool,
+    /// Newest time to fill (carbonate-sync's startFrom); default now.
+    #[arg(long)]
+    pub start_from: Option<f64>,
+    /// Oldest time to fill (endAt); default: all of history.
+    #[arg(long, default_value_t = 0.0)]
+    pub end_at: f64,
+    /// Seconds to wait for a lock before giving up.
+    #[arg(long, default_value_t = 30)]
+    pub lock_timeout: u64,
+}
+
+/// Runs one `bucky whisper` subcommand.
+pub fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
+    match cmd {
+        WhisperCommand::Create(args) => create(args),
+        WhisperCommand::Info(args) => info(args),
+        WhisperCommand::Dump(args) => dump(args),
+        WhisperCommand::Update(args) => update(args),
+        WhisperCommand::Fetch(args) => fetch(args),
+        WhisperCommand::Merge(args) => merge(args),
+        WhisperCommand::Fill(args) => fill(args),
+    }
+}
+
+fn system_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn now_or_clock(now: Option<i64>) -> i64 {
+    now.unwrap_or_else(|| system_now() as i64)
+}
+
+fn create(args: CreateArgs) -> Result<ExitStatus> {
+    let mut retentions = Vec::new();
+    for spec in &args.retentions {
+        retentions.extend(Retention::parse_list(spec).map_err(|e| UsageError(e.to_string()))?);
+    }
+    let aggregation: AggregationMethod = args.aggregation.parse().map_err(|e: whisper::Error| UsageError(e.to_string()))?;
+    let options = CreateOptions { aggregation, x_files_factor: args.xff, sparse: args.sparse };
+    whisper::create(&args.path, &retentions, &options)?;
+    Ok(ExitStatus::Success)
+}
+
+/// A float for JSON: non-finite values as the strings whisper's tooling uses.
+pub fn float_json(v: f64) -> Value {
+    if v.is_nan() {
+        json!("NaN")
+    } else if v == f64::INFINITY {
+        json!("Infinity")
+    } else if v == f64::NEG_INFINITY {
+        json!("-Infinity")
+    } else {
+        json!(v)
+    }
+}
+
+fn header_json(file: &WhisperFile) -> Result<Value> {
+    let h = file.header();
+    let size = file.file().metadata().with_context(|| format!("stat {}", file.path().display()))?.len();
+    Ok(json!({
+        "aggregationMethod": h.aggregation.name(),
+        "maxRetention": h.max_retention,
+        "xFilesFactor": f64::from(h.x_files_factor),
+        "fileSize": size,
+        "archives": h.archives.iter().map(|a| json!({
+            "offset": a.offset,
+            "secondsPerPoint": a.seconds_per_point,
+            "points": a.points,
+            "retention": a.retention(),
+            "size": a.size(),
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+fn print_header_text(out: &mut impl Write, file: &WhisperFile) -> Result<()> {
+    let h = file.header();
+    let size = file.file().metadata()?.len();
+    writeln!(out, "aggregationMethod: {}", h.aggregation)?;
+    writeln!(out, "maxRetention: {}", h.max_retention)?;
+    writeln!(out, "xFilesFactor: {}", f64::from(h.x_files_factor))?;
+    writeln!(out, "fileSize: {size}")?;
+    for (i, a) in h.archives.iter().enumerate() {
+        writeln!(out, "\nArchive {i}")?;
+        writeln!(out, "offset: {}", a.offset)?;
+        writeln!(out, "secondsPerPoint: {}", a.seconds_per_point)?;
+        writeln!(out, "points: {}", a.points)?;
+        writeln!(out, "retention: {}", a.retention())?;
+        writeln!(out, "size: {}", a.size())?;
+    }
+    Ok(())
+}
+
+fn open(path: &PathBuf) -> Result<WhisperFile> {
+    WhisperFile::open(path).map_err(anyhow::Error::from)
+}
+
+fn info(args: InfoArgs) -> Result<ExitStatus> {
+    let file = open(&args.path)?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", header_json(&file)?)?;
+    } else {
+        print_header_text(&mut out, &file)?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn dump(args: InfoArgs) -> Result<ExitStatus> {
+    let file = open(&args.path)?;
+    let archives = file.dump()?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if args.json {
+        let mut value = header_json(&file)?;
+        value["data"] = archives
+            .iter()
+            .map(|points| points.iter().map(|&(t, v)| json!([t, float_json(v)])).collect::<Vec<_>>())
+            .collect();
+        writeln!(out, "{value}")?;
+    } else {
+        print_header_text(&mut out, &file)?;
+        for (i, points) in archives.iter().enumerate() {
+            writeln!(out, "\nArchive {i} data:")?;
+            for (t, v) in points {
+                writeln!(out, "{t}, {v}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitStatus::Success)
+}
+
+/// Parses `timestamp value` (also `timestamp:value`); timestamps may be fractional and truncate toward
+/// zero like Python's `int()`.
+fn parse_point(line: &str) -> Option<Point> {
+    let mut parts = line.split(|c: char| c.is_whitespace() || c == ':').filter(|s| !s.is_empty());
+    let t: f64 = parts.next()?.parse().ok()?;
+    let v: f64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !t.is_finite() {
+        return None;
+    }
+    Some(Point::new(t.trunc() as i64, v))
+}
+
+fn update(args: UpdateArgs) -> Result<ExitStatus> {
+    let now = now_or_clock(args.now);
+    let mut points = Vec::new();
+    for (n, line) in io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading points from stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let point = parse_point(&line).ok_or_else(|| {
+            UsageError(format!("line {}: expected `timestamp value`, got {line:?}; nothing was written", n + 1))
+        })?;
+        points.push(point);
+    }
+    let file = WhisperFile::open_rw(&args.path)?;
+    let _lock = if args.lock {
+        Some(file.lock(whisper::LockMode::Exclusive, whisper::DEFAULT_LOCK_TIMEOUT)?)
+    } else {
+        None
+    };
+    if !args.single {
+        file.update_many(&points, now)?;
+        return Ok(ExitStatus::Success);
+    }
+    let mut rejected = 0;
+    for p in &points {
+        if let Err(e) = file.update(p.value, p.timestamp, now) {
+            rejected += 1;
+            eprintln!("bucky: rejected {} {}: {e}", p.timestamp, p.value);
+        }
+    }
+    Ok(if rejected == 0 { ExitStatus::Success } else { ExitStatus::Failure })
+}
+
+/// The fetch result as JSON: `{"fromTime","untilTime","step","values"}` or `null`.
+pub fn series_json(series: Option<&Series>) -> Value {
+    match series {
+        None => Value::Null,
+        Some(s) => json!({
+            "fromTime": s.from,
+            "untilTime": s.until,
+            "step": s.step,
+            "values": s.values.iter().map(|v| v.map_or(Value::Null, float_json)).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn fetch(args: FetchArgs) -> Result<ExitStatus> {
+    let now = now_or_clock(args.now);
+    let until = match args.until.as_str() {
+        "now" => None,
+        text => Some(text.parse::<i64>().map_err(|_| UsageError(format!("UNTIL must be epoch seconds or `now`, got {text:?}")))?),
+    };
+    let archive = args
+        .archive
+        .as_deref()
+        .map(Retention::parse_precision)
+        .transpose()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let file = open(&args.path)?;
+    let series = file.fetch(args.from, until, now, archive)?;
+    writeln!(io::stdout().lock(), "{}", series_json(series.as_ref()))?;
+    Ok(ExitStatus::Success)
+}
+
+fn merge(args: MergeArgs) -> Result<ExitStatus> {
+    whisper::merge(&args.src, &args.dst, args.from, args.until, now_or_clock(args.now))?;
+    Ok(ExitStatus::Success)
+}
+
+fn fill(args: FillArgs) -> Result<ExitStatus> {
+    let now = args.now.unwrap_or_else(system_now);
+    let mut options = FillOptions::new(now as i64);
+    options.now = now;
+    options.lock = args.lock;
+    options.lock_timeout = Duration::from_secs(args.lock_timeout);
+    options.start_from = args.start_from;
+    options.end_at = args.end_at;
+    options.overwrite = args.overwrite;
+    if args.carbonate {
+        options = options.carbonate();
+    }
+    let report = whisper::fill(&args.src, &args.dst, &options)?;
+    tracing::info!(copied = report.copied, points = report.points_written, "fill done");
+    Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_points_like_whisper_update() {
+        assert_eq!(parse_point("1700000000 1.5"), Some(Point::new(1_700_000_000, 1.5)));
+        assert_eq!(parse_point("1700000000:nan").map(|p| p.value.is_nan()), Some(true));
+        assert_eq!(parse_point("-1.9 2"), Some(Point::new(-1, 2.0)));
+        assert_eq!(parse_point("1 2 3"), None);
+        assert_eq!(parse_point("x 2"), None);
+    }
+}

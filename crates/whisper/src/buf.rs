@@ -1,0 +1,538 @@
+//! [`WhisperBuf`]: a whole whisper file in memory, and the reference algorithms that run on it.
+//!
+//! Every write operation (update, update_many, merge, fill) runs on a buffer and records the byte ranges it
+//! changed; [`crate::WhisperFile`] then writes back only those ranges. An error part-way therefore changes
+//! nothing on disk, unlike whisper.py, which can leave half a batch written.
+
+use std::ops::Range;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::header::{ArchiveInfo, Header, POINT_SIZE};
+
+/// One (timestamp, value) pair as given to `update_many`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Seconds since the epoch (Python `int(t)`: truncated toward zero by the caller).
+    pub timestamp: i64,
+    /// The value; NaN and ±inf are values, as in whisper.
+    pub value: f64,
+}
+
+impl Point {
+    /// A point.
+    pub fn new(timestamp: i64, value: f64) -> Self {
+        Point { timestamp, value }
+    }
+}
+
+impl From<(i64, f64)> for Point {
+    fn from((timestamp, value): (i64, f64)) -> Self {
+        Point { timestamp, value }
+    }
+}
+
+/// The answer of a fetch: slots `from + step, from + 2·step, …` (Graphite's `((from, until, step), values)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Start of the returned range (exclusive of data: the first value is for `from`).
+    pub from: i64,
+    /// End of the range as the reference reports it.
+    pub until: i64,
+    /// Seconds between values.
+    pub step: u32,
+    /// One value per slot; `None` where the archive holds nothing for that time.
+    pub values: Vec<Option<f64>>,
+}
+
+impl Series {
+    /// `(timestamp, value)` for every non-empty slot.
+    pub fn points(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
+        let step = i64::from(self.step);
+        self.values
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, v)| v.map(|v| (self.from + i as i64 * step, v)))
+    }
+}
+
+/// A whole whisper file held in memory, validated on construction.
+#[derive(Debug, Clone)]
+pub struct WhisperBuf {
+    header: Header,
+    data: Vec<u8>,
+    dirty: Vec<Range<usize>>,
+}
+
+impl WhisperBuf {
+    /// Validates `data` as a whole whisper file (see [`Header::parse`]).
+    pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
+        Self::with_path(data, Path::new("<memory>"))
+    }
+
+    pub(crate) fn with_path(data: Vec<u8>, path: &Path) -> Result<Self> {
+        let header = Header::parse(&data, data.len() as u64, path)?;
+        Ok(WhisperBuf { header, data, dirty: Vec::new() })
+    }
+
+    /// A new, empty file image for a header (all points zero).
+    pub fn empty(header: Header) -> Self {
+        let mut data = header.to_bytes();
+        data.resize(header.file_size() as usize, 0);
+        WhisperBuf { header, data, dirty: Vec::new() }
+    }
+
+    /// The validated header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The file's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The file's bytes, by value.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data
+    }
+
+    /// Byte ranges changed since the buffer was loaded (or since [`WhisperBuf::clear_dirty`]), merged and
+    /// sorted.
+    pub fn dirty_ranges(&self) -> Vec<Range<usize>> {
+        let mut ranges = self.dirty.clone();
+        ranges.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged
+    }
+
+    /// Forgets the changes recorded so far.
+    pub fn clear_dirty(&mut self) {
+        self.dirty.clear();
+    }
+
+    // ---- slot access -------------------------------------------------------------------------------------
+
+    fn point_at(&self, offset: usize) -> (u32, f64) {
+        point_from(&self.data[offset..offset + POINT_SIZE])
+    }
+
+    fn write(&mut self, offset: usize, bytes: &[u8]) {
+        self.data[offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.dirty.push(offset..offset + bytes.len());
+    }
+
+    /// The timestamp stored in an archive's slot 0: 0 means "empty archive".
+    fn base(&self, archive: &ArchiveInfo) -> u32 {
+        self.point_at(archive.offset as usize).0
+    }
+
+    /// Byte offset of aligned time `interval` given the archive's base (whisper's slot rule).
+    fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> usize {
+        let spp = i64::from(archive.seconds_per_point);
+        let distance = (interval - i64::from(base)).div_euclid(spp) * POINT_SIZE as i64;
+        archive.offset as usize + distance.rem_euclid(archive.size() as i64) as usize
+    }
+
+    /// Reads `count` consecutive slots starting at byte `start` of `archive`, wrapping at its end.
+    fn read_slots(&self, archive: &ArchiveInfo, start: usize, count: usize) -> impl Iterator<Item = (u32, f64)> + '_ {
+        let begin = archive.offset as usize;
+        let first = (start - begin) / POINT_SIZE;
+        let points = archive.points as usize;
+        (0..count).map(move |i| self.point_at(begin + (first + i) % points * POINT_SIZE))
+    }
+
+    // ---- fetch -------------------------------------------------------------------------------------------
+
+    /// whisper's `fetch(path, from, until, now, archiveToSelect)`: `Ok(None)` where the reference returns
+    /// None. `archive` selects an archive by seconds per point.
+    pub fn fetch(&self, from: i64, until: Option<i64>, now: i64, archive: Option<u32>) -> Result<Option<Series>> {
+        let Some((index, from, until)) = select_archive(&self.header, from, until, now, archive)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.archive_fetch(index, from, until)))
+    }
+
+    /// whisper's `__archive_fetch` on archive `index`, with its exact slot arithmetic (including returning
+    /// the slot after `until` for a zero-length range, and the count wrapping for over-long spans).
+    pub fn archive_fetch(&self, index: usize, from: i64, until: i64) -> Series {
+        let archive = self.header.archives[index];
+        let read = |start, count| -> Result<Vec<(u32, f64)>> {
+            Ok(self.read_slots(&archive, start, count).collect())
+        };
+        // Reading from memory cannot fail.
+        archive_fetch(&archive, from, until, self.base(&archive), read).unwrap_or_else(|_| Series {
+            from,
+            until,
+            step: archive.seconds_per_point,
+            values: Vec::new(),
+        })
+    }
+
+    /// Every slot with a non-zero timestamp in each archive, sorted by timestamp (whisper-dump minus the
+    /// empty slots). Stale slots from an older cycle are included, as in a raw dump.
+    pub fn dump(&self) -> Vec<Vec<(u32, f64)>> {
+        self.header
+            .archives
+            .iter()
+            .map(|a| {
+                let mut points: Vec<(u32, f64)> = self
+                    .read_slots(a, a.offset as usize, a.points as usize)
+                    .filter(|&(t, _)| t != 0)
+                    .collect();
+                points.sort_by_key(|&(t, _)| t);
+                points
+            })
+            .collect()
+    }
+
+    /// The value stored for aligned time `t` in archive `index`, if that slot holds exactly `t`.
+    pub fn value_at(&self, index: usize, t: i64) -> Option<f64> {
+        let archive = self.header.archives[index];
+        let base = self.base(&archive);
+        if base == 0 {
+            return None;
+        }
+        let (ts, v) = self.point_at(Self::slot_offset(&archive, base, t));
+        (i64::from(ts) == t && ts != 0).then_some(v)
+    }
+
+    // ---- update ------------------------------------------------------------------------------------------
+
+    /// whisper's `update_many(path, points, now)`: routes points by age, drops too-old ones, writes each run
+    /// and propagates. Points need not be sorted. On error nothing in the buffer's file changes on disk
+    /// (the caller discards the buffer); the buffer itself may be partly updated.
+    pub fn update_many(&mut self, points: &[Point], now: i64) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut sorted: Vec<(i64, f64)> = points.iter().map(|p| (p.timestamp, p.value)).collect();
+        // Stable sort, newest first; equal timestamps keep input order (Python's sort(reverse=True)).
+        sorted.sort_by(|a, b| b.0.cmp(&a.0));
+        let archive_count = self.header.archives.len();
+        let mut current = 0usize;
+        let mut batch: Vec<(i64, f64)> = Vec::new();
+        for &(t, v) in &sorted {
+            let age = i128::from(now) - i128::from(t);
+            while i128::from(self.header.archives[current].retention()) < age {
+                if !batch.is_empty() {
+                    batch.reverse();
+                    self.archive_update_many(current, &batch)?;
+                    batch.clear();
+                }
+                current += 1;
+                if current == archive_count {
+                    return Ok(()); // the rest is older than every archive: dropped, as whisper does
+                }
+            }
+            batch.push((t, v));
+        }
+        if !batch.is_empty() {
+            batch.reverse();
+            self.archive_update_many(current, &batch)?;
+        }
+        Ok(())
+    }
+
+    /// whisper's single-point `update(path, value, timestamp, now)`: stricter than update_many (future and
+    /// too-old points are `TimestampNotCovered`) and propagates to the following archives by position.
+    pub fn update(&mut self, value: f64, timestamp: i64, now: i64) -> Result<()> {
+        let age = i128::from(now) - i128::from(timestamp);
+        if !(age >= 0 && age < i128::from(self.header.max_retention)) {
+            return Err(Error::TimestampNotCovered {
+                timestamp,
+                now,
+                max_retention: self.header.max_retention,
+            });
+        }
+        let index = self
+            .header
+            .archives
+            .iter()
+            .position(|a| i128::from(a.retention()) >= age)
+            .unwrap_or(self.header.archives.len() - 1);
+        let archive = self.header.archives[index];
+        let interval = align(timestamp, archive.seconds_per_point)?;
+        let packed = pack(interval, value)?;
+        let base = self.base(&archive);
+        let offset = if base == 0 {
+            archive.offset as usize
+        } else {
+            Self::slot_offset(&archive, base, interval)
+        };
+        self.write(offset, &packed);
+        for lower in index + 1..self.header.archives.len() {
+            if !self.propagate(interval, lower - 1, lower)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// whisper's `__archive_update_many`: `points` are chronological and all belong to archive `index`.
+    pub(crate) fn archive_update_many(&mut self, index: usize, points: &[(i64, f64)]) -> Result<()> {
+        let aligned = self.write_archive_points(index, points)?;
+        self.propagate_from(index, &aligned)
+    }
+
+    /// The write half of `__archive_update_many`: packs contiguous runs and writes them at the slot rule,
+    /// without propagation. Returns the aligned points (for propagation).
+    pub(crate) fn write_archive_points(&mut self, index: usize, points: &[(i64, f64)]) -> Result<Vec<(i64, f64)>> {
+        let archive = self.header.archives[index];
+        let step = i64::from(archive.seconds_per_point);
+        let mut aligned = Vec::with_capacity(points.len());
+        for &(t, v) in points {
+            aligned.push((align(t, archive.seconds_per_point)?, v));
+        }
+        // Contiguous runs; within a run of equal intervals the last one wins.
+        let mut runs: Vec<(i64, Vec<u8>)> = Vec::new();
+        let mut previous: Option<i64> = None;
+        let mut current: Vec<u8> = Vec::new();
+        for i in 0..aligned.len() {
+            if i + 1 < aligned.len() && aligned[i].0 == aligned[i + 1].0 {
+                continue;
+            }
+            let (interval, value) = aligned[i];
+            let packed = pack(interval, value)?;
+            // Python tests `not previousInterval`, so an interval of 0 also continues the run.
+            let continues = match previous {
+                None | Some(0) => true,
+                Some(p) => interval == p + step,
+            };
+            if continues {
+                current.extend_from_slice(&packed);
+            } else {
+                let n = (current.len() / POINT_SIZE) as i64;
+                runs.push((previous.unwrap_or(0) - step * (n - 1), std::mem::take(&mut current)));
+                current.extend_from_slice(&packed);
+            }
+            previous = Some(interval);
+        }
+        if !current.is_empty() {
+            let n = (current.len() / POINT_SIZE) as i64;
+            runs.push((previous.unwrap_or(0) - step * (n - 1), current));
+        }
+        let Some(first_run) = runs.first() else {
+            return Ok(aligned);
+        };
+        let mut base = i64::from(self.base(&archive));
+        if base == 0 {
+            base = first_run.0;
+        }
+        let size = archive.size() as usize;
+        let begin = archive.offset as usize;
+        let end = begin + size;
+        // Check every run before writing any, so a refused batch leaves the buffer unchanged.
+        for (interval, bytes) in &runs {
+            let offset = slot_offset_i64(&archive, base, *interval);
+            if offset + bytes.len() > end + size {
+                return Err(Error::ArchiveOverflow {
+                    points: bytes.len() / POINT_SIZE,
+                    capacity: archive.points,
+                });
+            }
+        }
+        for (interval, bytes) in &runs {
+            let offset = slot_offset_i64(&archive, base, *interval);
+            let beyond = (offset + bytes.len()).saturating_sub(end);
+            if beyond > 0 {
+                let split = bytes.len() - beyond;
+                self.write(offset, &bytes[..split]);
+                self.write(begin, &bytes[split..]);
+            } else {
+                self.write(offset, bytes);
+            }
+        }
+        Ok(aligned)
+    }
+
+    /// The propagation half of `__archive_update_many`.
+    fn propagate_from(&mut self, index: usize, aligned: &[(i64, f64)]) -> Result<()> {
+        let archive = self.header.archives[index];
+        // Propagate to every coarser archive (by spp, as update_many does), stopping at the first level
+        // where nothing propagated.
+        let mut higher = index;
+        let lowers: Vec<usize> = (0..self.header.archives.len())
+            .filter(|&i| self.header.archives[i].seconds_per_point > archive.seconds_per_point)
+            .collect();
+        for lower in lowers {
+            let lower_spp = self.header.archives[lower].seconds_per_point;
+            let fits = aligned.iter().map(|&(t, _)| align(t, lower_spp)).collect::<Result<Vec<i64>>>()?;
+            let mut any = false;
+            // `for interval in set(lowerIntervals)`: the order decides the anchor of an empty lower archive.
+            for interval in crate::pyset::set_order(&fits) {
+                if self.propagate(interval, higher, lower)? {
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+            higher = lower;
+        }
+        Ok(())
+    }
+
+    /// whisper's `__propagate`: aggregates the higher slots under `timestamp`'s lower slot and writes the
+    /// result if enough of them are known (xff compared in f64 against the widened f32).
+    fn propagate(&mut self, timestamp: i64, higher: usize, lower: usize) -> Result<bool> {
+        let higher = self.header.archives[higher];
+        let lower = self.header.archives[lower];
+        let lower_start = align(timestamp, lower.seconds_per_point)?;
+        let higher_base = self.base(&higher);
+        let first = if higher_base == 0 {
+            higher.offset as usize
+        } else {
+            Self::slot_offset(&higher, higher_base, lower_start)
+        };
+        // k higher slots, read with the reference's single wrap: for k > points it gets fewer.
+        let k = (lower.seconds_per_point / higher.seconds_per_point) as u64;
+        let relative_first = (first - higher.offset as usize) as u64;
+        let relative_last = (relative_first + k * POINT_SIZE as u64) % higher.size();
+        let count = if relative_first < relative_last {
+            (relative_last - relative_first) as usize / POINT_SIZE
+        } else {
+            (higher.size() - relative_first + relative_last) as usize / POINT_SIZE
+        };
+        let step = i64::from(higher.seconds_per_point);
+        let mut neighbours: Vec<Option<f64>> = Vec::with_capacity(count);
+        let mut expected = lower_start;
+        for (ts, v) in self.read_slots(&higher, first, count) {
+            neighbours.push((i64::from(ts) == expected).then_some(v));
+            expected += step;
+        }
+        let known = neighbours.iter().filter(|v| v.is_some()).count();
+        if known == 0 {
+            return Ok(false);
+        }
+        if (known as f64) / (neighbours.len() as f64) < self.header.xff() {
+            return Ok(false);
+        }
+        let Some(value) = self.header.aggregation.aggregate(&neighbours) else {
+            return Ok(false);
+        };
+        let packed = pack(lower_start, value)?;
+        let lower_base = self.base(&lower);
+        let offset = if lower_base == 0 {
+            lower.offset as usize
+        } else {
+            Self::slot_offset(&lower, lower_base, lower_start)
+        };
+        self.write(offset, &packed);
+        Ok(true)
+    }
+}
+
+fn slot_offset_i64(archive: &ArchiveInfo, base: i64, interval: i64) -> usize {
+    let spp = i64::from(archive.seconds_per_point);
+    let distance = (interval - base).div_euclid(spp) * POINT_SIZE as i64;
+    archive.offset as usize + distance.rem_euclid(archive.size() as i64) as usize
+}
+
+/// `t - t % spp` with Python's floor modulo.
+pub(crate) fn align(t: i64, spp: u32) -> Result<i64> {
+    t.checked_sub(t.rem_euclid(i64::from(spp))).ok_or(Error::TimestampOutOfRange(t))
+}
+
+/// `struct.pack('>Ld', interval, value)`, which refuses intervals outside u32.
+fn pack(interval: i64, value: f64) -> Result<[u8; POINT_SIZE]> {
+    let t = u32::try_from(interval).map_err(|_| Error::TimestampOutOfRange(interval))?;
+    let mut out = [0u8; POINT_SIZE];
+    out[..4].copy_from_slice(&t.to_be_bytes());
+    out[4..].copy_from_slice(&value.to_be_bytes());
+    Ok(out)
+}
+
+pub(crate) fn point_from(b: &[u8]) -> (u32, f64) {
+    let t = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let v = f64::from_be_bytes([b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11]]);
+    (t, v)
+}
+
+/// The part of `file_fetch` before the archive read: validation, clamping and archive choice.
+/// Returns `(archive index, from, until)` or `None` where the reference returns None.
+pub(crate) fn select_archive(
+    header: &Header,
+    from: i64,
+    until: Option<i64>,
+    now: i64,
+    archive: Option<u32>,
+) -> Result<Option<(usize, i64, i64)>> {
+    let mut until = until.unwrap_or(now);
+    let mut from = from;
+    if from > until {
+        return Err(Error::InvalidTimeInterval { from, until });
+    }
+    let oldest = now - i64::from(header.max_retention);
+    if from > now || until < oldest {
+        return Ok(None);
+    }
+    from = from.max(oldest);
+    until = until.min(now);
+    let diff = now - from;
+    let index = match archive {
+        // archiveToSelect = 0 is falsy in Python and means "no selection".
+        Some(spp) if spp != 0 => header
+            .archives
+            .iter()
+            .position(|a| a.seconds_per_point == spp)
+            .ok_or(Error::InvalidGranularity(spp))?,
+        _ => header
+            .archives
+            .iter()
+            .position(|a| i128::from(a.retention()) >= i128::from(diff))
+            .unwrap_or(header.archives.len() - 1),
+    };
+    Ok(Some((index, from, until)))
+}
+
+/// `__archive_fetch` over any slot reader: `read(start_byte, count)` returns `count` slots from
+/// `start_byte`, wrapping at the archive end.
+pub(crate) fn archive_fetch(
+    archive: &ArchiveInfo,
+    from: i64,
+    until: i64,
+    base: u32,
+    read: impl FnOnce(usize, usize) -> Result<Vec<(u32, f64)>>,
+) -> Result<Series> {
+    let step = i64::from(archive.seconds_per_point);
+    let from_interval = from - from.rem_euclid(step) + step;
+    let mut until_interval = until - until.rem_euclid(step) + step;
+    if from_interval == until_interval {
+        until_interval += step; // zero-length range: the reference returns the next slot
+    }
+    if base == 0 {
+        let count = ((until_interval - from_interval) / step).max(0) as usize;
+        return Ok(Series {
+            from: from_interval,
+            until: until_interval,
+            step: archive.seconds_per_point,
+            values: vec![None; count],
+        });
+    }
+    let from_offset = slot_offset_i64(archive, i64::from(base), from_interval);
+    let until_offset = slot_offset_i64(archive, i64::from(base), until_interval);
+    let count = if from_offset < until_offset {
+        (until_offset - from_offset) / POINT_SIZE
+    } else {
+        // Wrapping read (or equal offsets: the whole archive).
+        (archive.end() as usize - from_offset + until_offset - archive.offset as usize) / POINT_SIZE
+    };
+    let slots = read(from_offset, count)?;
+    let mut expected = from_interval;
+    let values = slots
+        .into_iter()
+        .map(|(ts, v)| {
+            let value = (i64::from(ts) == expected).then_some(v);
+            expected += step;
+            value
+        })
+        .collect();
+    Ok(Series { from: from_interval, until: until_interval, step: archive.seconds_per_point, values })
+}

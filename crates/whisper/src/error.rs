@@ -1,0 +1,138 @@
+//! The one error type of the crate.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Shorthand for `Result<T, whisper::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong reading, writing or validating a whisper file.
+///
+/// [`Error::reference_class`] names the exception whisper.py raises for the same input, so callers and
+/// tests can check that bucky refuses exactly what the reference refuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes are not a valid whisper file (bad header, truncated, overlapping archives, ...).
+    #[error("{path}: corrupt whisper file: {reason}; the file was left untouched (check it with `bucky whisper info`)")]
+    Corrupt {
+        /// The file involved (`<memory>` for in-memory data).
+        path: PathBuf,
+        /// What exactly is wrong.
+        reason: String,
+    },
+    /// The retention/archive list is not acceptable (whisper's `InvalidConfiguration`).
+    #[error("invalid configuration: {0}")]
+    InvalidConfiguration(String),
+    /// A retention definition such as `1m:30d` could not be parsed (whisper raises `ValueError`).
+    #[error("invalid retention definition '{spec}': {reason} (use SECONDS_PER_POINT:POINTS such as 60:1440, or units: 1m:30d)")]
+    InvalidRetention {
+        /// The text given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Unknown aggregation method name.
+    #[error("unrecognized aggregation method '{0}' (use one of average, sum, last, max, min, avg_zero, absmax, absmin)")]
+    InvalidAggregationMethod(String),
+    /// xFilesFactor outside `[0, 1]`.
+    #[error("invalid xFilesFactor {0}, not between 0 and 1")]
+    InvalidXFilesFactor(f64),
+    /// `create` found a file at the target path.
+    #[error("{0}: file already exists; remove it first or heal into it with `bucky whisper fill`")]
+    AlreadyExists(PathBuf),
+    /// `update` of a timestamp outside the file's retention (whisper's `TimestampNotCovered`).
+    #[error("timestamp {timestamp} not covered by any archive in this database (now {now}, max retention {max_retention}s)")]
+    TimestampNotCovered {
+        /// The rejected timestamp.
+        timestamp: i64,
+        /// The clock used.
+        now: i64,
+        /// The file's max retention.
+        max_retention: u32,
+    },
+    /// A timestamp that a whisper file cannot store (negative or beyond 2^32 after alignment).
+    #[error("timestamp {0} cannot be stored in a whisper file (must be between 0 and 4294967295)")]
+    TimestampOutOfRange(i64),
+    /// `fetch` with from > until (whisper's `InvalidTimeInterval`).
+    #[error("invalid time interval: from time '{from}' is after until time '{until}'")]
+    InvalidTimeInterval {
+        /// Start of the range.
+        from: i64,
+        /// End of the range.
+        until: i64,
+    },
+    /// `fetch` asked for an archive precision the file does not have (whisper raises `ValueError`).
+    #[error("invalid granularity: no archive with {0} seconds per point")]
+    InvalidGranularity(u32),
+    /// `merge` of two files with different archive layouts (whisper raises `NotImplementedError`).
+    #[error("archive configurations are unalike ({src} vs {dst}); resize one of them before merging")]
+    LayoutMismatch {
+        /// The source file.
+        src: PathBuf,
+        /// The destination file.
+        dst: PathBuf,
+    },
+    /// A batch would write past the end of an archive (whisper 1.1.10 corrupts the next archive here).
+    #[error("refusing to write {points} consecutive points into an archive of {capacity} points (more than two full cycles of future timestamps); nothing was written")]
+    ArchiveOverflow {
+        /// Length of the offending run.
+        points: usize,
+        /// Points in the archive.
+        capacity: u32,
+    },
+    /// Source and destination are the same file.
+    #[error("{0}: source and destination are the same file; nothing to do")]
+    SameFile(PathBuf),
+    /// Could not get the flock in time.
+    #[error("{path}: timed out after {waited:?} waiting for the whisper lock; is carbon-cache or another bucky writing it? Retry, or raise the lock timeout")]
+    LockTimeout {
+        /// The locked file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A function argument outside its domain (whisper raises `ValueError`).
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// The name of the exception class whisper.py 1.1.10 raises for the same input, or `"bucky"` for
+    /// refusals that the reference does not have (where it silently corrupts or misbehaves instead).
+    pub fn reference_class(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "IOError",
+            Error::Corrupt { .. } => "CorruptWhisperFile",
+            Error::InvalidConfiguration(_) | Error::AlreadyExists(_) => "InvalidConfiguration",
+            Error::InvalidRetention { .. } | Error::InvalidGranularity(_) | Error::InvalidArgument(_) => {
+                "ValueError"
+            }
+            Error::InvalidAggregationMethod(_) => "InvalidAggregationMethod",
+            Error::InvalidXFilesFactor(_) => "InvalidXFilesFactor",
+            Error::TimestampNotCovered { .. } => "TimestampNotCovered",
+            Error::TimestampOutOfRange(_) => "error",
+            Error::InvalidTimeInterval { .. } => "InvalidTimeInterval",
+            Error::LayoutMismatch { .. } => "NotImplementedError",
+            Error::ArchiveOverflow { .. } | Error::SameFile(_) | Error::LockTimeout { .. } => "bucky",
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt { path: path.into(), reason: reason.into() }
+    }
+}

@@ -1,0 +1,275 @@
+//! `fill`: heal a destination file from a source copy of the same metric.
+//!
+//! Two modes:
+//! - [`FillMode::Safe`] (default, what rebalance and backfill use): archive by archive, every slot that is
+//!   *empty* in the destination takes the source's value for the same timestamp from the source archive of
+//!   the same resolution, written into that same destination archive, without propagation (the
+//!   destination's coarser archives are healed from the source's own coarser archives). A non-empty slot is
+//!   never changed (0.0 and NaN are data), so the fill is idempotent and two copies filled into each other
+//!   end with the union of their points. If the source has no archive of a destination archive's
+//!   resolution, the slot is computed from the finest source archive whose resolution divides it and whose
+//!   window holds the slot's start, aggregated with the destination's method and xFilesFactor, exactly as
+//!   whisper's propagation would have done.
+//! - [`FillMode::Carbonate`]: carbonate 1.1.10's `fill_archives`, quirks included (0.0 counts as a gap, the
+//!   slot after each gap is rewritten with the source's value, writes are routed by age through
+//!   `update_many`, so a boundary point can land in a finer archive). Byte-identical with `whisper-fill`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::buf::{align, WhisperBuf};
+use crate::durable::TempFile;
+use crate::error::{Error, Result};
+use crate::file::WhisperFile;
+use crate::lock::{LockMode, DEFAULT_LOCK_TIMEOUT};
+
+/// Which fill algorithm to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FillMode {
+    /// Only empty destination slots are written, from the same-resolution source archive.
+    #[default]
+    Safe,
+    /// carbonate 1.1.10 `whisper-fill`, bit for bit.
+    Carbonate,
+}
+
+/// Options of [`fill`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FillOptions {
+    /// The algorithm.
+    pub mode: FillMode,
+    /// The clock, in seconds; may be fractional (carbonate reads a float clock; whisper truncates it).
+    pub now: f64,
+    /// Newest time to fill (carbonate's `startFrom`); `None` = now.
+    pub start_from: Option<f64>,
+    /// Oldest time to fill (carbonate's `endAt`); 0 = as far back as the archives go.
+    pub end_at: f64,
+    /// Carbonate mode only: treat every destination slot as a gap (`whisper-fill -o`).
+    pub overwrite: bool,
+    /// Hold a shared flock on the source while reading it and an exclusive flock on the destination while
+    /// filling it (never both at once, so two fills in opposite directions cannot deadlock).
+    pub lock: bool,
+    /// Bound on each lock wait.
+    pub lock_timeout: Duration,
+    /// fsync the destination when done.
+    pub sync: bool,
+}
+
+impl FillOptions {
+    /// Safe mode at `now`, locking, syncing, no window.
+    pub fn new(now: i64) -> Self {
+        FillOptions {
+            mode: FillMode::Safe,
+            now: now as f64,
+            start_from: None,
+            end_at: 0.0,
+            overwrite: false,
+            lock: true,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            sync: true,
+        }
+    }
+
+    /// The same options in carbonate mode.
+    pub fn carbonate(mut self) -> Self {
+        self.mode = FillMode::Carbonate;
+        self
+    }
+}
+
+/// What a fill did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FillReport {
+    /// The destination did not exist and was created as a durable copy of the source.
+    pub copied: bool,
+    /// Points handed to the destination (safe mode: slots filled; carbonate: points passed to update_many).
+    pub points_written: u64,
+}
+
+/// Fills `dst` from `src` (see the module docs). A missing `dst` becomes a durable copy of `src`.
+/// Filling a file into itself is refused with [`Error::SameFile`].
+pub fn fill(src: &Path, dst: &Path, options: &FillOptions) -> Result<FillReport> {
+    let source = WhisperFile::open(src)?;
+    let source_buf = {
+        let _lock = options.lock.then(|| source.lock(LockMode::Shared, options.lock_timeout)).transpose()?;
+        source.read_buf()?
+    };
+    if !dst.exists() {
+        let temp = TempFile::new_for(dst)?;
+        temp.write_content(source_buf.as_bytes(), false)?;
+        if temp.publish_new(dst)? {
+            return Ok(FillReport { copied: true, points_written: 0 });
+        }
+        // Someone created dst meanwhile: heal into it instead.
+    }
+    let target = WhisperFile::open_rw(dst)?;
+    if target.identity()? == source.identity()? {
+        return Err(Error::SameFile(dst.to_owned()));
+    }
+    let _lock = options.lock.then(|| target.lock(LockMode::Exclusive, options.lock_timeout)).transpose()?;
+    let mut buf = target.read_buf()?;
+    let points_written = fill_buf(&source_buf, &mut buf, options)?;
+    target.write_back(&buf)?;
+    if options.sync {
+        target.sync()?;
+    }
+    Ok(FillReport { copied: false, points_written })
+}
+
+/// [`fill`] on in-memory files: updates `dst` and returns the number of points written.
+pub fn fill_buf(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> Result<u64> {
+    match options.mode {
+        FillMode::Safe => safe_fill(src, dst, options),
+        FillMode::Carbonate => CarbonateFill { src, dst, options, written: 0 }.run(),
+    }
+}
+
+fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> Result<u64> {
+    let now = options.now.floor() as i64;
+    let newest = options.start_from.map_or(now, |s| s.floor() as i64).min(now);
+    let oldest = options.end_at.ceil() as i64;
+    let dst_archives = dst.header().archives.clone();
+    let src_archives = &src.header().archives;
+    let aggregation = dst.header().aggregation;
+    let xff = dst.header().xff();
+    // Oldest aligned slot held by a source archive.
+    let src_window_start = |b: usize| {
+        let a = src_archives[b];
+        let spp = i64::from(a.seconds_per_point);
+        align(now - a.retention() as i64, a.seconds_per_point).map(|t| t + spp)
+    };
+    let mut written = 0u64;
+    for (index, archive) in dst_archives.iter().enumerate() {
+        let spp = i64::from(archive.seconds_per_point);
+        let first = align(now - archive.retention() as i64, archive.seconds_per_point)? + spp;
+        let first = first.max(oldest + (spp - oldest.rem_euclid(spp)) % spp);
+        let last = align(newest, archive.seconds_per_point)?;
+        let same = src_archives.iter().position(|b| b.seconds_per_point == archive.seconds_per_point);
+        let mut finer: Vec<usize> = (0..src_archives.len())
+            .filter(|&b| {
+                let s = src_archives[b].seconds_per_point;
+                s < archive.seconds_per_point && archive.seconds_per_point % s == 0
+            })
+            .collect();
+        finer.sort_by_key(|&b| src_archives[b].seconds_per_point);
+        let mut points = Vec::new();
+        let mut t = first;
+        while t <= last {
+            if dst.value_at(index, t).is_none() {
+                let value = match same {
+                    Some(b) if t >= src_window_start(b)? => src.value_at(b, t),
+                    Some(_) => None,
+                    None => {
+                        let mut found = None;
+                        for &b in &finer {
+                            if t < src_window_start(b)? {
+                                continue;
+                            }
+                            let step = i64::from(src_archives[b].seconds_per_point);
+                            let slots: Vec<Option<f64>> =
+                                (0..spp / step).map(|j| src.value_at(b, t + j * step)).collect();
+                            let known = slots.iter().flatten().count();
+                            if known > 0 && known as f64 / slots.len() as f64 >= xff {
+                                found = aggregation.aggregate(&slots);
+                            }
+                            break;
+                        }
+                        found
+                    }
+                };
+                if let Some(v) = value {
+                    points.push((t, v));
+                }
+            }
+            t += spp;
+        }
+        if !points.is_empty() {
+            dst.write_archive_points(index, &points)?;
+            written += points.len() as u64;
+        }
+    }
+    Ok(written)
+}
+
+/// carbonate 1.1.10 `fill_archives` / `fill`, with its float clock and int() truncations.
+struct CarbonateFill<'a> {
+    src: &'a WhisperBuf,
+    dst: &'a mut WhisperBuf,
+    options: &'a FillOptions,
+    written: u64,
+}
+
+impl CarbonateFill<'_> {
+    fn now_i(&self) -> i64 {
+        self.options.now.trunc() as i64
+    }
+
+    fn run(mut self) -> Result<u64> {
+        let now_f = self.options.now;
+        let mut start_from = self.options.start_from.unwrap_or(now_f);
+        let end_at = self.options.end_at;
+        let mut archives = self.dst.header().archives.clone();
+        archives.sort_by_key(|a| a.retention());
+        for archive in archives {
+            let candidate = now_f - archive.retention() as f64;
+            let from_time = if candidate > end_at { candidate } else { end_at };
+            if from_time >= start_from {
+                continue;
+            }
+            let Some(series) = self.dst.fetch(from_time.trunc() as i64, Some(start_from.trunc() as i64), self.now_i(), None)? else {
+                return Err(Error::InvalidArgument(format!(
+                    "carbonate fill: fetch({from_time}, {start_from}) of the destination returned None"
+                )));
+            };
+            let step = i64::from(series.step);
+            let mut start = series.from;
+            let mut gap_start: i64 = 0; // Python: None, and `not gapstart` is also true for 0
+            for value in &series.values {
+                let has_value = matches!(value, Some(v) if *v != 0.0 || v.is_nan()) && !self.options.overwrite;
+                if !has_value && gap_start == 0 {
+                    gap_start = start;
+                } else if has_value && gap_start != 0 {
+                    if start - gap_start >= i64::from(archive.seconds_per_point) {
+                        self.fill_range((gap_start - step) as f64, start as f64)?;
+                    }
+                    gap_start = 0;
+                }
+                start += step;
+            }
+            if gap_start != 0 {
+                self.fill_range((gap_start - step) as f64, (series.until - step) as f64)?;
+            }
+            start_from = from_time;
+        }
+        Ok(self.written)
+    }
+
+    /// carbonate's `fill(src, dst, tstart, tstop)`.
+    fn fill_range(&mut self, tstart: f64, mut tstop: f64) -> Result<()> {
+        let now_f = self.options.now;
+        let now_i = self.now_i();
+        let src_time = (now_i - i64::from(self.src.header().max_retention)) as f64;
+        if tstart < src_time && tstop < src_time {
+            return Ok(());
+        }
+        let mut order: Vec<usize> = (0..self.src.header().archives.len()).collect();
+        order.sort_by_key(|&i| self.src.header().archives[i].retention());
+        for index in order {
+            let rtime = now_f - self.src.header().archives[index].retention() as f64;
+            if tstop <= rtime {
+                continue;
+            }
+            let from_time = if rtime > tstart { rtime } else { tstart };
+            if let Some(series) = self.src.fetch(from_time.trunc() as i64, Some(tstop.trunc() as i64), now_i, None)? {
+                let points: Vec<crate::Point> = series.points().map(crate::Point::from).collect();
+                self.written += points.len() as u64;
+                self.dst.update_many(&points, now_i)?;
+            }
+            tstop = from_time;
+            if tstart == tstop {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}

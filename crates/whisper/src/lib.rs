@@ -1,0 +1,57 @@
+//! The Whisper time-series format, bit-exact with Graphite's whisper 1.1.10.
+//!
+//! Same operation history ⇒ byte-identical file: `create`, `update`, `update_many` (routing by age,
+//! duplicate handling, run packing, propagation with xFilesFactor and all 8 aggregation methods), `fetch`
+//! and `merge` reproduce whisper.py, and [`fill`] in [`FillMode::Carbonate`] reproduces carbonate's
+//! `whisper-fill`. Beyond the reference, bucky:
+//!
+//! - validates every header structurally before trusting it (offsets, overlaps, file length), so garbage or
+//!   truncated files give an [`Error`], never a panic or a huge allocation;
+//! - is transactional: an operation that fails changes nothing on disk (see [`WhisperBuf`]);
+//! - creates files atomically (temp file, fsync, no-replace link) and locks with `flock(2)` through an RAII
+//!   guard with a bounded wait ([`WhisperLock`]);
+//! - has a safe heal, [`FillMode::Safe`], that only ever writes empty slots of the same archive.
+//!
+//! Every operation takes an explicit `now`, so results are deterministic.
+//!
+//! ```
+//! use whisper::{create, CreateOptions, Point, Retention, WhisperFile};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("cpu.wsp");
+//! let retentions = Retention::parse_list("1m:1h,5m:1d")?;
+//! create(&path, &retentions, &CreateOptions::default())?;
+//!
+//! let now = 1_700_000_000;
+//! let file = WhisperFile::open_rw(&path)?;
+//! file.update_many(&[Point::new(now - 60, 1.0), Point::new(now - 120, 3.0)], now)?;
+//! let series = file.fetch(now - 300, None, now, None)?.expect("inside the retention");
+//! assert_eq!(series.step, 60);
+//! assert_eq!(series.points().collect::<Vec<_>>(), vec![(now - 120, 3.0), (now - 60, 1.0)]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod aggregation;
+mod buf;
+mod create;
+pub mod durable;
+mod error;
+mod file;
+mod fill;
+mod header;
+mod lock;
+mod merge;
+mod pyset;
+mod retention;
+
+pub use aggregation::AggregationMethod;
+pub use buf::{Point, Series, WhisperBuf};
+pub use create::{create, header_for, CreateOptions};
+pub use error::{Error, Result};
+pub use file::WhisperFile;
+pub use fill::{fill, fill_buf, FillMode, FillOptions, FillReport};
+pub use header::{ArchiveInfo, Header, POINT_SIZE};
+pub use lock::{LockMode, WhisperLock, DEFAULT_LOCK_TIMEOUT};
+pub use merge::{merge, merge_buf};
+pub use retention::{validate_archive_list, Retention};

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the reference peers if missing, then runs bucky's whole test suite.
+# This is the README's test command and what CI (.ci/run) calls. Safe to rerun: each step is skipped when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# Debian peers: carbon-c-relay is the placement oracle (`carbon-c-relay -t`).
+need_apt=()
+command -v carbon-c-relay >/dev/null 2>&1 || need_apt+=(carbon-c-relay)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    say "installing Debian packages: ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Python peers, in the project's own venv (git-ignored).
+VENV="$ROOT/.venv"
+REQ="$ROOT/tests/oracle/requirements.txt"
+STAMP="$VENV/.requirements.sha"
+want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    say "creating $VENV with the reference packages"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+    echo "$want" > "$STAMP"
+fi
+export BUCKY_ORACLE_PYTHON="$VENV/bin/python"
+
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+    say "cargo-nextest not found; using cargo test"
+    exec cargo test --workspace "$@"
+fi
+say "building and running the test suite"
+cargo build --workspace --bins
+cargo test --workspace --doc --quiet
+exec cargo nextest run --workspace --no-fail-fast "$@"
