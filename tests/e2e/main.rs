@@ -1,0 +1,2 @@
+//! One integration binary for every cross-process test (links once; faster on 2 cores).
+//! Each module covers one area and starts the real binaries it needs.
