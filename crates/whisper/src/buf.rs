@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::path::Path;
 
+use crate::engine::{self, Store};
 use crate::error::{Error, Result};
 use crate::header::{ArchiveInfo, Header, POINT_SIZE};
 
@@ -100,16 +101,7 @@ impl WhisperBuf {
     /// Byte ranges changed since the buffer was loaded (or since [`WhisperBuf::clear_dirty`]), merged and
     /// sorted.
     pub fn dirty_ranges(&self) -> Vec<Range<usize>> {
-        let mut ranges = self.dirty.clone();
-        ranges.sort_by_key(|r| r.start);
-        let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            match merged.last_mut() {
-                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-                _ => merged.push(r),
-            }
-        }
-        merged
+        crate::file::merge_ranges(self.dirty.clone())
     }
 
     /// Forgets the changes recorded so far.
@@ -192,6 +184,27 @@ impl WhisperBuf {
             .collect()
     }
 
+    /// whisper's `update_many(path, points, now)`: routes points by age, drops too-old ones, writes each run
+    /// and propagates. Points need not be sorted. On error the buffer may be partly updated; callers that
+    /// write back to disk discard it, so a refused batch changes nothing on disk.
+    pub fn update_many(&mut self, points: &[Point], now: i64) -> Result<()> {
+        engine::update_many(self, points, now)
+    }
+
+    /// whisper's single-point `update(path, value, timestamp, now)`: stricter than update_many (future and
+    /// too-old points are `TimestampNotCovered`) and propagates to the following archives by position.
+    pub fn update(&mut self, value: f64, timestamp: i64, now: i64) -> Result<()> {
+        engine::update(self, value, timestamp, now)
+    }
+
+    pub(crate) fn archive_update_many(&mut self, index: usize, points: &[(i64, f64)]) -> Result<()> {
+        engine::archive_update_many(self, index, points)
+    }
+
+    pub(crate) fn write_archive_points(&mut self, index: usize, points: &[(i64, f64)]) -> Result<()> {
+        engine::write_archive_points(self, index, points).map(|_| ())
+    }
+
     /// The value stored for aligned time `t` in archive `index`, if that slot holds exactly `t`.
     pub fn value_at(&self, index: usize, t: i64) -> Option<f64> {
         let archive = self.header.archives[index];
@@ -203,233 +216,24 @@ impl WhisperBuf {
         (i64::from(ts) == t && ts != 0).then_some(v)
     }
 
-    // ---- update ------------------------------------------------------------------------------------------
+}
 
-    /// whisper's `update_many(path, points, now)`: routes points by age, drops too-old ones, writes each run
-    /// and propagates. Points need not be sorted. On error nothing in the buffer's file changes on disk
-    /// (the caller discards the buffer); the buffer itself may be partly updated.
-    pub fn update_many(&mut self, points: &[Point], now: i64) -> Result<()> {
-        if points.is_empty() {
-            return Ok(());
-        }
-        let mut sorted: Vec<(i64, f64)> = points.iter().map(|p| (p.timestamp, p.value)).collect();
-        // Stable sort, newest first; equal timestamps keep input order (Python's sort(reverse=True)).
-        sorted.sort_by(|a, b| b.0.cmp(&a.0));
-        let archive_count = self.header.archives.len();
-        let mut current = 0usize;
-        let mut batch: Vec<(i64, f64)> = Vec::new();
-        for &(t, v) in &sorted {
-            let age = i128::from(now) - i128::from(t);
-            while i128::from(self.header.archives[current].retention()) < age {
-                if !batch.is_empty() {
-                    batch.reverse();
-                    self.archive_update_many(current, &batch)?;
-                    batch.clear();
-                }
-                current += 1;
-                if current == archive_count {
-                    return Ok(()); // the rest is older than every archive: dropped, as whisper does
-                }
-            }
-            batch.push((t, v));
-        }
-        if !batch.is_empty() {
-            batch.reverse();
-            self.archive_update_many(current, &batch)?;
-        }
+impl Store for WhisperBuf {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn point(&mut self, offset: usize) -> Result<(u32, f64)> {
+        Ok(self.point_at(offset))
+    }
+
+    fn put(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.write(offset, bytes);
         Ok(())
-    }
-
-    /// whisper's single-point `update(path, value, timestamp, now)`: stricter than update_many (future and
-    /// too-old points are `TimestampNotCovered`) and propagates to the following archives by position.
-    pub fn update(&mut self, value: f64, timestamp: i64, now: i64) -> Result<()> {
-        let age = i128::from(now) - i128::from(timestamp);
-        if !(age >= 0 && age < i128::from(self.header.max_retention)) {
-            return Err(Error::TimestampNotCovered {
-                timestamp,
-                now,
-                max_retention: self.header.max_retention,
-            });
-        }
-        let index = self
-            .header
-            .archives
-            .iter()
-            .position(|a| i128::from(a.retention()) >= age)
-            .unwrap_or(self.header.archives.len() - 1);
-        let archive = self.header.archives[index];
-        let interval = align(timestamp, archive.seconds_per_point)?;
-        let packed = pack(interval, value)?;
-        let base = self.base(&archive);
-        let offset = if base == 0 {
-            archive.offset as usize
-        } else {
-            Self::slot_offset(&archive, base, interval)
-        };
-        self.write(offset, &packed);
-        for lower in index + 1..self.header.archives.len() {
-            if !self.propagate(interval, lower - 1, lower)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// whisper's `__archive_update_many`: `points` are chronological and all belong to archive `index`.
-    pub(crate) fn archive_update_many(&mut self, index: usize, points: &[(i64, f64)]) -> Result<()> {
-        let aligned = self.write_archive_points(index, points)?;
-        self.propagate_from(index, &aligned)
-    }
-
-    /// The write half of `__archive_update_many`: packs contiguous runs and writes them at the slot rule,
-    /// without propagation. Returns the aligned points (for propagation).
-    pub(crate) fn write_archive_points(&mut self, index: usize, points: &[(i64, f64)]) -> Result<Vec<(i64, f64)>> {
-        let archive = self.header.archives[index];
-        let step = i64::from(archive.seconds_per_point);
-        let mut aligned = Vec::with_capacity(points.len());
-        for &(t, v) in points {
-            aligned.push((align(t, archive.seconds_per_point)?, v));
-        }
-        // Contiguous runs; within a run of equal intervals the last one wins.
-        let mut runs: Vec<(i64, Vec<u8>)> = Vec::new();
-        let mut previous: Option<i64> = None;
-        let mut current: Vec<u8> = Vec::new();
-        for i in 0..aligned.len() {
-            if i + 1 < aligned.len() && aligned[i].0 == aligned[i + 1].0 {
-                continue;
-            }
-            let (interval, value) = aligned[i];
-            let packed = pack(interval, value)?;
-            // Python tests `not previousInterval`, so an interval of 0 also continues the run.
-            let continues = match previous {
-                None | Some(0) => true,
-                Some(p) => interval == p + step,
-            };
-            if continues {
-                current.extend_from_slice(&packed);
-            } else {
-                let n = (current.len() / POINT_SIZE) as i64;
-                runs.push((previous.unwrap_or(0) - step * (n - 1), std::mem::take(&mut current)));
-                current.extend_from_slice(&packed);
-            }
-            previous = Some(interval);
-        }
-        if !current.is_empty() {
-            let n = (current.len() / POINT_SIZE) as i64;
-            runs.push((previous.unwrap_or(0) - step * (n - 1), current));
-        }
-        let Some(first_run) = runs.first() else {
-            return Ok(aligned);
-        };
-        let mut base = i64::from(self.base(&archive));
-        if base == 0 {
-            base = first_run.0;
-        }
-        let size = archive.size() as usize;
-        let begin = archive.offset as usize;
-        let end = begin + size;
-        // Check every run before writing any, so a refused batch leaves the buffer unchanged.
-        for (interval, bytes) in &runs {
-            let offset = slot_offset_i64(&archive, base, *interval);
-            if offset + bytes.len() > end + size {
-                return Err(Error::ArchiveOverflow {
-                    points: bytes.len() / POINT_SIZE,
-                    capacity: archive.points,
-                });
-            }
-        }
-        for (interval, bytes) in &runs {
-            let offset = slot_offset_i64(&archive, base, *interval);
-            let beyond = (offset + bytes.len()).saturating_sub(end);
-            if beyond > 0 {
-                let split = bytes.len() - beyond;
-                self.write(offset, &bytes[..split]);
-                self.write(begin, &bytes[split..]);
-            } else {
-                self.write(offset, bytes);
-            }
-        }
-        Ok(aligned)
-    }
-
-    /// The propagation half of `__archive_update_many`.
-    fn propagate_from(&mut self, index: usize, aligned: &[(i64, f64)]) -> Result<()> {
-        let archive = self.header.archives[index];
-        // Propagate to every coarser archive (by spp, as update_many does), stopping at the first level
-        // where nothing propagated.
-        let mut higher = index;
-        let lowers: Vec<usize> = (0..self.header.archives.len())
-            .filter(|&i| self.header.archives[i].seconds_per_point > archive.seconds_per_point)
-            .collect();
-        for lower in lowers {
-            let lower_spp = self.header.archives[lower].seconds_per_point;
-            let fits = aligned.iter().map(|&(t, _)| align(t, lower_spp)).collect::<Result<Vec<i64>>>()?;
-            let mut any = false;
-            // `for interval in set(lowerIntervals)`: the order decides the anchor of an empty lower archive.
-            for interval in crate::pyset::set_order(&fits) {
-                if self.propagate(interval, higher, lower)? {
-                    any = true;
-                }
-            }
-            if !any {
-                break;
-            }
-            higher = lower;
-        }
-        Ok(())
-    }
-
-    /// whisper's `__propagate`: aggregates the higher slots under `timestamp`'s lower slot and writes the
-    /// result if enough of them are known (xff compared in f64 against the widened f32).
-    fn propagate(&mut self, timestamp: i64, higher: usize, lower: usize) -> Result<bool> {
-        let higher = self.header.archives[higher];
-        let lower = self.header.archives[lower];
-        let lower_start = align(timestamp, lower.seconds_per_point)?;
-        let higher_base = self.base(&higher);
-        let first = if higher_base == 0 {
-            higher.offset as usize
-        } else {
-            Self::slot_offset(&higher, higher_base, lower_start)
-        };
-        // k higher slots, read with the reference's single wrap: for k > points it gets fewer.
-        let k = (lower.seconds_per_point / higher.seconds_per_point) as u64;
-        let relative_first = (first - higher.offset as usize) as u64;
-        let relative_last = (relative_first + k * POINT_SIZE as u64) % higher.size();
-        let count = if relative_first < relative_last {
-            (relative_last - relative_first) as usize / POINT_SIZE
-        } else {
-            (higher.size() - relative_first + relative_last) as usize / POINT_SIZE
-        };
-        let step = i64::from(higher.seconds_per_point);
-        let mut neighbours: Vec<Option<f64>> = Vec::with_capacity(count);
-        let mut expected = lower_start;
-        for (ts, v) in self.read_slots(&higher, first, count) {
-            neighbours.push((i64::from(ts) == expected).then_some(v));
-            expected += step;
-        }
-        let known = neighbours.iter().filter(|v| v.is_some()).count();
-        if known == 0 {
-            return Ok(false);
-        }
-        if (known as f64) / (neighbours.len() as f64) < self.header.xff() {
-            return Ok(false);
-        }
-        let Some(value) = self.header.aggregation.aggregate(&neighbours) else {
-            return Ok(false);
-        };
-        let packed = pack(lower_start, value)?;
-        let lower_base = self.base(&lower);
-        let offset = if lower_base == 0 {
-            lower.offset as usize
-        } else {
-            Self::slot_offset(&lower, lower_base, lower_start)
-        };
-        self.write(offset, &packed);
-        Ok(true)
     }
 }
 
-fn slot_offset_i64(archive: &ArchiveInfo, base: i64, interval: i64) -> usize {
+pub(crate) fn slot_offset_i64(archive: &ArchiveInfo, base: i64, interval: i64) -> usize {
     let spp = i64::from(archive.seconds_per_point);
     let distance = (interval - base).div_euclid(spp) * POINT_SIZE as i64;
     archive.offset as usize + distance.rem_euclid(archive.size() as i64) as usize
@@ -441,7 +245,7 @@ pub(crate) fn align(t: i64, spp: u32) -> Result<i64> {
 }
 
 /// `struct.pack('>Ld', interval, value)`, which refuses intervals outside u32.
-fn pack(interval: i64, value: f64) -> Result<[u8; POINT_SIZE]> {
+pub(crate) fn pack(interval: i64, value: f64) -> Result<[u8; POINT_SIZE]> {
     let t = u32::try_from(interval).map_err(|_| Error::TimestampOutOfRange(interval))?;
     let mut out = [0u8; POINT_SIZE];
     out[..4].copy_from_slice(&t.to_be_bytes());

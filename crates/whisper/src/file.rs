@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::buf::{self, Point, Series, WhisperBuf};
+use crate::engine::{self, Store};
 use crate::error::{Error, Result};
 use crate::header::{Header, METADATA_SIZE, POINT_SIZE};
 use crate::lock::{LockMode, WhisperLock};
@@ -104,22 +105,22 @@ impl WhisperFile {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
 
-    /// whisper's `update_many`: see [`WhisperBuf::update_many`]. All or nothing: a refused batch writes
-    /// nothing.
+    /// whisper's `update_many`: see [`WhisperBuf::update_many`]. Reads only the pages it touches. All or
+    /// nothing: a refused batch writes nothing.
     pub fn update_many(&self, points: &[Point], now: i64) -> Result<()> {
         if points.is_empty() {
             return Ok(());
         }
-        let mut buf = self.read_buf()?;
-        buf.update_many(points, now)?;
-        self.write_back(&buf)
+        let mut pages = PagedFile::new(self)?;
+        engine::update_many(&mut pages, points, now)?;
+        pages.write_back()
     }
 
     /// whisper's single-point `update`: see [`WhisperBuf::update`].
     pub fn update(&self, value: f64, timestamp: i64, now: i64) -> Result<()> {
-        let mut buf = self.read_buf()?;
-        buf.update(value, timestamp, now)?;
-        self.write_back(&buf)
+        let mut pages = PagedFile::new(self)?;
+        engine::update(&mut pages, value, timestamp, now)?;
+        pages.write_back()
     }
 
     /// whisper's `fetch`, reading only the slots needed: see [`WhisperBuf::fetch`].
@@ -149,6 +150,92 @@ impl WhisperFile {
     pub fn dump(&self) -> Result<Vec<Vec<(u32, f64)>>> {
         Ok(self.read_buf()?.dump())
     }
+}
+
+/// Bytes read at a time by [`PagedFile`].
+const PAGE: usize = 4096;
+
+/// A whisper file read page by page on demand, with writes kept in memory until [`PagedFile::write_back`]:
+/// an update touches a few KiB of a multi-MiB file, and a failed update writes nothing.
+struct PagedFile<'a> {
+    file: &'a WhisperFile,
+    header: Header,
+    /// The file's bytes; only pages marked in `loaded` are meaningful. Zero-allocated, so untouched pages
+    /// cost no memory.
+    data: Vec<u8>,
+    loaded: Vec<bool>,
+    dirty: Vec<std::ops::Range<usize>>,
+}
+
+impl<'a> PagedFile<'a> {
+    fn new(file: &'a WhisperFile) -> Result<Self> {
+        let len = file.file.metadata().map_err(|e| Error::io(&file.path, e))?.len();
+        // The header may have changed since open (the file was replaced or resized): check it again.
+        let header = read_header(&file.file, &file.path)?;
+        if header != file.header {
+            return Err(Error::corrupt(&file.path, "the header changed since the file was opened; reopen it"));
+        }
+        let len = len as usize;
+        Ok(PagedFile { file, header, data: vec![0; len], loaded: vec![false; len.div_ceil(PAGE)], dirty: Vec::new() })
+    }
+
+    fn load(&mut self, range: std::ops::Range<usize>) -> Result<()> {
+        for page in range.start / PAGE..range.end.div_ceil(PAGE) {
+            if !self.loaded[page] {
+                let start = page * PAGE;
+                let end = (start + PAGE).min(self.data.len());
+                self.file
+                    .file
+                    .read_exact_at(&mut self.data[start..end], start as u64)
+                    .map_err(|e| Error::io(&self.file.path, e))?;
+                self.loaded[page] = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_back(self) -> Result<()> {
+        let buf_dirty = merge_ranges(self.dirty);
+        for range in buf_dirty {
+            self.file
+                .file
+                .write_all_at(&self.data[range.clone()], range.start as u64)
+                .map_err(|e| Error::io(&self.file.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for PagedFile<'_> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn point(&mut self, offset: usize) -> Result<(u32, f64)> {
+        self.load(offset..offset + POINT_SIZE)?;
+        Ok(buf::point_from(&self.data[offset..offset + POINT_SIZE]))
+    }
+
+    fn put(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        // Load first so later reads of the rest of the page see the file's bytes.
+        self.load(offset..offset + bytes.len())?;
+        self.data[offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.dirty.push(offset..offset + bytes.len());
+        Ok(())
+    }
+}
+
+/// Sorts and merges overlapping or touching ranges.
+pub(crate) fn merge_ranges(mut ranges: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
 }
 
 fn read_header(file: &File, path: &Path) -> Result<Header> {

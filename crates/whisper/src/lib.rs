@@ -22,7 +22,7 @@
 //! let retentions = Retention::parse_list("1m:1h,5m:1d")?;
 //! create(&path, &retentions, &CreateOptions::default())?;
 //!
-//! let now = 1_700_000_000;
+//! let now = 1_699_999_980; // a whole minute, so points land on their own timestamps
 //! let file = WhisperFile::open_rw(&path)?;
 //! file.update_many(&[Point::new(now - 60, 1.0), Point::new(now - 120, 3.0)], now)?;
 //! let series = file.fetch(now - 300, None, now, None)?.expect("inside the retention");
@@ -36,6 +36,7 @@ mod aggregation;
 mod buf;
 mod create;
 pub mod durable;
+mod engine;
 mod error;
 mod file;
 mod fill;

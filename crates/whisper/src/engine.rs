@@ -1,0 +1,258 @@
+//! The reference write algorithms (update_many, update, propagation), generic over where the bytes live:
+//! a whole file in memory ([`crate::WhisperBuf`]) or a file read page by page on demand (`crate::file`).
+
+use crate::buf::{align, pack, slot_offset_i64, Point};
+use crate::error::{Error, Result};
+use crate::header::{ArchiveInfo, Header, POINT_SIZE};
+
+/// Random access to a whisper file's bytes. Writes are recorded so that only changed bytes reach the disk.
+pub(crate) trait Store {
+    /// The validated header.
+    fn header(&self) -> &Header;
+    /// The point stored at byte `offset` (inside an archive).
+    fn point(&mut self, offset: usize) -> Result<(u32, f64)>;
+    /// Overwrites bytes at `offset` (inside an archive).
+    fn put(&mut self, offset: usize, bytes: &[u8]) -> Result<()>;
+}
+
+/// The timestamp in an archive's slot 0: 0 means "empty archive".
+fn base<S: Store>(s: &mut S, archive: &ArchiveInfo) -> Result<u32> {
+    Ok(s.point(archive.offset as usize)?.0)
+}
+
+fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> usize {
+    slot_offset_i64(archive, i64::from(base), interval)
+}
+
+/// `count` consecutive slots from byte `start` of `archive`, wrapping at its end.
+fn read_slots<S: Store>(s: &mut S, archive: &ArchiveInfo, start: usize, count: usize) -> Result<Vec<(u32, f64)>> {
+    let begin = archive.offset as usize;
+    let first = (start - begin) / POINT_SIZE;
+    let points = archive.points as usize;
+    (0..count).map(|i| s.point(begin + (first + i) % points * POINT_SIZE)).collect()
+}
+
+
+/// whisper's `update_many(path, points, now)`: routes points by age, drops too-old ones, writes each run
+/// and propagates. Points need not be sorted. On error nothing in the buffer's file changes on disk
+/// (the caller discards the buffer); the buffer itself may be partly updated.
+pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Result<()> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    let mut sorted: Vec<(i64, f64)> = points.iter().map(|p| (p.timestamp, p.value)).collect();
+    // Stable sort, newest first; equal timestamps keep input order (Python's sort(reverse=True)).
+    sorted.sort_by(|a, b| b.0.cmp(&a.0));
+    let archive_count = s.header().archives.len();
+    let mut current = 0usize;
+    let mut batch: Vec<(i64, f64)> = Vec::new();
+    for &(t, v) in &sorted {
+        let age = i128::from(now) - i128::from(t);
+        while i128::from(s.header().archives[current].retention()) < age {
+            if !batch.is_empty() {
+                batch.reverse();
+                archive_update_many(s, current, &batch)?;
+                batch.clear();
+            }
+            current += 1;
+            if current == archive_count {
+                return Ok(()); // the rest is older than every archive: dropped, as whisper does
+            }
+        }
+        batch.push((t, v));
+    }
+    if !batch.is_empty() {
+        batch.reverse();
+        archive_update_many(s, current, &batch)?;
+    }
+    Ok(())
+}
+
+/// whisper's single-point `update(path, value, timestamp, now)`: stricter than update_many (future and
+/// too-old points are `TimestampNotCovered`) and propagates to the following archives by position.
+pub(crate) fn update<S: Store>(s: &mut S, value: f64, timestamp: i64, now: i64) -> Result<()> {
+    let age = i128::from(now) - i128::from(timestamp);
+    if !(age >= 0 && age < i128::from(s.header().max_retention)) {
+        return Err(Error::TimestampNotCovered {
+            timestamp,
+            now,
+            max_retention: s.header().max_retention,
+        });
+    }
+    let index = s
+        .header()
+        .archives
+        .iter()
+        .position(|a| i128::from(a.retention()) >= age)
+        .unwrap_or(s.header().archives.len() - 1);
+    let archive = s.header().archives[index];
+    let interval = align(timestamp, archive.seconds_per_point)?;
+    let packed = pack(interval, value)?;
+    let base = base(s, &archive)?;
+    let offset = if base == 0 {
+        archive.offset as usize
+    } else {
+        slot_offset(&archive, base, interval)
+    };
+    s.put(offset, &packed)?;
+    for lower in index + 1..s.header().archives.len() {
+        if !propagate(s, interval, lower - 1, lower)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// whisper's `__archive_update_many`: `points` are chronological and all belong to archive `index`.
+pub(crate) fn archive_update_many<S: Store>(s: &mut S, index: usize, points: &[(i64, f64)]) -> Result<()> {
+    let aligned = write_archive_points(s, index, points)?;
+    propagate_from(s, index, &aligned)
+}
+
+/// The write half of `__archive_update_many`: packs contiguous runs and writes them at the slot rule,
+/// without propagation. Returns the aligned points (for propagation).
+pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[(i64, f64)]) -> Result<Vec<(i64, f64)>> {
+    let archive = s.header().archives[index];
+    let step = i64::from(archive.seconds_per_point);
+    let mut aligned = Vec::with_capacity(points.len());
+    for &(t, v) in points {
+        aligned.push((align(t, archive.seconds_per_point)?, v));
+    }
+    // Contiguous runs; within a run of equal intervals the last one wins.
+    let mut runs: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut previous: Option<i64> = None;
+    let mut current: Vec<u8> = Vec::new();
+    for i in 0..aligned.len() {
+        if i + 1 < aligned.len() && aligned[i].0 == aligned[i + 1].0 {
+            continue;
+        }
+        let (interval, value) = aligned[i];
+        let packed = pack(interval, value)?;
+        // Python tests `not previousInterval`, so an interval of 0 also continues the run.
+        let continues = match previous {
+            None | Some(0) => true,
+            Some(p) => interval == p + step,
+        };
+        if continues {
+            current.extend_from_slice(&packed);
+        } else {
+            let n = (current.len() / POINT_SIZE) as i64;
+            runs.push((previous.unwrap_or(0) - step * (n - 1), std::mem::take(&mut current)));
+            current.extend_from_slice(&packed);
+        }
+        previous = Some(interval);
+    }
+    if !current.is_empty() {
+        let n = (current.len() / POINT_SIZE) as i64;
+        runs.push((previous.unwrap_or(0) - step * (n - 1), current));
+    }
+    let Some(first_run) = runs.first() else {
+        return Ok(aligned);
+    };
+    let mut base = i64::from(base(s, &archive)?);
+    if base == 0 {
+        base = first_run.0;
+    }
+    let size = archive.size() as usize;
+    let begin = archive.offset as usize;
+    let end = begin + size;
+    // Check every run before writing any, so a refused batch leaves the buffer unchanged.
+    for (interval, bytes) in &runs {
+        let offset = slot_offset_i64(&archive, base, *interval);
+        if offset + bytes.len() > end + size {
+            return Err(Error::ArchiveOverflow {
+                points: bytes.len() / POINT_SIZE,
+                capacity: archive.points,
+            });
+        }
+    }
+    for (interval, bytes) in &runs {
+        let offset = slot_offset_i64(&archive, base, *interval);
+        let beyond = (offset + bytes.len()).saturating_sub(end);
+        if beyond > 0 {
+            let split = bytes.len() - beyond;
+            s.put(offset, &bytes[..split])?;
+            s.put(begin, &bytes[split..])?;
+        } else {
+            s.put(offset, bytes)?;
+        }
+    }
+    Ok(aligned)
+}
+
+/// The propagation half of `__archive_update_many`.
+fn propagate_from<S: Store>(s: &mut S, index: usize, aligned: &[(i64, f64)]) -> Result<()> {
+    let archive = s.header().archives[index];
+    // Propagate to every coarser archive (by spp, as update_many does), stopping at the first level
+    // where nothing propagated.
+    let mut higher = index;
+    let lowers: Vec<usize> = (0..s.header().archives.len())
+        .filter(|&i| s.header().archives[i].seconds_per_point > archive.seconds_per_point)
+        .collect();
+    for lower in lowers {
+        let lower_spp = s.header().archives[lower].seconds_per_point;
+        let fits = aligned.iter().map(|&(t, _)| align(t, lower_spp)).collect::<Result<Vec<i64>>>()?;
+        let mut any = false;
+        // `for interval in set(lowerIntervals)`: the order decides the anchor of an empty lower archive.
+        for interval in crate::pyset::set_order(&fits) {
+            if propagate(s, interval, higher, lower)? {
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+        higher = lower;
+    }
+    Ok(())
+}
+
+/// whisper's `__propagate`: aggregates the higher slots under `timestamp`'s lower slot and writes the
+/// result if enough of them are known (xff compared in f64 against the widened f32).
+fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower: usize) -> Result<bool> {
+    let higher = s.header().archives[higher];
+    let lower = s.header().archives[lower];
+    let lower_start = align(timestamp, lower.seconds_per_point)?;
+    let higher_base = base(s, &higher)?;
+    let first = if higher_base == 0 {
+        higher.offset as usize
+    } else {
+        slot_offset(&higher, higher_base, lower_start)
+    };
+    // k higher slots, read with the reference's single wrap: for k > points it gets fewer.
+    let k = (lower.seconds_per_point / higher.seconds_per_point) as u64;
+    let relative_first = (first - higher.offset as usize) as u64;
+    let relative_last = (relative_first + k * POINT_SIZE as u64) % higher.size();
+    let count = if relative_first < relative_last {
+        (relative_last - relative_first) as usize / POINT_SIZE
+    } else {
+        (higher.size() - relative_first + relative_last) as usize / POINT_SIZE
+    };
+    let step = i64::from(higher.seconds_per_point);
+    let mut neighbours: Vec<Option<f64>> = Vec::with_capacity(count);
+    let mut expected = lower_start;
+    for (ts, v) in read_slots(s, &higher, first, count)? {
+        neighbours.push((i64::from(ts) == expected).then_some(v));
+        expected += step;
+    }
+    let known = neighbours.iter().filter(|v| v.is_some()).count();
+    if known == 0 {
+        return Ok(false);
+    }
+    if (known as f64) / (neighbours.len() as f64) < s.header().xff() {
+        return Ok(false);
+    }
+    let Some(value) = s.header().aggregation.aggregate(&neighbours) else {
+        return Ok(false);
+    };
+    let packed = pack(lower_start, value)?;
+    let lower_base = base(s, &lower)?;
+    let offset = if lower_base == 0 {
+        lower.offset as usize
+    } else {
+        slot_offset(&lower, lower_base, lower_start)
+    };
+    s.put(offset, &packed)?;
+    Ok(true)
+}
+

@@ -1,0 +1,59 @@
+"""Times the reference implementations in-process, for bucky's side-by-side benchmarks.
+
+usage: bench_reference.py fill SRC DST_TEMPLATE NOW REPEAT
+       bench_reference.py update_many PATH_TEMPLATE POINTS_FILE NOW REPEAT
+Prints one JSON object: {"seconds_per_op": ...}. Each repetition works on a fresh copy of the template
+(the copy is not timed).
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+real_time = time.perf_counter
+
+
+def pin(now):
+    time.time = lambda: now
+
+
+def main():
+    op = sys.argv[1]
+    if op == "fill":
+        from carbonate.fill import fill_archives
+        src, template, now, repeat = sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+        pin(now)
+        total = 0.0
+        with tempfile.TemporaryDirectory() as tmp:
+            dst = os.path.join(tmp, "dst.wsp")
+            for _ in range(repeat):
+                shutil.copyfile(template, dst)
+                t0 = real_time()
+                fill_archives(src, dst, startFrom=now)
+                total += real_time() - t0
+        print(json.dumps({"seconds_per_op": total / repeat}))
+    elif op == "update_many":
+        import whisper
+        template, points_file, now, repeat = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        points = []
+        with open(points_file) as f:
+            for line in f:
+                t, v = line.split()
+                points.append((int(t), float(v)))
+        total = 0.0
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m.wsp")
+            for _ in range(repeat):
+                shutil.copyfile(template, path)
+                t0 = real_time()
+                whisper.update_many(path, points, now=now)
+                total += real_time() - t0
+        print(json.dumps({"seconds_per_op": total / repeat}))
+    else:
+        sys.exit("unknown op %r" % op)
+
+
+if __name__ == "__main__":
+    main()
