@@ -205,6 +205,31 @@ impl WhisperBuf {
         engine::write_archive_points(self, index, points).map(|_| ())
     }
 
+    /// Values for the aligned times `t0, t0 + spp, …` (`count` of them) of archive `index`: one division to
+    /// find the first slot, then a walk with wrap-around.
+    pub fn values_from(&self, index: usize, t0: i64, count: usize) -> impl Iterator<Item = Option<f64>> + '_ {
+        let archive = self.header.archives[index];
+        let base = self.base(&archive);
+        let points = archive.points as usize;
+        let begin = archive.offset as usize;
+        let mut slot = if base == 0 { 0 } else { (Self::slot_offset(&archive, base, t0) - begin) / POINT_SIZE };
+        let step = i64::from(archive.seconds_per_point);
+        let mut t = t0;
+        (0..count).map(move |_| {
+            if base == 0 {
+                return None;
+            }
+            let (ts, v) = self.point_at(begin + slot * POINT_SIZE);
+            let value = (i64::from(ts) == t && ts != 0).then_some(v);
+            slot += 1;
+            if slot == points {
+                slot = 0;
+            }
+            t += step;
+            value
+        })
+    }
+
     /// The value stored for aligned time `t` in archive `index`, if that slot holds exactly `t`.
     pub fn value_at(&self, index: usize, t: i64) -> Option<f64> {
         let archive = self.header.archives[index];
@@ -227,6 +252,11 @@ impl Store for WhisperBuf {
         Ok(self.point_at(offset))
     }
 
+    fn read_bytes(&mut self, offset: usize, out: &mut [u8]) -> Result<()> {
+        out.copy_from_slice(&self.data[offset..offset + out.len()]);
+        Ok(())
+    }
+
     fn put(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
         self.write(offset, bytes);
         Ok(())
@@ -241,7 +271,30 @@ pub(crate) fn slot_offset_i64(archive: &ArchiveInfo, base: i64, interval: i64) -
 
 /// `t - t % spp` with Python's floor modulo.
 pub(crate) fn align(t: i64, spp: u32) -> Result<i64> {
-    t.checked_sub(t.rem_euclid(i64::from(spp))).ok_or(Error::TimestampOutOfRange(t))
+    t.checked_sub(t.rem_euclid(i64::from(spp))).ok_or_else(|| Error::TimestampOutOfRange(t))
+}
+
+/// `align` for a mostly ascending stream of timestamps: reuses the previous bucket instead of dividing
+/// when the next timestamp falls in the same or the following bucket.
+pub(crate) struct Aligner {
+    spp: i64,
+    last: Option<i64>,
+}
+
+impl Aligner {
+    pub(crate) fn new(spp: u32) -> Self {
+        Aligner { spp: i64::from(spp), last: None }
+    }
+
+    pub(crate) fn align(&mut self, t: i64) -> Result<i64> {
+        let aligned = match self.last {
+            Some(last) if t >= last && t - last < self.spp => last,
+            Some(last) if t >= last + self.spp && t - last < 2 * self.spp => last + self.spp,
+            _ => t.checked_sub(t.rem_euclid(self.spp)).ok_or_else(|| Error::TimestampOutOfRange(t))?,
+        };
+        self.last = Some(aligned);
+        Ok(aligned)
+    }
 }
 
 /// `struct.pack('>Ld', interval, value)`, which refuses intervals outside u32.

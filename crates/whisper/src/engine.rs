@@ -1,7 +1,7 @@
 //! The reference write algorithms (update_many, update, propagation), generic over where the bytes live:
 //! a whole file in memory ([`crate::WhisperBuf`]) or a file read page by page on demand (`crate::file`).
 
-use crate::buf::{align, pack, slot_offset_i64, Point};
+use crate::buf::{align, pack, slot_offset_i64, Aligner, Point};
 use crate::error::{Error, Result};
 use crate::header::{ArchiveInfo, Header, POINT_SIZE};
 
@@ -11,6 +11,8 @@ pub(crate) trait Store {
     fn header(&self) -> &Header;
     /// The point stored at byte `offset` (inside an archive).
     fn point(&mut self, offset: usize) -> Result<(u32, f64)>;
+    /// Copies the bytes at `offset` (inside an archive) into `out`.
+    fn read_bytes(&mut self, offset: usize, out: &mut [u8]) -> Result<()>;
     /// Overwrites bytes at `offset` (inside an archive).
     fn put(&mut self, offset: usize, bytes: &[u8]) -> Result<()>;
 }
@@ -23,15 +25,6 @@ fn base<S: Store>(s: &mut S, archive: &ArchiveInfo) -> Result<u32> {
 fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> usize {
     slot_offset_i64(archive, i64::from(base), interval)
 }
-
-/// `count` consecutive slots from byte `start` of `archive`, wrapping at its end.
-fn read_slots<S: Store>(s: &mut S, archive: &ArchiveInfo, start: usize, count: usize) -> Result<Vec<(u32, f64)>> {
-    let begin = archive.offset as usize;
-    let first = (start - begin) / POINT_SIZE;
-    let points = archive.points as usize;
-    (0..count).map(|i| s.point(begin + (first + i) % points * POINT_SIZE)).collect()
-}
-
 
 /// whisper's `update_many(path, points, now)`: routes points by age, drops too-old ones, writes each run
 /// and propagates. Points need not be sorted. On error nothing in the buffer's file changes on disk
@@ -114,9 +107,10 @@ pub(crate) fn archive_update_many<S: Store>(s: &mut S, index: usize, points: &[(
 pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[(i64, f64)]) -> Result<Vec<(i64, f64)>> {
     let archive = s.header().archives[index];
     let step = i64::from(archive.seconds_per_point);
+    let mut aligner = Aligner::new(archive.seconds_per_point);
     let mut aligned = Vec::with_capacity(points.len());
     for &(t, v) in points {
-        aligned.push((align(t, archive.seconds_per_point)?, v));
+        aligned.push((aligner.align(t)?, v));
     }
     // Contiguous runs; within a run of equal intervals the last one wins.
     let mut runs: Vec<(i64, Vec<u8>)> = Vec::new();
@@ -191,10 +185,20 @@ fn propagate_from<S: Store>(s: &mut S, index: usize, aligned: &[(i64, f64)]) -> 
         .collect();
     for lower in lowers {
         let lower_spp = s.header().archives[lower].seconds_per_point;
-        let fits = aligned.iter().map(|&(t, _)| align(t, lower_spp)).collect::<Result<Vec<i64>>>()?;
+        let mut aligner = Aligner::new(lower_spp);
+        let fits = aligned.iter().map(|&(t, _)| aligner.align(t)).collect::<Result<Vec<i64>>>()?;
+        // whisper iterates `set(lowerIntervals)`. The order only matters when the lower archive is empty
+        // (the first interval written anchors it) or when two intervals share a lower slot (they span a
+        // whole retention); otherwise every order writes the same bytes, and a sorted dedup is cheaper.
+        let lower_info = s.header().archives[lower];
+        let mut unique = fits.clone();
+        unique.dedup();
+        let order_free = fits.is_sorted()
+            && base(s, &lower_info)? != 0
+            && unique.last().zip(unique.first()).is_some_and(|(l, f)| ((l - f) as u64) < lower_info.retention());
+        let intervals = if order_free { unique } else { crate::pyset::set_order(&fits) };
         let mut any = false;
-        // `for interval in set(lowerIntervals)`: the order decides the anchor of an empty lower archive.
-        for interval in crate::pyset::set_order(&fits) {
+        for interval in intervals {
             if propagate(s, interval, higher, lower)? {
                 any = true;
             }
@@ -228,13 +232,24 @@ fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower: usize) -
     } else {
         (higher.size() - relative_first + relative_last) as usize / POINT_SIZE
     };
-    let step = i64::from(higher.seconds_per_point);
-    let mut neighbours: Vec<Option<f64>> = Vec::with_capacity(count);
-    let mut expected = lower_start;
-    for (ts, v) in read_slots(s, &higher, first, count)? {
-        neighbours.push((i64::from(ts) == expected).then_some(v));
-        expected += step;
+    // One read (two when wrapping) of the raw slots.
+    let mut raw = vec![0u8; count * POINT_SIZE];
+    let head = (higher.end() as usize - first).min(raw.len());
+    s.read_bytes(first, &mut raw[..head])?;
+    if head < raw.len() {
+        s.read_bytes(higher.offset as usize, &mut raw[head..])?;
     }
+    let step = i64::from(higher.seconds_per_point);
+    let mut expected = lower_start;
+    let neighbours: Vec<Option<f64>> = raw
+        .chunks_exact(POINT_SIZE)
+        .map(|chunk| {
+            let (ts, v) = crate::buf::point_from(chunk);
+            let value = (i64::from(ts) == expected).then_some(v);
+            expected += step;
+            value
+        })
+        .collect();
     let known = neighbours.iter().filter(|v| v.is_some()).count();
     if known == 0 {
         return Ok(false);

@@ -23,6 +23,7 @@ pub struct WhisperFile {
     file: File,
     header: Header,
     writable: bool,
+    cursor: std::sync::Mutex<()>,
 }
 
 impl WhisperFile {
@@ -43,7 +44,7 @@ impl WhisperFile {
             .open(path)
             .map_err(|e| Error::io(path, e))?;
         let header = read_header(&file, path)?;
-        Ok(WhisperFile { path: path.to_owned(), file, header, writable })
+        Ok(WhisperFile { path: path.to_owned(), file, header, writable, cursor: std::sync::Mutex::new(()) })
     }
 
     /// The header as read at open.
@@ -76,8 +77,19 @@ impl WhisperFile {
     pub fn read_buf(&self) -> Result<WhisperBuf> {
         let len = self.file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
         let len = usize::try_from(len).map_err(|_| Error::corrupt(&self.path, "file too large"))?;
-        let mut data = vec![0u8; len];
-        self.file.read_exact_at(&mut data, 0).map_err(|e| Error::io(&self.path, e))?;
+        // read_to_end fills spare capacity without zeroing it first. It moves the shared file offset, so
+        // such reads are serialised; everything else uses positioned I/O.
+        let mut data = Vec::with_capacity(len);
+        {
+            let _cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+            let mut reader = &self.file;
+            std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(0)).map_err(|e| Error::io(&self.path, e))?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(reader, len as u64), &mut data)
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        if data.len() != len {
+            return Err(Error::corrupt(&self.path, format!("file shrank to {} bytes while being read", data.len())));
+        }
         WhisperBuf::with_path(data, &self.path)
     }
 
@@ -95,6 +107,33 @@ impl WhisperFile {
         for range in buf.dirty_ranges() {
             self.file
                 .write_all_at(&buf.as_bytes()[range.clone()], range.start as u64)
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Like [`WhisperFile::write_back`], but while the caller holds this file's exclusive lock (so the
+    /// buffer, read under that lock, equals the disk outside its changes): nearby changed ranges are written
+    /// as one, unchanged bytes between them included. A fill of many small gaps then costs a few large
+    /// writes instead of thousands of small ones.
+    pub fn write_back_locked(&self, buf: &WhisperBuf, lock: &WhisperLock<'_>) -> Result<()> {
+        const MAX_GAP: usize = 64 * 1024;
+        if lock.mode() != LockMode::Exclusive || lock.path() != self.path {
+            return self.write_back(buf);
+        }
+        if buf.header() != &self.header {
+            return Err(Error::corrupt(&self.path, "the header changed while the file was being updated"));
+        }
+        let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+        for range in buf.dirty_ranges() {
+            match spans.last_mut() {
+                Some(last) if range.start - last.end <= MAX_GAP => last.end = range.end,
+                _ => spans.push(range),
+            }
+        }
+        for span in spans {
+            self.file
+                .write_all_at(&buf.as_bytes()[span.clone()], span.start as u64)
                 .map_err(|e| Error::io(&self.path, e))?;
         }
         Ok(())
@@ -160,46 +199,68 @@ const PAGE: usize = 4096;
 struct PagedFile<'a> {
     file: &'a WhisperFile,
     header: Header,
-    /// The file's bytes; only pages marked in `loaded` are meaningful. Zero-allocated, so untouched pages
-    /// cost no memory.
-    data: Vec<u8>,
-    loaded: Vec<bool>,
+    len: usize,
+    /// Loaded pages, by page number.
+    pages: Vec<Option<Box<[u8]>>>,
     dirty: Vec<std::ops::Range<usize>>,
 }
 
 impl<'a> PagedFile<'a> {
     fn new(file: &'a WhisperFile) -> Result<Self> {
-        let len = file.file.metadata().map_err(|e| Error::io(&file.path, e))?.len();
-        // The header may have changed since open (the file was replaced or resized): check it again.
-        let header = read_header(&file.file, &file.path)?;
-        if header != file.header {
+        let len = file.file.metadata().map_err(|e| Error::io(&file.path, e))?.len() as usize;
+        let mut pages =
+            PagedFile { file, header: file.header.clone(), len, pages: vec![None; len.div_ceil(PAGE)], dirty: Vec::new() };
+        // The header may have changed since open (rewritten in place, or the file resized): check it
+        // again from the first page(s), which the update needs anyway for archive 0's anchor.
+        let header_len = (file.header.header_size() as usize).min(len);
+        let mut bytes = vec![0u8; header_len];
+        pages.read(0, &mut bytes)?;
+        let current = Header::parse(&bytes, len as u64, &file.path)?;
+        if current != file.header {
             return Err(Error::corrupt(&file.path, "the header changed since the file was opened; reopen it"));
         }
-        let len = len as usize;
-        Ok(PagedFile { file, header, data: vec![0; len], loaded: vec![false; len.div_ceil(PAGE)], dirty: Vec::new() })
+        Ok(pages)
     }
 
-    fn load(&mut self, range: std::ops::Range<usize>) -> Result<()> {
-        for page in range.start / PAGE..range.end.div_ceil(PAGE) {
-            if !self.loaded[page] {
-                let start = page * PAGE;
-                let end = (start + PAGE).min(self.data.len());
-                self.file
-                    .file
-                    .read_exact_at(&mut self.data[start..end], start as u64)
-                    .map_err(|e| Error::io(&self.file.path, e))?;
-                self.loaded[page] = true;
-            }
+    fn page(&mut self, number: usize) -> Result<&mut [u8]> {
+        if self.pages[number].is_none() {
+            let start = number * PAGE;
+            let mut page = vec![0u8; (self.len - start).min(PAGE)].into_boxed_slice();
+            self.file.file.read_exact_at(&mut page, start as u64).map_err(|e| Error::io(&self.file.path, e))?;
+            self.pages[number] = Some(page);
+        }
+        Ok(self.pages[number].as_deref_mut().unwrap_or_default())
+    }
+
+    /// Copies bytes at `offset` into `out`, loading pages as needed.
+    fn read(&mut self, mut offset: usize, mut out: &mut [u8]) -> Result<()> {
+        while !out.is_empty() {
+            let within = offset % PAGE;
+            let page = self.page(offset / PAGE)?;
+            let n = (page.len() - within).min(out.len());
+            out[..n].copy_from_slice(&page[within..within + n]);
+            out = &mut out[n..];
+            offset += n;
         }
         Ok(())
     }
 
     fn write_back(self) -> Result<()> {
-        let buf_dirty = merge_ranges(self.dirty);
-        for range in buf_dirty {
+        for range in merge_ranges(self.dirty.clone()) {
+            let mut bytes = vec![0u8; range.len()];
+            let mut offset = range.start;
+            let mut out = &mut bytes[..];
+            while !out.is_empty() {
+                let within = offset % PAGE;
+                let page = self.pages[offset / PAGE].as_deref().unwrap_or_default();
+                let n = (page.len() - within).min(out.len());
+                out[..n].copy_from_slice(&page[within..within + n]);
+                out = &mut out[n..];
+                offset += n;
+            }
             self.file
                 .file
-                .write_all_at(&self.data[range.clone()], range.start as u64)
+                .write_all_at(&bytes, range.start as u64)
                 .map_err(|e| Error::io(&self.file.path, e))?;
         }
         Ok(())
@@ -212,15 +273,25 @@ impl Store for PagedFile<'_> {
     }
 
     fn point(&mut self, offset: usize) -> Result<(u32, f64)> {
-        self.load(offset..offset + POINT_SIZE)?;
-        Ok(buf::point_from(&self.data[offset..offset + POINT_SIZE]))
+        let mut bytes = [0u8; POINT_SIZE];
+        self.read(offset, &mut bytes)?;
+        Ok(buf::point_from(&bytes))
     }
 
-    fn put(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
-        // Load first so later reads of the rest of the page see the file's bytes.
-        self.load(offset..offset + bytes.len())?;
-        self.data[offset..offset + bytes.len()].copy_from_slice(bytes);
+    fn read_bytes(&mut self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.read(offset, out)
+    }
+
+    fn put(&mut self, mut offset: usize, mut bytes: &[u8]) -> Result<()> {
         self.dirty.push(offset..offset + bytes.len());
+        while !bytes.is_empty() {
+            let within = offset % PAGE;
+            let page = self.page(offset / PAGE)?;
+            let n = (page.len() - within).min(bytes.len());
+            page[within..within + n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            offset += n;
+        }
         Ok(())
     }
 }

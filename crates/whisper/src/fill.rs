@@ -106,10 +106,13 @@ pub fn fill(src: &Path, dst: &Path, options: &FillOptions) -> Result<FillReport>
     if target.identity()? == source.identity()? {
         return Err(Error::SameFile(dst.to_owned()));
     }
-    let _lock = options.lock.then(|| target.lock(LockMode::Exclusive, options.lock_timeout)).transpose()?;
+    let lock = options.lock.then(|| target.lock(LockMode::Exclusive, options.lock_timeout)).transpose()?;
     let mut buf = target.read_buf()?;
     let points_written = fill_buf(&source_buf, &mut buf, options)?;
-    target.write_back(&buf)?;
+    match &lock {
+        Some(lock) => target.write_back_locked(&buf, lock)?,
+        None => target.write_back(&buf)?,
+    }
     if options.sync {
         target.sync()?;
     }
@@ -152,36 +155,39 @@ fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> R
             })
             .collect();
         finer.sort_by_key(|&b| src_archives[b].seconds_per_point);
+        // No same-resolution source archive: aggregate the finest one that holds the slot's start.
+        let aggregate_finer = |t: i64| -> Option<f64> {
+            let &b = finer.iter().find(|&&b| src_window_start(b).is_ok_and(|start| t >= start))?;
+            let step = i64::from(src_archives[b].seconds_per_point);
+            let slots: Vec<Option<f64>> = src.values_from(b, t, (spp / step) as usize).collect();
+            let known = slots.iter().flatten().count();
+            if known > 0 && known as f64 / slots.len() as f64 >= xff {
+                aggregation.aggregate(&slots)
+            } else {
+                None
+            }
+        };
         let mut points = Vec::new();
-        let mut t = first;
-        while t <= last {
-            if dst.value_at(index, t).is_none() {
-                let value = match same {
-                    Some(b) if t >= src_window_start(b)? => src.value_at(b, t),
+        if last >= first {
+            let count = ((last - first) / spp + 1) as usize;
+            // Same-resolution source archive: walk both archives slot by slot.
+            let same_start = same.map(src_window_start).transpose()?;
+            let mut src_values = same.map(|b| src.values_from(b, first, count));
+            for (i, current) in dst.values_from(index, first, count).enumerate() {
+                let t = first + i as i64 * spp;
+                let from_same = src_values.as_mut().and_then(Iterator::next).flatten();
+                if current.is_some() {
+                    continue;
+                }
+                let value = match same_start {
+                    Some(start) if t >= start => from_same,
                     Some(_) => None,
-                    None => {
-                        let mut found = None;
-                        for &b in &finer {
-                            if t < src_window_start(b)? {
-                                continue;
-                            }
-                            let step = i64::from(src_archives[b].seconds_per_point);
-                            let slots: Vec<Option<f64>> =
-                                (0..spp / step).map(|j| src.value_at(b, t + j * step)).collect();
-                            let known = slots.iter().flatten().count();
-                            if known > 0 && known as f64 / slots.len() as f64 >= xff {
-                                found = aggregation.aggregate(&slots);
-                            }
-                            break;
-                        }
-                        found
-                    }
+                    None => aggregate_finer(t),
                 };
                 if let Some(v) = value {
                     points.push((t, v));
                 }
             }
-            t += spp;
         }
         if !points.is_empty() {
             dst.write_archive_points(index, &points)?;
