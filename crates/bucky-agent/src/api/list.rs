@@ -1,0 +1,140 @@
+//! `GET|POST /metrics`: the metric list, streamed as a JSON array.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use regex::Regex;
+
+use super::{authenticate, read_body, text};
+use crate::auth::{Grant, Op};
+use crate::cache::{ListStatus, MetricCache};
+use crate::error::AgentError;
+use crate::AppState;
+
+/// Names fetched from the cache per lock hold.
+const PAGE: usize = 4096;
+/// Bytes buffered before a chunk is sent.
+const CHUNK: usize = 64 * 1024;
+/// buckyd's cap on a listing's form body (160 MiB).
+const FORM_LIMIT: u64 = 10 << 24;
+
+/// The listing's filters: `regex`, the token's namespaces.
+struct Filter {
+    regex: Option<Regex>,
+    grant: Option<Grant>,
+}
+
+impl Filter {
+    fn keeps(&self, name: &str) -> bool {
+        self.regex.as_ref().is_none_or(|r| r.is_match(name)) && self.grant.as_ref().is_none_or(|g| g.covers(name))
+    }
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
+    let grant = authenticate(&state, &headers)?;
+    if let Some(grant) = &grant {
+        if !grant.allows(Op::Read) {
+            return Err(AgentError::Forbidden("forbidden: token doesn't have read permission".into()));
+        }
+    }
+    // Go's FormValue: body values first, then the query string.
+    let mut params: HashMap<String, String> = HashMap::new();
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"));
+    if method == Method::POST && is_form {
+        let form = read_body(&headers, body, FORM_LIMIT).await?;
+        for (k, v) in form_urlencoded::parse(&form) {
+            params.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+    }
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        params.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    let param = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let regex = param("regex")
+        .map(|r| Regex::new(r).map_err(|e| AgentError::BadRequest(format!("invalid regex: {e}"))))
+        .transpose()?;
+    let wanted: Option<Vec<String>> = param("list")
+        .map(|l| serde_json::from_str(l).map_err(|e| AgentError::BadRequest(format!("Error decoding list: {e}"))))
+        .transpose()?;
+    let force = param("force").is_some();
+
+    let cache = Arc::clone(state.cache());
+    if cache.request(force) == ListStatus::Building {
+        return Ok(text(StatusCode::ACCEPTED, bucky_wire::CACHE_UPDATE_IN_PROGRESS));
+    }
+    let filter = Filter { regex, grant };
+    let body = match wanted {
+        // An intersection is at most as long as the list the client sent: answer it in one piece.
+        Some(mut wanted) => {
+            wanted.sort_unstable();
+            wanted.dedup();
+            wanted.retain(|n| filter.keeps(n) && cache.contains(n));
+            Body::from(serde_json::to_vec(&wanted).map_err(|e| AgentError::internal("encode list", e))?)
+        }
+        None => {
+            let lister = Lister { cache, filter, cursor: None, started: false, first: true, done: false };
+            Body::from_stream(futures_util::stream::unfold(lister, |mut lister| async move {
+                lister.next_chunk().map(|chunk| (Ok::<_, Infallible>(chunk), lister))
+            }))
+        }
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// Pages through the live list and renders JSON chunks.
+struct Lister {
+    cache: Arc<MetricCache>,
+    filter: Filter,
+    cursor: Option<Box<str>>,
+    started: bool,
+    first: bool,
+    done: bool,
+}
+
+impl Lister {
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut out = Vec::with_capacity(CHUNK + 4096);
+        if !self.started {
+            self.started = true;
+            out.push(b'[');
+        }
+        loop {
+            let page = self.cache.page(self.cursor.as_deref(), PAGE);
+            let Some(last) = page.last() else {
+                out.push(b']');
+                self.done = true;
+                return Some(Bytes::from(out));
+            };
+            self.cursor = Some(last.clone());
+            for name in page.iter().filter(|n| self.filter.keeps(n)) {
+                if !self.first {
+                    out.push(b',');
+                }
+                self.first = false;
+                serde_json::to_writer(&mut out, &**name).expect("writing JSON to a Vec cannot fail");
+            }
+            if out.len() >= CHUNK {
+                return Some(Bytes::from(out));
+            }
+        }
+    }
+}

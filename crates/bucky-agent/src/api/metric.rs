@@ -1,0 +1,271 @@
+//! `/metrics/<name>`: HEAD (stat), GET (read), POST (heal), PUT (replace), DELETE.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bucky_wire::{HealReport, MetricName, MetricStat, METRIC_STAT_HEADER};
+use whisper::WhisperBuf;
+
+use super::{authorize, decode_whisper, is_snappy, parse_stat, read_body, unix_now};
+use crate::auth::Op;
+use crate::error::AgentError;
+use crate::etag::IfMatch;
+use crate::store::{Healed, Replaced};
+use crate::AppState;
+
+fn stat_header(stat: &MetricStat) -> Result<HeaderValue, AgentError> {
+    HeaderValue::from_str(&stat.to_header_value()).map_err(|e| AgentError::internal("X-Metric-Stat header", e))
+}
+
+fn if_match(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<IfMatch>, AgentError> {
+    headers
+        .get(&name)
+        .map(|v| {
+            let v = v.to_str().map_err(|_| AgentError::BadRequest(format!("malformed {name} header")))?;
+            IfMatch::parse(v)
+        })
+        .transpose()
+}
+
+/// Whether the client asked for snappy (`Accept-Encoding: snappy`, buckyd's exact protocol; a list
+/// naming snappy is accepted too).
+fn wants_snappy(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| e.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("snappy"))
+}
+
+pub(super) async fn head_metric(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AgentError> {
+    let name = authorize(&state, &headers, Op::Read, &name)?;
+    let stat = state.blocking(move |store| store.stat(&name)).await?;
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    h.insert(METRIC_STAT_HEADER, stat_header(&stat)?);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Ok(response)
+}
+
+pub(super) async fn get_metric(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AgentError> {
+    let name = authorize(&state, &headers, Op::Read, &name)?;
+    let if_none_match = if_match(&headers, header::IF_NONE_MATCH)?;
+    let snappy = wants_snappy(&headers);
+    let (snapshot, body) = state
+        .blocking(move |store| {
+            let snapshot = store.read(&name)?;
+            let body = if snappy {
+                let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(snapshot.bytes.len() / 2 + 64));
+                encoder.write_all(&snapshot.bytes).map_err(|e| AgentError::internal("snappy", e))?;
+                Some(encoder.into_inner().map_err(|e| AgentError::internal("snappy", e.error().to_string()))?)
+            } else {
+                None
+            };
+            Ok((snapshot, body))
+        })
+        .await?;
+    let etag = HeaderValue::from_str(&snapshot.etag).map_err(|e| AgentError::internal("ETag", e))?;
+    if if_none_match.is_some_and(|m| m.matches(&snapshot.etag)) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().insert(header::ETAG, etag);
+        return Ok(response);
+    }
+    let mut stat = snapshot.stat;
+    let body = match body {
+        Some(compressed) => {
+            stat.encoding = bucky_wire::ENCODING_SNAPPY;
+            compressed
+        }
+        None => snapshot.bytes,
+    };
+    let mut response = (StatusCode::OK, Body::from(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(METRIC_STAT_HEADER, stat_header(&stat)?);
+    h.insert(header::ETAG, etag);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Ok(date) = HeaderValue::from_str(&http_date(snapshot.modified)) {
+        h.insert(header::LAST_MODIFIED, date);
+    }
+    if stat.encoding == bucky_wire::ENCODING_SNAPPY {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+    }
+    Ok(response)
+}
+
+/// An upload, checked and decoded, with the time it took.
+struct Upload {
+    stat: MetricStat,
+    buf: WhisperBuf,
+    took: u64,
+}
+
+/// Reads and validates a POST/PUT body: `Content-Type: application/octet-stream`, `X-Metric-Stat`, optional
+/// snappy, the size and the whisper structure, all before anything on disk changes.
+async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Upload, AgentError> {
+    let started = Instant::now();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.split(';').next().unwrap_or("").trim() != "application/octet-stream" {
+        return Err(AgentError::BadRequest("Content-Type must be application/octet-stream.".into()));
+    }
+    let stat = parse_stat(headers.get(METRIC_STAT_HEADER))?;
+    let snappy = is_snappy(headers.get(header::CONTENT_ENCODING))?;
+    let limit = state.config().body_limit;
+    if stat.size as u64 > limit {
+        return Err(AgentError::PayloadTooLarge(format!(
+            "X-Metric-Stat.Size {} is larger than the {limit}-byte limit (--max-body)",
+            stat.size
+        )));
+    }
+    let body = read_body(headers, body, limit).await?;
+    let (stat, buf) = state
+        .blocking(move |_| {
+            let buf = decode_whisper(&stat, &body, snappy, limit, "")?;
+            Ok((stat, buf))
+        })
+        .await?;
+    Ok(Upload { stat, buf, took: nanos(started) })
+}
+
+fn nanos(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(super) async fn post_metric(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
+    let name = authorize(&state, &headers, Op::Update, &name)?;
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let (stat, buf, mut report) = if query.get("fetch_offload").is_some_and(|v| v == "true") {
+        super::offload::fetch(&state, &query, &headers, body).await?
+    } else {
+        let upload = receive(&state, &headers, body).await?;
+        (upload.stat, upload.buf, HealReport { dump: upload.took, ..HealReport::default() })
+    };
+    heal(&state, name, stat, buf, &mut report).await?;
+    Ok(Json(report).into_response())
+}
+
+/// Heals `buf` into `name` and records what happened in `report` (and in the metric list).
+async fn heal(
+    state: &AppState,
+    name: MetricName,
+    stat: MetricStat,
+    buf: WhisperBuf,
+    report: &mut HealReport,
+) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let key = name.as_str().to_owned();
+    let healed = state.blocking(move |store| store.heal(&name, &buf, stat.mod_time, unix_now())).await?;
+    match healed {
+        Healed::Created => {
+            state.cache().added(&key);
+            report.created = true;
+            report.copy = nanos(started);
+        }
+        Healed::Filled(points) => {
+            report.points_written = points;
+            report.fill = nanos(started);
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn put_metric(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
+    let name = authorize(&state, &headers, Op::Replace, &name)?;
+    let condition = if_match(&headers, header::IF_MATCH)?;
+    let upload = receive(&state, &headers, body).await?;
+    let started = Instant::now();
+    let key = name.as_str().to_owned();
+    let Upload { stat, buf, took } = upload;
+    let replaced = state
+        .blocking(move |store| store.replace(&name, &buf, condition.as_ref(), stat.mod_time))
+        .await?;
+    if replaced == Replaced::Created {
+        state.cache().added(&key);
+    }
+    let report = HealReport {
+        dump: took,
+        copy: nanos(started),
+        created: replaced == Replaced::Created,
+        ..HealReport::default()
+    };
+    Ok(Json(report).into_response())
+}
+
+pub(super) async fn delete_metric(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AgentError> {
+    let name = authorize(&state, &headers, Op::Delete, &name)?;
+    let condition = if_match(&headers, header::IF_MATCH)?;
+    let key = name.as_str().to_owned();
+    state.blocking(move |store| store.delete(&name, condition.as_ref())).await?;
+    state.cache().removed(&key);
+    Ok(StatusCode::OK.into_response())
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate), e.g. `Tue, 14 Nov 2023 22:13:20 GMT`.
+fn http_date(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+}

@@ -1,0 +1,202 @@
+//! The HTTP API: routes, access log, and the request plumbing shared by the handlers.
+
+mod list;
+mod metric;
+mod offload;
+#[cfg(test)]
+mod tests;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use bucky_wire::{MetricName, MetricStat, METRIC_STAT_HEADER};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tower_http::timeout::TimeoutLayer;
+use whisper::WhisperBuf;
+
+use crate::auth::{Grant, Op};
+use crate::error::AgentError;
+use crate::AppState;
+
+/// The agent's router (testable with `tower::ServiceExt::oneshot`, no server needed).
+pub fn app(state: AppState) -> Router {
+    let timeout = state.config().request_timeout;
+    Router::new()
+        .route("/", any(not_found))
+        .route("/hashring", get(hashring).fallback(bad_method))
+        .route("/metrics", get(list::list).post(list::list).fallback(bad_method))
+        .route("/metrics/", any(name_missing))
+        .route(
+            "/metrics/{*name}",
+            get(metric::get_metric)
+                .head(metric::head_metric)
+                .post(metric::post_metric)
+                .put(metric::put_metric)
+                .delete(metric::delete_metric)
+                .fallback(bad_method),
+        )
+        .fallback(not_found)
+        // Handlers enforce `--max-body` themselves (with a 413 that names the limit).
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+async fn hashring(State(state): State<AppState>) -> Json<bucky_wire::RingInfo> {
+    Json(state.0.ring_info.clone())
+}
+
+async fn not_found() -> AgentError {
+    AgentError::NotFoundPath
+}
+
+async fn bad_method() -> AgentError {
+    AgentError::BadRequest("Bad request method.".into())
+}
+
+async fn name_missing() -> AgentError {
+    AgentError::BadRequest("Metric name missing.".into())
+}
+
+/// One line per request, like buckyd's access log: remote, method, URI, status, duration.
+async fn access_log(request: Request, next: Next) -> Response {
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "-".to_owned(), |c| c.0.to_string());
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "bucky_agent::access",
+        %remote,
+        %method,
+        %uri,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    response
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The token's grant when authentication is on (`None` when it is off).
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Grant>, AgentError> {
+    let Some(auth) = &state.config().auth else { return Ok(None) };
+    let header = headers.get(bucky_wire::AUTH_HEADER).map(|v| v.to_str().unwrap_or(""));
+    auth.verify(header, unix_now()).map(Some)
+}
+
+/// Checks the name and that the token (if any) allows `op` on it.
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, op: Op, name: &str) -> Result<MetricName, AgentError> {
+    let grant = authenticate(state, headers)?;
+    let name = MetricName::parse(name).map_err(|e| AgentError::BadRequest(format!("invalid metric name: {e}")))?;
+    if let Some(grant) = grant {
+        grant.authorize(op, name.as_str())?;
+    }
+    Ok(name)
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond).
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, AgentError> {
+    let too_large = || AgentError::PayloadTooLarge(format!("request body larger than the {limit}-byte limit (--max-body)"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(AgentError::BadRequest(format!("error reading the request body: {e}"))),
+    }
+}
+
+/// Parses an `X-Metric-Stat` header value.
+pub(crate) fn parse_stat(value: Option<&HeaderValue>) -> Result<MetricStat, AgentError> {
+    let value = value.ok_or_else(|| AgentError::BadRequest(format!("{METRIC_STAT_HEADER} header missing")))?;
+    let text = value
+        .to_str()
+        .map_err(|_| AgentError::BadRequest(format!("Error decoding {METRIC_STAT_HEADER} header: not ASCII")))?;
+    MetricStat::from_header_value(text)
+        .map_err(|e| AgentError::BadRequest(format!("Error decoding {METRIC_STAT_HEADER} header: {e}")))
+}
+
+/// Whether a `Content-Encoding` value means snappy; `Err` (415) for encodings the agent cannot decode.
+pub(crate) fn is_snappy(content_encoding: Option<&HeaderValue>) -> Result<bool, AgentError> {
+    match content_encoding.map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(e) if e.is_empty() || e == "identity" => Ok(false),
+        Some(e) if e == "snappy" => Ok(true),
+        Some(e) => Err(AgentError::UnsupportedMediaType(format!(
+            "unsupported Content-Encoding {e:?} (use snappy or none)"
+        ))),
+    }
+}
+
+/// Decodes and validates an uploaded (or fetched) whisper file before anything on disk changes: the
+/// decoded size must equal `X-Metric-Stat.Size`, and the bytes must be a structurally valid whisper file.
+/// `what` prefixes the messages ("" for uploads).
+pub(crate) fn decode_whisper(
+    stat: &MetricStat,
+    body: &[u8],
+    snappy: bool,
+    limit: u64,
+    what: &str,
+) -> Result<WhisperBuf, AgentError> {
+    if stat.size <= 28 {
+        return Err(AgentError::BadRequest(format!(
+            "{what}Whisper data in request too small: X-Metric-Stat.Size is {}",
+            stat.size
+        )));
+    }
+    let size = stat.size as u64;
+    if size > limit {
+        return Err(AgentError::PayloadTooLarge(format!(
+            "{what}X-Metric-Stat.Size {size} is larger than the {limit}-byte limit (--max-body)"
+        )));
+    }
+    let bytes = if snappy {
+        // Read at most one byte more than announced: a lying Size cannot make us inflate a bomb.
+        let mut decoded = Vec::with_capacity(size as usize);
+        snap::read::FrameDecoder::new(body)
+            .take(size + 1)
+            .read_to_end(&mut decoded)
+            .map_err(|e| AgentError::BadRequest(format!("{what}invalid snappy stream: {e}")))?;
+        decoded
+    } else {
+        body.to_vec()
+    };
+    if bytes.len() as u64 != size {
+        return Err(AgentError::BadRequest(format!(
+            "{what}Malformed whisper data: the body decodes to {} bytes but X-Metric-Stat.Size is {size}",
+            bytes.len()
+        )));
+    }
+    WhisperBuf::from_bytes(bytes).map_err(|e| AgentError::BadRequest(format!("{what}Malformed whisper data: {e}")))
+}
+
+/// A plain-text response (Go `http.Error` style) with a given status.
+pub(crate) fn text(status: StatusCode, body: &str) -> Response {
+    let mut response = (status, format!("{body}\n")).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

@@ -1,0 +1,716 @@
+//! Router tests: every route, status and header, driven with `oneshot` (no server).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use bucky_wire::{HealReport, MetricStat, RingInfo};
+use hashring::{Hash, Node, RingSpec};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use whisper::{CreateOptions, Point, Retention, WhisperBuf};
+
+use super::unix_now;
+use crate::auth::Auth;
+use crate::{app, AppState, Config};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    state: AppState,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut Config)) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = vec![Node::parse("localhost:2003=a").unwrap(), Node::parse("127.0.0.1:2003=b").unwrap()];
+        let ring = RingSpec::new(nodes, Hash::CarbonCh).build().unwrap();
+        let mut config = Config::new("localhost", ring, dir.path());
+        config.store.lock_timeout = Duration::from_secs(5);
+        tweak(&mut config);
+        Fixture { state: AppState::new(config).unwrap(), dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn app(&self) -> Router {
+        app(self.state.clone())
+    }
+
+    async fn send(&self, request: Request<Body>) -> Response {
+        self.app().oneshot(request).await.unwrap()
+    }
+
+    async fn get(&self, uri: &str) -> Response {
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    fn put_file(&self, name: &str, bytes: &[u8]) {
+        let path = self.root().join(name.replace('.', "/") + ".wsp");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    fn file(&self, name: &str) -> Option<Vec<u8>> {
+        fs::read(self.root().join(name.replace('.', "/") + ".wsp")).ok()
+    }
+
+    /// Every path below the root (to check that failed requests changed nothing).
+    fn tree(&self) -> Vec<String> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+                if path.is_dir() {
+                    walk(&path, root, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.root(), self.root(), &mut out);
+        out.sort();
+        out
+    }
+
+    /// Lists until the cache answers 200.
+    async fn list(&self, query: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let response = self.get(&format!("/metrics{query}")).await;
+            match response.status() {
+                StatusCode::OK => return serde_json::from_slice(&body(response).await).unwrap(),
+                StatusCode::ACCEPTED => {
+                    assert!(Instant::now() < deadline, "list never became ready");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                status => panic!("list answered {status}: {:?}", text(response).await),
+            }
+        }
+    }
+}
+
+async fn body(response: Response) -> Vec<u8> {
+    response.into_body().collect().await.unwrap().to_bytes().to_vec()
+}
+
+async fn text(response: Response) -> String {
+    String::from_utf8(body(response).await).unwrap()
+}
+
+fn now() -> i64 {
+    unix_now() / 60 * 60
+}
+
+/// A `1m:1d` whisper file (17,308 bytes) holding `points` (minutes ago → value).
+fn wsp(points: &[(i64, f64)]) -> Vec<u8> {
+    wsp_with("1m:1d", points)
+}
+
+fn wsp_with(retentions: &str, points: &[(i64, f64)]) -> Vec<u8> {
+    let header =
+        whisper::header_for(&Retention::parse_list(retentions).unwrap(), &CreateOptions::default()).unwrap();
+    let mut buf = WhisperBuf::empty(header);
+    let now = now();
+    let points: Vec<Point> = points.iter().map(|&(ago, v)| Point::new(now - ago * 60, v)).collect();
+    buf.update_many(&points, now).unwrap();
+    buf.into_bytes()
+}
+
+/// The non-empty points of the first archive, as (minutes ago, value).
+fn points(bytes: &[u8]) -> Vec<(i64, f64)> {
+    let now = now();
+    let mut out: Vec<(i64, f64)> = WhisperBuf::from_bytes(bytes.to_vec()).unwrap().dump()[0]
+        .iter()
+        .filter(|(t, _)| *t != 0)
+        .map(|&(t, v)| ((now - i64::from(t)) / 60, v))
+        .collect();
+    out.sort_by_key(|p| p.0);
+    out
+}
+
+fn stat_for(name: &str, bytes: &[u8]) -> String {
+    MetricStat { name: name.into(), size: bytes.len() as i64, mode: 420, mod_time: 1_600_000_000, ..MetricStat::default() }
+        .to_header_value()
+}
+
+fn upload(method: Method, name: &str, bytes: &[u8]) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(format!("/metrics/{name}"))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(bucky_wire::METRIC_STAT_HEADER, stat_for(name, bytes))
+        .body(Body::from(bytes.to_vec()))
+        .unwrap()
+}
+
+fn snappy(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = snap::write::FrameEncoder::new(Vec::new());
+    encoder.write_all(bytes).unwrap();
+    encoder.into_inner().unwrap()
+}
+
+fn unsnappy(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    snap::read::FrameDecoder::new(bytes).read_to_end(&mut out).unwrap();
+    out
+}
+
+fn header_stat(response: &Response) -> MetricStat {
+    let value = response.headers().get(bucky_wire::METRIC_STAT_HEADER).expect("X-Metric-Stat").to_str().unwrap();
+    MetricStat::from_header_value(value).unwrap()
+}
+
+// ---- routing ----------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn hashring_echoes_the_ring() {
+    let f = Fixture::new();
+    let response = f.get("/hashring").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let info: RingInfo = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(info.name, "localhost");
+    assert_eq!((info.algo.as_str(), info.replicas, info.router.as_deref()), ("carbon", 1, Some("carbon")));
+    assert_eq!(info.nodes.len(), 2);
+    assert_eq!((info.nodes[1].server.as_str(), info.nodes[1].port, info.nodes[1].instance.as_str()), ("127.0.0.1", 2003, "b"));
+    let raw = text(f.get("/hashring").await).await;
+    assert!(raw.starts_with(r#"{"Name":"localhost","Nodes":[{"Server":"localhost","Port":2003,"Instance":"a"}"#), "{raw}");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods() {
+    let f = Fixture::new();
+    assert_eq!(f.get("/").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(f.get("/nope").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(f.get("/debug/pprof/").await.status(), StatusCode::NOT_FOUND);
+    for (method, uri) in [
+        (Method::POST, "/hashring"),
+        (Method::PUT, "/metrics"),
+        (Method::DELETE, "/metrics"),
+        (Method::PATCH, "/metrics/a.b"),
+        (Method::OPTIONS, "/metrics/a.b"),
+    ] {
+        let response = f.send(Request::builder().method(method.clone()).uri(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{method} {uri}");
+        assert_eq!(text(response).await, "Bad request method.\n");
+    }
+    let response = f.get("/metrics/").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(text(response).await, "Metric name missing.\n");
+}
+
+// ---- listing ----------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn list_answers_202_while_building_then_the_names() {
+    let f = Fixture::new();
+    for name in ["a.b.c", "a.b.d", "x.y", "carbon.agents.h.cpu"] {
+        f.put_file(name, b"");
+    }
+    f.put_file("a.b.ignored", b"");
+    fs::rename(f.root().join("a/b/ignored.wsp"), f.root().join("a/b/ignored.txt")).unwrap();
+    let response = f.get("/metrics").await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(text(response).await, "Cache update in progress.\n");
+    assert_eq!(f.list("").await, ["a.b.c", "a.b.d", "carbon.agents.h.cpu", "x.y"]);
+    let response = f.get("/metrics").await;
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    // Filters: RE2 regex, list intersection, both.
+    assert_eq!(f.list("?regex=%5Ea%5C.b").await, ["a.b.c", "a.b.d"]);
+    assert_eq!(f.list("?list=%5B%22x.y%22%2C%22nope%22%2C%22a.b.c%22%5D").await, ["a.b.c", "x.y"]);
+    assert_eq!(f.list("?list=%5B%22x.y%22%2C%22a.b.c%22%5D&regex=x").await, ["x.y"]);
+    assert!(f.list("?regex=zzz").await.is_empty());
+    // POST with a form body, as bucky sends large lists.
+    let request = Request::post("/metrics")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("list=%5B%22a.b.d%22%5D"))
+        .unwrap();
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(text(response).await, r#"["a.b.d"]"#);
+    // force rebuilds: 202 first, then the new file is there.
+    f.put_file("new.one", b"");
+    assert_eq!(f.get("/metrics?force=1").await.status(), StatusCode::ACCEPTED);
+    assert!(f.list("").await.contains(&"new.one".to_owned()));
+}
+
+#[tokio::test]
+async fn list_refuses_bad_parameters() {
+    let f = Fixture::new();
+    f.list("").await;
+    let response = f.get("/metrics?regex=(").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(text(response).await.starts_with("invalid regex"));
+    let response = f.get("/metrics?list=notjson").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(text(response).await.starts_with("Error decoding list"));
+}
+
+#[tokio::test]
+async fn list_streams_many_names_and_follows_the_agents_own_changes() {
+    let f = Fixture::new();
+    for i in 0..10_000 {
+        f.put_file(&format!("many.m{i:05}"), b"");
+    }
+    let names = f.list("").await;
+    assert_eq!(names.len(), 10_000);
+    assert!(names.windows(2).all(|w| w[0] < w[1]));
+    // A create and a delete through the API show at once, without force.
+    assert_eq!(f.send(upload(Method::POST, "fresh.metric", &wsp(&[(1, 1.0)]))).await.status(), StatusCode::OK);
+    let delete = Request::delete("/metrics/many.m00000").body(Body::empty()).unwrap();
+    assert_eq!(f.send(delete).await.status(), StatusCode::OK);
+    let names = f.list("").await;
+    assert!(names.contains(&"fresh.metric".to_owned()));
+    assert!(!names.contains(&"many.m00000".to_owned()));
+}
+
+// ---- HEAD and GET -----------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn head_reports_the_stat() {
+    let f = Fixture::new();
+    let bytes = wsp(&[(1, 1.0)]);
+    f.put_file("a.b", &bytes);
+    let path = f.root().join("a/b.wsp");
+    let response = f.send(Request::head("/metrics/a.b").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let stat = header_stat(&response);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(stat.name, "a.b");
+    assert_eq!(stat.size, bytes.len() as i64);
+    assert_eq!(stat.mode, i64::from(meta.mode() & 0o777));
+    assert_eq!(stat.mod_time, meta.mtime());
+    assert_eq!(stat.encoding, 0);
+    assert!(body(response).await.is_empty());
+    let response = f.send(Request::head("/metrics/a.nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // A directory is not a metric.
+    fs::create_dir_all(f.root().join("d/e.wsp")).unwrap();
+    let response = f.send(Request::head("/metrics/d.e").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn get_serves_the_bytes_with_stat_and_etag() {
+    let f = Fixture::new();
+    let bytes = wsp(&[(1, 1.0), (2, 2.0)]);
+    f.put_file("a.b", &bytes);
+    let response = f.get("/metrics/a.b").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/octet-stream");
+    assert!(response.headers().contains_key(header::LAST_MODIFIED));
+    assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+    let etag = response.headers()[header::ETAG].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+    let stat = header_stat(&response);
+    assert_eq!((stat.name.as_str(), stat.size, stat.encoding), ("a.b", bytes.len() as i64, 0));
+    assert_eq!(body(response).await, bytes);
+
+    // snappy framed, Encoding 1, same ETag.
+    let request = Request::get("/metrics/a.b").header(header::ACCEPT_ENCODING, "snappy").body(Body::empty()).unwrap();
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "snappy");
+    assert_eq!(response.headers()[header::ETAG].to_str().unwrap(), etag);
+    let stat = header_stat(&response);
+    assert_eq!((stat.size, stat.encoding), (bytes.len() as i64, 1));
+    let compressed = body(response).await;
+    assert!(compressed.len() < bytes.len());
+    assert_eq!(unsnappy(&compressed), bytes);
+
+    // If-None-Match: 304; a changed file has a new ETag even at the same size.
+    let request = Request::get("/metrics/a.b").header(header::IF_NONE_MATCH, &etag).body(Body::empty()).unwrap();
+    assert_eq!(f.send(request).await.status(), StatusCode::NOT_MODIFIED);
+    f.put_file("a.b", &wsp(&[(1, 1.0), (2, 2.5)]));
+    let response = f.get("/metrics/a.b").await;
+    assert_ne!(response.headers()[header::ETAG].to_str().unwrap(), etag);
+
+    let response = f.get("/metrics/a.nope").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(text(response).await, "Metric not found.\n");
+}
+
+#[tokio::test]
+async fn get_waits_for_an_exclusive_lock_and_times_out_with_503() {
+    let f = Fixture::with(|c| c.store.lock_timeout = Duration::from_millis(300));
+    let bytes = wsp(&[(1, 1.0)]);
+    f.put_file("a.b", &bytes);
+    let holder = fs::File::open(f.root().join("a/b.wsp")).unwrap();
+    holder.lock().unwrap();
+    let response = f.get("/metrics/a.b").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    // A shared lock (another reader) does not block.
+    holder.unlock().unwrap();
+    holder.lock_shared().unwrap();
+    assert_eq!(f.get("/metrics/a.b").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn request_timeout_answers_408() {
+    let f = Fixture::with(|c| c.request_timeout = Duration::from_millis(200));
+    f.put_file("a.b", &wsp(&[(1, 1.0)]));
+    let holder = fs::File::open(f.root().join("a/b.wsp")).unwrap();
+    holder.lock().unwrap();
+    assert_eq!(f.get("/metrics/a.b").await.status(), StatusCode::REQUEST_TIMEOUT);
+}
+
+// ---- POST (heal) -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn post_creates_a_missing_file_durably() {
+    let f = Fixture::new();
+    let bytes = wsp(&[(1, 1.0), (3, 3.0)]);
+    let response = f.send(upload(Method::POST, "new.dir.metric", &bytes)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let report: HealReport = serde_json::from_slice(&body(response).await).unwrap();
+    assert!(report.created);
+    assert_eq!(f.file("new.dir.metric").unwrap(), bytes);
+    // No temp file left, nothing else created.
+    assert_eq!(f.tree(), ["new", "new/dir", "new/dir/metric.wsp"]);
+}
+
+#[tokio::test]
+async fn post_heals_an_existing_file_without_overwriting_points() {
+    let f = Fixture::new();
+    f.put_file("a.b", &wsp(&[(1, 1.0), (2, 2.0)]));
+    let src = wsp(&[(2, 20.0), (3, 3.0), (4, 4.0)]);
+    let response = f.send(upload(Method::POST, "a.b", &src)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: HealReport = serde_json::from_slice(&body(response).await).unwrap();
+    assert!(!report.created);
+    assert_eq!(report.points_written, 2);
+    assert_eq!(points(&f.file("a.b").unwrap()), [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]);
+    // Idempotent.
+    let response = f.send(upload(Method::POST, "a.b", &src)).await;
+    let report: HealReport = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(report.points_written, 0);
+}
+
+#[tokio::test]
+async fn post_accepts_snappy() {
+    let f = Fixture::new();
+    let bytes = wsp(&[(1, 1.0)]);
+    let mut request = upload(Method::POST, "s.n", &bytes);
+    *request.body_mut() = Body::from(snappy(&bytes));
+    request.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", text(response).await);
+    assert_eq!(f.file("s.n").unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn post_with_mtime_sets_the_uploads_mtime() {
+    let f = Fixture::with(|c| c.store.set_mtime = true);
+    assert_eq!(f.send(upload(Method::POST, "m.t", &wsp(&[(1, 1.0)]))).await.status(), StatusCode::OK);
+    assert_eq!(fs::metadata(f.root().join("m/t.wsp")).unwrap().mtime(), 1_600_000_000);
+    // A heal never makes a file look older than it was.
+    let before = fs::metadata(f.root().join("m/t.wsp")).unwrap().mtime();
+    assert_eq!(f.send(upload(Method::POST, "m.t", &wsp(&[(2, 2.0)]))).await.status(), StatusCode::OK);
+    assert_eq!(fs::metadata(f.root().join("m/t.wsp")).unwrap().mtime(), before.max(1_600_000_000));
+}
+
+#[tokio::test]
+async fn hostile_bodies_are_refused_before_the_disk_changes() {
+    let f = Fixture::with(|c| c.body_limit = 100_000);
+    let existing = wsp(&[(1, 1.0)]);
+    f.put_file("exists.m", &existing);
+    let good = wsp(&[(2, 2.0)]);
+    let tree = f.tree();
+    let mut garbage = good.clone();
+    garbage[12..16].copy_from_slice(&[0xff; 4]); // archive count
+    let big = wsp_with("1s:3h", &[]);
+    let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
+        ("no content type", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            r.headers_mut().remove(header::CONTENT_TYPE);
+            r
+        }, StatusCode::BAD_REQUEST),
+        ("wrong content type", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            r.headers_mut().insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+            r
+        }, StatusCode::BAD_REQUEST),
+        ("no stat", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            r.headers_mut().remove(bucky_wire::METRIC_STAT_HEADER);
+            r
+        }, StatusCode::BAD_REQUEST),
+        ("stat not json", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, "{nope".parse().unwrap());
+            r
+        }, StatusCode::BAD_REQUEST),
+        ("stat size lies", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &good[1..]).parse().unwrap());
+            r
+        }, StatusCode::BAD_REQUEST),
+        ("tiny", upload(Method::POST, "new.m", &good[..28]), StatusCode::BAD_REQUEST),
+        ("truncated file", upload(Method::POST, "new.m", &good[..good.len() - 12]), StatusCode::BAD_REQUEST),
+        ("garbage header", upload(Method::POST, "new.m", &garbage), StatusCode::BAD_REQUEST),
+        ("garbage into existing", upload(Method::POST, "exists.m", &garbage), StatusCode::BAD_REQUEST),
+        ("garbage replace", upload(Method::PUT, "exists.m", &garbage), StatusCode::BAD_REQUEST),
+        ("bad snappy", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+            r
+        }, StatusCode::BAD_REQUEST),
+        ("snappy bomb", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            *r.body_mut() = Body::from(snappy(&vec![0u8; 10 * good.len()]));
+            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+            r
+        }, StatusCode::BAD_REQUEST),
+        ("unknown encoding", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            r.headers_mut().insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+            r
+        }, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("body over the limit", {
+            let mut r = upload(Method::POST, "new.m", &big);
+            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &good).parse().unwrap());
+            r
+        }, StatusCode::PAYLOAD_TOO_LARGE),
+        ("stat size over the limit", {
+            let mut r = upload(Method::POST, "new.m", &good);
+            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &big).parse().unwrap());
+            r
+        }, StatusCode::PAYLOAD_TOO_LARGE),
+    ];
+    for (what, request, status) in cases {
+        let response = f.send(request).await;
+        assert_eq!(response.status(), status, "{what}: {:?}", text(response).await);
+        assert_eq!(f.tree(), tree, "{what} changed the disk");
+        assert_eq!(f.file("exists.m").unwrap(), existing, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_destination_is_left_alone_by_a_heal() {
+    let f = Fixture::new();
+    f.put_file("bad.m", b"this is not a whisper file at all, but long enough");
+    let response = f.send(upload(Method::POST, "bad.m", &wsp(&[(1, 1.0)]))).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(f.file("bad.m").unwrap(), b"this is not a whisper file at all, but long enough");
+    // PUT replaces it.
+    let bytes = wsp(&[(1, 1.0)]);
+    assert_eq!(f.send(upload(Method::PUT, "bad.m", &bytes)).await.status(), StatusCode::OK);
+    assert_eq!(f.file("bad.m").unwrap(), bytes);
+}
+
+// ---- hostile names ----------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn hostile_names_are_refused_for_every_method() {
+    let f = Fixture::new();
+    f.put_file("a.b", &wsp(&[(1, 1.0)]));
+    let outside = f.root().parent().unwrap().join("outside.wsp");
+    let long_part = "x".repeat(256);
+    let long_name = vec!["x"; 2100].join(".");
+    let names: Vec<String> = vec![
+        "a..b".into(),
+        ".a".into(),
+        "a.".into(),
+        "..".into(),
+        "%2E%2E".into(),
+        "a%2Fb".into(),
+        "a/b".into(),
+        "..%2Foutside".into(),
+        "%2Fetc%2Fpasswd".into(),
+        "/etc/passwd".into(),
+        "a%00b".into(),
+        "a%0Ab".into(),
+        "a%7Fb".into(),
+        long_part.clone(),
+        format!("a.{long_part}"),
+        long_name,
+    ];
+    let tree = f.tree();
+    let bytes = wsp(&[(1, 1.0)]);
+    for name in &names {
+        for method in [Method::HEAD, Method::GET, Method::POST, Method::PUT, Method::DELETE] {
+            let mut request = upload(method.clone(), "placeholder", &bytes);
+            *request.uri_mut() = format!("/metrics/{name}").parse().unwrap();
+            let response = f.send(request).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{method} {name}");
+            if method != Method::HEAD {
+                assert!(text(response).await.starts_with("invalid metric name"), "{method} {name}");
+            }
+        }
+        assert_eq!(f.tree(), tree, "{name} changed the disk");
+    }
+    assert!(!outside.exists());
+    // Invalid UTF-8 after percent-decoding is refused by the router.
+    let response = f.get("/metrics/a%FFb").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // The offload source name goes through the same checker.
+    let request = Request::post("/metrics/a.c?fetch_offload=true&server=127.0.0.1:4242&metric=a..b")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.send(request).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(f.tree(), tree);
+}
+
+// ---- PUT (replace) ----------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn put_replaces_in_place_or_by_rename_and_honours_if_match() {
+    let f = Fixture::new();
+    let path = f.root().join("p/q.wsp");
+    // Missing: created.
+    let first = wsp(&[(1, 1.0)]);
+    let response = f.send(upload(Method::PUT, "p.q", &first)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: HealReport = serde_json::from_slice(&body(response).await).unwrap();
+    assert!(report.created);
+    let inode = fs::metadata(&path).unwrap().ino();
+    // Same layout: rewritten in place (same inode), points replaced, not merged.
+    let second = wsp(&[(2, 2.0)]);
+    assert_eq!(f.send(upload(Method::PUT, "p.q", &second)).await.status(), StatusCode::OK);
+    assert_eq!(fs::read(&path).unwrap(), second);
+    assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+    // If-Match: a stale ETag is refused and nothing changes; the current one works.
+    let etag = f.get("/metrics/p.q").await.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let stale = crate::etag::etag_of(&first);
+    let mut request = upload(Method::PUT, "p.q", &first);
+    request.headers_mut().insert(header::IF_MATCH, stale.parse().unwrap());
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(fs::read(&path).unwrap(), second);
+    // Different layout: a new file renamed over the old one.
+    let other = wsp_with("1m:2d", &[(3, 3.0)]);
+    let mut request = upload(Method::PUT, "p.q", &other);
+    request.headers_mut().insert(header::IF_MATCH, etag.parse().unwrap());
+    assert_eq!(f.send(request).await.status(), StatusCode::OK);
+    assert_eq!(fs::read(&path).unwrap(), other);
+    assert_ne!(fs::metadata(&path).unwrap().ino(), inode);
+    assert_eq!(f.tree(), ["p", "p/q.wsp"]);
+    // If-Match on a missing metric: 412, nothing created; malformed If-Match: 400.
+    let mut request = upload(Method::PUT, "p.missing", &first);
+    request.headers_mut().insert(header::IF_MATCH, "*".parse().unwrap());
+    assert_eq!(f.send(request).await.status(), StatusCode::PRECONDITION_FAILED);
+    let mut request = upload(Method::PUT, "p.q", &first);
+    request.headers_mut().insert(header::IF_MATCH, "no-quotes".parse().unwrap());
+    assert_eq!(f.send(request).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(f.tree(), ["p", "p/q.wsp"]);
+}
+
+// ---- DELETE -----------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn delete_honours_if_match_and_answers_404() {
+    let f = Fixture::new();
+    let bytes = wsp(&[(1, 1.0)]);
+    f.put_file("d.e", &bytes);
+    let etag = f.get("/metrics/d.e").await.headers()[header::ETAG].to_str().unwrap().to_owned();
+    // carbon writes a point after our read: the ETag no longer matches, the source is kept.
+    f.put_file("d.e", &wsp(&[(1, 1.0), (0, 5.0)]));
+    let request = Request::delete("/metrics/d.e").header(header::IF_MATCH, &etag).body(Body::empty()).unwrap();
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    assert!(f.file("d.e").is_some());
+    let etag = f.get("/metrics/d.e").await.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let request = Request::delete("/metrics/d.e").header(header::IF_MATCH, &etag).body(Body::empty()).unwrap();
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(body(response).await.is_empty());
+    assert!(f.file("d.e").is_none());
+    // Parents are kept (no pruning by default).
+    assert_eq!(f.tree(), ["d"]);
+    let response = f.send(Request::delete("/metrics/d.e").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(text(response).await, "Metric not found.\n");
+    let request = Request::delete("/metrics/d.e").header(header::IF_MATCH, &etag).body(Body::empty()).unwrap();
+    assert_eq!(f.send(request).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn delete_prunes_empty_parents_only_when_asked_and_old_enough() {
+    let f = Fixture::with(|c| c.store.prune_grace = Some(Duration::ZERO));
+    f.put_file("p1.p2.p3.m", b"x");
+    f.put_file("p1.keep", b"x");
+    let response = f.send(Request::delete("/metrics/p1.p2.p3.m").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(f.tree(), ["p1", "p1/keep.wsp"]);
+    let response = f.send(Request::delete("/metrics/p1.keep").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(f.tree().is_empty());
+    assert!(f.root().is_dir(), "the prefix itself is never removed");
+
+    let f = Fixture::with(|c| c.store.prune_grace = Some(Duration::from_secs(3600)));
+    f.put_file("q1.q2.m", b"x");
+    assert_eq!(f.send(Request::delete("/metrics/q1.q2.m").body(Body::empty()).unwrap()).await.status(), StatusCode::OK);
+    assert_eq!(f.tree(), ["q1", "q1/q2"], "fresh directories are kept: carbon may be creating a file there");
+}
+
+// ---- auth -------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn auth_checks_tokens_operations_and_namespaces() {
+    let secret = b"s3cret".to_vec();
+    let f = Fixture::with(|c| c.auth = Some(Auth::new(secret.clone()).unwrap()));
+    let auth = Auth::new(secret).unwrap();
+    f.put_file("sys.cpu", &wsp(&[(1, 1.0)]));
+    f.put_file("app.req", &wsp(&[(1, 1.0)]));
+    let reader = auth.sign(&serde_json::json!({"namespaces": ["sys.*"], "ops": ["read"]}));
+    let root = auth.sign(&serde_json::json!({"namespaces": ["*"], "ops": ["*"]}));
+    let expired = auth.sign(&serde_json::json!({"namespaces": ["*"], "ops": ["*"], "exp": unix_now() - 1}));
+    let with = |method: Method, uri: &str, token: Option<&str>| {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            builder = builder.header(bucky_wire::AUTH_HEADER, token);
+        }
+        builder.body(Body::empty()).unwrap()
+    };
+    // No token, a bad token, an expired token: 401.
+    for token in [None, Some("garbage"), Some(expired.as_str())] {
+        let response = f.send(with(Method::GET, "/metrics/sys.cpu", token)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+        assert!(text(response).await.starts_with("unauthorized:"));
+        assert_eq!(f.send(with(Method::GET, "/metrics", token)).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // /hashring stays open (clients discover the cluster before they have a token).
+    assert_eq!(f.send(with(Method::GET, "/hashring", None)).await.status(), StatusCode::OK);
+    // A reader of sys.*: reads sys, nothing else; cannot delete.
+    assert_eq!(f.send(with(Method::GET, "/metrics/sys.cpu", Some(&reader))).await.status(), StatusCode::OK);
+    assert_eq!(f.send(with(Method::HEAD, "/metrics/sys.cpu", Some(&reader))).await.status(), StatusCode::OK);
+    let response = f.send(with(Method::GET, "/metrics/app.req", Some(&reader))).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(text(response).await.contains("no access"));
+    let response = f.send(with(Method::DELETE, "/metrics/sys.cpu", Some(&reader))).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(text(response).await.contains("delete permission"));
+    let mut post = upload(Method::POST, "sys.cpu", &wsp(&[(2, 2.0)]));
+    post.headers_mut().insert(bucky_wire::AUTH_HEADER, reader.parse().unwrap());
+    assert_eq!(f.send(post).await.status(), StatusCode::FORBIDDEN);
+    // Listing with a namespaced token shows only its namespace.
+    let list = |token: String| {
+        let f = &f;
+        async move {
+            loop {
+                let response = f.send(with(Method::GET, "/metrics", Some(&token))).await;
+                if response.status() == StatusCode::OK {
+                    return serde_json::from_slice::<Vec<String>>(&body(response).await).unwrap();
+                }
+                assert_eq!(response.status(), StatusCode::ACCEPTED);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(list(reader.clone()).await, ["sys.cpu"]);
+    assert_eq!(list(root.clone()).await, ["app.req", "sys.cpu"]);
+    assert_eq!(f.send(with(Method::DELETE, "/metrics/app.req", Some(&root))).await.status(), StatusCode::OK);
+}

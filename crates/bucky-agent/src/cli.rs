@@ -1,0 +1,324 @@
+//! Command line: buckyd's flags (also in Go's single-dash spelling), validated into a [`Config`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{CommandFactory, Parser};
+use hashring::{Hash, Node, Router, RingSpec};
+
+use crate::auth::Auth;
+use crate::config::{Config, DEFAULT_PREFIX};
+use crate::store::StoreOptions;
+
+/// bucky-agent: the per-node daemon of a Graphite cluster, a drop-in for buckyd.
+///
+/// Serves the whisper files below --prefix over buckyd's HTTP API (list, stat, read, heal, replace,
+/// delete, offload). NODE... are the members of the consistent-hash ring in order, as
+/// HOST[:PORT][=INSTANCE], exactly as given to buckyd; every agent of a cluster must be given the same
+/// ring. Go-style single-dash long flags (-prefix, -hash, -replicas, -sparse, -tmpdir, -timeout, …) are
+/// accepted too, so existing buckyd unit files keep working. Logs go to stderr; set RUST_LOG to change
+/// their level (default info).
+#[derive(Debug, Parser)]
+#[command(name = "bucky-agent", version, max_term_width = 100)]
+pub struct Cli {
+    /// Ring members in order: HOST[:PORT][=INSTANCE].
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
+
+    /// Address to listen on, IP:PORT (":PORT" = all interfaces).
+    #[arg(short = 'b', long, default_value = "0.0.0.0:4242", value_name = "IP:PORT")]
+    pub bind: String,
+
+    /// This node's name in the ring; must equal one member's HOST. Default: the hostname.
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Root of the whisper store.
+    #[arg(short = 'p', long, default_value = DEFAULT_PREFIX, value_name = "DIR")]
+    pub prefix: PathBuf,
+
+    /// Accepted for buckyd compatibility and ignored: uploads are held in memory, and new files are
+    /// staged next to their destination (a rename cannot cross filesystems).
+    #[arg(short = 't', long, value_name = "DIR")]
+    pub tmpdir: Option<PathBuf>,
+
+    /// Lifetime of the cached metric list, in seconds; an older list is rebuilt on the next listing.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Write new files sparse (4 KiB zero blocks become holes).
+    #[arg(long)]
+    pub sparse: bool,
+
+    /// Placement hash of the ring: carbon, fnv1a or jump_fnv1a (also carbon_ch, fnv1a_ch, jump_fnv1a_ch).
+    #[arg(long, default_value = "carbon", value_name = "HASH")]
+    pub hash: String,
+
+    /// Whose placement the ring follows: carbon or relay (carbon-c-relay). Default: carbon for carbon,
+    /// relay for fnv1a and jump_fnv1a.
+    #[arg(long, value_name = "ROUTER")]
+    pub router: Option<String>,
+
+    /// Replication factor of the ring (echoed in /hashring).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub replicas: usize,
+
+    /// Set a healed file's mtime from the upload's X-Metric-Stat ModTime (never older than it was).
+    #[arg(long)]
+    pub mtime: bool,
+
+    /// Require HS256 JWTs in X-Buckyd-Authorization, signed with the secret in this file.
+    #[arg(long, value_name = "FILE")]
+    pub auth_jwt_secret_file: Option<PathBuf>,
+
+    /// After a DELETE, remove parent directories left empty (never the prefix, never a directory
+    /// modified within --prune-grace, where carbon-cache may be about to create a file).
+    #[arg(long)]
+    pub prune_empty_dirs: bool,
+
+    /// Grace period of --prune-empty-dirs, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub prune_grace: u64,
+
+    /// Largest accepted upload (decoded), e.g. 1GiB, 512MiB, 1000000.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "BYTES")]
+    pub max_body: u64,
+
+    /// Longest wait for a whisper file's flock, in seconds (then 503).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub lock_timeout: u64,
+
+    /// Longest time to answer one request, in seconds (then 408).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub request_timeout: u64,
+
+    /// Disk operations run at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub io_concurrency: usize,
+
+    /// Threads of the metric scan. Default: the number of CPUs.
+    #[arg(long, value_name = "N")]
+    pub scan_threads: Option<usize>,
+
+    /// Port of the other agents, for offload fetches (repeatable). Default: this agent's port.
+    #[arg(long = "peer-port", value_name = "PORT")]
+    pub peer_ports: Vec<u16>,
+
+    /// Longest time for one offload fetch, in seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub fetch_timeout: u64,
+
+    /// Fault injection for tests: pause before publishing a new file.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_publish_delay_ms: u64,
+}
+
+/// Rewrites Go-style single-dash long flags (`-prefix /x`, `-hash=carbon`) into clap's `--prefix`, so unit
+/// files written for buckyd keep working. Single letters (`-p`) and anything after `--` are left alone;
+/// only the names of this program's long flags are rewritten.
+pub fn go_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let command = Cli::command();
+    let longs: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .chain(["help".to_owned(), "version".to_owned()])
+        .collect();
+    let mut after_separator = false;
+    args.into_iter()
+        .map(|arg| {
+            if after_separator {
+                return arg;
+            }
+            let Some(text) = arg.to_str() else { return arg };
+            if text == "--" {
+                after_separator = true;
+                return arg;
+            }
+            match text.strip_prefix('-') {
+                Some(rest) if !rest.starts_with('-') => {
+                    let name = rest.split('=').next().unwrap_or("");
+                    if name.len() > 1 && longs.iter().any(|l| l == name) {
+                        OsString::from(format!("-{text}"))
+                    } else {
+                        arg
+                    }
+                }
+                _ => arg,
+            }
+        })
+        .collect()
+}
+
+/// Parses `1GiB`, `512MiB`, `64KiB`, `1G`, `1000` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("invalid size {text:?}"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "UNKNOWN".to_owned())
+}
+
+impl Cli {
+    /// Validates the flags into a [`Config`]: parses the ring, checks that this node is a member and that
+    /// the prefix is a directory, reads the JWT secret.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|spec| Node::parse(spec).with_context(|| format!("invalid ring member {spec:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let hash: Hash = self.hash.parse().with_context(|| format!("invalid --hash {:?}", self.hash))?;
+        let mut spec = RingSpec::new(nodes, hash).replicas(self.replicas);
+        if let Some(router) = &self.router {
+            let router: Router = router.parse().with_context(|| format!("invalid --router {router:?}"))?;
+            spec = spec.router(router);
+        }
+        let ring = spec.build().context("invalid ring")?;
+        let node = self.node.clone().unwrap_or_else(hostname);
+        if !ring.nodes().iter().any(|n| n.server == node) {
+            let members: Vec<String> = ring.nodes().iter().map(|n| n.to_string()).collect();
+            bail!(
+                "this node {node:?} is not a member of the ring (members: {}); set -n/--node to this host's name \
+                 as it appears in the ring",
+                members.join(" ")
+            );
+        }
+        let meta = std::fs::metadata(&self.prefix)
+            .with_context(|| format!("prefix {} is not usable", self.prefix.display()))?;
+        if !meta.is_dir() {
+            bail!("prefix {} is not a directory", self.prefix.display());
+        }
+        let auth = match &self.auth_jwt_secret_file {
+            None => None,
+            Some(file) => {
+                let secret = std::fs::read(file)
+                    .with_context(|| format!("cannot read the JWT secret file {}", file.display()))?;
+                let secret = secret.trim_ascii().to_vec();
+                Some(Auth::new(secret).map_err(anyhow::Error::msg).with_context(|| file.display().to_string())?)
+            }
+        };
+        let bind = if self.bind.starts_with(':') { format!("0.0.0.0{}", self.bind) } else { self.bind.clone() };
+        let port = bind
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .with_context(|| format!("--bind {bind:?} must be IP:PORT"))?;
+        let mut config = Config::new(node, ring, self.prefix.clone());
+        config.bind = bind;
+        config.cache_lifetime = Duration::from_secs(self.timeout);
+        config.store = StoreOptions {
+            sparse: self.sparse,
+            set_mtime: self.mtime,
+            lock_timeout: Duration::from_secs(self.lock_timeout),
+            prune_grace: self.prune_empty_dirs.then(|| Duration::from_secs(self.prune_grace)),
+            publish_delay: Duration::from_millis(self.test_publish_delay_ms),
+        };
+        config.body_limit = self.max_body;
+        config.request_timeout = Duration::from_secs(self.request_timeout.max(1));
+        config.io_concurrency = self.io_concurrency.max(1);
+        if let Some(threads) = self.scan_threads {
+            config.scan_threads = threads.max(1);
+        }
+        config.auth = auth;
+        config.peer_ports = if self.peer_ports.is_empty() { vec![port] } else { self.peer_ports.clone() };
+        config.fetch_timeout = Duration::from_secs(self.fetch_timeout.max(1));
+        Ok(config)
+    }
+}
+
+/// The binary: validates the flags, binds, serves until SIGINT/SIGTERM.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(tmpdir) = &cli.tmpdir {
+        tracing::debug!(tmpdir = %tmpdir.display(), "-tmpdir is accepted for buckyd compatibility and not used");
+    }
+    let config = cli.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bucky-agent")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            node = %config.node,
+            prefix = %config.prefix.display(),
+            ring = %config.ring.describe(),
+            auth = config.auth.is_some(),
+            "bucky-agent listening"
+        );
+        let state = crate::AppState::new(config)?;
+        crate::serve(listener, state, crate::shutdown_signal()).await.context("server failed")?;
+        tracing::info!("bucky-agent stopped");
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn go_style_flags_are_rewritten() {
+        let got = go_style_args(os(&[
+            "bucky-agent", "-prefix", "/data", "-hash=jump_fnv1a", "-replicas", "2", "-sparse", "-tmpdir", "/tmp",
+            "-timeout", "60", "-p", "/x", "-b", ":4242", "-node", "a", "-mtime", "--bind", "1.2.3.4:1", "-q",
+            "--", "-prefix",
+        ]));
+        let want = os(&[
+            "bucky-agent", "--prefix", "/data", "--hash=jump_fnv1a", "--replicas", "2", "--sparse", "--tmpdir",
+            "/tmp", "--timeout", "60", "-p", "/x", "-b", ":4242", "--node", "a", "--mtime", "--bind", "1.2.3.4:1",
+            "-q", "--", "-prefix",
+        ]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("1TiB").is_err());
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn config_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().to_str().unwrap();
+        let parse = |args: &[&str]| Cli::try_parse_from(go_style_args(os(args))).unwrap().into_config();
+        let config = parse(&["a", "-prefix", prefix, "-n", "h1", "-hash", "fnv1a_ch", "h1:2003=a", "h2:2003=b"]).unwrap();
+        assert_eq!(config.ring.nodes().len(), 2);
+        assert_eq!(config.peer_ports, vec![4242]);
+        let err = parse(&["a", "-p", prefix, "-n", "h3", "h1", "h2"]).unwrap_err().to_string();
+        assert!(err.contains("not a member") && err.contains("h1") && err.contains("h2"), "{err}");
+        assert!(parse(&["a", "-p", "/nonexistent/x", "-n", "h1", "h1"]).is_err());
+        assert!(parse(&["a", "-p", prefix, "-n", "h1", "-hash", "md5", "h1"]).is_err());
+        let config = parse(&["a", "-p", prefix, "-n", "h1", "-b", ":5000", "h1"]).unwrap();
+        assert_eq!((config.bind.as_str(), config.peer_ports.as_slice()), ("0.0.0.0:5000", &[5000][..]));
+    }
+}

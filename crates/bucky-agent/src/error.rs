@@ -1,0 +1,120 @@
+//! [`AgentError`]: every way a request can fail, and the HTTP answer for each.
+
+use std::io;
+use std::path::Path;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// A failed request. Client faults (4xx) are answered with the reason and not logged as errors; internal
+/// faults (5xx) are logged with their detail. Bodies are plain text ending in a newline, as Go's
+/// `http.Error` writes them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// 400: malformed name, header, body or parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: authentication is on and the request has no valid token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token does not allow this operation on this metric.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: the metric does not exist (buckyd's exact text).
+    #[error("Metric not found.")]
+    NotFound,
+    /// 404: no such route (Go's `http.NotFound` text).
+    #[error("404 page not found")]
+    NotFoundPath,
+    /// 409: the file on disk is in a state the operation cannot work with (e.g. a corrupt destination).
+    #[error("{0}")]
+    Conflict(String),
+    /// 412: `If-Match` did not match the file's current ETag.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 413: the body is larger than the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: an unknown `Content-Encoding`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503: the whisper lock could not be taken in time (carbon-cache busy); retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: something broke on our side.
+    #[error("{context}: {message}")]
+    Internal {
+        /// What the agent was doing.
+        context: String,
+        /// The underlying error, rendered.
+        message: String,
+    },
+}
+
+impl AgentError {
+    /// An internal error with context.
+    pub fn internal(context: impl Into<String>, err: impl std::fmt::Display) -> AgentError {
+        AgentError::Internal { context: context.into(), message: format!("{err:#}") }
+    }
+
+    /// The status code of the answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AgentError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AgentError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AgentError::NotFound | AgentError::NotFoundPath => StatusCode::NOT_FOUND,
+            AgentError::Conflict(_) => StatusCode::CONFLICT,
+            AgentError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            AgentError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AgentError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AgentError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AgentError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// An I/O error on `path`: a missing file (or missing parent directory) is a 404, anything else a 500.
+    pub(crate) fn io(path: &Path, err: io::Error) -> AgentError {
+        match err.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory => {
+                AgentError::NotFound
+            }
+            _ => AgentError::internal(path.display().to_string(), err),
+        }
+    }
+
+    /// A whisper error on the destination file: lock timeouts are 503, a corrupt file is 409.
+    pub(crate) fn whisper(err: whisper::Error) -> AgentError {
+        match err {
+            whisper::Error::LockTimeout { .. } => AgentError::Unavailable(err.to_string()),
+            whisper::Error::Corrupt { .. } => AgentError::Conflict(format!(
+                "{err}; replace it with PUT, or move it aside and POST again"
+            )),
+            whisper::Error::Io { path, source } => AgentError::io(&path, source),
+            other => AgentError::internal("whisper", other),
+        }
+    }
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            match &self {
+                AgentError::Unavailable(reason) => tracing::warn!(%reason, "request not served"),
+                _ => tracing::error!(error = %self, "internal error"),
+            }
+        } else {
+            tracing::debug!(%status, reason = %self, "request refused");
+        }
+        let mut response = (status, format!("{self}\n")).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,185 @@
+//! `bucky-agent`: the per-node daemon of a consistent-hashing Graphite cluster, wire-compatible with buckyd
+//! (jjneely/buckytools and the go-graphite fork), that never loses or corrupts a whisper file.
+//!
+//! # API (identical to buckyd)
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /hashring` | `{"Name","Nodes":[{"Server","Port","Instance"}],"Algo","Replicas","Router"}` |
+//! | `GET\|POST /metrics` | JSON array of names, streamed; params `regex` (RE2 syntax), `list` (JSON array to intersect), `force`; **202** `Cache update in progress.` while the list is being built |
+//! | `HEAD /metrics/<name>` | 200 + `X-Metric-Stat`, or 404 |
+//! | `GET /metrics/<name>` | the file read under a shared flock, `X-Metric-Stat`, `ETag`; snappy framed with `Accept-Encoding: snappy` |
+//! | `POST /metrics/<name>` | heal: create durably, or fill the empty slots of the existing file under its exclusive flock; `?fetch_offload=true` with `server`, `metric`, `no_encoding` fetches the source from a ring member first |
+//! | `PUT /metrics/<name>` | replace, never delete-then-write: in place (same layout) or temp + rename; honours `If-Match` |
+//! | `DELETE /metrics/<name>` | 200, 404 `Metric not found.`, 412 when `If-Match` does not match |
+//!
+//! Wrong methods are 400 (as buckyd). Client mistakes are 4xx with the reason; nothing on disk changes
+//! when a request fails, and nothing outside the prefix is ever touched (names go through
+//! [`bucky_wire::MetricName`]). Lock timeouts are 503 with `Retry-After`.
+//!
+//! # Shape
+//!
+//! [`app`] builds the axum [`Router`] (tests drive it with `oneshot`); [`serve`] runs it on a listener
+//! until a shutdown future resolves; [`run`] is the binary. Disk work, flocks and the directory scan run
+//! on the blocking pool, at most `--io-concurrency` at a time.
+//!
+//! ```no_run
+//! use bucky_agent::{AppState, Config};
+//! use hashring::{Hash, Node, RingSpec};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let ring = RingSpec::new(vec![Node::parse("graphite1:2003")?], Hash::CarbonCh).build()?;
+//! let state = AppState::new(Config::new("graphite1", ring, "/opt/graphite/storage/whisper"))?;
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:4242").await?;
+//! bucky_agent::serve(listener, state, bucky_agent::shutdown_signal()).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod api;
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod config;
+mod error;
+pub mod etag;
+pub mod store;
+pub mod walk;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use bucky_wire::{RingInfo, RingNode};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use api::app;
+pub use cli::{run, Cli};
+pub use config::Config;
+pub use error::AgentError;
+
+use crate::cache::MetricCache;
+use crate::store::Store;
+
+/// The shared state of one agent: config, store, metric list, concurrency bound and HTTP client.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    ring_info: RingInfo,
+    store: Store,
+    cache: Arc<MetricCache>,
+    io: Arc<Semaphore>,
+    client: reqwest::Client,
+}
+
+impl AppState {
+    /// The state for `config` (builds the HTTP client used for offload fetches).
+    pub fn new(config: Config) -> anyhow::Result<AppState> {
+        let ring_info = RingInfo {
+            name: config.node.clone(),
+            nodes: config
+                .ring
+                .nodes()
+                .iter()
+                .map(|n| RingNode {
+                    server: n.server.clone(),
+                    port: n.port.unwrap_or(0),
+                    instance: n.instance.clone().unwrap_or_default(),
+                })
+                .collect(),
+            algo: config::buckyd_algo(config.ring.hash()).to_owned(),
+            replicas: u32::try_from(config.ring.replicas()).unwrap_or(u32::MAX),
+            router: Some(config.ring.router().name().to_owned()),
+        };
+        let store = Store::new(config.prefix.clone(), config.store.clone());
+        let cache = MetricCache::new(config.prefix.clone(), config.cache_lifetime, config.scan_threads);
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(config.fetch_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let io = Arc::new(Semaphore::new(config.io_concurrency.max(1)));
+        Ok(AppState(Arc::new(Inner { config, ring_info, store, cache, io, client })))
+    }
+
+    /// The agent's configuration.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// The metric list.
+    pub fn cache(&self) -> &Arc<MetricCache> {
+        &self.0.cache
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// Runs `f` on the blocking pool once an I/O slot is free. The slot stays taken until `f` returns,
+    /// even if the request is abandoned meanwhile (the operation always runs to completion).
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, AgentError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.0.io)
+            .acquire_owned()
+            .await
+            .map_err(|e| AgentError::internal("I/O slots", e))?;
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&state.0.store)
+        })
+        .await
+        .map_err(|e| AgentError::internal("blocking task", e))?
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in flight. Starts
+/// the first metric scan right away, so the list is ready by the time a client asks.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    state.cache().refresh();
+    let app: Router = app(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}

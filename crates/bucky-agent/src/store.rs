@@ -1,0 +1,441 @@
+//! The whisper store below `--prefix`: every disk operation of the API, blocking (callers run these on the
+//! blocking pool).
+//!
+//! Invariants:
+//! - a file appears at its final path only complete and fsynced (temp file in the same directory, no-replace
+//!   publish, directory fsync), so readers and carbon-cache never see a partial file, and a crash leaves
+//!   either nothing or the whole file (plus, at worst, a hidden temp file that the next scan removes);
+//! - an existing file is only changed under its exclusive flock, after the lock was taken on the inode that
+//!   is *still* at the path (a file replaced meanwhile is re-opened), so no write lands in an unlinked inode;
+//! - a heal never overwrites a point (`whisper::fill_buf`, safe mode) and never replaces a file: if the file
+//!   appears while we create it (another heal, or carbon-cache), we heal into it instead;
+//! - nothing changes when a precondition (`If-Match`) fails.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bucky_wire::{go_file_mode, MetricName, MetricStat};
+use whisper::durable::{sync_dir, TempFile};
+use whisper::{FillOptions, Header, LockMode, WhisperBuf, WhisperLock};
+
+use crate::error::AgentError;
+use crate::etag::{etag_of, IfMatch};
+
+/// How often a heal retries when the file keeps appearing and disappearing under it, or looks half-written.
+const ATTEMPTS: u32 = 5;
+/// Block size for the in-place rewrite of a replaced file (only differing blocks are written).
+const BLOCK: usize = 4096;
+
+/// Options of the store (from the agent's flags).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Write new files with holes for zero blocks (`--sparse`).
+    pub sparse: bool,
+    /// Apply `X-Metric-Stat.ModTime` to healed files (`--mtime`).
+    pub set_mtime: bool,
+    /// Bound on each flock wait.
+    pub lock_timeout: Duration,
+    /// Remove parent directories a DELETE leaves empty, unless modified within this grace period.
+    pub prune_grace: Option<Duration>,
+    /// Fault injection for tests: pause between writing a new file's temp copy and publishing it.
+    pub publish_delay: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sparse: false,
+            set_mtime: false,
+            lock_timeout: whisper::DEFAULT_LOCK_TIMEOUT,
+            prune_grace: None,
+            publish_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The whisper files below one root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    options: StoreOptions,
+}
+
+/// A file read under its shared lock: a consistent copy.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The whole file.
+    pub bytes: Vec<u8>,
+    /// Its stat (Size is `bytes.len()`; Encoding 0).
+    pub stat: MetricStat,
+    /// Strong ETag of `bytes`.
+    pub etag: String,
+    /// Its modification time.
+    pub modified: SystemTime,
+}
+
+/// What a heal (POST) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Healed {
+    /// The file did not exist; it was created as a copy of the upload.
+    Created,
+    /// The file existed; this many empty slots were filled.
+    Filled(u64),
+}
+
+/// What a replace (PUT) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// The file did not exist; it was created.
+    Created,
+    /// Same archive layout: rewritten in place under the lock (same inode, carbon-cache keeps writing to it).
+    InPlace,
+    /// Different layout: a new file was renamed over the old one.
+    Renamed,
+}
+
+impl Store {
+    /// A store rooted at `root` (which must exist).
+    pub fn new(root: impl Into<PathBuf>, options: StoreOptions) -> Store {
+        Store { root: root.into(), options }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of a metric's file.
+    pub fn path(&self, name: &MetricName) -> PathBuf {
+        self.root.join(name.relative_path())
+    }
+
+    /// The file's stat without reading or locking it; [`AgentError::NotFound`] unless it is a regular file.
+    pub fn stat(&self, name: &MetricName) -> Result<MetricStat, AgentError> {
+        let path = self.path(name);
+        let meta = fs::metadata(&path).map_err(|e| AgentError::io(&path, e))?;
+        if !meta.is_file() {
+            return Err(AgentError::NotFound);
+        }
+        Ok(stat_of(name, &meta, meta.len()))
+    }
+
+    /// Reads the whole file under a shared flock.
+    pub fn read(&self, name: &MetricName) -> Result<Snapshot, AgentError> {
+        let path = self.path(name);
+        self.locked(&path, LockMode::Shared, false, |file| {
+            let bytes = read_all(file, &path)?;
+            let meta = file.metadata().map_err(|e| AgentError::io(&path, e))?;
+            let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+            Ok(Snapshot {
+                stat: stat_of(name, &meta, bytes.len() as u64),
+                etag: etag_of(&bytes),
+                bytes,
+                modified,
+            })
+        })
+    }
+
+    /// Heals `src` into the metric's file (POST): creates it durably if missing, otherwise fills its empty
+    /// slots under the exclusive flock. `remote_mtime` is the upload's `ModTime` (used with `--mtime`).
+    pub fn heal(&self, name: &MetricName, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<Healed, AgentError> {
+        let path = self.path(name);
+        for _ in 0..ATTEMPTS {
+            if !exists(&path)? {
+                self.ensure_parent(&path)?;
+                if self.create_new(&path, src.as_bytes(), remote_mtime)? {
+                    return Ok(Healed::Created);
+                }
+                // It appeared meanwhile (another heal, or carbon-cache): heal into it instead.
+            }
+            match self.fill_existing(&path, src, remote_mtime, now) {
+                Err(AgentError::NotFound) => continue, // deleted meanwhile: create it again
+                other => return other.map(Healed::Filled),
+            }
+        }
+        Err(AgentError::Unavailable(format!(
+            "{}: the file kept appearing and disappearing during the heal; retry",
+            path.display()
+        )))
+    }
+
+    /// Replaces the metric's file with `src` (PUT), never deleting it first. Honours `If-Match`.
+    pub fn replace(
+        &self,
+        name: &MetricName,
+        src: &WhisperBuf,
+        if_match: Option<&IfMatch>,
+        remote_mtime: i64,
+    ) -> Result<Replaced, AgentError> {
+        let path = self.path(name);
+        for _ in 0..ATTEMPTS {
+            if !exists(&path)? {
+                if if_match.is_some() {
+                    return Err(AgentError::PreconditionFailed(
+                        "If-Match given but the metric does not exist".into(),
+                    ));
+                }
+                self.ensure_parent(&path)?;
+                if self.create_new(&path, src.as_bytes(), remote_mtime)? {
+                    return Ok(Replaced::Created);
+                }
+            }
+            let result = self.locked(&path, LockMode::Exclusive, true, |file| {
+                let current = read_all(file, &path)?;
+                check_precondition(if_match, &current)?;
+                if same_layout(&current, src, &path) {
+                    rewrite_in_place(file, &current, src.as_bytes(), &path)?;
+                    if self.options.set_mtime {
+                        set_mtime(file, remote_mtime, &path)?;
+                    }
+                    file.sync_data().map_err(|e| AgentError::io(&path, e))?;
+                    Ok(Replaced::InPlace)
+                } else {
+                    let temp = self.temp_with(&path, src.as_bytes(), remote_mtime)?;
+                    temp.publish_replace(&path).map_err(AgentError::whisper)?;
+                    Ok(Replaced::Renamed)
+                }
+            });
+            match result {
+                Err(AgentError::NotFound) => continue,
+                other => return other,
+            }
+        }
+        Err(AgentError::Unavailable(format!(
+            "{}: the file kept appearing and disappearing during the replace; retry",
+            path.display()
+        )))
+    }
+
+    /// Deletes the metric's file. With `If-Match`, only if its content is unchanged (checked and unlinked
+    /// under the exclusive flock). With pruning on, removes parents left empty (see [`StoreOptions`]).
+    pub fn delete(&self, name: &MetricName, if_match: Option<&IfMatch>) -> Result<(), AgentError> {
+        let path = self.path(name);
+        let parents = self.parents_with_mtimes(&path);
+        match if_match {
+            None => {
+                let meta = fs::symlink_metadata(&path).map_err(|e| AgentError::io(&path, e))?;
+                if meta.is_dir() {
+                    return Err(AgentError::NotFound);
+                }
+                fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))?;
+            }
+            Some(_) => self.locked(&path, LockMode::Exclusive, false, |file| {
+                let current = read_all(file, &path)?;
+                check_precondition(if_match, &current)?;
+                fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))
+            })?,
+        }
+        if let Some(grace) = self.options.prune_grace {
+            prune(&parents, grace);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the file at `path` opened and locked in `mode`, making sure the locked inode is still the
+    /// one at `path` (a replace may have renamed a new file over it while we waited for the lock).
+    fn locked<T>(
+        &self,
+        path: &Path,
+        mode: LockMode,
+        write: bool,
+        mut f: impl FnMut(&File) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
+        for _ in 0..ATTEMPTS {
+            let file = OpenOptions::new().read(true).write(write).open(path).map_err(|e| AgentError::io(path, e))?;
+            let meta = file.metadata().map_err(|e| AgentError::io(path, e))?;
+            if !meta.is_file() {
+                return Err(AgentError::NotFound);
+            }
+            let _lock = WhisperLock::acquire(&file, path, mode, self.options.lock_timeout).map_err(AgentError::whisper)?;
+            let now_at_path = fs::metadata(path).map_err(|e| AgentError::io(path, e))?;
+            if (now_at_path.dev(), now_at_path.ino()) != (meta.dev(), meta.ino()) {
+                continue; // replaced while we waited: lock the new one
+            }
+            return f(&file);
+        }
+        Err(AgentError::Unavailable(format!("{}: the file keeps being replaced; retry", path.display())))
+    }
+
+    /// Fills the existing file at `path` from `src` under the exclusive flock; returns the points written.
+    fn fill_existing(&self, path: &Path, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<u64, AgentError> {
+        let mut attempt = 0;
+        loop {
+            let outcome = self.locked(path, LockMode::Exclusive, true, |file| {
+                let before = file.metadata().map_err(|e| AgentError::io(path, e))?.mtime();
+                let bytes = read_all(file, path)?;
+                let mut dst = match WhisperBuf::from_bytes(bytes) {
+                    Ok(dst) => dst,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let written = whisper::fill_buf(src, &mut dst, &FillOptions::new(now))
+                    .map_err(|e| AgentError::internal(format!("fill {}", path.display()), e))?;
+                if written > 0 {
+                    for range in dst.dirty_ranges() {
+                        file.write_all_at(&dst.as_bytes()[range.clone()], range.start as u64)
+                            .map_err(|e| AgentError::io(path, e))?;
+                    }
+                }
+                if self.options.set_mtime {
+                    // Never make a file look older than it was before the heal, nor fresher than its data.
+                    set_mtime(file, before.max(remote_mtime), path)?;
+                }
+                if written > 0 {
+                    file.sync_data().map_err(|e| AgentError::io(path, e))?;
+                }
+                Ok(Ok(written))
+            })?;
+            match outcome {
+                Ok(written) => return Ok(written),
+                // carbon-cache without WHISPER_LOCK_WRITES may be creating it right now: give it a moment.
+                Err(_) if attempt + 1 < ATTEMPTS => {
+                    attempt += 1;
+                    thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                }
+                Err(e) => return Err(AgentError::whisper(corrupt_at(e, path))),
+            }
+        }
+    }
+
+    /// Writes `bytes` to a new file at `path`; `Ok(false)` if a file appeared there meanwhile (nothing
+    /// changed).
+    fn create_new(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<bool, AgentError> {
+        let temp = self.temp_with(path, bytes, remote_mtime)?;
+        if !self.options.publish_delay.is_zero() {
+            thread::sleep(self.options.publish_delay);
+        }
+        temp.publish_new(path).map_err(AgentError::whisper)
+    }
+
+    /// A temp file next to `path` holding `bytes` (mtime applied with `--mtime`), not yet published.
+    fn temp_with(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<TempFile, AgentError> {
+        let temp = TempFile::new_for(path).map_err(AgentError::whisper)?;
+        temp.write_content(bytes, self.options.sparse).map_err(AgentError::whisper)?;
+        if self.options.set_mtime {
+            set_mtime(temp.file(), remote_mtime, temp.path())?;
+        }
+        Ok(temp)
+    }
+
+    /// Creates the directories between the root and `path`'s parent, fsyncing each new entry's parent.
+    fn ensure_parent(&self, path: &Path) -> Result<(), AgentError> {
+        let parent = path.parent().unwrap_or(&self.root);
+        if parent.is_dir() {
+            return Ok(());
+        }
+        let relative = parent.strip_prefix(&self.root).map_err(|e| AgentError::internal("mkdir", e))?;
+        let mut dir = self.root.clone();
+        for part in relative.components() {
+            let next = dir.join(part);
+            match fs::create_dir(&next) {
+                Ok(()) => sync_dir(&dir).map_err(AgentError::whisper)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() => {}
+                Err(e) => return Err(AgentError::internal(format!("mkdir {}", next.display()), e)),
+            }
+            dir = next;
+        }
+        Ok(())
+    }
+
+    /// The directories between `path` and the root (deepest first, root excluded) with their mtimes, taken
+    /// before a delete changes them.
+    fn parents_with_mtimes(&self, path: &Path) -> Vec<(PathBuf, SystemTime)> {
+        if self.options.prune_grace.is_none() {
+            return Vec::new();
+        }
+        path.ancestors()
+            .skip(1)
+            .take_while(|dir| dir.starts_with(&self.root) && *dir != self.root)
+            .filter_map(|dir| Some((dir.to_owned(), fs::symlink_metadata(dir).ok()?.modified().ok()?)))
+            .collect()
+    }
+}
+
+/// Removes the now-empty directories of `parents` (deepest first), stopping at the first one that is not
+/// empty or was modified (before the delete) within `grace`: carbon-cache may be about to create a file in a
+/// directory it just made.
+fn prune(parents: &[(PathBuf, SystemTime)], grace: Duration) {
+    let now = SystemTime::now();
+    for (dir, modified) in parents {
+        if now.duration_since(*modified).unwrap_or_default() < grace {
+            break;
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => tracing::debug!(dir = %dir.display(), "removed empty directory"),
+            Err(_) => break,
+        }
+    }
+}
+
+fn exists(path: &Path) -> Result<bool, AgentError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),
+        Err(e) => Err(AgentError::io(path, e)),
+    }
+}
+
+fn read_all(mut file: &File, path: &Path) -> Result<Vec<u8>, AgentError> {
+    let len = file.metadata().map_err(|e| AgentError::io(path, e))?.len();
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(|e| AgentError::io(path, e))?;
+    Ok(bytes)
+}
+
+fn stat_of(name: &MetricName, meta: &fs::Metadata, size: u64) -> MetricStat {
+    MetricStat {
+        name: name.as_str().to_owned(),
+        size: size as i64,
+        mode: go_file_mode(meta.mode()),
+        mod_time: meta.mtime(),
+        encoding: bucky_wire::ENCODING_IDENTITY,
+        storage_version: None,
+    }
+}
+
+fn check_precondition(if_match: Option<&IfMatch>, current: &[u8]) -> Result<(), AgentError> {
+    match if_match {
+        Some(m) if !m.matches(&etag_of(current)) => Err(AgentError::PreconditionFailed(
+            "the metric changed since it was read (If-Match does not match its ETag)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Same length and same archives: the new content can be written over the old in place.
+fn same_layout(current: &[u8], src: &WhisperBuf, path: &Path) -> bool {
+    current.len() == src.as_bytes().len()
+        && Header::parse(current, current.len() as u64, path)
+            .map(|h| h.archives == src.header().archives)
+            .unwrap_or(false)
+}
+
+fn rewrite_in_place(file: &File, current: &[u8], new: &[u8], path: &Path) -> Result<(), AgentError> {
+    for (i, (old, new)) in current.chunks(BLOCK).zip(new.chunks(BLOCK)).enumerate() {
+        if old != new {
+            file.write_all_at(new, (i * BLOCK) as u64).map_err(|e| AgentError::io(path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn set_mtime(file: &File, unix_seconds: i64, path: &Path) -> Result<(), AgentError> {
+    let Ok(seconds) = u64::try_from(unix_seconds) else { return Ok(()) };
+    let time = UNIX_EPOCH + Duration::from_secs(seconds);
+    file.set_times(fs::FileTimes::new().set_modified(time).set_accessed(time))
+        .map_err(|e| AgentError::internal(format!("set mtime of {}", path.display()), e))
+}
+
+/// A corrupt-buffer error re-labelled with the file it came from.
+fn corrupt_at(err: whisper::Error, path: &Path) -> whisper::Error {
+    match err {
+        whisper::Error::Corrupt { reason, .. } => whisper::Error::Corrupt { path: path.to_owned(), reason },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,52 @@
+//! The buckyd wire protocol, shared by `bucky-agent` (the server) and the `bucky` CLI (the client).
+//!
+//! Everything here is byte-compatible with buckyd (jjneely/buckytools 0.4.x and the go-graphite fork):
+//!
+//! - [`MetricStat`]: the `X-Metric-Stat` header (`{"Name","Size","Mode","ModTime","Encoding"}`);
+//! - [`RingInfo`] / [`RingNode`]: the body of `GET /hashring`;
+//! - [`HealReport`]: the JSON body the fork returns after `POST`/`PUT /metrics/<name>`;
+//! - [`MetricName`]: the one checker that turns a metric name into a path below the store root. Unlike
+//!   buckyd, which maps `a..b` and `a.b` to the same file and lets `/` or NUL through, it refuses every name
+//!   that is not a clean, reversible path.
+//!
+//! ```
+//! use bucky_wire::{MetricName, MetricStat};
+//!
+//! let name = MetricName::parse("carbon.agents.host1.cpuUsage")?;
+//! assert_eq!(name.relative_path(), std::path::Path::new("carbon/agents/host1/cpuUsage.wsp"));
+//! assert!(MetricName::parse("a..b").is_err());
+//! assert!(MetricName::parse("../etc/passwd").is_err());
+//!
+//! let stat: MetricStat = serde_json::from_str(r#"{"Name":"a.b","Size":17308,"Mode":420,"ModTime":1700000000,"Encoding":0}"#)?;
+//! assert_eq!(stat.size, 17308);
+//! assert_eq!(serde_json::to_string(&stat)?, r#"{"Name":"a.b","Size":17308,"Mode":420,"ModTime":1700000000,"Encoding":0}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod name;
+mod types;
+
+pub use name::{metric_from_relative, MetricName, NameError, MAX_COMPONENT_LEN, MAX_NAME_LEN};
+pub use types::{go_file_mode, HealReport, MetricStat, RingInfo, RingNode};
+
+/// Header carrying a file's [`MetricStat`] as JSON, on responses (HEAD, GET) and uploads (POST, PUT).
+pub const METRIC_STAT_HEADER: &str = "X-Metric-Stat";
+
+/// Header carrying the go-graphite fork's HS256 JWT.
+pub const AUTH_HEADER: &str = "X-Buckyd-Authorization";
+
+/// `Encoding` value of an uncompressed body.
+pub const ENCODING_IDENTITY: i64 = 0;
+
+/// `Encoding` value of a snappy *framed* body (`Content-Encoding: snappy`).
+pub const ENCODING_SNAPPY: i64 = 1;
+
+/// The body (plus a newline) of buckyd's `202 Accepted` while the metric list is being built; clients retry.
+pub const CACHE_UPDATE_IN_PROGRESS: &str = "Cache update in progress.";
+
+/// The body (plus a newline) of buckyd's 404 for a missing metric.
+pub const METRIC_NOT_FOUND: &str = "Metric not found.";
+
+/// buckyd's default listening port.
+pub const DEFAULT_PORT: u16 = 4242;
