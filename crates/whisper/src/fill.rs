@@ -279,3 +279,100 @@ impl CarbonateFill<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{create, header_for, AggregationMethod, CreateOptions, Point, Retention};
+
+    const NOW: i64 = 1_700_000_040; // a whole minute
+
+    fn buf(schema: &str, aggregation: AggregationMethod, points: &[(i64, f64)]) -> WhisperBuf {
+        let options = CreateOptions { aggregation, x_files_factor: 0.0, sparse: false };
+        let header = header_for(&Retention::parse_list(schema).unwrap(), &options).unwrap();
+        let mut b = WhisperBuf::empty(header);
+        let points: Vec<Point> = points.iter().copied().map(Point::from).collect();
+        b.update_many(&points, NOW).unwrap();
+        b
+    }
+
+    /// Every (archive, timestamp, value) that reads back as present.
+    fn present(b: &WhisperBuf) -> Vec<(usize, i64, u64)> {
+        let mut out = Vec::new();
+        for (i, a) in b.header().archives.iter().enumerate() {
+            let spp = i64::from(a.seconds_per_point);
+            let first = NOW - NOW.rem_euclid(spp) - a.retention() as i64 + spp;
+            for (j, v) in b.values_from(i, first, a.points as usize).enumerate() {
+                if let Some(v) = v {
+                    out.push((i, first + j as i64 * spp, v.to_bits()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn safe_fill_writes_only_empty_slots_and_is_idempotent() {
+        let src = buf("60:30,300:20", AggregationMethod::Sum, &[(NOW - 60, 1.0), (NOW - 120, 2.0), (NOW - 600, 3.0)]);
+        let mut dst = buf("60:30,300:20", AggregationMethod::Sum, &[(NOW - 60, 0.0), (NOW - 180, f64::NAN)]);
+        let before = present(&dst);
+        let options = FillOptions::new(NOW);
+        let written = fill_buf(&src, &mut dst, &options).unwrap();
+        assert!(written > 0);
+        let after = present(&dst);
+        // No slot that held data changed (0.0 and NaN are data).
+        for slot in &before {
+            assert!(after.contains(slot), "changed {slot:?}");
+        }
+        // Empty slots took src's values from the same archive.
+        assert_eq!(dst.value_at(0, NOW - 120), Some(2.0));
+        assert_eq!(dst.value_at(0, NOW - 600), Some(3.0));
+        assert_eq!(dst.value_at(0, NOW - 60), Some(0.0));
+        assert!(dst.value_at(0, NOW - 180).unwrap().is_nan());
+        // A second fill changes nothing.
+        let snapshot = dst.as_bytes().to_vec();
+        fill_buf(&src, &mut dst, &options).unwrap();
+        assert_eq!(dst.as_bytes(), &snapshot[..]);
+    }
+
+    #[test]
+    fn two_copies_healed_into_each_other_hold_the_union() {
+        let a_points = [(NOW - 60, 1.0), (NOW - 240, 4.0)];
+        let b_points = [(NOW - 120, 2.0), (NOW - 300, 5.0)];
+        let mut a = buf("60:30", AggregationMethod::Average, &a_points);
+        let mut b = buf("60:30", AggregationMethod::Average, &b_points);
+        let options = FillOptions::new(NOW);
+        fill_buf(&a.clone(), &mut b, &options).unwrap();
+        fill_buf(&b.clone(), &mut a, &options).unwrap();
+        for (t, v) in a_points.iter().chain(&b_points) {
+            assert_eq!(a.value_at(0, *t), Some(*v));
+            assert_eq!(b.value_at(0, *t), Some(*v));
+        }
+    }
+
+    #[test]
+    fn a_missing_resolution_is_aggregated_from_a_finer_source_archive() {
+        // src has 60 s and 600 s archives; dst wants 300 s, which src lacks.
+        let points: Vec<(i64, f64)> = (1..=10).map(|i| (NOW - 60 * i, i as f64)).collect();
+        let src = buf("60:60,600:10", AggregationMethod::Sum, &points);
+        let mut dst = buf("60:5,300:24", AggregationMethod::Sum, &[]);
+        fill_buf(&src, &mut dst, &FillOptions::new(NOW)).unwrap();
+        let bucket = NOW - NOW.rem_euclid(300) - 300;
+        let expected: f64 = points.iter().filter(|(t, _)| *t >= bucket && *t < bucket + 300).map(|(_, v)| v).sum();
+        assert_eq!(dst.value_at(1, bucket), Some(expected));
+    }
+
+    #[test]
+    fn fill_into_itself_is_refused_and_a_missing_destination_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.wsp");
+        create(&src, &Retention::parse_list("60:10").unwrap(), &CreateOptions::default()).unwrap();
+        crate::WhisperFile::open_rw(&src).unwrap().update_many(&[Point::new(NOW - 60, 7.0)], NOW).unwrap();
+        let err = fill(&src, &src, &FillOptions::new(NOW)).unwrap_err();
+        assert!(matches!(err, Error::SameFile(_)), "{err}");
+        let dst = dir.path().join("dst.wsp");
+        let report = fill(&src, &dst, &FillOptions::new(NOW)).unwrap();
+        assert!(report.copied);
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+    }
+}
