@@ -33,7 +33,7 @@ fn valid_file() -> WhisperBuf {
 /// A valid file of another layout, to fill/merge with.
 fn partner() -> WhisperBuf {
     let options = CreateOptions { aggregation: AggregationMethod::Max, x_files_factor: 0.5, sparse: false };
-    let header = whisper::header_for(&[Retention::new(1, 30), Retention::new(60, 20)], &options).unwrap();
+    let header = whisper::header_for(&[Retention::new(1, 120), Retention::new(60, 20)], &options).unwrap();
     let mut buf = WhisperBuf::empty(header);
     let points: Vec<Point> = (0..50).map(|i| Point::new(NOW - 7 * i, -(i as f64))).collect();
     buf.update_many(&points, NOW).unwrap();
@@ -87,37 +87,67 @@ fn invalid_headers() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Runs every operation on `buf` (and with `other` as the other side of fill and merge) at ordinary and
-/// absurd clocks and ranges. Results are ignored: the point is that each call returns. A refused update
+/// Runs every operation on `buf` (and with `other` as the other side of fill and merge) at ordinary clocks
+/// and ranges, edge values of the u32 timestamp range, and (with `absurd`) the ends of i64 and non-finite
+/// fill clocks. Results are ignored: the point is that each call returns. A refused update
 /// must leave the buffer's bytes as they were.
-fn exercise(buf: &WhisperBuf, other: &WhisperBuf, g: &mut Gen) {
-    let times = [NOW, 0, 1, -1, i64::from(u32::MAX), i64::from(u32::MAX) + 1, i64::MAX, i64::MIN, i64::MAX / 2, i64::MIN / 2];
+fn exercise(buf: &WhisperBuf, other: &WhisperBuf, g: &mut Gen, absurd: bool) -> Vec<String> {
+    // BUCKY_HOSTILE_TRACE=1 prints each call before making it (to find one that aborts the process).
+    let trace = std::env::var_os("BUCKY_HOSTILE_TRACE").is_some();
+    let mut panics = Vec::new();
+    let mut guard = |what: String, call: &mut dyn FnMut()| {
+        if trace {
+            eprintln!("{what}");
+        }
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+            let message = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            panics.push(format!("{what}: panicked: {}", message.unwrap_or_default()));
+        }
+    };
+    let mut times = vec![NOW, 0, 1, -1, -NOW, i64::from(u32::MAX), i64::from(u32::MAX) + 1, 1 << 40];
+    let mut clocks = vec![NOW as f64, NOW as f64 + 0.7, 0.0, -1.0, u32::MAX as f64, 1e12];
+    if absurd {
+        times.extend([i64::MAX, i64::MIN, i64::MAX / 2, i64::MIN / 2, i64::MAX - 1]);
+        clocks.extend([1e30, -1e30, f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
+    }
     let pick = |g: &mut Gen| if g.chance(0.5) { NOW + g.rng.gen_range(-100_000..100_000) } else { g.pick(&times) };
     let specs = buf.header().archives.iter().map(|a| a.seconds_per_point).chain([0, 1, 7, u32::MAX]).collect::<Vec<_>>();
     for _ in 0..6 {
         let (from, now) = (pick(g), pick(g));
         let until = if g.chance(0.3) { None } else { Some(pick(g)) };
         let archive = if g.chance(0.3) { Some(g.pick(&specs)) } else { None };
-        if let Ok(Some(series)) = buf.fetch(from, until, now, archive) {
-            let _ = series.points().count();
-        }
+        guard(format!("fetch({from}, {until:?}, now {now}, archive {archive:?}) on {:?}", buf.header().archives), &mut || {
+            if let Ok(Some(series)) = buf.fetch(from, until, now, archive) {
+                let _ = series.points().count();
+            }
+        });
         for i in 0..buf.header().archives.len() {
-            let _ = buf.value_at(i, pick(g));
+            let t = pick(g);
+            guard(format!("value_at({i}, {t})"), &mut || {
+                let _ = buf.value_at(i, t);
+            });
         }
     }
-    let _ = buf.dump();
+    guard("dump()".into(), &mut || {
+        let _ = buf.dump();
+    });
     for _ in 0..3 {
         let mut copy = buf.clone();
         let points: Vec<Point> = (0..g.rng.gen_range(0..20)).map(|_| Point::new(pick(g), g.value())).collect();
-        if copy.update_many(&points, pick(g)).is_err() {
-            assert_eq!(copy.as_bytes(), buf.as_bytes(), "a refused update_many changed the buffer");
-        }
+        let now = pick(g);
+        guard(format!("update_many({points:?}, now {now})"), &mut || {
+            if copy.update_many(&points, now).is_err() {
+                assert_eq!(copy.as_bytes(), buf.as_bytes(), "a refused update_many changed the buffer");
+            }
+        });
         let mut copy = buf.clone();
-        if copy.update(g.value(), pick(g), pick(g)).is_err() {
-            assert_eq!(copy.as_bytes(), buf.as_bytes(), "a refused update changed the buffer");
-        }
+        let (v, t, now) = (g.value(), pick(g), pick(g));
+        guard(format!("update({v}, {t}, now {now})"), &mut || {
+            if copy.update(v, t, now).is_err() {
+                assert_eq!(copy.as_bytes(), buf.as_bytes(), "a refused update changed the buffer");
+            }
+        });
     }
-    let clocks = [NOW as f64, NOW as f64 + 0.7, 0.0, -1.0, 1e30, -1e30, f64::NAN, f64::INFINITY, u32::MAX as f64];
     for mode in [FillMode::Safe, FillMode::Carbonate] {
         for (src, dst) in [(buf, other), (other, buf), (buf, buf)] {
             let mut options = FillOptions::new(NOW);
@@ -129,18 +159,24 @@ fn exercise(buf: &WhisperBuf, other: &WhisperBuf, g: &mut Gen) {
             }
             options.overwrite = g.chance(0.2);
             let mut copy = dst.clone();
-            if whisper::fill_buf(src, &mut copy, &options).is_err() {
-                assert_eq!(copy.as_bytes(), dst.as_bytes(), "a refused fill changed the buffer");
-            }
+            guard(format!("fill_buf {:?} -> {:?}: {options:?}", src.header().archives, dst.header().archives), &mut || {
+                if whisper::fill_buf(src, &mut copy, &options).is_err() {
+                    assert_eq!(copy.as_bytes(), dst.as_bytes(), "a refused fill changed the buffer");
+                }
+            });
         }
     }
     for (src, dst) in [(buf, other), (other, buf), (buf, buf)] {
         let mut copy = dst.clone();
         let (from, to) = (if g.chance(0.5) { None } else { Some(pick(g)) }, if g.chance(0.5) { None } else { Some(pick(g)) });
-        if whisper::merge_buf(src, &mut copy, from, to, pick(g)).is_err() {
-            assert_eq!(copy.as_bytes(), dst.as_bytes(), "a refused merge changed the buffer");
-        }
+        let now = pick(g);
+        guard(format!("merge_buf({from:?}, {to:?}, now {now})"), &mut || {
+            if whisper::merge_buf(src, &mut copy, from, to, now).is_err() {
+                assert_eq!(copy.as_bytes(), dst.as_bytes(), "a refused merge changed the buffer");
+            }
+        });
     }
+    panics
 }
 
 fn expect_refused(name: &str, bytes: &[u8], dir: &Path) {
@@ -226,8 +262,58 @@ fn garbage_data_in_valid_files() {
             bytes[slot + 4..slot + 12].copy_from_slice(&g.value().to_be_bytes());
         }
         let buf = WhisperBuf::from_bytes(bytes).unwrap_or_else(|e| panic!("round {round}: data made the file invalid: {e}"));
-        exercise(&buf, &other, &mut g);
+        let panics = exercise(&buf, &other, &mut g, false);
+        assert!(panics.is_empty(), "round {round}:\n{}", panics.join("\n"));
     }
+}
+
+/// The ends of the i64 range (reachable from the CLI: `bucky whisper fetch F -9223372036854775808 now`,
+/// `merge --until`) and non-finite fill clocks (`--now nan`): every operation returns, on empty and full
+/// files. Run in a child process under a 1 GiB address-space limit, because an allocation sized by an
+/// absurd range aborts the process instead of panicking.
+#[test]
+fn absurd_clocks_and_ranges() {
+    let (ok, text) = run_child("absurd_clocks_and_ranges_child", &[]);
+    assert!(ok, "operations at absurd clocks and ranges panicked or aborted:\n{text}");
+}
+
+#[test]
+#[ignore = "run by absurd_clocks_and_ranges in a child process under ulimit -v"]
+fn absurd_clocks_and_ranges_child() {
+    let mut g = Gen::new(rand::rngs::SmallRng::seed_from_u64(common::master_seed()));
+    let empty = WhisperBuf::empty(valid_file().header().clone());
+    let mut panics = Vec::new();
+    for _ in 0..100 {
+        panics.extend(exercise(&valid_file(), &partner(), &mut g, true));
+        panics.extend(exercise(&empty, &partner(), &mut g, true));
+    }
+    // One line per distinct panic site and operation, with the first call that hit it.
+    let mut distinct: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for p in panics {
+        let op = p.split('(').next().unwrap_or_default().split(' ').next().unwrap_or_default().to_owned();
+        let key = format!("{op}: {}", p.rsplit("panicked: ").next().unwrap_or_default());
+        distinct.entry(key).or_insert(p);
+    }
+    assert!(distinct.is_empty(), "{} kinds of panic:\n{}", distinct.len(), distinct.values().cloned().collect::<Vec<_>>().join("\n"));
+}
+
+/// Runs the ignored test `name` of this binary in a child process limited to 1 GiB of address space;
+/// returns whether it passed, and its output.
+fn run_child(name: &str, env: &[(&str, &Path)]) -> (bool, String) {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
+        .arg(&exe)
+        .args(["--ignored", "--exact", name, "--test-threads=1", "--nocapture"]);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let ok = output.status.success() && text.contains("1 passed");
+    (ok, text)
 }
 
 /// The child half of [`no_allocation_from_header_fields`]: opens and reads every file in
@@ -256,18 +342,8 @@ fn no_allocation_from_header_fields() {
             std::fs::write(dir.path().join(format!("{i}.wsp")), bytes).unwrap();
         }
     }
-    let exe = std::env::current_exe().unwrap();
-    let output = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
-        .arg(&exe)
-        .args(["--ignored", "--exact", "open_hostile_files_under_memory_limit", "--test-threads=1", "--nocapture"])
-        .env("BUCKY_HOSTILE_DIR", dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the child failed under a 1 GiB limit:\n{text}");
-    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    let (ok, text) = run_child("open_hostile_files_under_memory_limit", &[("BUCKY_HOSTILE_DIR", dir.path())]);
+    assert!(ok, "the child failed under a 1 GiB limit:\n{text}");
 }
 
 /// A valid file with one of a few layouts and some data.
@@ -334,7 +410,8 @@ fn check_bytes(bytes: Vec<u8>, seed: u64) -> Result<(), TestCaseError> {
                 prop_assert!(pair[0].seconds_per_point < pair[1].seconds_per_point);
             }
             let mut g = Gen::new(rand::rngs::SmallRng::seed_from_u64(seed));
-            exercise(&buf, &partner(), &mut g);
+            let panics = exercise(&buf, &partner(), &mut g, false);
+            prop_assert!(panics.is_empty(), "{}", panics.join("\n"));
         }
         Err(e) => {
             let class = e.reference_class();
