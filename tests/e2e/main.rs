@@ -1,2 +1,4 @@
 //! One integration binary for every cross-process test (links once; faster on 2 cores).
 //! Each module covers one area and starts the real binaries it needs.
+
+mod agent;
