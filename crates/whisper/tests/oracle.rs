@@ -79,28 +79,7 @@ fn fetch() {
         let max = schema.max_retention();
         for _ in 0..8 {
             let now = if g.chance(0.5) { now } else { now + g.rng.gen_range(0..=max / 2 + 1) };
-            let k = g.rng.gen_range(0..schema.archives.len());
-            let from = match g.rng.gen_range(0..10) {
-                0 => now - schema.retention(k) + g.rng.gen_range(-1..=1),
-                1 => now + g.rng.gen_range(1..=100),
-                2 => now - max - g.rng.gen_range(1..=1000),
-                3 => align(now - g.rng.gen_range(0..=max), schema.spp(k)),
-                _ => now - g.rng.gen_range(0..=max + max / 5),
-            };
-            let until = match g.rng.gen_range(0..10) {
-                0..=2 => Value::Null,
-                3 => json!(from),
-                4 => json!(from - g.rng.gen_range(1..=100)),
-                5 => json!(now + g.rng.gen_range(0..=100)),
-                _ => json!(from + g.rng.gen_range(0..=max)),
-            };
-            let archive = match g.rng.gen_range(0..20) {
-                0..=4 => json!(schema.spp(k).to_string()),
-                5 if schema.spp(k) % 60 == 0 => json!(format!("{}m", schema.spp(k) / 60)),
-                6 => json!(g.pick(&["7", "3600", "1", "0"])),
-                _ => Value::Null,
-            };
-            ops.push(json!({"op": "fetch", "file": "a", "from": from, "until": until, "now": now, "archive": archive}));
+            ops.push(g.fetch_op("a", &schema, now));
         }
         ops
     });

@@ -428,7 +428,7 @@ fn same_class(ours: &Value, theirs: &str) -> bool {
     ours == theirs || (ours == "IOError" && os_errors.contains(&theirs))
 }
 
-fn compare_result(i: usize, ours: &Value, theirs: &Value) -> Result<(), Failure> {
+pub fn compare_result(i: usize, ours: &Value, theirs: &Value) -> Result<(), Failure> {
     let same = match (ours, theirs) {
         (Value::Object(o), Value::Object(t)) if t.contains_key("bits") => {
             ["fromTime", "untilTime", "step", "bits"].iter().all(|k| o.get(*k) == t.get(*k))
@@ -815,6 +815,36 @@ impl Gen {
         }
         points.shuffle(&mut self.rng);
         points
+    }
+
+    /// A fetch op at `now`: random ranges (zero-length, from > until, in the future, beyond the retention,
+    /// at the archive boundaries) and archive selection by precision (as digits or with a unit, present
+    /// in the schema or not).
+    pub fn fetch_op(&mut self, file: &str, schema: &Schema, now: i64) -> Value {
+        let g = self;
+        let max = schema.max_retention();
+        let k = g.rng.gen_range(0..schema.archives.len());
+        let from = match g.rng.gen_range(0..10) {
+            0 => now - schema.retention(k) + g.rng.gen_range(-1..=1),
+            1 => now + g.rng.gen_range(1..=100),
+            2 => now - max - g.rng.gen_range(1..=1000),
+            3 => align(now - g.rng.gen_range(0..=max), schema.spp(k)),
+            _ => now - g.rng.gen_range(0..=max + max / 5),
+        };
+        let until = match g.rng.gen_range(0..10) {
+            0..=2 => Value::Null,
+            3 => json!(from),
+            4 => json!(from - g.rng.gen_range(1..=100)),
+            5 => json!(now + g.rng.gen_range(0..=100)),
+            _ => json!(from + g.rng.gen_range(0..=max)),
+        };
+        let archive = match g.rng.gen_range(0..20) {
+            0..=4 => json!(schema.spp(k).to_string()),
+            5 if schema.spp(k) % 60 == 0 => json!(format!("{}m", schema.spp(k) / 60)),
+            6 => json!(g.pick(&["7", "3600", "1", "0"])),
+            _ => Value::Null,
+        };
+        json!({"op": "fetch", "file": file, "from": from, "until": until, "now": now, "archive": archive})
     }
 
     pub fn update_many_op(&mut self, file: &str, points: &[(i64, f64)], now: i64) -> Value {
