@@ -127,9 +127,7 @@ impl WhisperBuf {
 
     /// Byte offset of aligned time `interval` given the archive's base (whisper's slot rule).
     fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> usize {
-        let spp = i64::from(archive.seconds_per_point);
-        let distance = (interval - i64::from(base)).div_euclid(spp) * POINT_SIZE as i64;
-        archive.offset as usize + distance.rem_euclid(archive.size() as i64) as usize
+        slot_offset_i64(archive, i64::from(base), interval)
     }
 
     /// Reads `count` consecutive slots starting at byte `start` of `archive`, wrapping at its end.
@@ -148,23 +146,22 @@ impl WhisperBuf {
         let Some((index, from, until)) = select_archive(&self.header, from, until, now, archive)? else {
             return Ok(None);
         };
-        Ok(Some(self.archive_fetch(index, from, until)))
+        self.archive_fetch(index, from, until).map(Some)
     }
 
     /// whisper's `__archive_fetch` on archive `index`, with its exact slot arithmetic (including returning
     /// the slot after `until` for a zero-length range, and the count wrapping for over-long spans).
-    pub fn archive_fetch(&self, index: usize, from: i64, until: i64) -> Series {
+    pub fn archive_fetch(&self, index: usize, from: i64, until: i64) -> Result<Series> {
         let archive = self.header.archives[index];
         let read = |start, count| -> Result<Vec<(u32, f64)>> {
             Ok(self.read_slots(&archive, start, count).collect())
         };
-        // Reading from memory cannot fail.
-        archive_fetch(&archive, from, until, self.base(&archive), read).unwrap_or_else(|_| Series {
-            from,
-            until,
-            step: archive.seconds_per_point,
-            values: Vec::new(),
-        })
+        archive_fetch(&archive, from, until, self.base(&archive), read)
+    }
+
+    /// True if archive `index` has never been written (its anchor slot is empty).
+    pub fn archive_is_empty(&self, index: usize) -> bool {
+        self.base(&self.header.archives[index]) == 0
     }
 
     /// Every slot with a non-zero timestamp in each archive, sorted by timestamp (whisper-dump minus the
@@ -225,7 +222,7 @@ impl WhisperBuf {
             if slot == points {
                 slot = 0;
             }
-            t += step;
+            t = t.wrapping_add(step);
             value
         })
     }
@@ -264,14 +261,40 @@ impl Store for WhisperBuf {
 }
 
 pub(crate) fn slot_offset_i64(archive: &ArchiveInfo, base: i64, interval: i64) -> usize {
-    let spp = i64::from(archive.seconds_per_point);
-    let distance = (interval - base).div_euclid(spp) * POINT_SIZE as i64;
-    archive.offset as usize + distance.rem_euclid(archive.size() as i64) as usize
+    // i128: the distance of an arbitrary caller-supplied time from the anchor cannot overflow.
+    let spp = i128::from(archive.seconds_per_point);
+    let slot = (i128::from(interval) - i128::from(base)).div_euclid(spp).rem_euclid(i128::from(archive.points));
+    archive.offset as usize + slot as usize * POINT_SIZE
 }
 
 /// `t - t % spp` with Python's floor modulo.
 pub(crate) fn align(t: i64, spp: u32) -> Result<i64> {
     t.checked_sub(t.rem_euclid(i64::from(spp))).ok_or_else(|| Error::TimestampOutOfRange(t))
+}
+
+/// The largest clock bucky accepts (about the year 36,800): far beyond any real timestamp, small enough
+/// that no time arithmetic can overflow.
+pub(crate) const MAX_CLOCK: i64 = 1 << 40;
+/// Time arguments beyond this are equivalent to it for every comparison whisper makes, so they are
+/// clamped here before any arithmetic.
+const MAX_TIME: i64 = 1 << 62;
+
+/// Refuses a clock no whisper file can be meaningfully read or written at.
+pub(crate) fn check_clock(now: i64) -> Result<()> {
+    if now.unsigned_abs() > MAX_CLOCK as u64 {
+        return Err(Error::Refused(format!(
+            "clock {now} is out of range (|now| must be at most {MAX_CLOCK}); pass a real epoch time"
+        )));
+    }
+    Ok(())
+}
+
+/// The most values one fetch returns (1 GiB of `Option<f64>`); whisper would try to allocate any amount.
+const MAX_FETCH_VALUES: usize = 1 << 26;
+
+/// Clamps a time argument into the range where arithmetic cannot overflow.
+pub(crate) fn clamp_time(t: i64) -> i64 {
+    t.clamp(-MAX_TIME, MAX_TIME)
 }
 
 /// `align` for a mostly ascending stream of timestamps: reuses the previous bucket instead of dividing
@@ -287,9 +310,10 @@ impl Aligner {
     }
 
     pub(crate) fn align(&mut self, t: i64) -> Result<i64> {
-        let aligned = match self.last {
-            Some(last) if t >= last && t - last < self.spp => last,
-            Some(last) if t >= last + self.spp && t - last < 2 * self.spp => last + self.spp,
+        let distance = self.last.and_then(|last| t.checked_sub(last).map(|d| (last, d)));
+        let aligned = match distance {
+            Some((last, d)) if (0..self.spp).contains(&d) => last,
+            Some((last, d)) if (self.spp..2 * self.spp).contains(&d) => last + self.spp,
             _ => t.checked_sub(t.rem_euclid(self.spp)).ok_or_else(|| Error::TimestampOutOfRange(t))?,
         };
         self.last = Some(aligned);
@@ -321,11 +345,12 @@ pub(crate) fn select_archive(
     now: i64,
     archive: Option<u32>,
 ) -> Result<Option<(usize, i64, i64)>> {
-    let mut until = until.unwrap_or(now);
-    let mut from = from;
+    check_clock(now)?;
+    let until = until.unwrap_or(now);
     if from > until {
         return Err(Error::InvalidTimeInterval { from, until });
     }
+    let (mut from, mut until) = (clamp_time(from), clamp_time(until));
     let oldest = now - i64::from(header.max_retention);
     if from > now || until < oldest {
         return Ok(None);
@@ -359,13 +384,20 @@ pub(crate) fn archive_fetch(
     read: impl FnOnce(usize, usize) -> Result<Vec<(u32, f64)>>,
 ) -> Result<Series> {
     let step = i64::from(archive.seconds_per_point);
+    let (from, until) = (clamp_time(from), clamp_time(until));
     let from_interval = from - from.rem_euclid(step) + step;
     let mut until_interval = until - until.rem_euclid(step) + step;
     if from_interval == until_interval {
         until_interval += step; // zero-length range: the reference returns the next slot
     }
     if base == 0 {
-        let count = ((until_interval - from_interval) / step).max(0) as usize;
+        let count = ((until_interval - from_interval) / step).max(0) as u64;
+        if count > MAX_FETCH_VALUES as u64 {
+            return Err(Error::Refused(format!(
+                "a fetch of {count} values of {step}s is too large; ask for a shorter range"
+            )));
+        }
+        let count = count as usize;
         return Ok(Series {
             from: from_interval,
             until: until_interval,

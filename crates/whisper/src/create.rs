@@ -31,6 +31,11 @@ pub fn header_for(retentions: &[Retention], options: &CreateOptions) -> Result<H
     let mut archives = retentions.to_vec();
     validate_archive_list(&mut archives)?;
     // `not 0 <= xff <= 1` lets NaN through in whisper and makes an unreadable file; refuse it.
+    if options.x_files_factor.is_nan() {
+        return Err(Error::Refused(
+            "xFilesFactor NaN would make a file no whisper reader accepts; use a value between 0 and 1".into(),
+        ));
+    }
     if !(0.0..=1.0).contains(&options.x_files_factor) {
         return Err(Error::InvalidXFilesFactor(options.x_files_factor));
     }

@@ -30,6 +30,7 @@ fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> usize {
 /// and propagates. Points need not be sorted. On error nothing in the buffer's file changes on disk
 /// (the caller discards the buffer); the buffer itself may be partly updated.
 pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Result<()> {
+    crate::buf::check_clock(now)?;
     if points.is_empty() {
         return Ok(());
     }
@@ -64,6 +65,7 @@ pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Re
 /// whisper's single-point `update(path, value, timestamp, now)`: stricter than update_many (future and
 /// too-old points are `TimestampNotCovered`) and propagates to the following archives by position.
 pub(crate) fn update<S: Store>(s: &mut S, value: f64, timestamp: i64, now: i64) -> Result<()> {
+    crate::buf::check_clock(now)?;
     let age = i128::from(now) - i128::from(timestamp);
     if !(age >= 0 && age < i128::from(s.header().max_retention)) {
         return Err(Error::TimestampNotCovered {

@@ -31,6 +31,18 @@ pub enum Error {
         /// What exactly is wrong.
         reason: String,
     },
+    /// A file whisper.py would accept but whose structure is impossible (archives overlapping, beyond the
+    /// end of the file, out of order, ...): refused rather than read as garbage.
+    #[error("{path}: malformed whisper file: {reason}; the file was left untouched (check it with `bucky whisper info`)")]
+    Malformed {
+        /// The file involved (`<memory>` for in-memory data).
+        path: PathBuf,
+        /// What exactly is wrong.
+        reason: String,
+    },
+    /// An input whisper.py accepts and then turns into an unusable or corrupt file; bucky refuses it.
+    #[error("{0}")]
+    Refused(String),
     /// The retention/archive list is not acceptable (whisper's `InvalidConfiguration`).
     #[error("invalid configuration: {0}")]
     InvalidConfiguration(String),
@@ -124,7 +136,11 @@ impl Error {
             Error::TimestampOutOfRange(_) => "error",
             Error::InvalidTimeInterval { .. } => "InvalidTimeInterval",
             Error::LayoutMismatch { .. } => "NotImplementedError",
-            Error::ArchiveOverflow { .. } | Error::SameFile(_) | Error::LockTimeout { .. } => "bucky",
+            Error::Malformed { .. }
+            | Error::Refused(_)
+            | Error::ArchiveOverflow { .. }
+            | Error::SameFile(_)
+            | Error::LockTimeout { .. } => "bucky",
         }
     }
 
@@ -134,5 +150,9 @@ impl Error {
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Corrupt { path: path.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Malformed { path: path.into(), reason: reason.into() }
     }
 }

@@ -89,6 +89,7 @@ pub struct FillReport {
 /// Fills `dst` from `src` (see the module docs). A missing `dst` becomes a durable copy of `src`.
 /// Filling a file into itself is refused with [`Error::SameFile`].
 pub fn fill(src: &Path, dst: &Path, options: &FillOptions) -> Result<FillReport> {
+    check_options(options)?;
     let source = WhisperFile::open(src)?;
     let source_buf = {
         let _lock = options.lock.then(|| source.lock(LockMode::Shared, options.lock_timeout)).transpose()?;
@@ -121,10 +122,27 @@ pub fn fill(src: &Path, dst: &Path, options: &FillOptions) -> Result<FillReport>
 
 /// [`fill`] on in-memory files: updates `dst` and returns the number of points written.
 pub fn fill_buf(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> Result<u64> {
+    check_options(options)?;
     match options.mode {
         FillMode::Safe => safe_fill(src, dst, options),
         FillMode::Carbonate => CarbonateFill { src, dst, options, written: 0 }.run(),
     }
+}
+
+/// Refuses clocks and windows that are not real times (NaN, infinite, or beyond the year 36,800).
+fn check_options(options: &FillOptions) -> Result<()> {
+    let max = crate::buf::MAX_CLOCK as f64;
+    let in_range = |t: f64| t.is_finite() && t.abs() <= max;
+    if !in_range(options.now) {
+        return Err(Error::Refused(format!("fill: clock {} is not a usable epoch time", options.now)));
+    }
+    if !options.start_from.is_none_or(in_range) || !in_range(options.end_at) {
+        return Err(Error::Refused(format!(
+            "fill: window start_from={:?} end_at={} is not made of usable epoch times",
+            options.start_from, options.end_at
+        )));
+    }
+    Ok(())
 }
 
 fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> Result<u64> {

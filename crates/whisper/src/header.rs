@@ -148,8 +148,9 @@ impl Header {
             )));
         }
         let count = u64::from(be_u32(&bytes[12..16]));
+        let malformed = |reason: String| Error::malformed(path, reason);
         if count == 0 {
-            return Err(corrupt("the header lists no archives".into()));
+            return Err(malformed("the header lists no archives".into()));
         }
         let header_size = METADATA_SIZE as u64 + ARCHIVE_INFO_SIZE as u64 * count;
         if header_size > file_len || header_size > bytes.len() as u64 {
@@ -170,29 +171,29 @@ impl Header {
         let mut previous: Option<&ArchiveInfo> = None;
         for (i, a) in archives.iter().enumerate() {
             if a.seconds_per_point == 0 || a.points == 0 {
-                return Err(corrupt(format!(
+                return Err(malformed(format!(
                     "archive{i} has {} seconds per point and {} points; both must be at least 1",
                     a.seconds_per_point, a.points
                 )));
             }
             if u64::from(a.offset) < header_size {
-                return Err(corrupt(format!(
+                return Err(malformed(format!(
                     "archive{i} starts at byte {}, inside the {header_size}-byte header",
                     a.offset
                 )));
             }
             if a.end() > file_len {
-                return Err(corrupt(format!(
+                return Err(malformed(format!(
                     "archive{i} ends at byte {} but the file is only {file_len} bytes (truncated?)",
                     a.end()
                 )));
             }
             if u32::try_from(a.retention()).is_err() {
-                return Err(corrupt(format!("archive{i} retention {}s overflows 32 bits", a.retention())));
+                return Err(malformed(format!("archive{i} retention {}s overflows 32 bits", a.retention())));
             }
             if let Some(p) = previous {
                 if a.seconds_per_point <= p.seconds_per_point {
-                    return Err(corrupt(format!(
+                    return Err(malformed(format!(
                         "archive{i} ({}s per point) is not coarser than archive{} ({}s per point)",
                         a.seconds_per_point,
                         i - 1,
@@ -206,7 +207,7 @@ impl Header {
         by_offset.sort_by_key(|a| a.offset);
         for pair in by_offset.windows(2) {
             if pair[0].end() > u64::from(pair[1].offset) {
-                return Err(corrupt(format!(
+                return Err(malformed(format!(
                     "archives at bytes {} and {} overlap",
                     pair[0].offset, pair[1].offset
                 )));
@@ -215,13 +216,13 @@ impl Header {
         let header = Header { aggregation, max_retention, x_files_factor, archives };
         let expected_len = header.file_size();
         if expected_len != file_len {
-            return Err(corrupt(format!(
+            return Err(malformed(format!(
                 "the archives end at byte {expected_len} but the file is {file_len} bytes"
             )));
         }
         let largest = header.archives.iter().map(ArchiveInfo::retention).max().unwrap_or(0);
         if u64::from(max_retention) != largest {
-            return Err(corrupt(format!(
+            return Err(malformed(format!(
                 "maxRetention {max_retention} does not match the longest archive ({largest}s)"
             )));
         }

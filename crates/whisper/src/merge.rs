@@ -31,8 +31,9 @@ pub fn merge_buf(
     if src.header().archives != dst.header().archives {
         return Err(Error::LayoutMismatch { src: "<source>".into(), dst: "<destination>".into() });
     }
-    let until = time_to.unwrap_or(now);
-    let from = time_from.unwrap_or(0);
+    crate::buf::check_clock(now)?;
+    let until = crate::buf::clamp_time(time_to.unwrap_or(now));
+    let from = crate::buf::clamp_time(time_from.unwrap_or(0));
     if until < from {
         return Err(Error::InvalidArgument("time_to must be >= time_from".into()));
     }
@@ -41,10 +42,11 @@ pub fn merge_buf(
     for index in order {
         let retention = src.header().archives[index].retention() as i64;
         let oldest = now - retention;
-        if until < oldest {
+        // An empty source archive yields only Nones: nothing to write (and no huge list to build).
+        if until < oldest || src.archive_is_empty(index) {
             continue;
         }
-        let series = src.archive_fetch(index, from.max(oldest), until);
+        let series = src.archive_fetch(index, from.max(oldest), until)?;
         let points: Vec<(i64, f64)> = series.points().collect();
         if !points.is_empty() {
             dst.archive_update_many(index, &points)?;

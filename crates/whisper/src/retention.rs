@@ -41,9 +41,12 @@ impl Retention {
             }
             duration / precision
         };
-        let seconds_per_point =
-            u32::try_from(precision).map_err(|_| bad("precision does not fit in 32 bits"))?;
-        let points = u32::try_from(points).map_err(|_| bad("point count does not fit in 32 bits"))?;
+        // whisper parses these and fails later (struct.error in create); refuse them here.
+        let too_large = |what: &str| {
+            Error::Refused(format!("retention '{spec}': {what} does not fit in a whisper header (32 bits)"))
+        };
+        let seconds_per_point = u32::try_from(precision).map_err(|_| too_large("the precision"))?;
+        let points = u32::try_from(points).map_err(|_| too_large("the point count"))?;
         Ok(Retention { seconds_per_point, points })
     }
 
@@ -160,12 +163,12 @@ pub fn validate_archive_list(archives: &mut [Retention]) -> Result<()> {
     // Beyond the reference: it accepts these and writes a file nothing can use.
     for r in archives.iter() {
         if r.seconds_per_point == 0 || r.points == 0 {
-            return Err(Error::InvalidConfiguration(format!(
+            return Err(Error::Refused(format!(
                 "archive {r} would hold no data: seconds per point and points must both be at least 1"
             )));
         }
         if u32::try_from(r.retention()).is_err() {
-            return Err(Error::InvalidConfiguration(format!(
+            return Err(Error::Refused(format!(
                 "archive {r} covers {} seconds, more than a whisper header can record",
                 r.retention()
             )));
@@ -175,7 +178,7 @@ pub fn validate_archive_list(archives: &mut [Retention]) -> Result<()> {
         + 16
         + 12 * archives.len() as u64;
     if u32::try_from(total).is_err() {
-        return Err(Error::InvalidConfiguration(format!(
+        return Err(Error::Refused(format!(
             "the file would be {total} bytes, beyond the 4 GiB that whisper's 32-bit offsets can address"
         )));
     }
