@@ -117,7 +117,12 @@ impl WhisperBuf {
 
     fn write(&mut self, offset: usize, bytes: &[u8]) {
         self.data[offset..offset + bytes.len()].copy_from_slice(bytes);
-        self.dirty.push(offset..offset + bytes.len());
+        let end = offset + bytes.len();
+        // Sequential writes extend the previous range instead of piling up tiny ones.
+        match self.dirty.last_mut() {
+            Some(last) if last.end == offset => last.end = end,
+            _ => self.dirty.push(offset..end),
+        }
     }
 
     /// The timestamp stored in an archive's slot 0: 0 means "empty archive".
@@ -198,10 +203,6 @@ impl WhisperBuf {
         engine::archive_update_many(self, index, points)
     }
 
-    pub(crate) fn write_archive_points(&mut self, index: usize, points: &[(i64, f64)]) -> Result<()> {
-        engine::write_archive_points(self, index, points).map(|_| ())
-    }
-
     /// Values for the aligned times `t0, t0 + spp, …` (`count` of them) of archive `index`: one division to
     /// find the first slot, then a walk with wrap-around.
     pub fn values_from(&self, index: usize, t0: i64, count: usize) -> impl Iterator<Item = Option<f64>> + '_ {
@@ -225,6 +226,51 @@ impl WhisperBuf {
             t = t.wrapping_add(step);
             value
         })
+    }
+
+    /// Writes `candidates[i]` at aligned time `t0 + i·spp` of archive `index` wherever that slot is empty
+    /// (holds no point for that time) and the candidate is `Some`; never touches a non-empty slot and never
+    /// propagates. An empty archive is anchored at the first point written, as whisper's update_many
+    /// anchors a batch. Returns the number of points written.
+    pub(crate) fn fill_empty_slots(
+        &mut self,
+        index: usize,
+        t0: i64,
+        candidates: impl Iterator<Item = Option<f64>>,
+    ) -> Result<u64> {
+        let archive = self.header.archives[index];
+        let points = archive.points as usize;
+        let begin = archive.offset as usize;
+        let step = i64::from(archive.seconds_per_point);
+        let base = self.base(&archive);
+        // Slot of t0, once the archive has an anchor.
+        let mut slot = (base != 0).then(|| (Self::slot_offset(&archive, base, t0) - begin) / POINT_SIZE);
+        let mut written = 0;
+        let mut t = t0;
+        for candidate in candidates {
+            if let Some(s) = slot {
+                let (ts, _) = self.point_at(begin + s * POINT_SIZE);
+                if i64::from(ts) != t || ts == 0 {
+                    if let Some(v) = candidate {
+                        self.write(begin + s * POINT_SIZE, &pack(t, v)?);
+                        written += 1;
+                    }
+                }
+            } else if let Some(v) = candidate {
+                // First point into an empty archive: it becomes the anchor, slot 0.
+                self.write(begin, &pack(t, v)?);
+                written += 1;
+                slot = Some(0);
+            }
+            if let Some(s) = slot.as_mut() {
+                *s += 1;
+                if *s == points {
+                    *s = 0;
+                }
+            }
+            t += step;
+        }
+        Ok(written)
     }
 
     /// The value stored for aligned time `t` in archive `index`, if that slot holds exactly `t`.
@@ -261,10 +307,16 @@ impl Store for WhisperBuf {
 }
 
 pub(crate) fn slot_offset_i64(archive: &ArchiveInfo, base: i64, interval: i64) -> usize {
-    // i128: the distance of an arbitrary caller-supplied time from the anchor cannot overflow.
-    let spp = i128::from(archive.seconds_per_point);
-    let slot = (i128::from(interval) - i128::from(base)).div_euclid(spp).rem_euclid(i128::from(archive.points));
-    archive.offset as usize + slot as usize * POINT_SIZE
+    let slot = match interval.checked_sub(base) {
+        Some(distance) => {
+            distance.div_euclid(i64::from(archive.seconds_per_point)).rem_euclid(i64::from(archive.points)) as usize
+        }
+        // Only reachable with absurd caller-supplied times; i128 cannot overflow here.
+        None => (i128::from(interval) - i128::from(base))
+            .div_euclid(i128::from(archive.seconds_per_point))
+            .rem_euclid(i128::from(archive.points)) as usize,
+    };
+    archive.offset as usize + slot * POINT_SIZE
 }
 
 /// `t - t % spp` with Python's floor modulo.

@@ -234,24 +234,37 @@ fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower: usize) -
     } else {
         (higher.size() - relative_first + relative_last) as usize / POINT_SIZE
     };
-    // One read (two when wrapping) of the raw slots.
-    let mut raw = vec![0u8; count * POINT_SIZE];
+    // One read (two when wrapping) of the raw slots, on the stack for the usual small ratios.
+    const INLINE: usize = 64;
+    let mut raw_inline = [0u8; INLINE * POINT_SIZE];
+    let mut raw_heap = Vec::new();
+    let raw: &mut [u8] = if count <= INLINE {
+        &mut raw_inline[..count * POINT_SIZE]
+    } else {
+        raw_heap.resize(count * POINT_SIZE, 0);
+        &mut raw_heap
+    };
     let head = (higher.end() as usize - first).min(raw.len());
     s.read_bytes(first, &mut raw[..head])?;
     if head < raw.len() {
         s.read_bytes(higher.offset as usize, &mut raw[head..])?;
     }
     let step = i64::from(higher.seconds_per_point);
+    let mut neighbours_inline = [None; INLINE];
+    let mut neighbours_heap = Vec::new();
+    let neighbours: &mut [Option<f64>] = if count <= INLINE {
+        &mut neighbours_inline[..count]
+    } else {
+        neighbours_heap.resize(count, None);
+        &mut neighbours_heap
+    };
     let mut expected = lower_start;
-    let neighbours: Vec<Option<f64>> = raw
-        .chunks_exact(POINT_SIZE)
-        .map(|chunk| {
-            let (ts, v) = crate::buf::point_from(chunk);
-            let value = (i64::from(ts) == expected).then_some(v);
-            expected += step;
-            value
-        })
-        .collect();
+    for (slot, chunk) in neighbours.iter_mut().zip(raw.chunks_exact(POINT_SIZE)) {
+        let (ts, v) = crate::buf::point_from(chunk);
+        *slot = (i64::from(ts) == expected).then_some(v);
+        expected += step;
+    }
+    let neighbours: &[Option<f64>] = neighbours;
     let known = neighbours.iter().filter(|v| v.is_some()).count();
     if known == 0 {
         return Ok(false);
@@ -259,7 +272,7 @@ fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower: usize) -
     if (known as f64) / (neighbours.len() as f64) < s.header().xff() {
         return Ok(false);
     }
-    let Some(value) = s.header().aggregation.aggregate(&neighbours) else {
+    let Some(value) = s.header().aggregation.aggregate(neighbours) else {
         return Ok(false);
     };
     let packed = pack(lower_start, value)?;

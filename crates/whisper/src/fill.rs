@@ -185,32 +185,25 @@ fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> R
                 None
             }
         };
-        let mut points = Vec::new();
-        if last >= first {
-            let count = ((last - first) / spp + 1) as usize;
+        if last < first {
+            continue;
+        }
+        let count = ((last - first) / spp + 1) as usize;
+        written += match same {
             // Same-resolution source archive: walk both archives slot by slot.
-            let same_start = same.map(src_window_start).transpose()?;
-            let mut src_values = same.map(|b| src.values_from(b, first, count));
-            for (i, current) in dst.values_from(index, first, count).enumerate() {
-                let t = first + i as i64 * spp;
-                let from_same = src_values.as_mut().and_then(Iterator::next).flatten();
-                if current.is_some() {
-                    continue;
-                }
-                let value = match same_start {
-                    Some(start) if t >= start => from_same,
-                    Some(_) => None,
-                    None => aggregate_finer(t),
-                };
-                if let Some(v) = value {
-                    points.push((t, v));
-                }
+            Some(b) => {
+                let start = src_window_start(b)?;
+                let candidates = src.values_from(b, first, count).enumerate().map(|(i, v)| {
+                    let t = first + i as i64 * spp;
+                    if t >= start { v } else { None }
+                });
+                dst.fill_empty_slots(index, first, candidates)?
             }
-        }
-        if !points.is_empty() {
-            dst.write_archive_points(index, &points)?;
-            written += points.len() as u64;
-        }
+            None => {
+                let candidates = (0..count).map(|i| aggregate_finer(first + i as i64 * spp));
+                dst.fill_empty_slots(index, first, candidates)?
+            }
+        };
     }
     Ok(written)
 }
