@@ -2,13 +2,26 @@
 //!
 //! `main.rs` only parses flags; every subcommand lives in its own module under [`commands`] and returns an
 //! [`ExitStatus`]. Errors are printed once, here, with their whole context chain.
+//!
+//! Layout of the cluster commands: [`cli`] holds the clap definitions, [`config`] turns the common flags
+//! into a validated [`config::Config`], [`printer`] owns every byte written to stdout and stderr
+//! (including the progress bars), [`client`] speaks buckyd's HTTP API (timeouts, retries, the 202
+//! list-cache protocol), [`cluster`] discovers the ring and checks its health, [`names`] reads and streams
+//! metric names, and [`engine`] is the copy/verify/delete engine behind `rebalance`, `backfill` and `copy`.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
+pub mod cli;
+pub mod client;
+pub mod cluster;
 pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod names;
+pub mod printer;
+
+pub use cli::{Cli, Command};
 
 /// How a command ended, decided in one place so exit codes stay consistent across subcommands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,33 +34,25 @@ pub enum ExitStatus {
     Usage,
 }
 
+impl ExitStatus {
+    /// `Success` when `ok`, `Failure` otherwise.
+    pub fn from_ok(ok: bool) -> ExitStatus {
+        if ok {
+            ExitStatus::Success
+        } else {
+            ExitStatus::Failure
+        }
+    }
+}
+
 /// A failure caused by the user's input rather than by bucky or the system: exits with 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// bucky — move, heal, back up and audit Whisper files across a Graphite cluster.
-#[derive(Debug, Parser)]
-#[command(name = "bucky", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Local whisper file tools: create, info, dump, update, fetch, merge, fill.
-    #[command(subcommand)]
-    Whisper(commands::whisper::WhisperCommand),
-}
-
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    match cli.command {
-        Command::Whisper(cmd) => commands::whisper::run(cmd),
-    }
+    commands::run(cli.command)
 }
 
 /// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default: warnings only).
@@ -78,7 +83,7 @@ pub fn exit_code(result: anyhow::Result<ExitStatus>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let _ = writeln!(std::io::stderr().lock(), "bucky: error: {err:#}");
-            if err.downcast_ref::<UsageError>().is_some() {
+            if err.chain().any(|cause| cause.downcast_ref::<UsageError>().is_some()) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

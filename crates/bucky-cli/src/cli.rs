@@ -1,0 +1,179 @@
+//! The command line: clap definitions only. Flags are validated into a [`crate::config::Config`] before any
+//! work starts.
+//!
+//! Cluster commands take `-h/--host` like buckytools, so they disable clap's `-h` help and offer `--help`.
+
+use std::path::PathBuf;
+
+use clap::builder::FalseyValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::commands::{
+    backfill, copy, delete, demo, du, gentestmetrics, inconsistent, json, list, locate, rebalance, restore, ring,
+    servers, stat, tar, whisper,
+};
+
+/// Seed agent of the cluster commands, when `-h/--host` is not given.
+pub const BUCKYHOST: &str = "BUCKYHOST";
+/// File holding the JWT sent as `X-Buckyd-Authorization`, when `--token-file` is not given.
+pub const BUCKY_TOKEN_FILE: &str = "BUCKY_TOKEN_FILE";
+/// Set to anything but `0`/`false` to hide progress bars (tests, CI logs).
+pub const BUCKY_NO_PROGRESS: &str = "BUCKY_NO_PROGRESS";
+
+/// bucky — move, heal, back up and audit Whisper files across a Graphite cluster.
+///
+/// Cluster commands talk to bucky-agent (or buckyd) on every storage node. They discover the ring from
+/// the seed given with -h/--host (default $BUCKYHOST, else localhost:4242), write data to stdout and logs
+/// and progress to stderr, and exit 0 when all went well, 1 when some work failed, 2 on bad usage or an
+/// unhealthy cluster. Quick start: `bucky demo`.
+#[derive(Debug, Parser)]
+#[command(name = "bucky", version, long_about, propagate_version = true, max_term_width = 110)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Local whisper file tools: create, info, dump, update, fetch, merge, fill.
+    #[command(subcommand)]
+    Whisper(whisper::WhisperCommand),
+    /// Metric placement: which node(s) hold a metric (carbon_ch, fnv1a_ch, jump_fnv1a_ch; carbon or relay).
+    #[command(subcommand)]
+    Ring(ring::RingCommand),
+    /// Show the cluster: ring, hash, router, replication, members and whether they agree.
+    #[command(disable_help_flag = true)]
+    Servers(servers::ServersArgs),
+    /// List metrics on the cluster (all, given names, or a regex).
+    #[command(disable_help_flag = true)]
+    List(list::ListArgs),
+    /// Print the node(s) every metric belongs on, all replicas.
+    #[command(disable_help_flag = true)]
+    Locate(locate::LocateArgs),
+    /// List copies of metrics on nodes that are not among their replicas.
+    #[command(disable_help_flag = true)]
+    Inconsistent(inconsistent::InconsistentArgs),
+    /// Move every misplaced copy to all of its replicas, verify by content, optionally delete the source.
+    #[command(disable_help_flag = true)]
+    Rebalance(rebalance::RebalanceArgs),
+    /// Fill metrics from other metrics: a JSON map {"old": "new"}; never deletes.
+    #[command(disable_help_flag = true)]
+    Backfill(backfill::BackfillArgs),
+    /// Copy (heal) every metric of one node into another node.
+    #[command(disable_help_flag = true)]
+    Copy(copy::CopyArgs),
+    /// Write metrics as a tar archive to stdout (a/b/c.wsp entries).
+    #[command(disable_help_flag = true)]
+    Tar(tar::TarArgs),
+    /// Restore a tar archive (plain or gzip) into every replica of each metric.
+    #[command(disable_help_flag = true)]
+    Restore(restore::RestoreArgs),
+    /// Delete metrics from the cluster, asking per server.
+    #[command(disable_help_flag = true)]
+    Delete(delete::DeleteArgs),
+    /// Disk usage of metrics.
+    #[command(disable_help_flag = true)]
+    Du(du::DuArgs),
+    /// Size, modification time and name of metrics.
+    #[command(disable_help_flag = true)]
+    Stat(stat::StatArgs),
+    /// Turn a newline-separated list of names into a JSON array.
+    #[command(disable_help_flag = true)]
+    Json(json::JsonArgs),
+    /// Print test metrics in the plaintext protocol, or send them to a line receiver.
+    #[command(name = "gentestmetrics", disable_help_flag = true)]
+    GenTestMetrics(gentestmetrics::GenArgs),
+    /// Start a 3-agent local cluster, grow its ring and rebalance it, proving nothing is lost.
+    Demo(demo::DemoArgs),
+}
+
+/// Flags shared by every cluster command.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Seed agent, HOST[:PORT] (port default 4242; IPv6 as [ADDR]:PORT). Every other agent is reached at
+    /// its ring host on the seed's port.
+    #[arg(short = 'h', long, env = BUCKYHOST, default_value = "localhost:4242", value_name = "HOST[:PORT]")]
+    pub host: String,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// Concurrent requests per node.
+    #[arg(short = 'w', long, default_value_t = 5, value_name = "N")]
+    pub workers: usize,
+
+    /// Print results (and the final summary) as JSON.
+    #[arg(short = 'j', long)]
+    pub json: bool,
+
+    /// Log every action on stderr (hides the progress bars).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Make the agents rebuild their metric list before answering.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+
+    /// Seconds without progress before a request is abandoned (then retried).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Longest wait, in seconds, for an agent that answers "Cache update in progress." (202).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub cache_wait: u64,
+
+    /// Transfer whisper files uncompressed (default: snappy).
+    #[arg(long)]
+    pub no_encoding: bool,
+
+    /// File holding the JWT for the agents' authentication (X-Buckyd-Authorization).
+    #[arg(long, env = BUCKY_TOKEN_FILE, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Never draw progress bars (they are drawn only when stderr is a terminal).
+    #[arg(long, env = BUCKY_NO_PROGRESS, value_parser = FalseyValueParser::new())]
+    pub no_progress: bool,
+}
+
+/// Which metrics a command works on: names, `-` (stdin), or a regex with `-r`.
+#[derive(Debug, Clone, Args)]
+pub struct NamesArgs {
+    /// Treat the first argument as a regular expression (RE2 syntax) matched by the agents.
+    #[arg(short = 'r', long)]
+    pub regex: bool,
+
+    /// Metric names; `-` reads them from stdin (a JSON array, or one per line).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// Progress and failure bookkeeping of the copy engine (`rebalance`, `backfill`, `copy`).
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Print the plan (JSON with --json) and change nothing.
+    #[arg(long = "no-op", alias = "noop")]
+    pub no_op: bool,
+
+    /// Record finished work in this file (one JSON line each); a rerun skips it (resume after a crash).
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Write the metrics that failed to this file: `metric<TAB>source<TAB>reason` per line.
+    #[arg(long, value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
+
+    /// Number of failed metrics tolerated before the exit status becomes 1.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub error_tolerance: u64,
+
+    /// Most metrics per second started per source node (default: unlimited).
+    #[arg(long, value_name = "M")]
+    pub max_rate: Option<f64>,
+
+    /// Attempts per metric (heal, verify, delete) before it is reported as failed.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub attempts: u32,
+}

@@ -1,0 +1,538 @@
+//! The HTTP client of buckyd's API, as spoken by bucky-agent and buckyd.
+//!
+//! Every request has a connect timeout and an idle (read) timeout; network errors and 5xx answers are
+//! retried a bounded number of times with exponential backoff and jitter (honouring `Retry-After`).
+//! Connections are pooled per host. Metric lists are streamed and parsed as they arrive; a `202 Cache
+//! update in progress.` is waited out with growing sleeps, up to `--cache-wait`.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use bucky_wire::{HealReport, MetricStat, RingInfo, AUTH_HEADER, METRIC_STAT_HEADER};
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER};
+use reqwest::{RequestBuilder, StatusCode, Url};
+
+use crate::config::{Addr, Config};
+use crate::names::JsonArrayParser;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The agent could not be reached (or kept timing out) after every retry.
+    #[error("{addr} is unreachable ({what}): {source}")]
+    Unreachable {
+        /// The agent.
+        addr: String,
+        /// What was being done.
+        what: String,
+        /// The last network error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The agent answered with an unexpected status.
+    #[error("{addr}: {what}: HTTP {status}: {body}")]
+    Status {
+        /// The agent.
+        addr: String,
+        /// What was being done.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the answer's body (the agent's reason).
+        body: String,
+    },
+    /// `If-Match` failed: the file changed since it was read (412).
+    #[error("{addr}: {what}: the file changed since it was read")]
+    Changed {
+        /// The agent.
+        addr: String,
+        /// What was being done.
+        what: String,
+    },
+    /// The metric list was still being built when `--cache-wait` ran out.
+    #[error("{addr}: the metric list was still being built after {secs} s (raise --cache-wait)")]
+    CacheWait {
+        /// The agent.
+        addr: String,
+        /// Seconds waited.
+        secs: u64,
+    },
+    /// The answer could not be understood.
+    #[error("{addr}: {what}: {reason}")]
+    Invalid {
+        /// The agent.
+        addr: String,
+        /// What was being done.
+        what: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// A whisper file read from an agent.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Its `X-Metric-Stat` (Encoding describes the transfer; Size the decoded file).
+    pub stat: MetricStat,
+    /// The decoded file.
+    pub data: Vec<u8>,
+    /// The version read, for `If-Match` (bucky-agent only; buckyd sends none).
+    pub etag: Option<String>,
+    /// Bytes that crossed the network.
+    pub wire_bytes: u64,
+}
+
+/// A whisper file ready to be sent (compressed once, sent to any number of agents).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    stat: MetricStat,
+    body: Bytes,
+    snappy: bool,
+}
+
+impl Upload {
+    /// Prepares `data` (a whole whisper file) with the stat of its source.
+    pub fn new(mut stat: MetricStat, data: &[u8], snappy: bool) -> std::io::Result<Upload> {
+        stat.size = data.len() as i64;
+        let body = if snappy {
+            let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(data.len() / 2 + 64));
+            std::io::Write::write_all(&mut encoder, data)?;
+            stat.encoding = bucky_wire::ENCODING_SNAPPY;
+            Bytes::from(encoder.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?)
+        } else {
+            stat.encoding = bucky_wire::ENCODING_IDENTITY;
+            Bytes::copy_from_slice(data)
+        };
+        Ok(Upload { stat, body, snappy })
+    }
+
+    /// Bytes on the wire.
+    pub fn wire_len(&self) -> u64 {
+        self.body.len() as u64
+    }
+}
+
+/// What a DELETE did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The file was removed.
+    Removed,
+    /// There was no such file.
+    Absent,
+}
+
+/// The query of a metric listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only names matching this regex (RE2 syntax, evaluated by the agent).
+    pub regex: Option<String>,
+    /// Rebuild the agent's list first.
+    pub force: bool,
+}
+
+/// A shared, pooled client for every agent of a cluster. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    token: Option<String>,
+    snappy: bool,
+    attempts: u32,
+    cache_wait: Duration,
+}
+
+/// Largest error body kept for messages.
+const ERROR_BODY: usize = 300;
+/// First retry delay.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// A client for the validated common flags.
+    pub fn new(config: &Config) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .read_timeout(config.timeout)
+            .pool_max_idle_per_host(256)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("bucky/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client { http, token: config.token.clone(), snappy: config.snappy, attempts: 4, cache_wait: config.cache_wait })
+    }
+
+    /// Whether transfers are snappy-compressed.
+    pub fn snappy(&self) -> bool {
+        self.snappy
+    }
+
+    fn url(addr: &Addr, path: &[&str]) -> Url {
+        let mut url = Url::parse(&format!("http://{}/", addr.authority())).unwrap_or_else(|_| {
+            // Addr hosts are validated; fall back to a URL that fails to connect with a clear error.
+            Url::parse("http://invalid.invalid/").expect("static URL")
+        });
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.clear();
+            for p in path {
+                segments.push(p);
+            }
+        }
+        url
+    }
+
+    fn authorized(&self, builder: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => builder.header(AUTH_HEADER, token),
+            None => builder,
+        }
+    }
+
+    /// Sends with retries; reads the whole body. Network errors and 5xx are retried.
+    async fn exchange(
+        &self,
+        addr: &Addr,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+        let mut delay = FIRST_BACKOFF;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= self.attempts;
+            let result = async {
+                let response = self.authorized(build()).send().await?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = response.bytes().await?;
+                Ok::<_, reqwest::Error>((status, headers, body))
+            }
+            .await;
+            match result {
+                Ok((status, headers, _)) if status.is_server_error() && !last => {
+                    let wait = retry_after(&headers).unwrap_or(delay);
+                    tracing::debug!(%addr, what, %status, "retrying after a server error");
+                    tokio::time::sleep(wait.min(MAX_BACKOFF)).await;
+                }
+                Ok(answer) => return Ok(answer),
+                Err(e) if !last => {
+                    tracing::debug!(%addr, what, error = %e, "retrying after a network error");
+                    tokio::time::sleep(jitter(delay)).await;
+                }
+                Err(source) => {
+                    return Err(ClientError::Unreachable { addr: addr.to_string(), what: what.to_owned(), source })
+                }
+            }
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn status_error(addr: &Addr, what: &str, status: StatusCode, body: &[u8]) -> ClientError {
+        let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY)]).trim().to_owned();
+        ClientError::Status { addr: addr.to_string(), what: what.to_owned(), status: status.as_u16(), body: text }
+    }
+
+    /// `GET /hashring`.
+    pub async fn hashring(&self, addr: &Addr) -> Result<RingInfo, ClientError> {
+        let url = Self::url(addr, &["hashring"]);
+        let what = "GET /hashring";
+        let (status, _, body) = self.exchange(addr, what, || self.http.get(url.clone())).await?;
+        if status != StatusCode::OK {
+            return Err(Self::status_error(addr, what, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Invalid {
+            addr: addr.to_string(),
+            what: what.into(),
+            reason: format!("not a hashring document: {e}"),
+        })
+    }
+
+    /// Streams the agent's metric list, calling `emit` for every name as it is parsed; returns the count.
+    /// Waits out `202` answers (the first request carries `force`, later ones do not, so a forced rebuild
+    /// is started once).
+    pub async fn list(&self, addr: &Addr, query: &ListQuery, mut emit: impl FnMut(String)) -> Result<u64, ClientError> {
+        let what = "list metrics";
+        let url = Self::url(addr, &["metrics"]);
+        let started = Instant::now();
+        let mut force = query.force;
+        let mut waits = Backoff::list();
+        loop {
+            let mut form: Vec<(&str, &str)> = Vec::new();
+            if let Some(regex) = &query.regex {
+                form.push(("regex", regex));
+            }
+            if force {
+                form.push(("force", "true"));
+            }
+            let mut delay = FIRST_BACKOFF;
+            let mut attempt = 0;
+            let mut response = loop {
+                attempt += 1;
+                let sent = self.authorized(self.http.post(url.clone()).form(&form)).send().await;
+                match sent {
+                    Ok(r) if r.status().is_server_error() && attempt < self.attempts => {
+                        tokio::time::sleep(retry_after(r.headers()).unwrap_or(delay).min(MAX_BACKOFF)).await;
+                    }
+                    Ok(r) => break r,
+                    Err(e) if attempt < self.attempts => {
+                        tracing::debug!(%addr, error = %e, "retrying the listing");
+                        tokio::time::sleep(jitter(delay)).await;
+                    }
+                    Err(source) => {
+                        return Err(ClientError::Unreachable { addr: addr.to_string(), what: what.into(), source })
+                    }
+                }
+                delay = (delay * 2).min(MAX_BACKOFF);
+            };
+            force = false;
+            match response.status() {
+                StatusCode::OK => {}
+                StatusCode::ACCEPTED => {
+                    let waited = started.elapsed();
+                    if waited >= self.cache_wait {
+                        return Err(ClientError::CacheWait { addr: addr.to_string(), secs: waited.as_secs() });
+                    }
+                    let wait = waits.next().min(self.cache_wait - waited);
+                    tracing::info!(%addr, "metric list being built; waiting {:.1} s", wait.as_secs_f64());
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                status => {
+                    let body = response.bytes().await.unwrap_or_default();
+                    return Err(Self::status_error(addr, what, status, &body));
+                }
+            }
+            let mut parser = JsonArrayParser::new();
+            let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.into(), reason };
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => parser.feed(&chunk, &mut emit).map_err(|e| invalid(format!("{e:#}")))?,
+                    Ok(None) => break,
+                    Err(source) => {
+                        return Err(ClientError::Unreachable { addr: addr.to_string(), what: what.into(), source })
+                    }
+                }
+            }
+            return parser.finish().map_err(|e| invalid(format!("{e:#}")));
+        }
+    }
+
+    /// Which of `names` exist on the agent (`list=` intersection), in batches.
+    pub async fn existing(&self, addr: &Addr, names: &[String], force: bool) -> Result<Vec<String>, ClientError> {
+        let what = "look up metrics";
+        let url = Self::url(addr, &["metrics"]);
+        let mut found = Vec::new();
+        let mut waits = Backoff::list();
+        let started = Instant::now();
+        let mut force = force;
+        for batch in names.chunks(10_000) {
+            let list = serde_json::to_string(batch).unwrap_or_else(|_| "[]".into());
+            loop {
+                let mut form = vec![("list", list.as_str())];
+                if force {
+                    form.push(("force", "true"));
+                }
+                let (status, _, body) = self.exchange(addr, what, || self.http.post(url.clone()).form(&form)).await?;
+                force = false;
+                match status {
+                    StatusCode::OK => {
+                        let names: Vec<String> = serde_json::from_slice(&body).map_err(|e| ClientError::Invalid {
+                            addr: addr.to_string(),
+                            what: what.into(),
+                            reason: format!("not a JSON array: {e}"),
+                        })?;
+                        found.extend(names);
+                        break;
+                    }
+                    StatusCode::ACCEPTED => {
+                        let waited = started.elapsed();
+                        if waited >= self.cache_wait {
+                            return Err(ClientError::CacheWait { addr: addr.to_string(), secs: waited.as_secs() });
+                        }
+                        tokio::time::sleep(waits.next().min(self.cache_wait - waited)).await;
+                    }
+                    status => return Err(Self::status_error(addr, what, status, &body)),
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// `HEAD /metrics/<name>`: the stat, or `None` if the metric does not exist.
+    pub async fn stat(&self, addr: &Addr, name: &str) -> Result<Option<MetricStat>, ClientError> {
+        let url = Self::url(addr, &["metrics", name]);
+        let what = format!("stat {name}");
+        let (status, headers, body) = self.exchange(addr, &what, || self.http.head(url.clone())).await?;
+        match status {
+            StatusCode::OK => parse_stat(addr, &what, &headers).map(Some),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => Err(Self::status_error(addr, &what, status, &body)),
+        }
+    }
+
+    /// `GET /metrics/<name>`, decoded; `None` if the metric does not exist.
+    pub async fn get(&self, addr: &Addr, name: &str) -> Result<Option<Fetched>, ClientError> {
+        let url = Self::url(addr, &["metrics", name]);
+        let what = format!("read {name}");
+        let (status, headers, body) = self
+            .exchange(addr, &what, || {
+                let request = self.http.get(url.clone());
+                if self.snappy {
+                    request.header(ACCEPT_ENCODING, "snappy")
+                } else {
+                    request
+                }
+            })
+            .await?;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            status => return Err(Self::status_error(addr, &what, status, &body)),
+        }
+        let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.clone(), reason };
+        let stat = parse_stat(addr, &what, &headers)?;
+        let snappy = headers
+            .get(CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("snappy"));
+        let wire_bytes = body.len() as u64;
+        let data = if snappy {
+            let mut data = Vec::with_capacity(usize::try_from(stat.size).unwrap_or(0).min(1 << 30));
+            snap::read::FrameDecoder::new(&body[..])
+                .take(u64::try_from(stat.size).unwrap_or(0).saturating_add(1))
+                .read_to_end(&mut data)
+                .map_err(|e| invalid(format!("bad snappy stream: {e}")))?;
+            data
+        } else {
+            body.to_vec()
+        };
+        if stat.size > 0 && data.len() as i64 != stat.size {
+            return Err(invalid(format!("got {} bytes but X-Metric-Stat.Size is {}", data.len(), stat.size)));
+        }
+        let etag = headers.get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Some(Fetched { stat, data, etag, wire_bytes }))
+    }
+
+    /// `POST /metrics/<name>`: heal (create, or fill the empty slots of the existing file).
+    pub async fn heal(&self, addr: &Addr, name: &str, upload: &Upload) -> Result<HealReport, ClientError> {
+        self.upload(addr, name, upload, false).await
+    }
+
+    /// `PUT /metrics/<name>`: replace.
+    pub async fn replace(&self, addr: &Addr, name: &str, upload: &Upload) -> Result<HealReport, ClientError> {
+        self.upload(addr, name, upload, true).await
+    }
+
+    async fn upload(&self, addr: &Addr, name: &str, upload: &Upload, put: bool) -> Result<HealReport, ClientError> {
+        let url = Self::url(addr, &["metrics", name]);
+        let what = format!("{} {name}", if put { "replace" } else { "heal" });
+        let stat = upload.stat.to_header_value();
+        let (status, _, body) = self
+            .exchange(addr, &what, || {
+                let request = if put { self.http.put(url.clone()) } else { self.http.post(url.clone()) };
+                let request = request
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(METRIC_STAT_HEADER, &stat)
+                    .body(upload.body.clone());
+                if upload.snappy {
+                    request.header(CONTENT_ENCODING, "snappy")
+                } else {
+                    request
+                }
+            })
+            .await?;
+        match status {
+            StatusCode::OK | StatusCode::CREATED | StatusCode::NO_CONTENT => {
+                // buckyd (jj) answers with an empty body; the fork and bucky-agent with a report.
+                Ok(serde_json::from_slice(&body).unwrap_or_default())
+            }
+            status => Err(Self::status_error(addr, &what, status, &body)),
+        }
+    }
+
+    /// `DELETE /metrics/<name>`, only if the file is still at version `if_match` when given.
+    pub async fn delete(&self, addr: &Addr, name: &str, if_match: Option<&str>) -> Result<Deleted, ClientError> {
+        let url = Self::url(addr, &["metrics", name]);
+        let what = format!("delete {name}");
+        let (status, _, body) = self
+            .exchange(addr, &what, || {
+                let request = self.http.delete(url.clone());
+                match if_match {
+                    Some(tag) => request.header(IF_MATCH, tag),
+                    None => request,
+                }
+            })
+            .await?;
+        match status {
+            StatusCode::OK | StatusCode::NO_CONTENT => Ok(Deleted::Removed),
+            StatusCode::NOT_FOUND => Ok(Deleted::Absent),
+            StatusCode::PRECONDITION_FAILED => Err(ClientError::Changed { addr: addr.to_string(), what }),
+            status => Err(Self::status_error(addr, &what, status, &body)),
+        }
+    }
+}
+
+fn parse_stat(addr: &Addr, what: &str, headers: &HeaderMap) -> Result<MetricStat, ClientError> {
+    let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.to_owned(), reason };
+    let value = headers
+        .get(METRIC_STAT_HEADER)
+        .ok_or_else(|| invalid(format!("no {METRIC_STAT_HEADER} header")))?
+        .to_str()
+        .map_err(|_| invalid(format!("{METRIC_STAT_HEADER} is not ASCII")))?;
+    MetricStat::from_header_value(value).map_err(|e| invalid(format!("bad {METRIC_STAT_HEADER}: {e}")))
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// `delay` ± 25 %.
+fn jitter(delay: Duration) -> Duration {
+    let factor = 0.75 + rand::random::<f64>() * 0.5;
+    delay.mul_f64(factor)
+}
+
+/// Growing waits for a list being built: 0.5, 1, 2, 3, 5, 8, 13 s, then 13 s.
+struct Backoff {
+    steps: std::slice::Iter<'static, u64>,
+    last: u64,
+}
+
+impl Backoff {
+    fn list() -> Backoff {
+        const STEPS: &[u64] = &[500, 1000, 2000, 3000, 5000, 8000, 13000];
+        Backoff { steps: STEPS.iter(), last: 13000 }
+    }
+
+    fn next(&mut self) -> Duration {
+        if let Some(&ms) = self.steps.next() {
+            self.last = ms;
+        }
+        Duration::from_millis(self.last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_escape_names() {
+        let addr = Addr { host: "h".into(), port: 1 };
+        assert_eq!(Client::url(&addr, &["metrics", "a b?c#d%"]).as_str(), "http://h:1/metrics/a%20b%3Fc%23d%25");
+        let v6 = Addr { host: "::1".into(), port: 2 };
+        assert_eq!(Client::url(&v6, &["hashring"]).as_str(), "http://[::1]:2/hashring");
+    }
+
+    #[test]
+    fn uploads_compress_once() {
+        let stat = MetricStat { name: "a".into(), ..MetricStat::default() };
+        let data = vec![7u8; 5000];
+        let upload = Upload::new(stat.clone(), &data, true).unwrap();
+        assert_eq!(upload.stat.size, 5000);
+        assert_eq!(upload.stat.encoding, 1);
+        assert!(upload.wire_len() < 5000);
+        let plain = Upload::new(stat, &data, false).unwrap();
+        assert_eq!((plain.wire_len(), plain.stat.encoding), (5000, 0));
+    }
+}

@@ -1,0 +1,386 @@
+//! Cluster discovery: the ring from the seed's `/hashring`, then every distinct ring host asked for its
+//! own view (a host carrying several instances is asked once). The cluster is healthy iff every member
+//! answers and all agree. Unreachable members are reported by name; nothing here panics on a dead node.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Context;
+use bucky_wire::RingInfo;
+use hashring::{Hash, Node, Ring, RingSpec, Router};
+use serde::Serialize;
+
+use crate::client::{Client, ClientError, ListQuery};
+use crate::config::{Addr, Config};
+use crate::names::NameArena;
+use crate::printer::Printer;
+use crate::UsageError;
+
+/// What one member said.
+#[derive(Debug, Clone)]
+pub enum MemberState {
+    /// Same ring as the seed.
+    Agrees,
+    /// A different ring: what differs.
+    Disagrees(String),
+    /// No answer: why.
+    Unreachable(String),
+}
+
+/// One agent of the cluster (one per distinct ring host).
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The ring's `Server` string.
+    pub server: String,
+    /// Where its agent listens.
+    pub addr: Addr,
+    /// Its view.
+    pub state: MemberState,
+}
+
+impl Member {
+    /// Whether it answered with the seed's ring.
+    pub fn agrees(&self) -> bool {
+        matches!(self.state, MemberState::Agrees)
+    }
+
+    /// Whether it answered at all.
+    pub fn reachable(&self) -> bool {
+        !matches!(self.state, MemberState::Unreachable(_))
+    }
+}
+
+/// A discovered cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The seed agent.
+    pub seed: Addr,
+    /// The seed's `/hashring`.
+    pub info: RingInfo,
+    /// The ring built from it.
+    pub ring: Ring,
+    /// One member per distinct ring host, in ring order.
+    pub members: Vec<Member>,
+}
+
+/// A ring from a `/hashring` document.
+pub fn ring_from_info(info: &RingInfo) -> anyhow::Result<Ring> {
+    let hash: Hash = info.algo.parse().with_context(|| format!("unknown ring algorithm {:?}", info.algo))?;
+    let nodes: Vec<Node> = info
+        .nodes
+        .iter()
+        .map(|n| {
+            let instance = (!n.instance.is_empty()).then_some(n.instance.as_str());
+            Node::new(n.server.clone(), (n.port != 0).then_some(n.port), instance)
+        })
+        .collect();
+    let mut spec = RingSpec::new(nodes, hash).replicas(info.replicas.max(1) as usize);
+    if let Some(router) = &info.router {
+        let router: Router = router.parse().with_context(|| format!("unknown ring router {router:?}"))?;
+        spec = spec.router(router);
+    }
+    spec.build().context("the seed's ring is invalid")
+}
+
+/// How two rings differ, or `None` if they are the same.
+fn difference(seed: &RingInfo, other: &RingInfo) -> Option<String> {
+    if seed.algo != other.algo {
+        return Some(format!("algorithm {} instead of {}", other.algo, seed.algo));
+    }
+    if seed.replicas.max(1) != other.replicas.max(1) {
+        return Some(format!("replication {} instead of {}", other.replicas, seed.replicas));
+    }
+    if seed.router.is_some() && other.router.is_some() && seed.router != other.router {
+        return Some(format!(
+            "router {} instead of {}",
+            other.router.as_deref().unwrap_or("?"),
+            seed.router.as_deref().unwrap_or("?")
+        ));
+    }
+    if seed.nodes != other.nodes {
+        let show = |i: &RingInfo| {
+            i.nodes
+                .iter()
+                .map(|n| {
+                    let mut s = n.server.clone();
+                    if n.port != 0 {
+                        s += &format!(":{}", n.port);
+                    }
+                    if !n.instance.is_empty() {
+                        s += &format!("={}", n.instance);
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        return Some(format!("members [{}] instead of [{}]", show(other), show(seed)));
+    }
+    None
+}
+
+impl Cluster {
+    /// Discovers the cluster from the seed. Fails only if the seed itself cannot be asked or its ring is
+    /// invalid; any other member's problem is recorded in [`Member::state`].
+    pub async fn discover(client: &Client, seed: &Addr) -> anyhow::Result<Cluster> {
+        let info = client.hashring(seed).await.with_context(|| format!("cannot read the ring from the seed {seed}"))?;
+        let ring = ring_from_info(&info).map_err(|e| UsageError(format!("{e:#}")))?;
+        let mut servers: Vec<String> = Vec::new();
+        for node in ring.nodes() {
+            if !servers.contains(&node.server) {
+                servers.push(node.server.clone());
+            }
+        }
+        let answers = futures_util::future::join_all(servers.iter().map(|server| {
+            let addr = Addr { host: server.clone(), port: seed.port };
+            async move {
+                let answer = client.hashring(&addr).await;
+                (addr, answer)
+            }
+        }))
+        .await;
+        let members = servers
+            .into_iter()
+            .zip(answers)
+            .map(|(server, (addr, answer))| {
+                let state = match answer {
+                    Ok(theirs) => match difference(&info, &theirs) {
+                        None => MemberState::Agrees,
+                        Some(diff) => MemberState::Disagrees(diff),
+                    },
+                    Err(e) => MemberState::Unreachable(short_error(&e)),
+                };
+                Member { server, addr, state }
+            })
+            .collect();
+        Ok(Cluster { seed: seed.clone(), info, ring, members })
+    }
+
+    /// Discovery for a command: prints problems as warnings.
+    pub async fn connect(client: &Client, config: &Config, printer: &Printer) -> anyhow::Result<Cluster> {
+        let cluster = Cluster::discover(client, &config.seed).await?;
+        for problem in cluster.problems() {
+            printer.warn(problem);
+        }
+        Ok(cluster)
+    }
+
+    /// Whether every member answered with the seed's ring.
+    pub fn healthy(&self) -> bool {
+        self.members.iter().all(Member::agrees)
+    }
+
+    /// One line per unhealthy member.
+    pub fn problems(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter_map(|m| match &m.state {
+                MemberState::Agrees => None,
+                MemberState::Disagrees(diff) => Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr)),
+                MemberState::Unreachable(why) => Some(format!("{} ({}) is unreachable: {why}", m.server, m.addr)),
+            })
+            .collect()
+    }
+
+    /// Refuses to go on unless healthy (for commands that move or delete data).
+    pub fn require_healthy(&self) -> anyhow::Result<()> {
+        if self.healthy() {
+            return Ok(());
+        }
+        Err(UsageError(format!(
+            "the cluster is not healthy, refusing to go on: {}",
+            self.problems().join("; ")
+        ))
+        .into())
+    }
+
+    /// The agent address of a ring node.
+    pub fn addr_of(&self, node: &Node) -> Addr {
+        Addr { host: node.server.clone(), port: self.seed.port }
+    }
+
+    /// The agents that must hold `name` (one per distinct host; RF- and instance-aware).
+    pub fn replicas_of(&self, name: &str) -> Vec<Addr> {
+        let mut out: Vec<Addr> = Vec::new();
+        for node in self.ring.nodes_for(name) {
+            let addr = self.addr_of(node);
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        out
+    }
+
+    /// The ring nodes `name` belongs on, as strings (`server[:port][=instance]`).
+    pub fn nodes_of(&self, name: &str) -> Vec<String> {
+        self.ring.nodes_for(name).map(ToString::to_string).collect()
+    }
+
+    /// The reachable members.
+    pub fn reachable(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.reachable())
+    }
+
+    /// The member at `addr`, if any.
+    pub fn member(&self, addr: &Addr) -> Option<&Member> {
+        self.members.iter().find(|m| &m.addr == addr)
+    }
+
+    /// Lists every reachable member (plus `extra` agents) concurrently into sorted arenas. Members that
+    /// fail are returned as errors, by address.
+    pub async fn list_all(
+        &self,
+        client: &Client,
+        query: &ListQuery,
+        extra: &[Addr],
+    ) -> Vec<(Addr, Result<NameArena, ClientError>)> {
+        let mut targets: Vec<Addr> = self.reachable().map(|m| m.addr.clone()).collect();
+        for addr in extra {
+            if !targets.contains(addr) {
+                targets.push(addr.clone());
+            }
+        }
+        list_agents(client, query, &targets).await
+    }
+}
+
+/// Lists `targets` concurrently into sorted, deduplicated arenas.
+pub async fn list_agents(
+    client: &Client,
+    query: &ListQuery,
+    targets: &[Addr],
+) -> Vec<(Addr, Result<NameArena, ClientError>)> {
+    futures_util::future::join_all(targets.iter().map(|addr| async move {
+        let mut arena = NameArena::new();
+        let result = client.list(addr, query, |name| arena.push(&name)).await;
+        arena.sort_dedup();
+        (addr.clone(), result.map(|_| arena))
+    }))
+    .await
+}
+
+/// The first line of an error chain, for one-line reports.
+pub fn short_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A JSON view of the cluster for `servers --json`.
+#[derive(Debug, Serialize)]
+pub struct ClusterReport {
+    /// The seed.
+    pub seed: String,
+    /// The seed's node name.
+    pub name: String,
+    /// Hash algorithm.
+    pub algorithm: String,
+    /// Router semantics.
+    pub router: String,
+    /// Replication factor.
+    pub replication: usize,
+    /// The ring's description.
+    pub description: String,
+    /// Ring nodes in order.
+    pub nodes: Vec<String>,
+    /// Members: server → state.
+    pub members: BTreeMap<String, MemberReport>,
+    /// Whether all agree.
+    pub healthy: bool,
+}
+
+/// One member in [`ClusterReport`].
+#[derive(Debug, Serialize)]
+pub struct MemberReport {
+    /// The agent address.
+    pub agent: String,
+    /// `ok`, `disagrees` or `unreachable`.
+    pub state: &'static str,
+    /// What is wrong, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl Cluster {
+    /// The JSON report.
+    pub fn report(&self) -> ClusterReport {
+        let members = self
+            .members
+            .iter()
+            .map(|m| {
+                let (state, problem) = match &m.state {
+                    MemberState::Agrees => ("ok", None),
+                    MemberState::Disagrees(d) => ("disagrees", Some(d.clone())),
+                    MemberState::Unreachable(w) => ("unreachable", Some(w.clone())),
+                };
+                (m.server.clone(), MemberReport { agent: m.addr.to_string(), state, problem })
+            })
+            .collect();
+        ClusterReport {
+            seed: self.seed.to_string(),
+            name: self.info.name.clone(),
+            algorithm: self.ring.hash().name().to_owned(),
+            router: self.ring.router().name().to_owned(),
+            replication: self.ring.replicas(),
+            description: self.ring.describe(),
+            nodes: self.ring.nodes().iter().map(ToString::to_string).collect(),
+            members,
+            healthy: self.healthy(),
+        }
+    }
+}
+
+/// Counts per agent, for logs.
+pub fn spread<'a>(addrs: impl Iterator<Item = &'a Addr>) -> HashMap<&'a Addr, u64> {
+    let mut out = HashMap::new();
+    for a in addrs {
+        *out.entry(a).or_insert(0) += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bucky_wire::RingNode;
+
+    fn info(nodes: &[(&str, u16, &str)], algo: &str, replicas: u32) -> RingInfo {
+        RingInfo {
+            name: "x".into(),
+            nodes: nodes
+                .iter()
+                .map(|&(s, p, i)| RingNode { server: s.into(), port: p, instance: i.into() })
+                .collect(),
+            algo: algo.into(),
+            replicas,
+            router: None,
+        }
+    }
+
+    #[test]
+    fn rings_from_hashring_documents() {
+        let ring = ring_from_info(&info(&[("a", 2003, ""), ("b", 0, "x")], "carbon", 2)).unwrap();
+        assert_eq!(ring.nodes()[0].to_string(), "a:2003");
+        assert_eq!(ring.nodes()[1].to_string(), "b=x");
+        assert_eq!(ring.replicas(), 2);
+        assert_eq!(ring.nodes_for("some.metric").count(), 2);
+        assert!(ring_from_info(&info(&[("a", 0, "")], "md5", 1)).is_err());
+        assert!(ring_from_info(&info(&[("a", 0, "")], "carbon", 3)).is_err());
+    }
+
+    #[test]
+    fn differences_are_named() {
+        let a = info(&[("a", 0, ""), ("b", 0, "")], "carbon", 1);
+        assert!(difference(&a, &a.clone()).is_none());
+        let b = info(&[("a", 0, "")], "carbon", 1);
+        assert!(difference(&a, &b).unwrap().contains("members [a] instead of [a b]"));
+        let c = info(&[("a", 0, ""), ("b", 0, "")], "jump_fnv1a", 1);
+        assert!(difference(&a, &c).unwrap().contains("algorithm"));
+    }
+}

@@ -1,0 +1,105 @@
+//! `bucky du [-r] [names|-|regex]`: disk usage of metrics, per agent and in total.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use clap::Args;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::list::{gather, targets, Gathered};
+use super::Ctx;
+use crate::cli::{ClusterArgs, NamesArgs};
+use crate::client::ClientError;
+use crate::cluster::short_error;
+use crate::config::Addr;
+use crate::names::Selection;
+use crate::printer::human_bytes;
+use crate::ExitStatus;
+use bucky_wire::MetricStat;
+
+/// `bucky du`.
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Which metrics (default: all).
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Only the seed agent.
+    #[arg(short = 's', long)]
+    pub single: bool,
+}
+
+/// Stats every listed copy, `--workers` requests per agent, in list order; calls `each` per answer.
+pub async fn stat_each(
+    ctx: &Ctx,
+    gathered: &Gathered,
+    mut each: impl FnMut(&Addr, &str, Result<Option<MetricStat>, ClientError>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let progress = ctx.printer.progress(
+        "stat",
+        &gathered.lists.iter().map(|(a, l)| (a.to_string(), l.len() as u64)).collect::<Vec<_>>(),
+    );
+    let width = ctx.config.workers * gathered.lists.len().max(1);
+    let copies = gathered.lists.iter().flat_map(|(addr, list)| list.iter().map(move |name| (addr, name)));
+    let mut answers = futures_util::stream::iter(copies)
+        .map(|(addr, name)| async move { (addr, name, ctx.client.stat(addr, name).await) })
+        .buffered(width);
+    while let Some((addr, name, result)) = answers.next().await {
+        progress.inc(&addr.to_string());
+        each(addr, name, result)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Usage {
+    metrics: u64,
+    bytes: u64,
+}
+
+/// Prints the usage.
+pub async fn run(args: &DuArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(&args.cluster)?;
+    let selection = Selection::from_args(&args.names, false)?;
+    let cluster = ctx.cluster().await?;
+    let (agents, failed) = targets(&cluster, args.single);
+    let mut gathered = gather(&ctx, &selection, &agents).await;
+    gathered.failed.extend(failed);
+    let mut per_agent: BTreeMap<String, Usage> = BTreeMap::new();
+    let mut errors = 0u64;
+    stat_each(&ctx, &gathered, |addr, name, result| {
+        match result {
+            Ok(Some(stat)) => {
+                let usage = per_agent.entry(addr.to_string()).or_default();
+                usage.metrics += 1;
+                usage.bytes += u64::try_from(stat.size).unwrap_or(0);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                errors += 1;
+                ctx.printer.error(format!("{addr}: {name}: {}", short_error(&e)));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let total = Usage {
+        metrics: per_agent.values().map(|u| u.metrics).sum(),
+        bytes: per_agent.values().map(|u| u.bytes).sum(),
+    };
+    if ctx.printer.json() {
+        ctx.printer.print_json(&serde_json::json!({ "agents": per_agent, "total": total }))?;
+    } else {
+        let mut out = ctx.printer.stdout();
+        for (agent, usage) in &per_agent {
+            writeln!(out, "{}\t{}\t{} metrics\t{agent}", usage.bytes, human_bytes(usage.bytes), usage.metrics)?;
+        }
+        writeln!(out, "{}\t{}\t{} metrics\ttotal", total.bytes, human_bytes(total.bytes), total.metrics)?;
+        out.flush()?;
+    }
+    let ok = gathered.report(&ctx) && errors == 0;
+    Ok(ExitStatus::from_ok(ok))
+}

@@ -1,0 +1,164 @@
+//! `bucky inconsistent`: copies of metrics on agents that are not among the metric's replicas
+//! (RF- and instance-aware: with replication 2, a metric on both of its nodes is consistent).
+//!
+//! Lists are streamed; only the misplaced names are kept.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use clap::Args;
+
+use super::list::targets;
+use super::Ctx;
+use crate::cli::ClusterArgs;
+use crate::client::ListQuery;
+use crate::cluster::{short_error, Cluster};
+use crate::config::{Addr, DEFAULT_PORT};
+use crate::{ExitStatus, UsageError};
+
+/// Prefixes of carbon's and carbon-c-relay's own statistics, written locally by every daemon and so
+/// "misplaced" by design.
+pub const DEFAULT_EXCLUDES: [&str; 2] = ["carbon.agents.", "carbon.relays."];
+
+/// `bucky inconsistent`.
+#[derive(Debug, Args)]
+pub struct InconsistentArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Scope: only metrics matching this regex (RE2 syntax).
+    #[arg(short = 'r', long, value_name = "REGEX")]
+    pub regex: Option<String>,
+    /// Skip metrics starting with this prefix (repeatable; replaces the defaults; `--exclude ''` checks
+    /// everything).
+    #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
+    pub exclude: Vec<String>,
+}
+
+/// Misplaced copies found on the cluster.
+#[derive(Debug, Default)]
+pub struct Misplaced {
+    /// Per agent, the metrics it should not hold (sorted).
+    pub copies: Vec<(Addr, Vec<String>)>,
+    /// Agents that could not be listed.
+    pub failed: Vec<(Addr, String)>,
+    /// Names examined.
+    pub scanned: u64,
+}
+
+impl Misplaced {
+    /// Number of misplaced copies.
+    pub fn count(&self) -> usize {
+        self.copies.iter().map(|(_, c)| c.len()).sum()
+    }
+}
+
+/// The exclusion prefixes in effect (an empty prefix clears them).
+pub fn excludes(given: &[String]) -> Vec<String> {
+    given.iter().filter(|p| !p.is_empty()).cloned().collect()
+}
+
+/// Parses extra agents (`HOST[:PORT]`, port default: the seed's).
+pub fn extra_agents(extra: &[String], cluster_port: u16) -> anyhow::Result<Vec<Addr>> {
+    extra
+        .iter()
+        .map(|e| Addr::parse(e, if cluster_port == 0 { DEFAULT_PORT } else { cluster_port }).map_err(Into::into))
+        .collect()
+}
+
+/// Streams every member's list (and every `extra` agent's, all of whose metrics are misplaced) and
+/// keeps the copies that are not on one of their replicas.
+pub async fn find_misplaced(
+    ctx: &Ctx,
+    cluster: &Cluster,
+    regex: Option<String>,
+    excludes: &[String],
+    extra: &[Addr],
+) -> Misplaced {
+    let (mut agents, failed) = targets(cluster, false);
+    for e in extra {
+        if !agents.contains(e) {
+            agents.push(e.clone());
+        }
+    }
+    // Ring node index -> member index, so the check per name allocates nothing.
+    let member_of_node: Vec<Option<usize>> = cluster
+        .ring
+        .nodes()
+        .iter()
+        .map(|n| {
+            let addr = cluster.addr_of(n);
+            agents.iter().position(|a| *a == addr)
+        })
+        .collect();
+    let query = ListQuery { regex, force: ctx.config.force };
+    let results = futures_util::future::join_all(agents.iter().enumerate().map(|(index, addr)| {
+        let query = &query;
+        let member_of_node = &member_of_node;
+        async move {
+            let mut misplaced = Vec::new();
+            let mut scanned = 0u64;
+            let result = ctx
+                .client
+                .list(addr, query, |name| {
+                    scanned += 1;
+                    if excludes.iter().any(|p| name.starts_with(p.as_str())) {
+                        return;
+                    }
+                    let home = cluster.ring.replica_indices(&name).any(|i| member_of_node[i] == Some(index));
+                    if !home {
+                        misplaced.push(name);
+                    }
+                })
+                .await;
+            misplaced.sort_unstable();
+            misplaced.dedup();
+            (addr.clone(), result.map(|_| (misplaced, scanned)))
+        }
+    }))
+    .await;
+    let mut out = Misplaced { failed, ..Misplaced::default() };
+    for (addr, result) in results {
+        match result {
+            Ok((names, scanned)) => {
+                out.scanned += scanned;
+                out.copies.push((addr, names));
+            }
+            Err(e) => out.failed.push((addr, short_error(&e))),
+        }
+    }
+    out
+}
+
+/// Prints `agent: metric` for every misplaced copy (JSON: {agent: [metrics]}).
+pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(&args.cluster)?;
+    if let Some(r) = &args.regex {
+        regex::Regex::new(r).map_err(|e| UsageError(format!("invalid regex: {e}")))?;
+    }
+    let cluster = ctx.cluster().await?;
+    let found = find_misplaced(&ctx, &cluster, args.regex.clone(), &excludes(&args.exclude), &[]).await;
+    if ctx.printer.json() {
+        let map: BTreeMap<String, &Vec<String>> =
+            found.copies.iter().filter(|(_, c)| !c.is_empty()).map(|(a, c)| (a.to_string(), c)).collect();
+        ctx.printer.print_json(&map)?;
+    } else {
+        let mut out = ctx.printer.stdout();
+        for (addr, names) in &found.copies {
+            for name in names {
+                writeln!(out, "{addr}: {name}")?;
+            }
+        }
+        out.flush()?;
+    }
+    ctx.printer.info(format!(
+        "{} misplaced copies among {} listed on {} agents",
+        found.count(),
+        found.scanned,
+        found.copies.len()
+    ));
+    for (addr, why) in &found.failed {
+        ctx.printer.error(format!("{addr}: {why}"));
+    }
+    Ok(ExitStatus::from_ok(found.failed.is_empty()))
+}

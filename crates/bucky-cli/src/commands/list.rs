@@ -1,0 +1,218 @@
+//! `bucky list [-r] [-l] [names|-|regex]`: which metrics the cluster holds.
+//!
+//! Lists are streamed from the agents and parsed as they arrive. One agent's list goes straight to
+//! stdout; several are kept as compact sorted arenas and merged without duplicates.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use clap::Args;
+
+use super::Ctx;
+use crate::cli::{ClusterArgs, NamesArgs};
+use crate::client::ListQuery;
+use crate::cluster::{list_agents, short_error, Cluster, MemberState};
+use crate::config::Addr;
+use crate::names::{merge_sorted, NameArena, Selection};
+use crate::ExitStatus;
+
+/// `bucky list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Which metrics (default: all).
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Print `server: metric` for every copy (JSON: {server: [metrics]}).
+    #[arg(short = 'l', long)]
+    pub long: bool,
+    /// Only the seed agent, not the whole cluster.
+    #[arg(short = 's', long)]
+    pub single: bool,
+}
+
+/// Where the selected metrics are, per agent.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    /// Sorted, deduplicated names per agent, in member order.
+    pub lists: Vec<(Addr, NameArena)>,
+    /// Agents that could not be listed, with the reason.
+    pub failed: Vec<(Addr, String)>,
+}
+
+impl Gathered {
+    /// Reports failures on stderr; returns whether there were none.
+    pub fn report(&self, ctx: &Ctx) -> bool {
+        for (addr, why) in &self.failed {
+            ctx.printer.error(format!("{addr}: {why}"));
+        }
+        self.failed.is_empty()
+    }
+
+    /// Total names over all agents (copies counted).
+    pub fn copies(&self) -> usize {
+        self.lists.iter().map(|(_, l)| l.len()).sum()
+    }
+}
+
+/// The agents a listing command asks: the seed alone, or every member.
+pub fn targets(cluster: &Cluster, single: bool) -> (Vec<Addr>, Vec<(Addr, String)>) {
+    if single {
+        return (vec![cluster.seed.clone()], Vec::new());
+    }
+    let mut targets = Vec::new();
+    let mut failed = Vec::new();
+    for member in &cluster.members {
+        match &member.state {
+            MemberState::Unreachable(why) => failed.push((member.addr.clone(), format!("unreachable: {why}"))),
+            _ => targets.push(member.addr.clone()),
+        }
+    }
+    (targets, failed)
+}
+
+/// Finds the selected metrics on `targets`.
+pub async fn gather(ctx: &Ctx, selection: &Selection, targets: &[Addr]) -> Gathered {
+    let mut gathered = Gathered::default();
+    match selection {
+        Selection::All | Selection::Regex(_) => {
+            let regex = match selection {
+                Selection::Regex(r) => Some(r.clone()),
+                _ => None,
+            };
+            let query = ListQuery { regex, force: ctx.config.force };
+            for (addr, result) in list_agents(&ctx.client, &query, targets).await {
+                match result {
+                    Ok(list) => gathered.lists.push((addr, list)),
+                    Err(e) => gathered.failed.push((addr, short_error(&e))),
+                }
+            }
+        }
+        Selection::Names(names) => {
+            let answers = futures_util::future::join_all(targets.iter().map(|addr| async move {
+                (addr.clone(), ctx.client.existing(addr, names, ctx.config.force).await)
+            }))
+            .await;
+            for (addr, result) in answers {
+                match result {
+                    Ok(found) => {
+                        let mut list = NameArena::new();
+                        for n in &found {
+                            list.push(n);
+                        }
+                        list.sort_dedup();
+                        gathered.lists.push((addr, list));
+                    }
+                    Err(e) => gathered.failed.push((addr, short_error(&e))),
+                }
+            }
+        }
+    }
+    gathered
+}
+
+/// Lists metrics.
+pub async fn run(args: &ListArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(&args.cluster)?;
+    let selection = Selection::from_args(&args.names, false)?;
+    let cluster = ctx.cluster().await?;
+    let (targets, mut failed) = targets(&cluster, args.single);
+    if targets.len() == 1 && !args.long && !matches!(selection, Selection::Names(_)) {
+        // One agent: stream its list straight through, whatever its size.
+        let ok = stream_one(&ctx, &targets[0], &selection).await;
+        if let Err(why) = ok {
+            failed.push((targets[0].clone(), why));
+        }
+        let gathered = Gathered { lists: Vec::new(), failed };
+        return Ok(ExitStatus::from_ok(gathered.report(&ctx)));
+    }
+    let mut gathered = gather(&ctx, &selection, &targets).await;
+    gathered.failed.extend(failed);
+    let mut out = ctx.printer.stdout();
+    if args.long {
+        if ctx.printer.json() {
+            let map: BTreeMap<String, Vec<&str>> =
+                gathered.lists.iter().map(|(a, l)| (a.to_string(), l.iter().collect())).collect();
+            serde_json::to_writer_pretty(&mut out, &map)?;
+            writeln!(out)?;
+        } else {
+            for (addr, list) in &gathered.lists {
+                for name in list.iter() {
+                    writeln!(out, "{addr}: {name}")?;
+                }
+            }
+        }
+    } else {
+        let lists: Vec<&NameArena> = gathered.lists.iter().map(|(_, l)| l).collect();
+        let json = ctx.printer.json();
+        let mut first = true;
+        if json {
+            out.write_all(b"[")?;
+        }
+        merge_sorted(&lists, |name| {
+            if json {
+                if !first {
+                    out.write_all(b",")?;
+                }
+                first = false;
+                serde_json::to_writer(&mut out, name).map_err(std::io::Error::other)
+            } else {
+                writeln!(out, "{name}")
+            }
+        })?;
+        if json {
+            out.write_all(b"]\n")?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    ctx.printer.verbose(format!("{} copies on {} agents", gathered.copies(), gathered.lists.len()));
+    Ok(ExitStatus::from_ok(gathered.report(&ctx)))
+}
+
+/// Streams one agent's list to stdout.
+async fn stream_one(ctx: &Ctx, addr: &Addr, selection: &Selection) -> Result<(), String> {
+    let regex = match selection {
+        Selection::Regex(r) => Some(r.clone()),
+        _ => None,
+    };
+    let query = ListQuery { regex, force: ctx.config.force };
+    let json = ctx.printer.json();
+    let mut out = ctx.printer.stdout();
+    let mut io_error = None;
+    let mut first = true;
+    if json {
+        let _ = out.write_all(b"[");
+    }
+    let result = ctx
+        .client
+        .list(addr, &query, |name| {
+            if io_error.is_some() {
+                return;
+            }
+            let written = if json {
+                let sep = if first { "" } else { "," };
+                first = false;
+                serde_json::to_string(&name).map_err(std::io::Error::other).and_then(|n| write!(out, "{sep}{n}"))
+            } else {
+                writeln!(out, "{name}")
+            };
+            if let Err(e) = written {
+                io_error = Some(e);
+            }
+        })
+        .await;
+    if let Some(e) = io_error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(());
+        }
+        return Err(format!("cannot write the list: {e}"));
+    }
+    if json {
+        let _ = out.write_all(b"]\n");
+    }
+    let _ = out.flush();
+    result.map(|_| ()).map_err(|e| short_error(&e))
+}

@@ -1,0 +1,89 @@
+//! `bucky rebalance [--delete] [--no-op] [extra HOST:PORT…]`: heal every misplaced copy into every replica
+//! that should hold it, verify each replica by content, and with `--delete` remove the source only then
+//! (with `If-Match` of the version copied). See [`crate::engine`].
+
+use clap::Args;
+
+use super::inconsistent::{excludes, extra_agents, find_misplaced, DEFAULT_EXCLUDES};
+use super::Ctx;
+use crate::cli::{ClusterArgs, EngineArgs};
+use crate::cluster::Cluster;
+use crate::config::Addr;
+use crate::engine::{self, Job, Options};
+use crate::{ExitStatus, UsageError};
+
+/// `bucky rebalance`.
+#[derive(Debug, Args)]
+pub struct RebalanceArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Engine flags.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Delete each source once all its replicas hold every one of its points.
+    #[arg(long)]
+    pub delete: bool,
+    /// Scope: only metrics matching this regex (RE2 syntax).
+    #[arg(short = 'r', long, value_name = "REGEX")]
+    pub regex: Option<String>,
+    /// Skip metrics starting with this prefix (repeatable; replaces the defaults; `--exclude ''` moves
+    /// everything).
+    #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
+    pub exclude: Vec<String>,
+    /// Agents outside the ring to drain too (e.g. a node being removed), HOST[:PORT].
+    #[arg(value_name = "EXTRA")]
+    pub extra: Vec<String>,
+}
+
+/// One job per misplaced copy: heal it into every replica of its metric. Refuses a partial view (an
+/// agent that cannot be listed).
+pub async fn plan(
+    ctx: &Ctx,
+    cluster: &Cluster,
+    regex: Option<String>,
+    excludes: &[String],
+    extra: &[Addr],
+) -> anyhow::Result<Vec<Job>> {
+    let found = find_misplaced(ctx, cluster, regex, excludes, extra).await;
+    if !found.failed.is_empty() {
+        for (addr, why) in &found.failed {
+            ctx.printer.error(format!("{addr}: {why}"));
+        }
+        return Err(UsageError("cannot list every agent: refusing to rebalance a partial view".into()).into());
+    }
+    let mut jobs = Vec::with_capacity(found.count());
+    for (source, names) in &found.copies {
+        for name in names {
+            jobs.push(Job {
+                name: name.clone(),
+                source_name: name.clone(),
+                source: source.clone(),
+                dests: cluster.replicas_of(name),
+            });
+        }
+    }
+    ctx.printer.info(format!("{} misplaced copies among {} listed", jobs.len(), found.scanned));
+    Ok(jobs)
+}
+
+/// Plans and runs the rebalance.
+pub async fn run(args: &RebalanceArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(&args.cluster)?;
+    let options = Options::from_args("rebalance", &args.engine, ctx.config.workers, args.delete)?;
+    if let Some(r) = &args.regex {
+        regex::Regex::new(r).map_err(|e| UsageError(format!("invalid regex: {e}")))?;
+    }
+    let cluster = ctx.cluster().await?;
+    cluster.require_healthy()?;
+    let extra = extra_agents(&args.extra, cluster.seed.port)?;
+    let jobs = plan(&ctx, &cluster, args.regex.clone(), &excludes(&args.exclude), &extra).await?;
+    if args.engine.no_op {
+        engine::print_plan(&ctx.printer, &jobs, args.delete)?;
+        return Ok(ExitStatus::Success);
+    }
+    let tolerance = options.error_tolerance;
+    let summary = engine::execute(&ctx.client, &ctx.printer, options, jobs).await?;
+    summary.print(&ctx.printer)?;
+    Ok(ExitStatus::from_ok(summary.ok(tolerance)))
+}

@@ -1,0 +1,59 @@
+//! `bucky servers`: the ring, its algorithm, router and replication, every member's view, and health.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::Ctx;
+use crate::cli::ClusterArgs;
+use crate::cluster::MemberState;
+use crate::ExitStatus;
+
+/// `bucky servers`.
+#[derive(Debug, Args)]
+pub struct ServersArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Prints the cluster; exit status 1 when any member is unreachable or disagrees.
+pub async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(&args.cluster)?;
+    let cluster = crate::cluster::Cluster::discover(&ctx.client, &ctx.config.seed).await?;
+    if ctx.printer.json() {
+        ctx.printer.print_json(&cluster.report())?;
+    } else {
+        let ring = &cluster.ring;
+        let mut out = ctx.printer.stdout();
+        writeln!(out, "Seed: {} (node {})", cluster.seed, cluster.info.name)?;
+        writeln!(out, "Ring: {}", ring.describe())?;
+        writeln!(out, "Algorithm: {}", ring.hash())?;
+        writeln!(out, "Router: {} ({})", ring.router(), ring.router().peer())?;
+        writeln!(out, "Replication factor: {}", ring.replicas())?;
+        writeln!(out, "Ring nodes ({}):", ring.nodes().len())?;
+        for node in ring.nodes() {
+            writeln!(out, "  {node}")?;
+        }
+        writeln!(out, "Members ({}):", cluster.members.len())?;
+        for member in &cluster.members {
+            let state = match &member.state {
+                MemberState::Agrees => "ok".to_owned(),
+                MemberState::Disagrees(d) => format!("DISAGREES: {d}"),
+                MemberState::Unreachable(w) => format!("UNREACHABLE: {w}"),
+            };
+            writeln!(out, "  {} at {}: {state}", member.server, member.addr)?;
+        }
+        if cluster.healthy() {
+            writeln!(out, "Cluster is healthy.")?;
+        } else {
+            let odd: Vec<&str> = cluster.members.iter().filter(|m| !m.agrees()).map(|m| m.server.as_str()).collect();
+            writeln!(out, "Cluster is NOT healthy: {}", odd.join(", "))?;
+        }
+        out.flush()?;
+    }
+    for problem in cluster.problems() {
+        ctx.printer.error(problem);
+    }
+    Ok(ExitStatus::from_ok(cluster.healthy()))
+}

@@ -1,0 +1,104 @@
+//! `bucky stat [-r] [names|-|regex]`: size, modification time, agent and name of every copy.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::du::stat_each;
+use super::list::{gather, targets};
+use super::Ctx;
+use crate::cli::{ClusterArgs, NamesArgs};
+use crate::cluster::short_error;
+use crate::names::Selection;
+use crate::ExitStatus;
+
+/// `bucky stat`.
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Which metrics (default: all).
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Only the seed agent.
+    #[arg(short = 's', long)]
+    pub single: bool,
+}
+
+/// RFC 3339 UTC time of Unix seconds, e.g. `2023-11-14T22:13:20Z`.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Prints `size KiB<TAB>mtime<TAB>agent<TAB>name` per copy (JSON: an array of stats).
+pub async fn run(args: &StatArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(&args.cluster)?;
+    let selection = Selection::from_args(&args.names, false)?;
+    let cluster = ctx.cluster().await?;
+    let (agents, failed) = targets(&cluster, args.single);
+    let mut gathered = gather(&ctx, &selection, &agents).await;
+    gathered.failed.extend(failed);
+    let json = ctx.printer.json();
+    let mut out = ctx.printer.stdout();
+    let mut errors = 0u64;
+    let mut first = true;
+    if json {
+        out.write_all(b"[")?;
+    }
+    stat_each(&ctx, &gathered, |addr, name, result| match result {
+        Ok(Some(stat)) if json => {
+            let item = serde_json::json!({
+                "name": name, "agent": addr.to_string(), "size": stat.size, "mode": stat.mode,
+                "mtime": stat.mod_time, "mtime_rfc3339": rfc3339(stat.mod_time),
+            });
+            if !first {
+                out.write_all(b",\n")?;
+            }
+            first = false;
+            serde_json::to_writer(&mut out, &item).map_err(std::io::Error::other)
+        }
+        Ok(Some(stat)) => writeln!(
+            out,
+            "{:.2}KiB\t{}\t{addr}\t{name}",
+            stat.size as f64 / 1024.0,
+            rfc3339(stat.mod_time)
+        ),
+        Ok(None) => Ok(()),
+        Err(e) => {
+            errors += 1;
+            ctx.printer.error(format!("{addr}: {name}: {}", short_error(&e)));
+            Ok(())
+        }
+    })
+    .await?;
+    if json {
+        out.write_all(b"]\n")?;
+    }
+    out.flush()?;
+    drop(out);
+    let ok = gathered.report(&ctx) && errors == 0;
+    Ok(ExitStatus::from_ok(ok))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,149 @@
+//! [`Config`]: the common flags of the cluster commands, validated before any work starts.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::ClusterArgs;
+use crate::UsageError;
+
+/// Default agent port (buckyd's).
+pub const DEFAULT_PORT: u16 = bucky_wire::DEFAULT_PORT;
+
+/// An agent address: host (IPv6 without brackets) and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Addr {
+    /// Parses `HOST[:PORT]` or `[V6][:PORT]`; the port defaults to `default_port`.
+    pub fn parse(text: &str, default_port: u16) -> Result<Addr, UsageError> {
+        let text = text.trim();
+        let bad = |why: &str| UsageError(format!("invalid address {text:?}: {why} (want HOST[:PORT])"));
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':').ok_or_else(|| bad("text after ']'"))?)),
+            }
+        } else {
+            match text.matches(':').count() {
+                0 => (text, None),
+                1 => {
+                    let (h, p) = text.split_once(':').unwrap_or((text, ""));
+                    (h, Some(p))
+                }
+                _ => (text, None), // a bare IPv6 address
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad("bad port"))?,
+        };
+        Ok(Addr { host: host.to_owned(), port })
+    }
+
+    /// `host:port`, IPv6 bracketed: what goes into a URL and into offload forms.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.authority())
+    }
+}
+
+/// The validated common flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The seed agent.
+    pub seed: Addr,
+    /// Concurrent requests per node (≥ 1).
+    pub workers: usize,
+    /// JSON output.
+    pub json: bool,
+    /// Verbose logging.
+    pub verbose: bool,
+    /// Ask the agents to rebuild their metric lists.
+    pub force: bool,
+    /// Idle timeout of one request.
+    pub timeout: Duration,
+    /// Longest wait for a metric list being built (202).
+    pub cache_wait: Duration,
+    /// Snappy transfers.
+    pub snappy: bool,
+    /// The JWT, if any.
+    pub token: Option<String>,
+    /// Draw progress bars (stderr is a terminal and they were not disabled).
+    pub progress: bool,
+}
+
+impl Config {
+    /// Validates the flags (reads the token file).
+    pub fn from_args(args: &ClusterArgs) -> anyhow::Result<Config> {
+        let seed = Addr::parse(&args.host, DEFAULT_PORT)?;
+        if args.workers == 0 {
+            return Err(UsageError("--workers must be at least 1".into()).into());
+        }
+        if args.timeout == 0 {
+            return Err(UsageError("--timeout must be at least 1 second".into()).into());
+        }
+        let token = match &args.token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the token file {}", path.display()))?;
+                let token = text.trim().to_owned();
+                if token.is_empty() {
+                    return Err(UsageError(format!("the token file {} is empty", path.display())).into());
+                }
+                Some(token)
+            }
+        };
+        Ok(Config {
+            seed,
+            workers: args.workers,
+            json: args.json,
+            verbose: args.verbose,
+            force: args.force,
+            timeout: Duration::from_secs(args.timeout),
+            cache_wait: Duration::from_secs(args.cache_wait),
+            snappy: !args.no_encoding,
+            token,
+            progress: !args.no_progress && !args.verbose && std::io::stderr().is_terminal(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let a = Addr::parse("graphite1", 4242).unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("graphite1", 4242));
+        assert_eq!(Addr::parse("10.0.0.1:5000", 4242).unwrap().authority(), "10.0.0.1:5000");
+        assert_eq!(Addr::parse("[::1]:5000", 4242).unwrap().authority(), "[::1]:5000");
+        assert_eq!(Addr::parse("[::1]", 4242).unwrap().port, 4242);
+        assert_eq!(Addr::parse("::1", 4242).unwrap().authority(), "[::1]:4242");
+        assert!(Addr::parse("", 4242).is_err());
+        assert!(Addr::parse("h:0", 4242).is_err());
+        assert!(Addr::parse("h:x", 4242).is_err());
+        assert!(Addr::parse(":80", 4242).is_err());
+    }
+}

@@ -1,0 +1,592 @@
+//! The copy engine behind `rebalance`, `backfill` and `copy`.
+//!
+//! A [`Job`] heals one source copy of a metric into every destination that must hold it, then **verifies
+//! by content** that each destination holds every point of the copy it was given (see [`verify`]), and
+//! only then, if asked, deletes the source with `If-Match` of the version that was copied. A verification
+//! failure or a 412 (the source changed, e.g. carbon still writes to it) starts the job over: read the
+//! source again, heal again, verify again — a bounded number of times; the source is never deleted
+//! otherwise.
+//!
+//! Concurrency: `--workers` jobs per source node, and at most `--workers` requests at once to each
+//! destination node. `--max-rate` paces the jobs started per source node. `--state-file` records finished
+//! jobs (one JSON line each) so a rerun skips them; `--error-file` lists failed ones.
+
+pub mod state;
+pub mod verify;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use whisper::WhisperBuf;
+
+use crate::cli::EngineArgs;
+use crate::client::{Client, ClientError, Deleted, Upload};
+use crate::cluster::short_error;
+use crate::config::Addr;
+use crate::printer::{human_bytes, Printer};
+use crate::UsageError;
+
+use self::state::{ErrorLog, StateLog};
+
+/// One unit of work: heal `source_name` from `source` into `name` on every destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    /// The metric as stored on the destinations.
+    #[serde(rename = "metric")]
+    pub name: String,
+    /// The metric as stored on the source (differs from `name` only for backfill).
+    #[serde(rename = "source_metric")]
+    pub source_name: String,
+    /// Where the copy is read from.
+    #[serde(serialize_with = "ser_addr")]
+    pub source: Addr,
+    /// Where it must end up.
+    #[serde(serialize_with = "ser_addrs")]
+    pub dests: Vec<Addr>,
+}
+
+fn ser_addr<S: serde::Serializer>(addr: &Addr, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&addr.to_string())
+}
+
+fn ser_addrs<S: serde::Serializer>(addrs: &[Addr], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(addrs.iter().map(ToString::to_string))
+}
+
+/// What to do with the jobs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Name of the operation, for the state file and the summary (`rebalance`, `backfill`, `copy`).
+    pub op: &'static str,
+    /// Delete each source after its destinations verified.
+    pub delete: bool,
+    /// Jobs per source node and requests per destination node.
+    pub workers: usize,
+    /// Attempts per job.
+    pub attempts: u32,
+    /// Jobs started per second per source node.
+    pub max_rate: Option<f64>,
+    /// Finished jobs are recorded here and skipped on a rerun.
+    pub state_file: Option<PathBuf>,
+    /// Failed jobs are listed here.
+    pub error_file: Option<PathBuf>,
+    /// Failed jobs tolerated before the exit status becomes 1.
+    pub error_tolerance: u64,
+}
+
+impl Options {
+    /// Options from the engine flags.
+    pub fn from_args(op: &'static str, args: &EngineArgs, workers: usize, delete: bool) -> anyhow::Result<Options> {
+        if let Some(rate) = args.max_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(UsageError(format!("--max-rate must be a positive number of metrics per second, not {rate}")).into());
+            }
+        }
+        if args.attempts == 0 {
+            return Err(UsageError("--attempts must be at least 1".into()).into());
+        }
+        Ok(Options {
+            op,
+            delete,
+            workers,
+            attempts: args.attempts,
+            max_rate: args.max_rate,
+            state_file: args.state_file.clone(),
+            error_file: args.error_file.clone(),
+            error_tolerance: args.error_tolerance,
+        })
+    }
+}
+
+/// The outcome of a run, printed at the end (JSON with `--json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// The operation.
+    pub operation: String,
+    /// Jobs planned.
+    pub planned: u64,
+    /// Jobs whose copy was healed into every destination and verified.
+    pub moved: u64,
+    /// Sources deleted after verification.
+    pub deleted: u64,
+    /// Jobs skipped: finished in an earlier run (state file), or the source was gone.
+    pub skipped: u64,
+    /// Jobs that failed (source kept).
+    pub errors: u64,
+    /// Jobs not started because the run was interrupted.
+    pub not_started: u64,
+    /// Bytes of whisper data read from sources (decoded).
+    pub bytes: u64,
+    /// Bytes sent and received over the network for the copies and verifications.
+    pub wire_bytes: u64,
+    /// Points written into existing destination files by heals.
+    pub points_healed: u64,
+    /// Source points checked in the destinations.
+    pub points_verified: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Metrics per second.
+    pub metrics_per_second: f64,
+    /// Source bytes per second.
+    pub bytes_per_second: f64,
+    /// Per source node: jobs done / failed.
+    pub per_node: BTreeMap<String, NodeSummary>,
+    /// The first failures (all of them are in `--error-file`).
+    pub failures: Vec<Failure>,
+}
+
+/// Per-node counts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeSummary {
+    /// Jobs finished.
+    pub moved: u64,
+    /// Jobs failed.
+    pub errors: u64,
+}
+
+/// One failed job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The metric (as on the source).
+    pub metric: String,
+    /// The source.
+    pub source: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Failures kept in the summary.
+const SUMMARY_FAILURES: usize = 20;
+
+impl Summary {
+    /// Whether the run is a success given the tolerance.
+    pub fn ok(&self, tolerance: u64) -> bool {
+        self.errors <= tolerance && self.not_started == 0
+    }
+
+    /// Prints the summary on stderr (or JSON on stdout).
+    pub fn print(&self, printer: &Printer) -> std::io::Result<()> {
+        if printer.json() {
+            return printer.print_json(self);
+        }
+        for f in &self.failures {
+            printer.error(format!("{} on {}: {}", f.metric, f.source, f.reason));
+        }
+        if self.errors > self.failures.len() as u64 {
+            printer.error(format!("… and {} more failures", self.errors - self.failures.len() as u64));
+        }
+        printer.info(format!(
+            "{}: {} planned, {} moved, {} deleted, {} skipped, {} errors{}; {} read ({} on the wire), {} points healed, \
+             {} points verified; {:.1} s, {:.0} metrics/s, {}/s",
+            self.operation,
+            self.planned,
+            self.moved,
+            self.deleted,
+            self.skipped,
+            self.errors,
+            if self.not_started > 0 { format!(", {} not started (interrupted)", self.not_started) } else { String::new() },
+            human_bytes(self.bytes),
+            human_bytes(self.wire_bytes),
+            self.points_healed,
+            self.points_verified,
+            self.seconds,
+            self.metrics_per_second,
+            human_bytes(self.bytes_per_second as u64),
+        ));
+        Ok(())
+    }
+}
+
+/// How one job ended.
+#[derive(Debug)]
+enum Outcome {
+    Moved { deleted: bool, bytes: u64, wire: u64, healed: u64, verified: u64, note: Option<String> },
+    SourceGone,
+    Failed { reason: String, wire: u64 },
+}
+
+/// Shared state of a run.
+struct Run {
+    client: Client,
+    printer: Printer,
+    options: Options,
+    dest_slots: HashMap<Addr, Arc<Semaphore>>,
+    state: Option<StateLog>,
+    errors: Option<ErrorLog>,
+    stop: AtomicBool,
+    summary: Mutex<Summary>,
+    started_jobs: AtomicU64,
+}
+
+/// Paces job starts at `rate` per second.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Runs `jobs` and returns the summary. Ctrl-C stops starting new jobs; the ones in flight finish.
+pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs: Vec<Job>) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let state = match &options.state_file {
+        Some(path) => Some(StateLog::open(path, options.op)?),
+        None => None,
+    };
+    let errors = match &options.error_file {
+        Some(path) => Some(ErrorLog::create(path)?),
+        None => None,
+    };
+    let mut dest_slots = HashMap::new();
+    for job in &jobs {
+        for d in &job.dests {
+            dest_slots.entry(d.clone()).or_insert_with(|| Arc::new(Semaphore::new(options.workers)));
+        }
+    }
+    // Group by source node: each gets its own workers.
+    let mut queues: BTreeMap<Addr, VecDeque<Job>> = BTreeMap::new();
+    let planned = jobs.len() as u64;
+    let mut skipped = 0;
+    for job in jobs {
+        if state.as_ref().is_some_and(|s| s.is_done(&job)) {
+            skipped += 1;
+            continue;
+        }
+        queues.entry(job.source.clone()).or_default().push_back(job);
+    }
+    if skipped > 0 {
+        printer.info(format!("{skipped} jobs already finished in an earlier run (state file): skipped"));
+    }
+    let bars: Vec<(String, u64)> = queues.iter().map(|(a, q)| (a.to_string(), q.len() as u64)).collect();
+    let progress = printer.progress(options.op, &bars);
+    let run = Arc::new(Run {
+        client: client.clone(),
+        printer: printer.clone(),
+        dest_slots,
+        state,
+        errors,
+        stop: AtomicBool::new(false),
+        summary: Mutex::new(Summary {
+            operation: options.op.to_owned(),
+            planned,
+            skipped,
+            ..Summary::default()
+        }),
+        started_jobs: AtomicU64::new(0),
+        options,
+    });
+    let progress = Arc::new(progress);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (source, queue) in queues {
+        let queue = Arc::new(Mutex::new(queue));
+        let pacer = run.options.max_rate.map(|rate| {
+            Arc::new(Pacer { interval: Duration::from_secs_f64(1.0 / rate), next: Mutex::new(Instant::now()) })
+        });
+        for _ in 0..run.options.workers {
+            let (run, queue, pacer, progress, source) =
+                (Arc::clone(&run), Arc::clone(&queue), pacer.clone(), Arc::clone(&progress), source.to_string());
+            tasks.spawn(async move {
+                loop {
+                    if run.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Some(job) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
+                    if let Some(p) = &pacer {
+                        p.wait().await;
+                    }
+                    run.started_jobs.fetch_add(1, Ordering::Relaxed);
+                    let outcome = run.job(&job).await;
+                    run.record(&job, outcome);
+                    progress.inc(&source);
+                }
+            });
+        }
+    }
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => {
+                match next {
+                    None => break,
+                    Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Some(_) => {}
+                }
+            }
+            () = &mut interrupted, if !run.stop.load(Ordering::Relaxed) => {
+                run.stop.store(true, Ordering::Relaxed);
+                printer.warn("interrupted: finishing the metrics in flight, starting no new ones (Ctrl-C again to abort)");
+                let printer = printer.clone();
+                #[allow(clippy::exit, reason = "a second Ctrl-C must abort at once, like any CLI")]
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    printer.error("aborted");
+                    std::process::exit(130);
+                });
+            }
+        }
+    }
+    progress.finish();
+    let mut summary = run.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let started_jobs = run.started_jobs.load(Ordering::Relaxed);
+    summary.not_started = planned - summary.skipped.min(planned) - started_jobs.min(planned);
+    summary.seconds = started.elapsed().as_secs_f64();
+    if summary.seconds > 0.0 {
+        summary.metrics_per_second = summary.moved as f64 / summary.seconds;
+        summary.bytes_per_second = summary.bytes as f64 / summary.seconds;
+    }
+    Ok(summary)
+}
+
+impl Run {
+    fn record(&self, job: &Job, outcome: Outcome) {
+        let source = job.source.to_string();
+        let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Outcome::Moved { deleted, bytes, wire, healed, verified, note } => {
+                summary.moved += 1;
+                summary.deleted += u64::from(deleted);
+                summary.bytes += bytes;
+                summary.wire_bytes += wire;
+                summary.points_healed += healed;
+                summary.points_verified += verified;
+                summary.per_node.entry(source.clone()).or_default().moved += 1;
+                drop(summary);
+                if let Some(note) = note {
+                    self.printer.warn(format!("{} from {source}: {note}", job.source_name));
+                }
+                self.printer.verbose(format!(
+                    "{} {} -> {}{}",
+                    job.source_name,
+                    source,
+                    job.dests.iter().map(|d| format!("{d}/{}", job.name)).collect::<Vec<_>>().join(", "),
+                    if deleted { " (source deleted)" } else { "" }
+                ));
+                self.finished(job);
+            }
+            Outcome::SourceGone => {
+                summary.skipped += 1;
+                drop(summary);
+                self.printer.verbose(format!("{} on {source}: gone before it was read, skipped", job.source_name));
+                self.finished(job);
+            }
+            Outcome::Failed { reason, wire } => {
+                summary.errors += 1;
+                summary.wire_bytes += wire;
+                summary.per_node.entry(source.clone()).or_default().errors += 1;
+                if summary.failures.len() < SUMMARY_FAILURES {
+                    summary.failures.push(Failure {
+                        metric: job.source_name.clone(),
+                        source: source.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                drop(summary);
+                self.printer.verbose(format!("FAILED {} on {source}: {reason}", job.source_name));
+                if let Some(log) = &self.errors {
+                    if let Err(e) = log.write(&job.source_name, &source, &reason) {
+                        self.printer.error(format!("cannot write the error file: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn finished(&self, job: &Job) {
+        if let Some(state) = &self.state {
+            if let Err(e) = state.record(job) {
+                self.printer.error(format!("cannot write the state file: {e}"));
+            }
+        }
+    }
+
+    async fn slot(&self, addr: &Addr) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = self.dest_slots.get(addr)?;
+        Arc::clone(sem).acquire_owned().await.ok()
+    }
+
+    /// One job: read, heal everywhere, verify everywhere, maybe delete; retried as a whole.
+    async fn job(&self, job: &Job) -> Outcome {
+        let mut wire = 0;
+        let mut reason = String::from("no attempt made");
+        let mut delay = Duration::from_millis(250);
+        for attempt in 1..=self.options.attempts {
+            if attempt > 1 {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            match self.attempt(job, &mut wire).await {
+                Ok(Some(outcome)) => return outcome,
+                Ok(None) => return Outcome::SourceGone,
+                Err(Retry::Again(why)) => {
+                    self.printer.verbose(format!(
+                        "{} on {}: attempt {attempt}/{}: {why}",
+                        job.source_name, job.source, self.options.attempts
+                    ));
+                    reason = why;
+                }
+                Err(Retry::Never(why)) => return Outcome::Failed { reason: why, wire },
+            }
+        }
+        Outcome::Failed { reason: format!("{reason} (after {} attempts; source kept)", self.options.attempts), wire }
+    }
+
+    async fn attempt(&self, job: &Job, wire: &mut u64) -> Result<Option<Outcome>, Retry> {
+        let client = &self.client;
+        let Some(fetched) = client.get(&job.source, &job.source_name).await.map_err(Retry::from)? else {
+            return Ok(None);
+        };
+        *wire += fetched.wire_bytes;
+        let bytes = fetched.data.len() as u64;
+        let etag = fetched.etag.clone();
+        let source = WhisperBuf::from_bytes(fetched.data.clone())
+            .map_err(|e| Retry::Never(format!("the source is not a valid whisper file: {e}")))?;
+        let mut stat = fetched.stat.clone();
+        stat.name = job.name.clone();
+        let upload = Upload::new(stat, &fetched.data, client.snappy())
+            .map_err(|e| Retry::Never(format!("cannot compress: {e}")))?;
+        // Heal into every destination.
+        let heals = futures_util::future::join_all(job.dests.iter().map(|d| async {
+            let _slot = self.slot(d).await;
+            client.heal(d, &job.name, &upload).await
+        }))
+        .await;
+        let mut healed = 0;
+        for (d, result) in job.dests.iter().zip(heals) {
+            match result {
+                Ok(report) => {
+                    healed += report.points_written;
+                    *wire += upload.wire_len();
+                }
+                Err(e) => return Err(Retry::Again(format!("heal into {d}: {}", short_error(&e)))),
+            }
+        }
+        // Read every destination back and check it holds every point of what we copied.
+        let now = unix_now();
+        let checks = futures_util::future::join_all(job.dests.iter().map(|d| async {
+            let _slot = self.slot(d).await;
+            client.get(d, &job.name).await
+        }))
+        .await;
+        let mut verified = 0;
+        let mut unplaceable = 0;
+        for (d, result) in job.dests.iter().zip(checks) {
+            let replica = match result {
+                Ok(Some(replica)) => replica,
+                Ok(None) => return Err(Retry::Again(format!("verify {d}: the healed copy has disappeared"))),
+                Err(e) => return Err(Retry::Again(format!("verify {d}: {}", short_error(&e)))),
+            };
+            *wire += replica.wire_bytes;
+            let replica = WhisperBuf::from_bytes(replica.data)
+                .map_err(|e| Retry::Again(format!("verify {d}: the copy is not a valid whisper file: {e}")))?;
+            let verdict = verify::verify(&source, &replica, now);
+            if let Some((spp, t)) = verdict.first_missing {
+                return Err(Retry::Again(format!(
+                    "verify {d}: {} of {} points missing (first: {spp}s archive, t={t}); healing again",
+                    verdict.missing, verdict.checked
+                )));
+            }
+            verified += verdict.checked;
+            unplaceable += verdict.unplaceable;
+        }
+        let mut note = None;
+        let mut deleted = false;
+        if self.options.delete {
+            if unplaceable > 0 {
+                return Err(Retry::Never(format!(
+                    "the destinations' schema cannot hold {unplaceable} points of the source (other resolution or \
+                     shorter retention): source kept"
+                )));
+            }
+            let condition = match &etag {
+                Some(tag) => Some(tag.as_str()),
+                None => {
+                    // buckyd sends no ETag: compare the source with what we copied right before deleting.
+                    match client.get(&job.source, &job.source_name).await.map_err(Retry::from)? {
+                        Some(again) if again.data == fetched.data => None,
+                        Some(_) => return Err(Retry::Again("the source changed since it was read".into())),
+                        None => return Ok(Some(self.moved(bytes, *wire, healed, verified, false, None))),
+                    }
+                }
+            };
+            match client.delete(&job.source, &job.source_name, condition).await {
+                Ok(Deleted::Removed) => deleted = true,
+                Ok(Deleted::Absent) => {}
+                Err(ClientError::Changed { .. }) => {
+                    return Err(Retry::Again(
+                        "the source changed since it was read (still receiving writes?); copying again".into(),
+                    ))
+                }
+                Err(e) => return Err(Retry::Again(format!("delete: {}", short_error(&e)))),
+            }
+        } else if unplaceable > 0 {
+            note = Some(format!(
+                "{unplaceable} points do not fit the destinations' schema (other resolution or shorter retention)"
+            ));
+        }
+        Ok(Some(self.moved(bytes, *wire, healed, verified, deleted, note)))
+    }
+
+    fn moved(&self, bytes: u64, wire: u64, healed: u64, verified: u64, deleted: bool, note: Option<String>) -> Outcome {
+        Outcome::Moved { deleted, bytes, wire, healed, verified, note }
+    }
+}
+
+/// Whether a failed attempt is worth repeating.
+enum Retry {
+    Again(String),
+    Never(String),
+}
+
+impl From<ClientError> for Retry {
+    fn from(e: ClientError) -> Retry {
+        Retry::Again(short_error(&e))
+    }
+}
+
+/// Prints a plan (for `--no-op`): one line per job, or a JSON array.
+pub fn print_plan(printer: &Printer, jobs: &[Job], delete: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    if printer.json() {
+        #[derive(Serialize)]
+        struct Planned<'a> {
+            #[serde(flatten)]
+            job: &'a Job,
+            delete: bool,
+        }
+        let plan: Vec<Planned<'_>> = jobs.iter().map(|job| Planned { job, delete }).collect();
+        return printer.print_json(&plan);
+    }
+    let mut out = printer.stdout();
+    for job in jobs {
+        let dests = job.dests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        if job.name == job.source_name {
+            writeln!(out, "{} {} => {}{}", job.source, job.name, dests, if delete { " (then delete)" } else { "" })?;
+        } else {
+            writeln!(out, "{} {} => {} {}", job.source, job.source_name, dests, job.name)?;
+        }
+    }
+    out.flush()
+}

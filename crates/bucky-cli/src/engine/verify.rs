@@ -1,0 +1,138 @@
+//! Content verification: does a replica hold every point of the source copy we healed into it?
+//!
+//! A heal can be undone behind our back (carbon-cache's `whisper.create` checks that a file is absent and
+//! then opens it with truncation, wiping a file created in between), so before a source is deleted every
+//! replica is read back and checked point by point.
+//!
+//! A source point is *present* when the replica's archive of the same resolution holds a non-empty slot
+//! at that timestamp (any value: carbon may have written a newer one there). Points about to leave the
+//! source's own window are not checked (they expire from the source within minutes anyway). Points the
+//! replica *cannot* hold — no archive of that resolution, or older than the replica archive's window
+//! (the replica has a shorter schema) — are counted apart as `unplaceable`: deleting the source would
+//! lose them, so the engine keeps such sources.
+
+use whisper::WhisperBuf;
+
+/// Seconds of slack for points at the edge of an archive's window (time passes between the heal and the
+/// verification, and clocks of the nodes differ a little).
+pub const EDGE_MARGIN: i64 = 120;
+
+/// The result of checking one replica against one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Source points checked.
+    pub checked: u64,
+    /// Source points the replica should hold but does not.
+    pub missing: u64,
+    /// The first missing point: (seconds per point, timestamp).
+    pub first_missing: Option<(u32, i64)>,
+    /// Source points the replica's schema cannot hold.
+    pub unplaceable: u64,
+}
+
+impl Verdict {
+    /// Whether the replica holds every point it can hold.
+    pub fn complete(&self) -> bool {
+        self.missing == 0
+    }
+}
+
+/// Checks that `replica` holds every point of `source` (see the module docs), at time `now`.
+pub fn verify(source: &WhisperBuf, replica: &WhisperBuf, now: i64) -> Verdict {
+    let mut verdict = Verdict::default();
+    let replica_archives = &replica.header().archives;
+    for (index, archive) in source.header().archives.iter().enumerate() {
+        let spp = i64::from(archive.seconds_per_point);
+        let window = archive.retention() as i64;
+        // Oldest timestamp the source still holds for a while: older ones expire during the run.
+        let source_edge = now - window + spp + EDGE_MARGIN;
+        let target = replica_archives
+            .iter()
+            .position(|r| r.seconds_per_point == archive.seconds_per_point);
+        for &(t, _) in &source.dump()[index] {
+            let t = i64::from(t);
+            // Stale slots from an older cycle and points about to expire are not data we must keep.
+            if t <= source_edge {
+                continue;
+            }
+            let Some(r) = target else {
+                verdict.unplaceable += 1;
+                continue;
+            };
+            let replica_edge = now - replica_archives[r].retention() as i64 + spp + EDGE_MARGIN;
+            if t <= replica_edge {
+                verdict.unplaceable += 1;
+                continue;
+            }
+            verdict.checked += 1;
+            if replica.value_at(r, t).is_none() {
+                verdict.missing += 1;
+                verdict.first_missing.get_or_insert((archive.seconds_per_point, t));
+            }
+        }
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whisper::{CreateOptions, Header, Point, Retention};
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn file(retentions: &str, points: &[(i64, f64)]) -> WhisperBuf {
+        let retentions = Retention::parse_list(retentions).unwrap();
+        let header: Header = whisper::header_for(&retentions, &CreateOptions::default()).unwrap();
+        let mut buf = WhisperBuf::empty(header);
+        let points: Vec<Point> = points.iter().map(|&(t, v)| Point::new(t, v)).collect();
+        buf.update_many(&points, NOW).unwrap();
+        buf
+    }
+
+    #[test]
+    fn identical_copies_verify() {
+        let pts: Vec<(i64, f64)> = (0..100).map(|i| (NOW - i * 60, i as f64)).collect();
+        let a = file("1m:1d,1h:30d", &pts);
+        let v = verify(&a, &a.clone(), NOW + 5);
+        assert!(v.complete());
+        assert!(v.checked >= 100);
+        assert_eq!(v.unplaceable, 0);
+    }
+
+    #[test]
+    fn a_wiped_replica_is_caught() {
+        let pts: Vec<(i64, f64)> = (0..10).map(|i| (NOW - i * 60, 1.0)).collect();
+        let source = file("1m:1d", &pts);
+        let empty = file("1m:1d", &[]);
+        let v = verify(&source, &empty, NOW);
+        assert_eq!(v.missing, 10);
+        assert!(v.first_missing.is_some());
+        // A replica with other values at the same times is complete (presence, not equality).
+        let other = file("1m:1d", &pts.iter().map(|&(t, _)| (t, 2.0)).collect::<Vec<_>>());
+        assert!(verify(&source, &other, NOW).complete());
+        // A superset replica is complete.
+        let mut more = pts.clone();
+        more.push((NOW - 3600, 9.0));
+        assert!(verify(&source, &file("1m:1d", &more), NOW).complete());
+    }
+
+    #[test]
+    fn shorter_schemas_are_unplaceable_not_missing() {
+        let pts: Vec<(i64, f64)> = vec![(NOW - 60, 1.0), (NOW - 7200, 2.0)];
+        let source = file("1m:1d", &pts);
+        let short = file("1m:1h", &[(NOW - 60, 1.0)]);
+        let v = verify(&source, &short, NOW);
+        assert_eq!((v.missing, v.unplaceable), (0, 1));
+        let other_resolution = file("5m:1d", &[]);
+        let v = verify(&source, &other_resolution, NOW);
+        assert_eq!((v.missing, v.unplaceable), (0, 2));
+    }
+
+    #[test]
+    fn points_about_to_expire_are_ignored() {
+        let source = file("1m:1h", &[(NOW - 3600 + 120, 1.0)]);
+        let empty = file("1m:1h", &[]);
+        assert!(verify(&source, &empty, NOW).complete());
+    }
+}
