@@ -313,6 +313,10 @@ fn check_safe_fill(src: &WhisperBuf, before: &WhisperBuf, after: &WhisperBuf, op
                 if !same_bits(src.value_at(j, t), Some(v)) {
                     return Err(format!("archive {i}: t={t} filled with {v}, src holds {:?}", src.value_at(j, t)));
                 }
+                // A stale slot of src (older than its retention) is not data: fetch would not return it.
+                if t <= options.now.floor() as i64 - src.header().archives[j].retention() as i64 {
+                    return Err(format!("archive {i}: t={t} filled from src data older than src's retention"));
+                }
             }
         }
         // Every valid dst point survives; every empty slot src holds at the same resolution is filled.
