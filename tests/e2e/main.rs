@@ -2,3 +2,6 @@
 //! Each module covers one area and starts the real binaries it needs.
 
 mod agent;
+mod live;
+mod cli;
+mod cluster;
