@@ -1,7 +1,7 @@
 //! Criterion benchmarks: names placed per second for each hash and router, replication 1 and 2.
 //! `scripts/bench-hashring.sh` compares the same work with carbon's Python router.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use hashring::{Hash, Node, Ring, Router};
 use std::hint::black_box;
 
@@ -75,5 +75,9 @@ fn build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, placement, build);
-criterion_main!(benches);
+mod group {
+    #![allow(missing_docs)]
+    use super::{build, placement};
+    criterion::criterion_group!(benches, placement, build);
+}
+criterion_main!(group::benches);

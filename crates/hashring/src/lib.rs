@@ -42,9 +42,15 @@
 //! assert_eq!(ring.primary("carbon.agents.a.cpuUsage"), replicas[0]);
 //! assert!(ring.describe().contains("carbon_ch") && ring.describe().contains("carbon router"));
 //!
-//! // The same nodes under carbon-c-relay's jump_fnv1a_ch (default router: the relay).
-//! let ring = Ring::new(ring.nodes().to_vec(), "jump_fnv1a".parse()?, None, 1, false)?;
+//! // carbon-c-relay's jump_fnv1a_ch (its default router is the relay), three replicas.
+//! let nodes: Vec<Node> = ["cache-1:2003=1", "cache-2:2003=2", "cache-3:2003=10"]
+//!     .iter()
+//!     .map(|spec| spec.parse())
+//!     .collect::<Result<_, _>>()?;
+//! let ring = Ring::new(nodes, "jump_fnv1a".parse()?, None, 3, false)?;
 //! assert_eq!(ring.router(), Router::Relay);
+//! let all: Vec<String> = ring.nodes_for("foo.bar").map(|n| n.to_string()).collect();
+//! assert_eq!(all.len(), 3);
 //! # Ok::<(), hashring::Error>(())
 //! ```
 //!

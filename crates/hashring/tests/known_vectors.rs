@@ -299,9 +299,12 @@ fn jump_go_vectors_match_the_relay() {
         assert_eq!(ring.primary(name).server, want, "{name}");
     }
     assert_eq!(ring.position("foobar"), 0x85944171f73967e8);
+    // Host text never enters jump_fnv1a_ch, so the relay run uses addresses: carbon-c-relay 3.7.3 spends a
+    // 5 s DNS timeout on configs with more than 20 unresolvable host names.
+    let addresses: Vec<Node> = (0..nodes.len()).map(|i| Node::new(format!("10.0.5.{i}"), None, None)).collect();
     let names = names(45, 10_000);
     for replicas in 1..=3 {
-        agree_with_relay(&nodes, Hash::JumpFnv1aCh, replicas, &names);
+        agree_with_relay(&addresses, Hash::JumpFnv1aCh, replicas, &names);
     }
 }
 
