@@ -50,7 +50,7 @@ mod upstream;
 
 use std::time::Duration;
 
-pub use server::run;
+pub use server::{run, run_with, Counters};
 pub use stats::Summary;
 
 /// Everything the relay needs, validated (see [`cli::Cli`] for the meaning of each).

@@ -29,8 +29,24 @@ const KEEP_BUFFER: usize = 1024 * 1024;
 
 /// Runs the relay on `listener` until `shutdown` resolves, then flushes and returns the final counters.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -> Summary {
+    run_with(listener, config, shutdown, Counters::default()).await
+}
+
+/// Live counters of a running relay (for embedding and tests); see [`run_with`].
+#[derive(Debug, Clone, Default)]
+pub struct Counters(Arc<Stats>);
+
+impl Counters {
+    /// The counters now.
+    pub fn snapshot(&self) -> Summary {
+        self.0.snapshot()
+    }
+}
+
+/// [`run`], updating `counters` as it goes.
+pub async fn run_with(listener: TcpListener, config: Config, shutdown: impl Future, counters: Counters) -> Summary {
     let config = Arc::new(config);
-    let stats = Arc::new(Stats::default());
+    let stats = counters.0;
     let (queue, rx) = queue::channel(config.queue, config.queue_bytes, config.drop_when_full, stats.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);

@@ -84,7 +84,20 @@ impl Upstream {
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Batch>) {
         let mut group: Vec<Batch> = Vec::new();
         let mut out: Vec<u8> = Vec::with_capacity(WRITE_BYTES);
-        while let Some(first) = rx.recv().await {
+        loop {
+            let next = tokio::select! {
+                b = rx.recv() => b,
+                // Idle with a dead connection: reconnect and replay now, not at the next batch.
+                () = peer_gone(self.conn.as_ref()) => {
+                    self.lost_connection(&io::Error::new(io::ErrorKind::ConnectionAborted, "relay closed the connection"));
+                    if !self.connect().await {
+                        self.give_up(&mut rx, &mut group).await;
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(first) = next else { break };
             out.clear();
             out.extend_from_slice(&first.lines);
             group.push(first);
@@ -94,14 +107,7 @@ impl Upstream {
                 group.push(b);
             }
             if !self.deliver(&out).await {
-                rx.close();
-                let mut lost: u64 = group.drain(..).map(|b| u64::from(b.metrics())).sum();
-                while let Some(b) = rx.recv().await {
-                    lost += u64::from(b.metrics());
-                }
-                Stats::add(&self.stats.metrics_dropped, lost);
-                Stats::sub(&self.stats.queued, lost);
-                error!(relay = %self.addr, lost, "relay unreachable at shutdown; queued metrics dropped");
+                self.give_up(&mut rx, &mut group).await;
                 return;
             }
             for b in group.drain(..) {
@@ -114,6 +120,18 @@ impl Upstream {
             }
         }
         self.finish().await;
+    }
+
+    /// The shutdown deadline passed without a relay: count everything still queued as dropped.
+    async fn give_up(&mut self, rx: &mut mpsc::UnboundedReceiver<Batch>, group: &mut Vec<Batch>) {
+        rx.close();
+        let mut lost: u64 = group.drain(..).map(|b| u64::from(b.metrics())).sum();
+        while let Some(b) = rx.recv().await {
+            lost += u64::from(b.metrics());
+        }
+        Stats::add(&self.stats.metrics_dropped, lost);
+        Stats::sub(&self.stats.queued, lost);
+        error!(relay = %self.addr, lost, "relay unreachable at shutdown; queued metrics dropped");
     }
 
     fn remember(&mut self, mut b: Batch) {
@@ -264,6 +282,16 @@ impl Upstream {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Resolves when the relay closes (or resets) `conn`; never without a connection.
+async fn peer_gone(conn: Option<&TcpStream>) {
+    let Some(conn) = conn else { return std::future::pending().await };
+    loop {
+        if conn.readable().await.is_err() || peer_closed(conn) {
+            return;
         }
     }
 }
