@@ -154,6 +154,25 @@ fn tie_winner_differs_between_the_peers() {
 }
 
 #[test]
+fn relay_ties_put_the_node_without_instance_last() {
+    // The same host with and without an instance, at a shared position: the relay sorts the instance-less
+    // node LAST (carbon 0.9.x and Go put it first), so the node with the instance keeps the point.
+    let bare = Node::new("10.0.0.1", Some(2003), None);
+    let nodes = (0..200)
+        .map(|k| vec![bare.clone(), Node::new("10.0.0.1", Some(2004), Some(&format!("i{k}")))])
+        .find(|pair| !shared_positions(&ring(pair, Hash::CarbonCh, Router::Relay, 1, false)).is_empty())
+        .expect("a colliding instance among 200");
+    let relay = ring(&nodes, Hash::CarbonCh, Router::Relay, 2, false);
+    let tied = shared_positions(&relay)[0];
+    let owners: Vec<(usize, usize)> =
+        relay.points().filter(|p| p.position == tied).map(|p| (p.node, p.origin)).collect();
+    assert_eq!(owners[0], (1, 1), "the node with an instance sorts first at {tied}");
+    assert!(owners.contains(&(1, 0)), "the bare node's point is voided at {tied}");
+    agree_with_relay(&nodes, Hash::CarbonCh, 2, &names(2, 20_000));
+    agree_with_carbon(&nodes, Hash::CarbonCh, 2, false, &names(2, 5000), false);
+}
+
+#[test]
 fn carbon_single_node_ring_quirk() {
     let nodes = nodes(&["10.0.0.1=a"]);
     let carbon = ring(&nodes, Hash::CarbonCh, Router::Carbon, 1, false);
@@ -234,6 +253,19 @@ fn fnv1a_signed_bytes_on_the_relay() {
     assert!(exotic.iter().any(|n| carbon.primary(n) != relay.primary(n)));
     agree_with_carbon(&nodes, Hash::Fnv1aCh, 2, false, &names, false);
     agree_with_relay(&nodes, Hash::Fnv1aCh, 2, &names);
+}
+
+#[test]
+fn relay_fnv1a_ties_sort_by_host_then_port() {
+    // One host on two ports (no instances: keys "i-host:port"), with a shared position: the lower port wins.
+    let nodes = (2004..3000)
+        .map(|port| vec![Node::new("10.0.0.1", Some(port), None), Node::new("10.0.0.1", Some(2003), None)])
+        .find(|pair| !shared_positions(&ring(pair, Hash::Fnv1aCh, Router::Relay, 1, false)).is_empty())
+        .expect("a colliding port");
+    let relay = ring(&nodes, Hash::Fnv1aCh, Router::Relay, 2, false);
+    let tied = shared_positions(&relay)[0];
+    assert_eq!(relay.points().find(|p| p.position == tied).map(|p| p.node), Some(1), "port 2003 first");
+    agree_with_relay(&nodes, Hash::Fnv1aCh, 2, &names(3, 20_000));
 }
 
 #[test]
