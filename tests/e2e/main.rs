@@ -5,3 +5,5 @@ mod agent;
 mod live;
 mod cli;
 mod cluster;
+mod cli;
+mod cluster;

@@ -74,6 +74,7 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<ExitStatus> {
                 source_name: old.to_owned(),
                 source: source.clone(),
                 dests: cluster.replicas_of(new),
+                keep_source: true,
             });
         }
     }

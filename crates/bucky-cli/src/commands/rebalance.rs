@@ -7,7 +7,9 @@ use clap::Args;
 use super::inconsistent::{excludes, extra_agents, find_misplaced, DEFAULT_EXCLUDES};
 use super::Ctx;
 use crate::cli::{ClusterArgs, EngineArgs};
-use crate::cluster::Cluster;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::{short_error, Cluster};
 use crate::config::Addr;
 use crate::engine::{self, Job, Options};
 use crate::{ExitStatus, UsageError};
@@ -60,11 +62,51 @@ pub async fn plan(
                 source_name: name.clone(),
                 source: source.clone(),
                 dests: cluster.replicas_of(name),
+                keep_source: false,
             });
         }
     }
     ctx.printer.info(format!("{} misplaced copies among {} listed", jobs.len(), found.scanned));
+    jobs.extend(replica_syncs(ctx, cluster, &jobs).await?);
     Ok(jobs)
+}
+
+/// With replication > 1, the copies a moved metric already has on its replicas are healed into its other
+/// replicas too (never deleted), so every replica ends with the union of all copies, not only of the
+/// misplaced ones.
+async fn replica_syncs(ctx: &Ctx, cluster: &Cluster, moves: &[Job]) -> anyhow::Result<Vec<Job>> {
+    if cluster.ring.replicas() < 2 || moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut wanted: BTreeMap<Addr, BTreeSet<String>> = BTreeMap::new();
+    for job in moves {
+        for replica in &job.dests {
+            wanted.entry(replica.clone()).or_default().insert(job.name.clone());
+        }
+    }
+    let mut syncs = Vec::new();
+    for (replica, names) in wanted {
+        let names: Vec<String> = names.into_iter().collect();
+        let held = ctx
+            .client
+            .existing(&replica, &names, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot look up metrics on {replica}: {}", short_error(&e)))?;
+        for name in held {
+            let dests: Vec<Addr> = cluster.replicas_of(&name).into_iter().filter(|d| *d != replica).collect();
+            if !dests.is_empty() {
+                syncs.push(Job {
+                    name: name.clone(),
+                    source_name: name,
+                    source: replica.clone(),
+                    dests,
+                    keep_source: true,
+                });
+            }
+        }
+    }
+    ctx.printer.info(format!("{} copies on replicas to heal into the other replicas", syncs.len()));
+    Ok(syncs)
 }
 
 /// Plans and runs the rebalance.

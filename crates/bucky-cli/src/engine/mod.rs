@@ -48,6 +48,9 @@ pub struct Job {
     /// Where it must end up.
     #[serde(serialize_with = "ser_addrs")]
     pub dests: Vec<Addr>,
+    /// The source is a replica (or a backfill/copy source): never deleted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_source: bool,
 }
 
 fn ser_addr<S: serde::Serializer>(addr: &Addr, s: S) -> Result<S::Ok, S::Error> {
@@ -114,6 +117,8 @@ pub struct Summary {
     pub moved: u64,
     /// Sources deleted after verification.
     pub deleted: u64,
+    /// Copies on replicas healed into the other replicas of a moved metric (rebalance with RF > 1).
+    pub replicas_synced: u64,
     /// Jobs skipped: finished in an earlier run (state file), or the source was gone.
     pub skipped: u64,
     /// Jobs that failed (source kept).
@@ -181,11 +186,12 @@ impl Summary {
             printer.error(format!("… and {} more failures", self.errors - self.failures.len() as u64));
         }
         printer.info(format!(
-            "{}: {} planned, {} moved, {} deleted, {} skipped, {} errors{}; {} read ({} on the wire), {} points healed, \
+            "{}: {} planned, {} moved, {} replica copies synced, {} deleted, {} skipped, {} errors{}; {} read ({} on the wire), {} points healed, \
              {} points verified; {:.1} s, {:.0} metrics/s, {}/s",
             self.operation,
             self.planned,
             self.moved,
+            self.replicas_synced,
             self.deleted,
             self.skipped,
             self.errors,
@@ -205,7 +211,7 @@ impl Summary {
 /// How one job ended.
 #[derive(Debug)]
 enum Outcome {
-    Moved { deleted: bool, bytes: u64, wire: u64, healed: u64, verified: u64, note: Option<String> },
+    Moved { deleted: bool, bytes: u64, wire: u64, healed: u64, verified: u64, note: Option<String>, sync: bool },
     SourceGone,
     Failed { reason: String, wire: u64 },
 }
@@ -365,8 +371,12 @@ impl Run {
         let source = job.source.to_string();
         let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
-            Outcome::Moved { deleted, bytes, wire, healed, verified, note } => {
-                summary.moved += 1;
+            Outcome::Moved { deleted, bytes, wire, healed, verified, note, sync } => {
+                if sync {
+                    summary.replicas_synced += 1;
+                } else {
+                    summary.moved += 1;
+                }
                 summary.deleted += u64::from(deleted);
                 summary.bytes += bytes;
                 summary.wire_bytes += wire;
@@ -513,7 +523,7 @@ impl Run {
         }
         let mut note = None;
         let mut deleted = false;
-        if self.options.delete {
+        if self.options.delete && !job.keep_source {
             if unplaceable > 0 {
                 return Err(Retry::Never(format!(
                     "the destinations' schema cannot hold {unplaceable} points of the source (other resolution or \
@@ -527,7 +537,7 @@ impl Run {
                     match client.get(&job.source, &job.source_name).await.map_err(Retry::from)? {
                         Some(again) if again.data == fetched.data => None,
                         Some(_) => return Err(Retry::Again("the source changed since it was read".into())),
-                        None => return Ok(Some(self.moved(bytes, *wire, healed, verified, false, None))),
+                        None => return Ok(Some(self.moved(job, bytes, *wire, healed, verified, false, None))),
                     }
                 }
             };
@@ -546,11 +556,22 @@ impl Run {
                 "{unplaceable} points do not fit the destinations' schema (other resolution or shorter retention)"
             ));
         }
-        Ok(Some(self.moved(bytes, *wire, healed, verified, deleted, note)))
+        Ok(Some(self.moved(job, bytes, *wire, healed, verified, deleted, note)))
     }
 
-    fn moved(&self, bytes: u64, wire: u64, healed: u64, verified: u64, deleted: bool, note: Option<String>) -> Outcome {
-        Outcome::Moved { deleted, bytes, wire, healed, verified, note }
+    #[allow(clippy::too_many_arguments)]
+    fn moved(
+        &self,
+        job: &Job,
+        bytes: u64,
+        wire: u64,
+        healed: u64,
+        verified: u64,
+        deleted: bool,
+        note: Option<String>,
+    ) -> Outcome {
+        let sync = job.keep_source && self.options.op == "rebalance";
+        Outcome::Moved { deleted, bytes, wire, healed, verified, note, sync }
     }
 }
 
@@ -576,14 +597,15 @@ pub fn print_plan(printer: &Printer, jobs: &[Job], delete: bool) -> std::io::Res
             job: &'a Job,
             delete: bool,
         }
-        let plan: Vec<Planned<'_>> = jobs.iter().map(|job| Planned { job, delete }).collect();
+        let plan: Vec<Planned<'_>> = jobs.iter().map(|job| Planned { job, delete: delete && !job.keep_source }).collect();
         return printer.print_json(&plan);
     }
     let mut out = printer.stdout();
     for job in jobs {
         let dests = job.dests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         if job.name == job.source_name {
-            writeln!(out, "{} {} => {}{}", job.source, job.name, dests, if delete { " (then delete)" } else { "" })?;
+            let then = if job.keep_source { " (replica sync)" } else if delete { " (then delete)" } else { "" };
+            writeln!(out, "{} {} => {}{then}", job.source, job.name, dests)?;
         } else {
             writeln!(out, "{} {} => {} {}", job.source, job.source_name, dests, job.name)?;
         }

@@ -125,6 +125,7 @@ mod tests {
             source_name: n.into(),
             source: Addr { host: "h".into(), port: 1 },
             dests: vec![],
+            keep_source: false,
         };
         {
             let log = StateLog::open(&path, "rebalance").unwrap();
