@@ -5,5 +5,3 @@ mod agent;
 mod live;
 mod cli;
 mod cluster;
-mod cli;
-mod cluster;
