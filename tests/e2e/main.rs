@@ -5,3 +5,4 @@ mod agent;
 mod live;
 mod cli;
 mod cluster;
+mod pickle_relay;

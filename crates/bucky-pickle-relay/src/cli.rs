@@ -1,6 +1,7 @@
 //! Command line: the original bucky-pickle-relay's flags (same letters and defaults where they exist),
 //! validated into a [`Config`], and the binary's entry point.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -152,6 +153,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -125,7 +125,10 @@ impl LogLimiter {
     fn allow(&self) -> bool {
         let now = stats::unix_now() as u64;
         if self.second.swap(now, Relaxed) != now {
-            self.count.store(0, Relaxed);
+            let last = self.count.swap(0, Relaxed);
+            if last > Self::PER_SECOND {
+                warn!(suppressed = last - Self::PER_SECOND, "similar warnings suppressed (see the self-metrics for counts)");
+            }
         }
         self.count.fetch_add(1, Relaxed) < Self::PER_SECOND
     }

@@ -1,0 +1,338 @@
+//! bucky-pickle-relay with real peers on loopback: carbon 1.1.10's own pickle client code (Python) →
+//! the real `bucky-pickle-relay` binary → a real carbon-c-relay (line protocol in) → a sink written
+//! here that records lines. Every point must arrive with exactly the f64 carbon would have parsed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bucky_e2e::{bin, free_port, oracle_python, workspace_root};
+
+const IP: &str = "127.0.0.1";
+
+/// A child process killed (and reaped) when dropped, also when a test fails.
+struct Proc {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.pid()]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.name);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {within:?} of SIGTERM:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(name: &'static str, cmd: &mut Command, dir: &Path) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).expect("log file");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup log"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Proc { child, name, log }
+}
+
+fn wait_listening(port: u16, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect((IP, port)).is_err() {
+        assert!(proc.alive(), "{} exited early:\n{}", proc.name, proc.log());
+        assert!(Instant::now() < deadline, "{} not listening on {port}:\n{}", proc.name, proc.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Records every line received, on any number of connections.
+struct LineSink {
+    port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl LineSink {
+    fn start() -> LineSink {
+        let listener = TcpListener::bind((IP, 0)).expect("bind sink");
+        let port = listener.local_addr().unwrap().port();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let all = lines.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let all = all.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(conn).lines() {
+                        let Ok(line) = line else { return };
+                        all.lock().unwrap().push(line);
+                    }
+                });
+            }
+        });
+        LineSink { port, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    fn wait_for(&self, prefix: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count(prefix) < n {
+            assert!(Instant::now() < deadline, "sink has {} of {n} `{prefix}` lines", self.count(prefix));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// carbon-c-relay forwarding everything it receives on `port` (line protocol) to `sink`.
+fn c_relay(dir: &Path, port: u16, sink: u16) -> Proc {
+    let exe = Path::new("/usr/bin/carbon-c-relay");
+    assert!(exe.exists(), "carbon-c-relay not installed: run scripts/test.sh once (it installs the Debian package)");
+    let conf = dir.join("c-relay.conf");
+    std::fs::write(
+        &conf,
+        format!("cluster sink forward {IP}:{sink} ;\nmatch * send to sink ;\nlisten type linemode {IP}:{port} proto tcp ;\n"),
+    )
+    .unwrap();
+    let mut p = spawn("carbon-c-relay", Command::new(exe).arg("-s").args(["-q", "2000000", "-H", "e2e"]).arg("-f").arg(&conf), dir);
+    wait_listening(port, &mut p);
+    p
+}
+
+fn pickle_relay(dir: &Path, port: u16, relay_port: u16, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("bucky-pickle-relay"));
+    cmd.args(["-b", &format!("{IP}:{port}"), "-s", "5"]).args(extra).arg(format!("{IP}:{relay_port}"));
+    let mut p = spawn("bucky-pickle-relay", &mut cmd, dir);
+    wait_listening(port, &mut p);
+    p
+}
+
+fn sender_script() -> PathBuf {
+    workspace_root().join("tests/oracle/pickle_sender.py")
+}
+
+/// Runs carbon's pickle client code against `port`; returns the expected points file.
+fn python_send(dir: &Path, port: u16, prefix: &str, args: &[&str]) -> PathBuf {
+    let expect = dir.join(format!("{prefix}.expect"));
+    let out = Command::new(oracle_python())
+        .arg(sender_script())
+        .args(["--port", &port.to_string(), "--prefix", prefix, "--expect"])
+        .arg(&expect)
+        .args(args)
+        .output()
+        .expect("run pickle_sender.py");
+    assert!(out.status.success(), "pickle_sender.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    expect
+}
+
+/// Every expected point arrived with exactly its value (bits), and nothing else under `prefix`.
+fn assert_exact(expect: &Path, sink: &LineSink, prefix: &str) -> usize {
+    let mut want: HashMap<(String, u64), u64> = HashMap::new();
+    for line in std::fs::read_to_string(expect).unwrap().lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let bits = |s: &str| u64::from_str_radix(s, 16).unwrap();
+        want.insert((f[0].to_owned(), bits(f[1])), bits(f[2]));
+    }
+    let mut seen = 0;
+    for line in sink.lines().iter().filter(|l| l.starts_with(prefix)) {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 3, "malformed line {line:?}");
+        let value: f64 = f[1].parse().unwrap_or_else(|_| panic!("value of {line:?}"));
+        let ts: f64 = f[2].parse().unwrap_or_else(|_| panic!("timestamp of {line:?}"));
+        let key = (f[0].to_owned(), ts.to_bits());
+        let expected = want.get(&key).unwrap_or_else(|| panic!("unexpected point {line:?}"));
+        assert_eq!(value.to_bits(), *expected, "{line:?}: value must be bit-exact (expected {})", f64::from_bits(*expected));
+        seen += 1;
+    }
+    assert_eq!(seen, want.len(), "every point arrives once");
+    seen
+}
+
+fn rss_of(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0) * 1024
+}
+
+#[test]
+fn carbon_pickles_arrive_bit_exact_through_carbon_c_relay_and_sigterm_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = LineSink::start();
+    let crelay_port = free_port(IP);
+    let _crelay = c_relay(dir.path(), crelay_port, sink.port);
+    let port = free_port(IP);
+    let mut relay = pickle_relay(dir.path(), port, crelay_port, &["-i", "1", "-p", "e2e.self"]);
+
+    // carbon's own client (protocol 2, 4 connections), then other senders' protocols 0, 1 and 4.
+    let carbon = python_send(dir.path(), port, "e2e.carbon", &["--metrics", "500", "--points", "40", "--connections", "4"]);
+    let mut others = Vec::new();
+    for p in ["0", "1", "4"] {
+        let prefix = format!("e2e.proto{p}");
+        others.push((python_send(dir.path(), port, &prefix, &["--metrics", "100", "--points", "10", "--protocol", p, "--seed", p]), prefix));
+    }
+    // Stop right away: SIGTERM must flush the queue before exiting.
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}:\n{}", relay.log());
+    sink.wait_for("e2e.carbon.", 20_000, Duration::from_secs(30));
+    for (_, prefix) in &others {
+        sink.wait_for(&format!("{prefix}."), 1_000, Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(assert_exact(&carbon, &sink, "e2e.carbon."), 20_000);
+    for (expect, prefix) in &others {
+        assert_eq!(assert_exact(expect, &sink, &format!("{prefix}.")), 1_000);
+    }
+    // The last self-metrics sample (written at shutdown) accounts for every metric.
+    let lines = sink.lines();
+    let last = |name: &str| -> u64 {
+        let p = format!("e2e.self.{name} ");
+        let l = lines.iter().rev().find(|l| l.starts_with(&p)).unwrap_or_else(|| panic!("no {name} self-metric"));
+        l.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(last("seenMetrics"), 23_000);
+    assert_eq!(last("decodeErrors"), 0);
+    assert_eq!(last("droppedMetrics"), 0);
+    assert!(last("rss") > 0);
+}
+
+#[test]
+fn hostile_senders_are_refused_and_the_relay_stays_up_and_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = LineSink::start();
+    let crelay_port = free_port(IP);
+    let _crelay = c_relay(dir.path(), crelay_port, sink.port);
+    let port = free_port(IP);
+    let mut relay = pickle_relay(dir.path(), port, crelay_port, &["-i", "0", "-t", "20"]);
+
+    // A pickle that runs `touch MARKER` if unpickled unsafely (made by CPython, sent by Python).
+    let marker = dir.path().join("pwned");
+    let out = Command::new(oracle_python())
+        .arg(sender_script())
+        .args(["--port", &port.to_string(), "--evil"])
+        .arg(&marker)
+        .output()
+        .expect("run evil sender");
+    assert!(out.status.success(), "evil sender: {}", String::from_utf8_lossy(&out.stderr));
+
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("plaintext on the pickle port", b"foo.bar 1 1700000000\n".to_vec()),
+        ("4 GiB frame", vec![0xff, 0xff, 0xff, 0xff, 0x80, 0x02, b']']),
+        ("deep nesting", {
+            let mut p = vec![0x80, 2, b'N'];
+            p.extend(std::iter::repeat_n(0x85u8, 10_000));
+            p.push(b'.');
+            let mut f = (p.len() as u32).to_be_bytes().to_vec();
+            f.extend(p);
+            f
+        }),
+        ("memo bomb", {
+            let p = b"\x80\x02Nr\xff\xff\xff\x0f.".to_vec();
+            let mut f = (p.len() as u32).to_be_bytes().to_vec();
+            f.extend(p);
+            f
+        }),
+    ];
+    for (what, bytes) in &hostile {
+        let mut conn = TcpStream::connect((IP, port)).unwrap();
+        let _ = conn.write_all(bytes);
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(matches!(conn.read(&mut buf), Ok(0) | Err(_)), "{what}: connection must be closed");
+    }
+    // Slow-loris: 300 connections, each claiming a 1 MiB frame and trickling 1 KiB.
+    let mut loris = Vec::new();
+    for _ in 0..300 {
+        let mut c = TcpStream::connect((IP, port)).unwrap();
+        c.write_all(&[0, 0x10, 0, 0]).unwrap();
+        c.write_all(&[b'N'; 1024]).unwrap();
+        loris.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_of(&relay.pid());
+    assert!(rss < 64 << 20, "RSS {} MiB with 300 slow connections", rss >> 20);
+
+    // Meanwhile an honest carbon sender is served in full.
+    let expect = python_send(dir.path(), port, "e2e.honest", &["--metrics", "200", "--points", "10", "--connections", "2"]);
+    sink.wait_for("e2e.honest.", 2_000, Duration::from_secs(30));
+    drop(loris);
+    assert!(relay.alive(), "relay died:\n{}", relay.log());
+    assert!(!marker.exists(), "the os.system pickle was executed!");
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success());
+    assert_eq!(assert_exact(&expect, &sink, "e2e.honest."), 2_000);
+    assert_eq!(sink.count("evil."), 0, "nothing of a refused pickle is forwarded");
+    let log = relay.log();
+    for reason in ["GLOBAL", "exceeds --max-message", "nesting deeper", "memo index", "truncated frame"] {
+        assert!(log.contains(reason), "log names the reason `{reason}`:\n{log}");
+    }
+}
+
+#[test]
+fn relay_down_then_up_loses_nothing_within_the_queue_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = LineSink::start();
+    let crelay_port = free_port(IP);
+    let port = free_port(IP);
+    // carbon-c-relay is not running yet; a small queue so the sender is pushed back.
+    let mut relay = pickle_relay(dir.path(), port, crelay_port, &["-i", "0", "-q", "2000"]);
+    let expect = dir.path().join("late.expect");
+    let mut sender = spawn(
+        "pickle_sender",
+        Command::new(oracle_python())
+            .arg(sender_script())
+            .args(["--port", &port.to_string(), "--prefix", "e2e.late", "--metrics", "1000", "--points", "20", "--expect"])
+            .arg(&expect),
+        dir.path(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(sender.alive(), "the sender must be held back while the relay is down");
+    let _crelay = c_relay(dir.path(), crelay_port, sink.port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.alive() {
+        assert!(Instant::now() < deadline, "sender did not finish after the relay came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sender.child.wait().unwrap().success(), "sender failed:\n{}", sender.log());
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", relay.log());
+    sink.wait_for("e2e.late.", 20_000, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(assert_exact(&expect, &sink, "e2e.late."), 20_000);
+}
