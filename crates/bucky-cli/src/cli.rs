@@ -150,6 +150,20 @@ pub struct NamesArgs {
     pub names: Vec<String>,
 }
 
+/// The common flags plus which metrics, on the whole cluster or on the seed alone.
+#[derive(Debug, Clone, Args)]
+pub struct ScopeArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Which metrics.
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Only the seed agent, not the whole cluster.
+    #[arg(short = 's', long)]
+    pub single: bool,
+}
+
 /// Progress and failure bookkeeping of the copy engine (`rebalance`, `backfill`, `copy`).
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {

@@ -81,12 +81,5 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<ExitStatus> {
     for old in map.keys().filter(|o| !found.contains(*o)) {
         ctx.printer.warn(format!("{old} is not on any agent: nothing to backfill from"));
     }
-    if args.engine.no_op {
-        engine::print_plan(&ctx.printer, &jobs, false)?;
-        return Ok(ExitStatus::Success);
-    }
-    let tolerance = options.error_tolerance;
-    let summary = engine::execute(&ctx.client, &ctx.printer, options, jobs).await?;
-    summary.print(&ctx.printer)?;
-    Ok(ExitStatus::from_ok(summary.ok(tolerance)))
+    engine::run_jobs(&ctx.client, &ctx.printer, options, jobs, args.engine.no_op).await
 }

@@ -53,12 +53,5 @@ pub async fn run(args: &CopyArgs) -> anyhow::Result<ExitStatus> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot list {src}: {}", short_error(&e)))?;
     ctx.printer.info(format!("{} metrics on {src}", jobs.len()));
-    if args.engine.no_op {
-        engine::print_plan(&ctx.printer, &jobs, false)?;
-        return Ok(ExitStatus::Success);
-    }
-    let tolerance = options.error_tolerance;
-    let summary = engine::execute(&ctx.client, &ctx.printer, options, jobs).await?;
-    summary.print(&ctx.printer)?;
-    Ok(ExitStatus::from_ok(summary.ok(tolerance)))
+    engine::run_jobs(&ctx.client, &ctx.printer, options, jobs, args.engine.no_op).await
 }

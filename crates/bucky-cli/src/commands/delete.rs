@@ -6,30 +6,23 @@ use std::io::{BufRead, BufReader, IsTerminal, Write};
 use clap::Args;
 use futures_util::StreamExt;
 
-use super::list::{gather, targets};
-use super::Ctx;
-use crate::cli::{ClusterArgs, NamesArgs};
+use super::list::open_scope;
+use crate::cli::ScopeArgs;
 use crate::client::Deleted;
 use crate::cluster::short_error;
 use crate::config::Addr;
-use crate::names::{NameArena, Selection};
+use crate::names::NameArena;
 use crate::{ExitStatus, UsageError};
 
 /// `bucky delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Common flags.
+    /// Common flags, metrics, --single.
     #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Which metrics.
-    #[command(flatten)]
-    pub names: NamesArgs,
+    pub scope: ScopeArgs,
     /// Do not ask: delete on every server.
     #[arg(short = 'y', long, alias = "noconfirm")]
     pub yes: bool,
-    /// Only the seed agent.
-    #[arg(short = 's', long)]
-    pub single: bool,
 }
 
 /// Asks on the terminal. Errors when there is none.
@@ -51,16 +44,15 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 
 /// Deletes the selected metrics.
 pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
-    let selection = Selection::from_args(&args.names, true)?;
-    if !args.yes && !std::io::stderr().is_terminal() {
-        // Refuse before doing any work.
-        confirm("")?;
-    }
-    let cluster = ctx.cluster().await?;
-    let (agents, mut failed) = targets(&cluster, args.single);
-    let gathered = gather(&ctx, &selection, &agents).await;
-    failed.extend(gathered.failed.iter().cloned());
+    let (ctx, _cluster, gathered) = open_scope(&args.scope, true, |_| {
+        if !args.yes && !std::io::stderr().is_terminal() {
+            // Refuse before doing any work.
+            confirm("")?;
+        }
+        Ok(())
+    })
+    .await?;
+    let failed = gathered.failed.clone();
     let mut approved: Vec<(Addr, &NameArena)> = Vec::new();
     for (addr, names) in &gathered.lists {
         if names.is_empty() {

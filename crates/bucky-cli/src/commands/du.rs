@@ -7,13 +7,12 @@ use clap::Args;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::list::{gather, targets, Gathered};
+use super::list::{open_scope, Gathered};
 use super::Ctx;
-use crate::cli::{ClusterArgs, NamesArgs};
+use crate::cli::ScopeArgs;
 use crate::client::ClientError;
 use crate::cluster::short_error;
 use crate::config::Addr;
-use crate::names::Selection;
 use crate::printer::human_bytes;
 use crate::ExitStatus;
 use bucky_wire::MetricStat;
@@ -21,15 +20,9 @@ use bucky_wire::MetricStat;
 /// `bucky du`.
 #[derive(Debug, Args)]
 pub struct DuArgs {
-    /// Common flags.
+    /// Common flags, metrics, --single.
     #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Which metrics (default: all).
-    #[command(flatten)]
-    pub names: NamesArgs,
-    /// Only the seed agent.
-    #[arg(short = 's', long)]
-    pub single: bool,
+    pub scope: ScopeArgs,
 }
 
 /// Stats every listed copy, `--workers` requests per agent, in list order; calls `each` per answer.
@@ -62,12 +55,7 @@ struct Usage {
 
 /// Prints the usage.
 pub async fn run(args: &DuArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
-    let selection = Selection::from_args(&args.names, false)?;
-    let cluster = ctx.cluster().await?;
-    let (agents, failed) = targets(&cluster, args.single);
-    let mut gathered = gather(&ctx, &selection, &agents).await;
-    gathered.failed.extend(failed);
+    let (ctx, _cluster, gathered) = open_scope(&args.scope, false, |_| Ok(())).await?;
     let mut per_agent: BTreeMap<String, Usage> = BTreeMap::new();
     let mut errors = 0u64;
     stat_each(&ctx, &gathered, |addr, name, result| {

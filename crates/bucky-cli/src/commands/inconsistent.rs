@@ -14,6 +14,7 @@ use crate::cli::ClusterArgs;
 use crate::client::ListQuery;
 use crate::cluster::{short_error, Cluster};
 use crate::config::{Addr, DEFAULT_PORT};
+use crate::names::NameArena;
 use crate::{ExitStatus, UsageError};
 
 /// Prefixes of carbon's and carbon-c-relay's own statistics, written locally by every daemon and so
@@ -39,7 +40,7 @@ pub struct InconsistentArgs {
 #[derive(Debug, Default)]
 pub struct Misplaced {
     /// Per agent, the metrics it should not hold (sorted).
-    pub copies: Vec<(Addr, Vec<String>)>,
+    pub copies: Vec<(Addr, NameArena)>,
     /// Agents that could not be listed.
     pub failed: Vec<(Addr, String)>,
     /// Names examined.
@@ -96,7 +97,7 @@ pub async fn find_misplaced(
         let query = &query;
         let member_of_node = &member_of_node;
         async move {
-            let mut misplaced = Vec::new();
+            let mut misplaced = NameArena::new();
             let mut scanned = 0u64;
             let result = ctx
                 .client
@@ -107,12 +108,11 @@ pub async fn find_misplaced(
                     }
                     let home = cluster.ring.replica_indices(&name).any(|i| member_of_node[i] == Some(index));
                     if !home {
-                        misplaced.push(name);
+                        misplaced.push(&name);
                     }
                 })
                 .await;
-            misplaced.sort_unstable();
-            misplaced.dedup();
+            misplaced.sort_dedup();
             (addr.clone(), result.map(|_| (misplaced, scanned)))
         }
     }))
@@ -139,13 +139,13 @@ pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
     let cluster = ctx.cluster().await?;
     let found = find_misplaced(&ctx, &cluster, args.regex.clone(), &excludes(&args.exclude), &[]).await;
     if ctx.printer.json() {
-        let map: BTreeMap<String, &Vec<String>> =
-            found.copies.iter().filter(|(_, c)| !c.is_empty()).map(|(a, c)| (a.to_string(), c)).collect();
+        let map: BTreeMap<String, Vec<&str>> =
+            found.copies.iter().filter(|(_, c)| !c.is_empty()).map(|(a, c)| (a.to_string(), c.iter().collect())).collect();
         ctx.printer.print_json(&map)?;
     } else {
         let mut out = ctx.printer.stdout();
         for (addr, names) in &found.copies {
-            for name in names {
+            for name in names.iter() {
                 writeln!(out, "{addr}: {name}")?;
             }
         }

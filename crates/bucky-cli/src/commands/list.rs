@@ -9,7 +9,7 @@ use std::io::Write;
 use clap::Args;
 
 use super::Ctx;
-use crate::cli::{ClusterArgs, NamesArgs};
+use crate::cli::ScopeArgs;
 use crate::client::ListQuery;
 use crate::cluster::{list_agents, short_error, Cluster, MemberState};
 use crate::config::Addr;
@@ -19,18 +19,12 @@ use crate::ExitStatus;
 /// `bucky list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Common flags.
+    /// Common flags, metrics, --single.
     #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Which metrics (default: all).
-    #[command(flatten)]
-    pub names: NamesArgs,
+    pub scope: ScopeArgs,
     /// Print `server: metric` for every copy (JSON: {server: [metrics]}).
     #[arg(short = 'l', long)]
     pub long: bool,
-    /// Only the seed agent, not the whole cluster.
-    #[arg(short = 's', long)]
-    pub single: bool,
 }
 
 /// Where the selected metrics are, per agent.
@@ -113,12 +107,29 @@ pub async fn gather(ctx: &Ctx, selection: &Selection, targets: &[Addr]) -> Gathe
     gathered
 }
 
+/// A scoped command's start: validated flags, the cluster, and where the selected metrics are.
+/// `check` runs after the flags are validated and before any network traffic (for early refusals).
+pub async fn open_scope(
+    scope: &ScopeArgs,
+    require_names: bool,
+    check: impl FnOnce(&Ctx) -> anyhow::Result<()>,
+) -> anyhow::Result<(Ctx, Cluster, Gathered)> {
+    let ctx = Ctx::new(&scope.cluster)?;
+    let selection = Selection::from_args(&scope.names, require_names)?;
+    check(&ctx)?;
+    let cluster = ctx.cluster().await?;
+    let (agents, failed) = targets(&cluster, scope.single);
+    let mut gathered = gather(&ctx, &selection, &agents).await;
+    gathered.failed.extend(failed);
+    Ok((ctx, cluster, gathered))
+}
+
 /// Lists metrics.
 pub async fn run(args: &ListArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
-    let selection = Selection::from_args(&args.names, false)?;
+    let ctx = Ctx::new(&args.scope.cluster)?;
+    let selection = Selection::from_args(&args.scope.names, false)?;
     let cluster = ctx.cluster().await?;
-    let (targets, mut failed) = targets(&cluster, args.single);
+    let (targets, mut failed) = targets(&cluster, args.scope.single);
     if targets.len() == 1 && !args.long && !matches!(selection, Selection::Names(_)) {
         // One agent: stream its list straight through, whatever its size.
         let ok = stream_one(&ctx, &targets[0], &selection).await;

@@ -56,10 +56,10 @@ pub async fn plan(
     }
     let mut jobs = Vec::with_capacity(found.count());
     for (source, names) in &found.copies {
-        for name in names {
+        for name in names.iter() {
             jobs.push(Job {
-                name: name.clone(),
-                source_name: name.clone(),
+                name: name.to_owned(),
+                source_name: name.to_owned(),
                 source: source.clone(),
                 dests: cluster.replicas_of(name),
                 keep_source: false,
@@ -120,12 +120,5 @@ pub async fn run(args: &RebalanceArgs) -> anyhow::Result<ExitStatus> {
     cluster.require_healthy()?;
     let extra = extra_agents(&args.extra, cluster.seed.port)?;
     let jobs = plan(&ctx, &cluster, args.regex.clone(), &excludes(&args.exclude), &extra).await?;
-    if args.engine.no_op {
-        engine::print_plan(&ctx.printer, &jobs, args.delete)?;
-        return Ok(ExitStatus::Success);
-    }
-    let tolerance = options.error_tolerance;
-    let summary = engine::execute(&ctx.client, &ctx.printer, options, jobs).await?;
-    summary.print(&ctx.printer)?;
-    Ok(ExitStatus::from_ok(summary.ok(tolerance)))
+    engine::run_jobs(&ctx.client, &ctx.printer, options, jobs, args.engine.no_op).await
 }

@@ -5,25 +5,17 @@ use std::io::Write;
 use clap::Args;
 
 use super::du::stat_each;
-use super::list::{gather, targets};
-use super::Ctx;
-use crate::cli::{ClusterArgs, NamesArgs};
+use super::list::open_scope;
+use crate::cli::ScopeArgs;
 use crate::cluster::short_error;
-use crate::names::Selection;
 use crate::ExitStatus;
 
 /// `bucky stat`.
 #[derive(Debug, Args)]
 pub struct StatArgs {
-    /// Common flags.
+    /// Common flags, metrics, --single.
     #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Which metrics (default: all).
-    #[command(flatten)]
-    pub names: NamesArgs,
-    /// Only the seed agent.
-    #[arg(short = 's', long)]
-    pub single: bool,
+    pub scope: ScopeArgs,
 }
 
 /// RFC 3339 UTC time of Unix seconds, e.g. `2023-11-14T22:13:20Z`.
@@ -45,12 +37,7 @@ pub fn rfc3339(secs: i64) -> String {
 
 /// Prints `size KiB<TAB>mtime<TAB>agent<TAB>name` per copy (JSON: an array of stats).
 pub async fn run(args: &StatArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
-    let selection = Selection::from_args(&args.names, false)?;
-    let cluster = ctx.cluster().await?;
-    let (agents, failed) = targets(&cluster, args.single);
-    let mut gathered = gather(&ctx, &selection, &agents).await;
-    gathered.failed.extend(failed);
+    let (ctx, _cluster, gathered) = open_scope(&args.scope, false, |_| Ok(())).await?;
     let json = ctx.printer.json();
     let mut out = ctx.printer.stdout();
     let mut errors = 0u64;

@@ -14,30 +14,23 @@ use clap::Args;
 use futures_util::StreamExt;
 use whisper::{FillOptions, WhisperBuf};
 
-use super::list::{gather, targets};
+use super::list::open_scope;
 use super::Ctx;
-use crate::cli::{ClusterArgs, NamesArgs};
+use crate::cli::ScopeArgs;
 use crate::cluster::{short_error, Cluster};
 use crate::config::Addr;
 use crate::engine::unix_now;
-use crate::names::Selection;
 use crate::{ExitStatus, UsageError};
 
 /// `bucky tar`.
 #[derive(Debug, Args)]
 pub struct TarArgs {
-    /// Common flags.
+    /// Common flags, metrics, --single.
     #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Which metrics (default: all).
-    #[command(flatten)]
-    pub names: NamesArgs,
+    pub scope: ScopeArgs,
     /// Compress the archive with gzip.
     #[arg(short = 'z', long)]
     pub gzip: bool,
-    /// Only the seed agent.
-    #[arg(short = 's', long)]
-    pub single: bool,
 }
 
 /// stdout, maybe gzipped.
@@ -109,15 +102,13 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
 
 /// Writes the archive.
 pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
-    if ctx.printer.stdout_is_terminal() {
-        return Err(UsageError("refusing to write a tar archive to a terminal: redirect stdout (> out.tar)".into()).into());
-    }
-    let selection = Selection::from_args(&args.names, false)?;
-    let cluster = ctx.cluster().await?;
-    let (agents, failed) = targets(&cluster, args.single);
-    let mut gathered = gather(&ctx, &selection, &agents).await;
-    gathered.failed.extend(failed);
+    let (ctx, cluster, gathered) = open_scope(&args.scope, false, |ctx| {
+        if ctx.printer.stdout_is_terminal() {
+            return Err(UsageError("refusing to write a tar archive to a terminal: redirect stdout (> out.tar)".into()).into());
+        }
+        Ok(())
+    })
+    .await?;
     let mut holders: BTreeMap<String, Vec<Addr>> = BTreeMap::new();
     for (addr, list) in &gathered.lists {
         for name in list.iter() {
@@ -137,7 +128,7 @@ pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
     let ctx_ref = &ctx;
     let mut entries = futures_util::stream::iter(holders.iter())
         .map(|(name, holders)| async move { (name, read_merged(ctx_ref, cluster, name, holders).await) })
-        .buffered(ctx.config.workers * agents.len().max(1));
+        .buffered(ctx.config.workers * gathered.lists.len().max(1));
     let mut written = 0u64;
     let mut errors = 0u64;
     while let Some((name, entry)) = entries.next().await {

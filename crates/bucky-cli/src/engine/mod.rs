@@ -587,6 +587,25 @@ impl From<ClientError> for Retry {
     }
 }
 
+/// The end of `rebalance`, `backfill` and `copy`: print the plan with `--no-op` (exit 0), otherwise run
+/// the jobs and print the summary; exit 1 when failures exceed the tolerance.
+pub async fn run_jobs(
+    client: &Client,
+    printer: &Printer,
+    options: Options,
+    jobs: Vec<Job>,
+    no_op: bool,
+) -> anyhow::Result<crate::ExitStatus> {
+    if no_op {
+        print_plan(printer, &jobs, options.delete)?;
+        return Ok(crate::ExitStatus::Success);
+    }
+    let tolerance = options.error_tolerance;
+    let summary = execute(client, printer, options, jobs).await?;
+    summary.print(printer)?;
+    Ok(crate::ExitStatus::from_ok(summary.ok(tolerance)))
+}
+
 /// Prints a plan (for `--no-op`): one line per job, or a JSON array.
 pub fn print_plan(printer: &Printer, jobs: &[Job], delete: bool) -> std::io::Result<()> {
     use std::io::Write;

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Benchmarks the bucky CLI (release build). Prints figures and ratios; it is not a pass/fail test.
+#
+#  1. Rebalance: N metrics (default 5,000, schema 1m:1d, 1440 points each) on one agent outside the ring,
+#     drained into a 3-agent ring with `bucky rebalance --delete` (read, heal into the replica, read the
+#     replica back and verify every point, delete with If-Match), next to `cp -r` of the same files.
+#  2. Listing: peak RSS of the client listing M names (default 1,000,000 empty .wsp files served by one
+#     agent: streamed straight through), and of the same tree served by two agents (two lists merged
+#     without duplicates), measured with /usr/bin/time.
+#
+# Usage: scripts/bench-rebalance.sh [N_METRICS] [M_NAMES]
+# Env: BENCH_TREE (the M-file tree, kept between runs; shared with scripts/bench-agent.sh),
+#      BENCH_WORKERS (bucky -w, default 16), CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${1:-5000}
+M=${2:-1000000}
+WORKERS=${BENCH_WORKERS:-16}
+TREE=${BENCH_TREE:-${TMPDIR:-/tmp}/bucky-bench-tree-$M}
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+BUCKY=$TARGET/release/bucky
+AGENT=$TARGET/release/bucky-agent
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say() { printf '==> %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+calc() { python3 -c "print($1)"; }
+
+say "building the release binaries"
+cargo build --quiet --release --bin bucky --bin bucky-agent
+
+# Loopback addresses of this run and one port free on all of them.
+IPS=(127.0.77.1 127.0.77.2 127.0.77.3 127.0.77.4)
+PORT=$(python3 - "${IPS[@]}" <<'EOF'
+import socket, sys
+for _ in range(100):
+    s = socket.socket(); s.bind((sys.argv[1], 0)); port = s.getsockname()[1]; s.close()
+    ok = True
+    for ip in sys.argv[1:]:
+        t = socket.socket()
+        try: t.bind((ip, port))
+        except OSError: ok = False
+        finally: t.close()
+    if ok:
+        print(port); break
+EOF
+)
+
+start_agent() { # ip prefix ring...
+    local ip=$1 prefix=$2; shift 2
+    mkdir -p "$prefix"
+    RUST_LOG=warn "$AGENT" -b "$ip:$PORT" -n "$ip" -p "$prefix" "$@" 2>>"$WORK/agents.log" &
+    PIDS+=($!)
+    for _ in $(seq 200); do
+        curl -sf "http://$ip:$PORT/hashring" >/dev/null 2>&1 && return 0
+        python3 -c "import urllib.request,sys; urllib.request.urlopen('http://$ip:$PORT/hashring', timeout=1)" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "agent on $ip did not start" >&2; cat "$WORK/agents.log" >&2; exit 1
+}
+
+say "creating $N metrics (1m:1d, 1440 points) on the source node"
+SRC=$WORK/src/whisper
+mkdir -p "$SRC"
+"$BUCKY" whisper create "$WORK/template.wsp" 1m:1d >/dev/null
+python3 - "$WORK/template.wsp" <<'EOF' | "$BUCKY" whisper update "$WORK/template.wsp" >/dev/null
+import time, sys
+now = int(time.time()) // 60 * 60
+for k in range(1440):
+    print(now - k * 60, k % 97)
+EOF
+python3 - "$WORK/template.wsp" "$SRC" "$N" <<'EOF'
+import os, sys
+template, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data = open(template, "rb").read()
+for i in range(n):
+    d = os.path.join(root, "bench", f"host{i % 50:02d}", "cpu")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"m{i:05d}.wsp"), "wb") as f:
+        f.write(data)
+EOF
+BYTES=$(du -sb "$SRC" | cut -f1)
+sync
+
+say "cp -r baseline"
+t0=$(now); cp -r "$SRC" "$WORK/cp-copy"; sync; t1=$(now)
+CP_SECS=$(calc "round($t1 - $t0, 3)")
+rm -rf "$WORK/cp-copy"
+
+say "starting 3 ring agents and the source agent on ${IPS[*]} port $PORT"
+RING=("${IPS[0]}" "${IPS[1]}" "${IPS[2]}")
+for i in 0 1 2; do start_agent "${IPS[$i]}" "$WORK/node$i/whisper" "${RING[@]}"; done
+start_agent "${IPS[3]}" "$SRC" "${IPS[3]}"
+
+say "bucky rebalance --delete of $N metrics from ${IPS[3]} into the 3-node ring (-w $WORKERS)"
+t0=$(now)
+BUCKY_NO_PROGRESS=1 "$BUCKY" rebalance -h "${IPS[0]}:$PORT" --delete -w "$WORKERS" -j "${IPS[3]}:$PORT" >"$WORK/summary.json"
+t1=$(now)
+REB_SECS=$(calc "round($t1 - $t0, 3)")
+python3 - "$WORK/summary.json" "$N" "$BYTES" "$REB_SECS" "$CP_SECS" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+n, size, reb, cp = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+assert s["errors"] == 0 and s["moved"] == n and s["deleted"] == n, s
+mb = size / 1e6
+print(f"rebalance: {n} metrics, {mb:.1f} MB in {reb:.2f} s (whole command: list, plan, copy, verify, delete)")
+print(f"  {n / reb:,.0f} metrics/s, {mb / reb:.1f} MB/s; engine only: {s['metrics_per_second']:,.0f} metrics/s, "
+      f"{s['bytes_per_second'] / 1e6:.1f} MB/s; {s['points_verified']:,} points verified")
+print(f"cp -r:     {n} files, {mb:.1f} MB in {cp:.2f} s: {n / cp:,.0f} files/s, {mb / cp:.1f} MB/s")
+print(f"ratio:     bucky rebalance = {100 * (mb / reb) / (mb / cp):.0f} % of cp -r's bytes/s")
+EOF
+for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+wait 2>/dev/null || true
+PIDS=()
+
+if [ ! -f "$TREE/.complete" ]; then
+    say "creating $M empty .wsp files in $TREE (once; kept for later runs)"
+    rm -rf "$TREE"
+    python3 - "$TREE" "$M" <<'EOF'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+dirs = 10000
+per_dir = -(-n // dirs)
+made = 0
+for d in range(dirs):
+    path = os.path.join(root, "servers", f"host{d // 100:03d}", f"cpu{d % 100:03d}")
+    os.makedirs(path, exist_ok=True)
+    for f in range(min(per_dir, n - made)):
+        os.close(os.open(os.path.join(path, f"m{f:04d}.wsp"), os.O_CREAT | os.O_WRONLY, 0o644))
+    made += min(per_dir, n - made)
+    if made >= n:
+        break
+EOF
+    touch "$TREE/.complete"
+fi
+
+say "listing $M names: one agent (streamed), then two agents on the same tree (merged)"
+start_agent "${IPS[0]}" "$TREE" "${IPS[0]}"
+rss() { # label, command...
+    local label=$1; shift
+    local t0 t1
+    t0=$(now)
+    /usr/bin/time -f "%M" -o "$WORK/rss" "$@" >"$WORK/list.out"
+    t1=$(now)
+    printf '%s: %s names in %.2f s, client peak RSS %.1f MB\n' "$label" "$(wc -l <"$WORK/list.out")" \
+        "$(calc "$t1 - $t0")" "$(calc "$(cat "$WORK/rss") / 1024")"
+}
+# The first listing waits for the agent's scan (202); run it once untimed.
+BUCKY_NO_PROGRESS=1 "$BUCKY" list -h "${IPS[0]}:$PORT" >/dev/null
+rss "list, 1 agent " env BUCKY_NO_PROGRESS=1 "$BUCKY" list -h "${IPS[0]}:$PORT"
+for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+wait 2>/dev/null || true
+PIDS=()
+start_agent "${IPS[0]}" "$TREE" "${IPS[0]}" "${IPS[1]}"
+start_agent "${IPS[1]}" "$TREE" "${IPS[0]}" "${IPS[1]}"
+BUCKY_NO_PROGRESS=1 "$BUCKY" list -h "${IPS[0]}:$PORT" >/dev/null
+rss "list, 2 agents" env BUCKY_NO_PROGRESS=1 "$BUCKY" list -h "${IPS[0]}:$PORT"
+rss "inconsistent  " env BUCKY_NO_PROGRESS=1 "$BUCKY" inconsistent -h "${IPS[0]}:$PORT"
