@@ -46,7 +46,8 @@ fn locate_prints_nodes_as_given_in_replica_order() {
 #[test]
 fn locate_json_and_each_hash() {
     for (hash, router) in [("carbon", "relay"), ("fnv1a_ch", "carbon"), ("jump_fnv1a", "relay")] {
-        let args = ["ring", "locate", "--json", "--hash", hash, "--router", router, "--replicas", "3", "h1=1", "h2=2", "h3=3"];
+        let args =
+            ["ring", "locate", "--json", "--hash", hash, "--router", router, "--replicas", "3", "h1=1", "h2=2", "h3=3"];
         let text = stdout(&bucky(&args, NAMES));
         let ring = Ring::new(
             ["h1=1", "h2=2", "h3=3"].iter().map(|s| Node::parse(s).unwrap()).collect(),
@@ -68,7 +69,15 @@ fn locate_json_and_each_hash() {
 
 #[test]
 fn locate_with_carbon_destinations_syntax() {
-    let args = ["ring", "locate", "--hash", "carbon_ch", "--destinations", "10.0.0.1:2004:a, 10.0.0.2:2004:b", "10.0.0.3:2004"];
+    let args = [
+        "ring",
+        "locate",
+        "--hash",
+        "carbon_ch",
+        "--destinations",
+        "10.0.0.1:2004:a, 10.0.0.2:2004:b",
+        "10.0.0.3:2004",
+    ];
     let text = stdout(&bucky(&args, "foo.bar\n"));
     let (_, node) = text.trim_end().split_once('\t').expect("tab");
     assert!(["10.0.0.1:2004:a", "10.0.0.2:2004:b", "10.0.0.3:2004"].contains(&node), "{text}");
@@ -112,6 +121,7 @@ fn show_marks_probed_and_voided_points() {
     let relay = stdout(&bucky(&args, ""));
     assert!(relay.contains("7798\t10.0.0.1:2003\tvoided: point of 10.0.0.3:2003"), "{relay}");
     let jump = stdout(&bucky(&["ring", "show", "--hash", "jump_fnv1a_ch", "a", "b=2", "c=1"], ""));
-    let order: Vec<&str> = jump.lines().filter(|l| !l.starts_with('#')).map(|l| l.split('\t').nth(1).unwrap()).collect();
+    let order: Vec<&str> =
+        jump.lines().filter(|l| !l.starts_with('#')).map(|l| l.split('\t').nth(1).unwrap()).collect();
     assert_eq!(order, ["c=1", "b=2", "a"]);
 }

@@ -3,6 +3,7 @@
 //! Everything here is a pure function of bytes; ring semantics live in `ring.rs`.
 
 /// MD5 sine-derived round constants (RFC 1321 §3.4).
+#[rustfmt::skip]
 const K: [u32; 64] = [
     0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
     0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
@@ -28,9 +29,8 @@ fn md5_compress(state: &mut [u32; 4], block: &[u8; 64]) {
     // a = b + rotl(a + K[i] + m[g] + f(b, c, d), s), with the terms that do not wait for `b` added first.
     macro_rules! step {
         ($f:expr, $a:ident, $b:ident, $c:ident, $d:ident, $g:expr, $i:expr, $s:expr) => {
-            $a = $b.wrapping_add(
-                $a.wrapping_add(K[$i].wrapping_add(m[$g])).wrapping_add($f($b, $c, $d)).rotate_left($s),
-            );
+            $a = $b
+                .wrapping_add($a.wrapping_add(K[$i].wrapping_add(m[$g])).wrapping_add($f($b, $c, $d)).rotate_left($s));
         };
     }
     macro_rules! round {
@@ -186,10 +186,7 @@ mod tests {
             ("abc", "900150983cd24fb0d6963f7d28e17f72"),
             ("message digest", "f96b697d7cb7938d525a2f31aaf161d0"),
             ("abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"),
-            (
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-                "d174ab98d277d9f5a5611c2c9f419d9f",
-            ),
+            ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", "d174ab98d277d9f5a5611c2c9f419d9f"),
             (
                 "12345678901234567890123456789012345678901234567890123456789012345678901234567890",
                 "57edf4a22be3c955ac49da2e2107b67a",
@@ -200,9 +197,8 @@ mod tests {
         }
         // Every length from 0 to 139 (one, two and three blocks; every padding case), checked as the MD5 of
         // the concatenated digests, computed with Python's hashlib.
-        let digests: Vec<u8> = (0..140usize)
-            .flat_map(|n| md5(&(0..n).map(|i| ((i * 7 + 3) % 256) as u8).collect::<Vec<_>>()))
-            .collect();
+        let digests: Vec<u8> =
+            (0..140usize).flat_map(|n| md5(&(0..n).map(|i| ((i * 7 + 3) % 256) as u8).collect::<Vec<_>>())).collect();
         assert_eq!(hex(md5(&digests)), "57666a7201e2ca9f42a2538dac03ef75");
     }
 

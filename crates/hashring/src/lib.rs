@@ -54,6 +54,16 @@
 //! # Ok::<(), hashring::Error>(())
 //! ```
 //!
+//! # How it is checked
+//!
+//! `crates/hashring/tests/differential.rs` places 10,000 random names (ASCII and not) on 120 random rings
+//! (1-40 nodes; IPv4, IPv6 and host names; no, numeric, text and mixed instances; hosts repeated with other
+//! ports and instances; replication 1-3; diverse on and off) with every hash each peer supports, and requires
+//! 100 % agreement with carbon 1.1.10's own router (`tests/oracle/ring_oracle.py`, run by the venv python in
+//! `BUCKY_ORACLE_PYTHON`) and with `carbon-c-relay -t`. `BUCKY_RING_SEED` replays a run.
+//! `tests/known_vectors.rs` pins the known collisions and each divergence between the peers. Throughput:
+//! `cargo bench -p bucky-hashring`, and `scripts/bench-hashring.sh` for ours vs carbon's Python router.
+//!
 //! # What is not reproduced
 //!
 //! * carbon with `DYNAMIC_ROUTER = True` (insertion order = connection order) and carbon 0.9.x / the Go

@@ -43,9 +43,7 @@ impl Node {
             None => (spec, None),
         };
         let (server, port) = if let Some(rest) = hostport.strip_prefix('[') {
-            let (addr, after) = rest
-                .split_once(']')
-                .ok_or_else(|| invalid(spec, "unclosed '[' in IPv6 address"))?;
+            let (addr, after) = rest.split_once(']').ok_or_else(|| invalid(spec, "unclosed '[' in IPv6 address"))?;
             let port = match after {
                 "" => None,
                 _ => match after.strip_prefix(':') {

@@ -323,10 +323,7 @@ impl Ring {
 
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ring")
-            .field("description", &self.describe())
-            .field("nodes", &self.inner.nodes)
-            .finish()
+        f.debug_struct("Ring").field("description", &self.describe()).field("nodes", &self.inner.nodes).finish()
     }
 }
 
@@ -382,11 +379,7 @@ fn check_duplicates(nodes: &[Node], hash: Hash, router: Router) -> Result<(), Er
         for (i, node) in nodes.iter().enumerate() {
             let Some(key) = key_of(node, hash) else { continue };
             if let Some(&first) = seen.get(&key) {
-                return Err(Error::DuplicateNode {
-                    node: node.to_string(),
-                    other: nodes[first].to_string(),
-                    reason,
-                });
+                return Err(Error::DuplicateNode { node: node.to_string(), other: nodes[first].to_string(), reason });
             }
             seen.insert(key, i);
         }
@@ -504,7 +497,11 @@ fn jump_order(nodes: &[Node]) -> Result<Vec<u32>, Error> {
         for (y, b) in with.iter().enumerate() {
             match cmp(a, b) {
                 Ordering::Equal if x != y => {
-                    return Err(order_error(a.0.max(b.0), a.0.min(b.0), "same instance (equal as carbon-c-relay compares them)"))
+                    return Err(order_error(
+                        a.0.max(b.0),
+                        a.0.min(b.0),
+                        "same instance (equal as carbon-c-relay compares them)",
+                    ))
                 }
                 Ordering::Greater => scores[x] += 1,
                 _ => {}
@@ -722,11 +719,7 @@ struct Swaps {
 impl Swaps {
     fn get(&self, index: usize) -> u32 {
         let index = index as u32;
-        self.inline[..self.len]
-            .iter()
-            .chain(&self.spill)
-            .find(|(k, _)| *k == index)
-            .map_or(index, |&(_, v)| v)
+        self.inline[..self.len].iter().chain(&self.spill).find(|(k, _)| *k == index).map_or(index, |&(_, v)| v)
     }
 
     fn set(&mut self, index: usize, value: u32) {

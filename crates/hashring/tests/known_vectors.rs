@@ -68,9 +68,19 @@ fn shared_positions(ring: &Ring) -> Vec<u32> {
 
 fn go_ring() -> Vec<Node> {
     let hosts = [
-        "graphite010-g5", "graphite011-g5", "graphite012-g5", "graphite013-g5", "graphite014-g5", "graphite015-g5",
-        "graphite016-g5", "graphite017-g5", "graphite018-g5", "graphite-data019-g5", "graphite-data020-g5",
-        "graphite-data021-g5", "graphite-data022-g5",
+        "graphite010-g5",
+        "graphite011-g5",
+        "graphite012-g5",
+        "graphite013-g5",
+        "graphite014-g5",
+        "graphite015-g5",
+        "graphite016-g5",
+        "graphite017-g5",
+        "graphite018-g5",
+        "graphite-data019-g5",
+        "graphite-data020-g5",
+        "graphite-data021-g5",
+        "graphite-data022-g5",
     ];
     hosts.iter().flat_map(|h| ["a", "b", "c"].map(|i| Node::new(*h, None, Some(i)))).collect()
 }
@@ -189,7 +199,8 @@ fn carbon_single_node_ring_quirk() {
 #[test]
 fn none_and_empty_instance_are_different_nodes_to_carbon() {
     // ('h', None) and ('h', '') are two destinations to carbon, with different keys.
-    let nodes = vec![Node::new("h", Some(2004), None), Node::new("h", Some(2104), Some("")), Node::parse("g=None").unwrap()];
+    let nodes =
+        vec![Node::new("h", Some(2004), None), Node::new("h", Some(2104), Some("")), Node::parse("g=None").unwrap()];
     let names = names(0, 5000);
     agree_with_carbon(&nodes, Hash::CarbonCh, 2, false, &names, false);
     // fnv1a_ch: a missing instance hashes as the text "None", exactly like the instance "None".
@@ -287,16 +298,30 @@ fn fnv1a_without_instances_is_degenerate_in_carbon() {
 #[test]
 fn fnv1a_go_vectors_match_the_relay() {
     let plain: Vec<Node> = [
-        "graphite010-g5", "graphite011-g5", "graphite012-g5", "graphite013-g5", "graphite014-g5", "graphite015-g5",
-        "graphite016-g5", "graphite017-g5", "graphite018-g5", "graphite-data019-g5", "graphite-data020-g5",
+        "graphite010-g5",
+        "graphite011-g5",
+        "graphite012-g5",
+        "graphite013-g5",
+        "graphite014-g5",
+        "graphite015-g5",
+        "graphite016-g5",
+        "graphite017-g5",
+        "graphite018-g5",
+        "graphite-data019-g5",
+        "graphite-data020-g5",
         "graphite-data021-g5",
     ]
     .iter()
     .map(|h| Node::new(*h, Some(2003), None))
     .collect();
     let with: Vec<Node> = [
-        ("graphite010-g5", "5"), ("graphite011-g5", "1"), ("graphite012-g5", "4"), ("graphite013-g5", "3"),
-        ("graphite-data019-g5", "2"), ("graphite-data020-g5", "6"), ("graphite-data021-g5", "0"),
+        ("graphite010-g5", "5"),
+        ("graphite011-g5", "1"),
+        ("graphite012-g5", "4"),
+        ("graphite013-g5", "3"),
+        ("graphite-data019-g5", "2"),
+        ("graphite-data020-g5", "6"),
+        ("graphite-data021-g5", "0"),
     ]
     .iter()
     .map(|(h, i)| Node::new(*h, Some(2003), Some(i)))

@@ -38,12 +38,7 @@ fn pipe(mut cmd: Command, input: Vec<u8>, what: &str) -> Vec<u8> {
     });
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{what}: {e}"));
     feeder.join().expect("feeder thread");
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -98,11 +93,8 @@ pub struct CarbonAnswer {
 pub fn carbon_batch(jobs: &[CarbonJob]) -> Vec<Result<CarbonAnswer, String>> {
     let mut input = Vec::new();
     for job in jobs {
-        let nodes: Vec<Value> = job
-            .nodes
-            .iter()
-            .map(|n| json!([n.server, n.port.unwrap_or(2004), n.instance]))
-            .collect();
+        let nodes: Vec<Value> =
+            job.nodes.iter().map(|n| json!([n.server, n.port.unwrap_or(2004), n.instance])).collect();
         let line = json!({
             "hash": job.hash.name(), "nodes": nodes, "replicas": job.replicas, "diverse": job.diverse,
             "names": job.names, "walk": job.walk, "ring": true,
@@ -218,8 +210,7 @@ pub fn relay_place_many(hashes: &[Hash], nodes: &[Node], replicas: usize, names:
     let mut cmd = Command::new(relay_binary());
     cmd.arg("-t").arg("-f").arg(&conf).env("RES_OPTIONS", "timeout:1 attempts:1");
     let out = pipe(cmd, input, &format!("carbon-c-relay -t on\n{text}"));
-    let by_address: HashMap<String, usize> =
-        nodes.iter().enumerate().map(|(i, n)| (relay_address(n), i)).collect();
+    let by_address: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (relay_address(n), i)).collect();
     let report = String::from_utf8(out).expect("relay output is UTF-8");
     let records = parse_relay_report(&report, hashes, &by_address);
     assert_eq!(records.len(), names.len(), "one relay answer per name for\n{text}");
@@ -253,8 +244,7 @@ fn parse_relay_report(
             assert_eq!(lines.next(), Some(header.as_str()), "relay report for {name:?}");
             let mut replicas = Vec::new();
             while let Some(addr) = lines.peek().and_then(|l| l.strip_prefix("        ")) {
-                let index =
-                    *by_address.get(addr).unwrap_or_else(|| panic!("relay named unknown member {addr:?}"));
+                let index = *by_address.get(addr).unwrap_or_else(|| panic!("relay named unknown member {addr:?}"));
                 replicas.push(index);
                 lines.next();
             }
@@ -440,8 +430,8 @@ fn text_instance(rng: &mut StdRng, i: usize) -> String {
 /// punctuation Graphite allows. No whitespace (the relay cuts a line at the first space).
 pub fn random_names(rng: &mut StdRng, count: usize) -> Vec<String> {
     const WORDS: &[&str] = &[
-        "carbon", "agents", "cpu", "load", "servers", "web", "db", "count", "mean", "p99", "sum", "requests",
-        "errors", "latency", "disk", "sda", "rd_sec", "statsd", "prod", "dc1", "eth0", "rx-bytes", "user",
+        "carbon", "agents", "cpu", "load", "servers", "web", "db", "count", "mean", "p99", "sum", "requests", "errors",
+        "latency", "disk", "sda", "rd_sec", "statsd", "prod", "dc1", "eth0", "rx-bytes", "user",
     ];
     const EXOTIC: &[&str] = &["café", "höst", "日本", "数据", "😀", "ñ", "Ωmega", "naïve", "ß", "€", "\u{ad}", "é"];
     const PUNCT: &[&str] = &["#", ";tag=v", ":", "=", "/", "'", "\"", "\\", "%", "@", "+", "*", "(", ")"];
