@@ -22,8 +22,8 @@ use crate::Config;
 ///
 /// When the queue is full the relay stops reading from its senders (TCP back-pressure) unless
 /// --drop-when-full is given; every dropped, skipped or refused metric is counted in the self-metrics.
-/// On SIGINT/SIGTERM it stops accepting, finishes frames in progress, flushes the queue and waits for
-/// the relay to confirm. Logs go to stderr; RUST_LOG overrides the level (default info, -d debug).
+/// On SIGINT/SIGTERM it stops accepting, reads what the senders already sent (--shutdown-grace),
+/// flushes the queue and waits for the relay to confirm. Logs go to stderr; RUST_LOG overrides the level (default info, -d debug).
 #[derive(Debug, Parser)]
 #[command(name = "bucky-pickle-relay", version, max_term_width = 100)]
 pub struct Cli {
@@ -70,6 +70,11 @@ pub struct Cli {
     /// how long shutdown waits for the relay.
     #[arg(short = 's', long, default_value_t = 30, value_name = "SECONDS")]
     pub send_timeout: u64,
+
+    /// At shutdown, seconds to keep reading what senders already sent before closing their connections
+    /// (a sender that pauses for 250 ms is closed sooner).
+    #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+    pub shutdown_grace: u64,
 
     /// Most sender connections open at once; further ones are closed at once and counted.
     #[arg(long, default_value_t = 1024, value_name = "N")]
@@ -141,6 +146,7 @@ impl Cli {
         c.read_timeout = Duration::from_secs(self.timeout);
         c.send_timeout = Duration::from_secs(self.send_timeout);
         c.max_connections = self.max_connections;
+        c.shutdown_grace = Duration::from_secs(self.shutdown_grace);
         c.replay_bytes = self.replay_bytes as usize;
         Ok(c)
     }

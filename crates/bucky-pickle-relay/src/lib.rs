@@ -17,8 +17,9 @@
 //!   incrementally (a header claiming 4 GiB reserves nothing), connections are capped, idle and slow
 //!   connections time out.
 //! * **Never losing a point**: the most recent lines are kept and written again after a relay connection
-//!   fails (points are idempotent in Graphite); at shutdown (SIGINT/SIGTERM) the queue is flushed and the
-//!   relay must close its side before we count the data delivered.
+//!   fails (points are idempotent in Graphite). At shutdown (SIGINT/SIGTERM) it stops accepting, keeps
+//!   reading what connected senders already sent (`--shutdown-grace`), flushes the queue, and waits for
+//!   the relay to close its side, which proves every byte was read.
 //! * **Self-metrics** every `--interval` under `--prefix`: see [`Summary::lines`].
 //!
 //! # Shape
@@ -79,7 +80,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Bytes of recently written lines resent after a relay connection fails.
     pub replay_bytes: usize,
-    /// At shutdown, how long a frame already being received may take to arrive.
+    /// At shutdown, how long connections keep reading what their senders already sent (a connection
+    /// whose sender pauses for 250 ms is closed sooner), and how long a full queue may hold them.
     pub shutdown_grace: Duration,
 }
 

@@ -4,12 +4,12 @@
 //! holds permits of both semaphores until the writer has written it. When the queue is full, a connection
 //! either waits for room, and so stops reading its socket (TCP pushes back to the sender), or, under
 //! `--drop-when-full`, drops the batch and counts it. A batch larger than the whole bound takes the whole
-//! bound, so it waits for an empty queue instead of deadlocking. At shutdown a waiting connection may
-//! enqueue its one decoded batch beyond the bound rather than lose it.
+//! bound, so it waits for an empty queue instead of deadlocking. When the shutdown grace is over, a
+//! waiting connection enqueues its one decoded batch beyond the bound rather than lose it, and stops.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::stats::Stats;
 
@@ -110,8 +110,9 @@ impl QueueTx {
     }
 
     /// Queues a pickle's `count` lines: waits for room (back-pressure), or drops and counts them under
-    /// `--drop-when-full`. Once `stop` turns true a waiting push enqueues beyond the bound instead.
-    pub(crate) async fn push(&self, lines: Vec<u8>, count: u32, stop: &mut watch::Receiver<bool>) -> Pushed {
+    /// `--drop-when-full`. Once `give_up` resolves (end of the shutdown grace) a waiting push enqueues
+    /// beyond the bound instead.
+    pub(crate) async fn push(&self, lines: Vec<u8>, count: u32, give_up: impl std::future::Future) -> Pushed {
         let (m, b) = self.need(&lines, count);
         if let Some(p) = self.try_permits(m, b) {
             return self.send(lines, count, true, Some(p));
@@ -128,7 +129,7 @@ impl QueueTx {
         };
         tokio::select! {
             permits = wait => self.send(lines, count, true, permits),
-            _ = stop.wait_for(|s| *s) => self.send(lines, count, true, None),
+            _ = give_up => self.send(lines, count, true, None),
         }
     }
 
@@ -146,16 +147,19 @@ impl QueueTx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::watch;
+
+    fn never() -> std::future::Pending<()> {
+        std::future::pending()
+    }
 
     #[tokio::test]
     async fn full_queue_waits_then_admits() {
         let stats = Arc::new(Stats::default());
         let (q, mut rx) = channel(10, 1000, false, stats.clone());
-        let (_stop_tx, mut stop) = watch::channel(false);
-        assert_eq!(q.push(vec![b'x'; 10], 10, &mut stop).await, Pushed::Queued);
+        assert_eq!(q.push(vec![b'x'; 10], 10, never()).await, Pushed::Queued);
         let q2 = q.clone();
-        let mut stop2 = stop.clone();
-        let waiting = tokio::spawn(async move { q2.push(vec![b'y'; 5], 5, &mut stop2).await });
+        let waiting = tokio::spawn(async move { q2.push(vec![b'y'; 5], 5, never()).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "a full queue must hold the producer back");
         let mut first = rx.recv().await.unwrap();
@@ -168,9 +172,8 @@ mod tests {
     async fn drop_policy_counts() {
         let stats = Arc::new(Stats::default());
         let (q, _rx) = channel(10, 1000, true, stats.clone());
-        let (_stop_tx, mut stop) = watch::channel(false);
-        assert_eq!(q.push(vec![b'x'; 10], 8, &mut stop).await, Pushed::Queued);
-        assert_eq!(q.push(vec![b'x'; 10], 3, &mut stop).await, Pushed::Dropped);
+        assert_eq!(q.push(vec![b'x'; 10], 8, never()).await, Pushed::Queued);
+        assert_eq!(q.push(vec![b'x'; 10], 3, never()).await, Pushed::Dropped);
         assert_eq!(stats.snapshot().metrics_dropped, 3);
         assert!(!q.push_self(b"s 1 2\n".to_vec(), 5, false), "no room for a sample");
     }
@@ -179,8 +182,7 @@ mod tests {
     async fn oversized_batch_takes_the_whole_bound() {
         let stats = Arc::new(Stats::default());
         let (q, mut rx) = channel(10, 100, false, stats);
-        let (_stop_tx, mut stop) = watch::channel(false);
-        assert_eq!(q.push(vec![b'x'; 500], 50, &mut stop).await, Pushed::Queued);
+        assert_eq!(q.push(vec![b'x'; 500], 50, never()).await, Pushed::Queued);
         assert_eq!(rx.recv().await.unwrap().count, 50);
     }
 
@@ -188,11 +190,11 @@ mod tests {
     async fn stop_releases_a_waiting_producer_beyond_the_bound() {
         let stats = Arc::new(Stats::default());
         let (q, mut rx) = channel(1, 10, false, stats);
-        let (stop_tx, mut stop) = watch::channel(false);
-        assert_eq!(q.push(vec![b'x'; 10], 1, &mut stop).await, Pushed::Queued);
+        let (stop_tx, stop) = watch::channel(false);
+        assert_eq!(q.push(vec![b'x'; 10], 1, never()).await, Pushed::Queued);
         let q2 = q.clone();
         let mut stop2 = stop.clone();
-        let waiting = tokio::spawn(async move { q2.push(vec![b'y'; 3], 1, &mut stop2).await });
+        let waiting = tokio::spawn(async move { q2.push(vec![b'y'; 3], 1, stop2.wait_for(|s| *s)).await });
         stop_tx.send(true).unwrap();
         assert_eq!(waiting.await.unwrap(), Pushed::Queued);
         assert_eq!(rx.recv().await.unwrap().lines, vec![b'x'; 10]);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -24,6 +24,8 @@ use crate::Config;
 
 /// Read buffer per connection.
 const READ_BUFFER: usize = 16 * 1024;
+/// At shutdown, a connection whose sender pauses this long is closed (what it sent before is taken).
+const DRAIN_IDLE: Duration = Duration::from_millis(250);
 /// Buffers grown past this by one large pickle are released afterwards.
 const KEEP_BUFFER: usize = 1024 * 1024;
 
@@ -177,19 +179,41 @@ impl Conn {
         let mut frame = Vec::new();
         let mut decoder = Decoder::default();
         let max = self.config.max_message as usize;
+        // Set once shutdown is seen: until then, keep reading what the sender already sent.
+        let mut drain_until: Option<Instant> = None;
         loop {
             let deadline = Instant::now() + self.config.read_timeout;
-            let mut header = [0u8; 4];
+            // Wait for the next frame to start. `fill_buf` consumes nothing, so giving up is clean.
             let mut stop = self.stop.clone();
-            let got = tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => return End::Normal,
-                r = timeout_at(deadline, read_header(&mut reader, &mut header)) => r,
+            let next = async { reader.fill_buf().await.map(|b| b.is_empty()) };
+            let started = match drain_until {
+                Some(until) => {
+                    // Shutting down: take what is already on its way, stop when the sender pauses.
+                    match timeout_at(until.min(Instant::now() + DRAIN_IDLE), next).await {
+                        Ok(r) => r,
+                        Err(_) => return End::Normal,
+                    }
+                }
+                None => tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {
+                        drain_until = Some(Instant::now() + self.config.shutdown_grace);
+                        continue;
+                    }
+                    r = timeout_at(deadline, next) => match r {
+                        Ok(r) => r,
+                        Err(_) => return End::Quiet("idle for --timeout".into()),
+                    },
+                },
             };
-            match got {
-                Err(_) => return End::Quiet("idle for --timeout".into()),
+            match started {
+                Err(e) => return End::Quiet(format!("read error: {e}")),
+                Ok(true) => return End::Normal,
+                Ok(false) => {}
+            }
+            let mut header = [0u8; 4];
+            match timeout_at(deadline, read_header(&mut reader, &mut header)).await {
+                Err(_) => return End::Refused("frame header not complete within --timeout".into()),
                 Ok(Err(e)) => return End::Quiet(format!("read error: {e}")),
-                Ok(Ok(0)) => return End::Normal,
                 Ok(Ok(4)) => {}
                 Ok(Ok(n)) => return End::Refused(format!("connection closed inside a frame header ({n} of 4 bytes)")),
             }
@@ -201,13 +225,11 @@ impl Conn {
             }
             frame.clear();
             let body = read_body(&mut reader, &mut frame, len);
-            let grace = async {
-                let _ = stop.wait_for(|s| *s).await;
-                tokio::time::sleep(self.config.shutdown_grace).await;
-            };
             let got = tokio::select! {
                 r = timeout_at(deadline, body) => r,
-                _ = grace => return End::Quiet("shutdown during a frame".into()),
+                _ = grace_over(&mut stop, drain_until, self.config.shutdown_grace) => {
+                    return End::Quiet("shutdown during a frame".into())
+                }
             };
             match got {
                 Err(_) => {
@@ -245,7 +267,12 @@ impl Conn {
                 continue;
             }
             Stats::add(&self.stats.metrics_seen, converted.metrics);
-            match self.queue.push(lines, converted.metrics, &mut self.stop).await {
+            let give_up = grace_over(&mut stop, drain_until, self.config.shutdown_grace);
+            let pushed = self.queue.push(lines, converted.metrics, give_up).await;
+            if drain_until.is_none() && *self.stop.borrow() {
+                drain_until = Some(Instant::now() + self.config.shutdown_grace);
+            }
+            match pushed {
                 Pushed::Queued => {}
                 Pushed::Dropped => {
                     if self.limiter.allow() {
@@ -256,6 +283,19 @@ impl Conn {
             }
         }
     }
+}
+
+/// Resolves when the shutdown grace is over: `drain_until` if shutdown was already seen, else
+/// `grace` after it is.
+async fn grace_over(stop: &mut watch::Receiver<bool>, drain_until: Option<Instant>, grace: Duration) {
+    let until = match drain_until {
+        Some(until) => until,
+        None => {
+            let _ = stop.wait_for(|s| *s).await;
+            Instant::now() + grace
+        }
+    };
+    tokio::time::sleep_until(until).await;
 }
 
 /// Reads a 4-byte header; returns how many bytes arrived before EOF (0 = clean close between frames).

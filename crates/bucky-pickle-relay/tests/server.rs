@@ -198,6 +198,25 @@ async fn concurrent_senders_every_metric_arrives_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_takes_what_senders_already_sent() {
+    let sink = Sink::new().await;
+    let relay = Relay::start(config(sink.addr)).await;
+    let (bytes, expected) = frames("inflight", 1000, 100);
+    let mut conn = TcpStream::connect(relay.addr).await.unwrap();
+    // Written into the kernel's buffers, most of it not yet read by the relay when it is told to stop.
+    let writer = tokio::spawn(async move {
+        conn.write_all(&bytes).await.unwrap();
+        conn
+    });
+    sleep(Duration::from_millis(5)).await;
+    let summary = relay.stop().await;
+    drop(writer.await.unwrap());
+    sink.assert_got(expected);
+    assert_eq!(summary.metrics_sent, 100_000);
+    assert_conserved(&summary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_down_then_up_loses_nothing_and_pushes_back_meanwhile() {
     // A port with nobody listening yet.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
