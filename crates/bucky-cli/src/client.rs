@@ -21,7 +21,7 @@ use crate::names::JsonArrayParser;
 #[non_exhaustive]
 pub enum ClientError {
     /// The agent could not be reached (or kept timing out) after every retry.
-    #[error("{addr} is unreachable ({what}): {source}")]
+    #[error("{addr} is unreachable ({what})")]
     Unreachable {
         /// The agent.
         addr: String,

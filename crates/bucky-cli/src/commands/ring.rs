@@ -122,14 +122,13 @@ fn show(args: &RingArgs) -> Result<ExitStatus> {
     let unit = if ring.hash() == Hash::JumpFnv1aCh { "bucket" } else { "position" };
     writeln!(out, "# {unit}\tnode\tnote")?;
     for point in ring.points() {
-        let note = if point.node != point.origin {
-            format!("voided: point of {} (tie sorted after it)", labels[point.origin])
+        write!(out, "{}\t{}", point.position, labels[point.node])?;
+        if point.node != point.origin {
+            write!(out, "\tvoided: point of {} (tie sorted after it)", labels[point.origin])?;
         } else if point.position != point.hashed {
-            format!("probed from {} (collision)", point.hashed)
-        } else {
-            String::new()
-        };
-        writeln!(out, "{}\t{}\t{note}", point.position, labels[point.node])?;
+            write!(out, "\tprobed from {} (collision)", point.hashed)?;
+        }
+        writeln!(out)?;
     }
     out.flush()?;
     Ok(ExitStatus::Success)

@@ -357,7 +357,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
     progress.finish();
     let mut summary = run.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let started_jobs = run.started_jobs.load(Ordering::Relaxed);
-    summary.not_started = planned - summary.skipped.min(planned) - started_jobs.min(planned);
+    summary.not_started = planned.saturating_sub(skipped + started_jobs);
     summary.seconds = started.elapsed().as_secs_f64();
     if summary.seconds > 0.0 {
         summary.metrics_per_second = summary.moved as f64 / summary.seconds;
