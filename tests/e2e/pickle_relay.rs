@@ -336,3 +336,85 @@ fn relay_down_then_up_loses_nothing_within_the_queue_bound() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(assert_exact(&expect, &sink, "e2e.late."), 20_000);
 }
+
+/// carbon-cache 1.1.10 with its line receiver on `line_port`, writing whisper files under
+/// `<root>/storage/whisper` (one archive, 1m:1d, so stored values are the received ones).
+fn carbon_cache(root: &Path, line_port: u16) -> Proc {
+    for d in ["conf", "storage/whisper", "storage/lists", "log", "run"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let (pickle, query) = (free_port(IP), free_port(IP));
+    let r = root.display();
+    std::fs::write(
+        root.join("conf/carbon.conf"),
+        format!(
+            "[cache]\nSTORAGE_DIR = {r}/storage/\nLOCAL_DATA_DIR = {r}/storage/whisper/\nWHITELISTS_DIR = {r}/storage/lists/\n\
+             CONF_DIR = {r}/conf/\nLOG_DIR = {r}/log/\nPID_DIR = {r}/run/\nENABLE_LOGROTATION = False\nUSER =\n\
+             MAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = 100000\nMAX_CREATES_PER_MINUTE = inf\n\
+             LINE_RECEIVER_INTERFACE = {IP}\nLINE_RECEIVER_PORT = {line_port}\nENABLE_UDP_LISTENER = False\n\
+             PICKLE_RECEIVER_INTERFACE = {IP}\nPICKLE_RECEIVER_PORT = {pickle}\nCACHE_QUERY_INTERFACE = {IP}\n\
+             CACHE_QUERY_PORT = {query}\nLOG_UPDATES = False\nLOG_CREATES = False\nLOG_CACHE_HITS = False\n\
+             WHISPER_LOCK_WRITES = True\nCARBON_METRIC_INTERVAL = 0\nENABLE_TAGS = False\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("conf/storage-schemas.conf"), "[all]\npattern = .*\nretentions = 1m:1d\n").unwrap();
+    std::fs::write(
+        root.join("conf/storage-aggregation.conf"),
+        "[all]\npattern = .*\nxFilesFactor = 0\naggregationMethod = average\n",
+    )
+    .unwrap();
+    let python = oracle_python();
+    let mut cmd = Command::new(&python);
+    cmd.arg(python.parent().unwrap().join("carbon-cache.py"))
+        .arg("--config")
+        .arg(root.join("conf/carbon.conf"))
+        .arg("--nodaemon")
+        .arg("--pidfile")
+        .arg(root.join("run/carbon.pid"))
+        .arg("start");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GRAPHITE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("GRAPHITE_ROOT", root);
+    let mut p = spawn("carbon-cache", &mut cmd, root);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect((IP, line_port)).is_err() {
+        assert!(p.alive(), "carbon-cache exited early:\n{}", p.log());
+        assert!(Instant::now() < deadline, "carbon-cache not listening:\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p
+}
+
+#[test]
+fn carbon_cache_stores_exactly_the_pickled_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let line_port = free_port(IP);
+    let _carbon = carbon_cache(dir.path(), line_port);
+    let port = free_port(IP);
+    let mut relay = pickle_relay(dir.path(), port, line_port, &["-i", "0"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let start = (now - 3600) / 60 * 60;
+    let expect = python_send(
+        dir.path(),
+        port,
+        "e2e.wsp",
+        &["--metrics", "50", "--points", "20", "--connections", "2", "--start", &start.to_string()],
+    );
+    assert!(relay.terminate(Duration::from_secs(30)).success(), "{}", relay.log());
+    // Read back with the reference whisper module (waits for carbon-cache to write).
+    let out = Command::new(oracle_python())
+        .arg(sender_script())
+        .args(["--port", "0", "--wait", "90", "--check-whisper"])
+        .arg(dir.path().join("storage/whisper"))
+        .arg("--expect")
+        .arg(&expect)
+        .output()
+        .expect("run the whisper check");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "whisper check failed: {report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("\"found\": 1000"), "{report}");
+}

@@ -10,6 +10,10 @@ clients), framed the same way.
 Writes the expected points, as carbon would parse them, to --expect: one line per point,
 `path timestamp_bits value_bits` (IEEE-754 doubles in hex), so the comparison is exact.
 
+`--check-whisper DIR --expect FILE` instead reads the expected points back from carbon-cache's whisper
+files under DIR (with the whisper module), waiting up to --wait seconds for carbon to write them, and
+prints a JSON report {"expected", "found", "missing", "mismatched"} (exit 1 unless all match).
+
 Also: `--evil MARKER` sends one pickle that calls os.system("touch MARKER") when unpickled unsafely,
 and exits.
 """
@@ -79,6 +83,44 @@ def bits(x):
     return struct.pack(">d", float(x)).hex()
 
 
+def check_whisper(root, expect, wait):
+    import json
+    import time
+
+    import whisper
+
+    want = {}
+    for line in open(expect):
+        path, ts, value = line.split()
+        t = struct.unpack(">d", bytes.fromhex(ts))[0]
+        want[(path, int(t))] = value
+    deadline = time.time() + wait
+    while True:
+        found, missing, mismatched = 0, [], []
+        by_path = {}
+        for (path, t) in want:
+            by_path.setdefault(path, []).append(t)
+        for path, stamps in by_path.items():
+            f = os.path.join(root, *path.split(".")) + ".wsp"
+            stored = {}
+            if os.path.exists(f):
+                (start, end, step), values = whisper.fetch(f, min(stamps) - 1, max(stamps) + 1, now=max(stamps) + 60)
+                stored = {start + i * step: v for i, v in enumerate(values) if v is not None}
+            for t in stamps:
+                if t not in stored:
+                    missing.append("%s@%d" % (path, t))
+                elif bits(stored[t]) != want[(path, t)]:
+                    mismatched.append("%s@%d: stored %r" % (path, t, stored[t]))
+                else:
+                    found += 1
+        if found == len(want) or mismatched or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    print(json.dumps({"expected": len(want), "found": found, "missing": missing[:10], "mismatched": mismatched[:10]}))
+    if found != len(want):
+        sys.exit(1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -91,7 +133,14 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--expect")
     ap.add_argument("--evil")
+    ap.add_argument("--start", type=float, default=1700000000.0, help="first timestamp")
+    ap.add_argument("--check-whisper")
+    ap.add_argument("--wait", type=float, default=60)
     args = ap.parse_args()
+
+    if args.check_whisper:
+        check_whisper(args.check_whisper, args.expect, args.wait)
+        return
 
     if args.evil:
         class Evil:
@@ -112,7 +161,7 @@ def main():
     i = 0
     for k in range(args.points):
         for m in range(args.metrics):
-            points.append(("%s.metric%04d" % (args.prefix, m), (1700000000.0 + 60 * k, value_for(rng, i))))
+            points.append(("%s.metric%04d" % (args.prefix, m), (args.start + 60 * k, value_for(rng, i))))
             i += 1
     if args.expect:
         with open(args.expect, "w") as f:
