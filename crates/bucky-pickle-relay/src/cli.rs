@@ -23,7 +23,14 @@ use crate::Config;
 /// When the queue is full the relay stops reading from its senders (TCP back-pressure) unless
 /// --drop-when-full is given; every dropped, skipped or refused metric is counted in the self-metrics.
 /// On SIGINT/SIGTERM it stops accepting, reads what the senders already sent (--shutdown-grace),
-/// flushes the queue and waits for the relay to confirm. Logs go to stderr; RUST_LOG overrides the level (default info, -d debug).
+/// flushes the queue and waits for the relay to confirm. Logs go to stderr; RUST_LOG overrides the
+/// level (default info, -d debug).
+///
+/// Self-metrics, every --interval seconds under --prefix, cumulative since start unless noted:
+/// seenPickles, seenMetrics, sentMetrics, droppedMetrics, skippedMetrics, replayedMetrics,
+/// decodeErrors, refusedConnections, relayReconnects, and the gauges connections, queueLength, rss
+/// (bytes; also as systemMemory, the original's name). At rest, seenMetrics = sentMetrics + droppedMetrics +
+/// queueLength.
 #[derive(Debug, Parser)]
 #[command(name = "bucky-pickle-relay", version, max_term_width = 100)]
 pub struct Cli {
