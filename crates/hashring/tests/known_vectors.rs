@@ -66,23 +66,16 @@ fn shared_positions(ring: &Ring) -> Vec<u32> {
 
 // --- carbon_ch ----------------------------------------------------------------------------------------------
 
+/// The host names of the Go buckytools test suites: graphite010-g5 .. graphite018-g5, then
+/// graphite-data019-g5 onwards, `count` in all.
+fn go_hosts(count: usize) -> Vec<String> {
+    (10..10 + count)
+        .map(|i| if i <= 18 { format!("graphite{i:03}-g5") } else { format!("graphite-data{i:03}-g5") })
+        .collect()
+}
+
 fn go_ring() -> Vec<Node> {
-    let hosts = [
-        "graphite010-g5",
-        "graphite011-g5",
-        "graphite012-g5",
-        "graphite013-g5",
-        "graphite014-g5",
-        "graphite015-g5",
-        "graphite016-g5",
-        "graphite017-g5",
-        "graphite018-g5",
-        "graphite-data019-g5",
-        "graphite-data020-g5",
-        "graphite-data021-g5",
-        "graphite-data022-g5",
-    ];
-    hosts.iter().flat_map(|h| ["a", "b", "c"].map(|i| Node::new(*h, None, Some(i)))).collect()
+    go_hosts(13).iter().flat_map(|h| ["a", "b", "c"].map(|i| Node::new(h.as_str(), None, Some(i)))).collect()
 }
 
 #[test]
@@ -297,23 +290,7 @@ fn fnv1a_without_instances_is_degenerate_in_carbon() {
 
 #[test]
 fn fnv1a_go_vectors_match_the_relay() {
-    let plain: Vec<Node> = [
-        "graphite010-g5",
-        "graphite011-g5",
-        "graphite012-g5",
-        "graphite013-g5",
-        "graphite014-g5",
-        "graphite015-g5",
-        "graphite016-g5",
-        "graphite017-g5",
-        "graphite018-g5",
-        "graphite-data019-g5",
-        "graphite-data020-g5",
-        "graphite-data021-g5",
-    ]
-    .iter()
-    .map(|h| Node::new(*h, Some(2003), None))
-    .collect();
+    let plain: Vec<Node> = go_hosts(12).iter().map(|h| Node::new(h.as_str(), Some(2003), None)).collect();
     let with: Vec<Node> = [
         ("graphite010-g5", "5"),
         ("graphite011-g5", "1"),
@@ -344,8 +321,7 @@ fn fnv1a_go_vectors_match_the_relay() {
 
 #[test]
 fn jump_go_vectors_match_the_relay() {
-    let mut hosts: Vec<String> = (10..=18).map(|i| format!("graphite{i:03}-g5")).collect();
-    hosts.extend((19..=54).map(|i| format!("graphite-data{i:03}-g5")));
+    let hosts = go_hosts(45);
     let nodes: Vec<Node> = hosts.iter().map(|h| Node::new(h.as_str(), None, None)).collect();
     let ring = ring(&nodes, Hash::JumpFnv1aCh, Router::Relay, 1, false);
     for (name, want) in [
