@@ -190,14 +190,30 @@ fn rss_of(pid: &str) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0) * 1024
 }
 
+/// bucky-pickle-relay → carbon-c-relay → sink, all running.
+struct Chain {
+    dir: tempfile::TempDir,
+    sink: LineSink,
+    _crelay: Proc,
+    relay: Proc,
+    port: u16,
+}
+
+impl Chain {
+    fn start(relay_flags: &[&str]) -> Chain {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LineSink::start();
+        let crelay_port = free_port(IP);
+        let crelay = c_relay(dir.path(), crelay_port, sink.port);
+        let port = free_port(IP);
+        let relay = pickle_relay(dir.path(), port, crelay_port, relay_flags);
+        Chain { dir, sink, _crelay: crelay, relay, port }
+    }
+}
+
 #[test]
 fn carbon_pickles_arrive_bit_exact_through_carbon_c_relay_and_sigterm_flushes() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = LineSink::start();
-    let crelay_port = free_port(IP);
-    let _crelay = c_relay(dir.path(), crelay_port, sink.port);
-    let port = free_port(IP);
-    let mut relay = pickle_relay(dir.path(), port, crelay_port, &["-i", "1", "-p", "e2e.self"]);
+    let Chain { dir, sink, _crelay, mut relay, port } = Chain::start(&["-i", "1", "-p", "e2e.self"]);
 
     // carbon's own client (protocol 2, 4 connections), then other senders' protocols 0, 1 and 4.
     let carbon = python_send(dir.path(), port, "e2e.carbon", &["--metrics", "500", "--points", "40", "--connections", "4"]);
@@ -233,12 +249,7 @@ fn carbon_pickles_arrive_bit_exact_through_carbon_c_relay_and_sigterm_flushes() 
 
 #[test]
 fn hostile_senders_are_refused_and_the_relay_stays_up_and_small() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = LineSink::start();
-    let crelay_port = free_port(IP);
-    let _crelay = c_relay(dir.path(), crelay_port, sink.port);
-    let port = free_port(IP);
-    let mut relay = pickle_relay(dir.path(), port, crelay_port, &["-i", "0", "-t", "20"]);
+    let Chain { dir, sink, _crelay, mut relay, port } = Chain::start(&["-i", "0", "-t", "20"]);
 
     // A pickle that runs `touch MARKER` if unpickled unsafely (made by CPython, sent by Python).
     let marker = dir.path().join("pwned");

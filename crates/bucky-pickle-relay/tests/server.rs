@@ -135,6 +135,11 @@ impl Drop for Relay {
     }
 }
 
+/// A loopback address with nobody listening (yet).
+fn dead_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
 fn config(relay: SocketAddr) -> Config {
     let mut c = Config::new(relay.to_string());
     c.prefix = "self.relay".into();
@@ -218,8 +223,7 @@ async fn shutdown_takes_what_senders_already_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_down_then_up_loses_nothing_and_pushes_back_meanwhile() {
-    // A port with nobody listening yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = dead_port();
     let mut c = config(port);
     c.queue = 1_000;
     let relay = Relay::start(c).await;
@@ -243,7 +247,7 @@ async fn relay_down_then_up_loses_nothing_and_pushes_back_meanwhile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_policy_drops_and_counts() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = dead_port();
     let mut c = config(port);
     c.queue = 1_000;
     c.drop_when_full = true;
@@ -282,7 +286,7 @@ async fn relay_crash_mid_stream_is_covered_by_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_relay_at_shutdown_counts_the_loss() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = dead_port();
     let mut c = config(port);
     c.send_timeout = Duration::from_secs(1);
     let relay = Relay::start(c).await;
