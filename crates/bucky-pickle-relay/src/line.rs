@@ -200,6 +200,29 @@ mod tests {
     }
 
     #[test]
+    fn memo_amplification_is_capped() {
+        // One 4000-byte path stored in the memo, then 10,000 metrics that reference it (16 bytes each):
+        // a 164 kB pickle that would expand to 40 MB of lines.
+        let point = b"K\x01G\x3f\xf0\0\0\0\0\0\0\x86\x86";
+        let mut p = vec![0x80, 2, b']', b'(', b'X'];
+        p.extend_from_slice(&4000u32.to_le_bytes());
+        p.extend(std::iter::repeat_n(b'a', 4000));
+        p.extend_from_slice(b"q\x00");
+        p.extend_from_slice(point);
+        for _ in 1..10_000 {
+            p.extend_from_slice(b"h\x00");
+            p.extend_from_slice(point);
+        }
+        p.extend_from_slice(b"e.");
+        let mut d = crate::pickle::Decoder::default();
+        let pickle = d.decode(&p).unwrap();
+        let mut out = Vec::new();
+        let limit = (p.len() * 32).max(4 << 20);
+        assert_eq!(write_pickle(&mut out, &pickle, limit), Err(TooLarge { limit }));
+        assert!(out.is_empty(), "nothing of a refused pickle is kept");
+    }
+
+    #[test]
     fn lines_and_skips() {
         let mut out = Vec::new();
         let m = Metric { path: b"a.b", timestamp: Number::Int(1_700_000_000), value: Number::Float(1.5) };
