@@ -73,26 +73,29 @@ impl Drop for Daemon {
 
 /// One storage node: a carbon-cache writing `<root>/storage/whisper` and an agent serving it.
 struct LiveNode {
+    ip: String,
+    root: PathBuf,
     prefix: PathBuf,
     line_addr: String,
     agent_addr: String,
     carbon: Daemon,
-    _agent: Daemon,
+    agent: Option<Daemon>,
 }
 
 impl LiveNode {
-    fn start(ip: &str, root: &Path, ring: &[&str], agent_flags: &[&str]) -> LiveNode {
+    /// Starts carbon-cache on `ip` (line receiver on `line_port`) and, if `ring` is not empty, an agent.
+    fn start(ip: &str, root: &Path, line_port: u16, agent_port: u16, ring: &[String], agent_flags: &[&str]) -> LiveNode {
         let prefix = root.join("storage/whisper");
         for dir in ["conf", "storage/whisper", "storage/lists", "log", "run"] {
             std::fs::create_dir_all(root.join(dir)).expect("node dirs");
         }
-        let (line, pickle, query) = (free_port(ip), free_port(ip), free_port(ip));
+        let (pickle, query) = (free_port(ip), free_port(ip));
         let conf = format!(
             "[cache]\nSTORAGE_DIR = {root}/storage/\nLOCAL_DATA_DIR = {root}/storage/whisper/\n\
              WHITELISTS_DIR = {root}/storage/lists/\nCONF_DIR = {root}/conf/\nLOG_DIR = {root}/log/\n\
              PID_DIR = {root}/run/\nENABLE_LOGROTATION = False\nUSER =\nMAX_CACHE_SIZE = inf\n\
              MAX_UPDATES_PER_SECOND = 100000\nMAX_CREATES_PER_MINUTE = inf\n\
-             LINE_RECEIVER_INTERFACE = {ip}\nLINE_RECEIVER_PORT = {line}\nENABLE_UDP_LISTENER = False\n\
+             LINE_RECEIVER_INTERFACE = {ip}\nLINE_RECEIVER_PORT = {line_port}\nENABLE_UDP_LISTENER = False\n\
              PICKLE_RECEIVER_INTERFACE = {ip}\nPICKLE_RECEIVER_PORT = {pickle}\n\
              CACHE_QUERY_INTERFACE = {ip}\nCACHE_QUERY_PORT = {query}\nUSE_FLOW_CONTROL = True\n\
              LOG_UPDATES = False\nLOG_CREATES = False\nLOG_CACHE_HITS = False\nLOG_CACHE_QUEUE_SORTS = False\n\
@@ -125,20 +128,36 @@ impl LiveNode {
         }
         command.env("GRAPHITE_ROOT", root);
         let mut carbon = Daemon::spawn(&format!("carbon-cache {ip}"), command, root.join("log/carbon.out"));
-        let line_addr = format!("{ip}:{line}");
+        let line_addr = format!("{ip}:{line_port}");
         carbon.wait_listening(&line_addr, Duration::from_secs(60));
+        let mut node = LiveNode {
+            ip: ip.to_owned(),
+            root: root.to_owned(),
+            prefix,
+            line_addr,
+            agent_addr: format!("{ip}:{agent_port}"),
+            carbon,
+            agent: None,
+        };
+        if !ring.is_empty() {
+            node.start_agent(ring, agent_flags);
+        }
+        node
+    }
 
-        let agent_port = free_port(ip);
-        let agent_addr = format!("{ip}:{agent_port}");
+    /// (Re)starts the agent with this ring.
+    fn start_agent(&mut self, ring: &[String], flags: &[&str]) {
+        self.agent = None; // kills the previous one
         let mut command = Command::new(bin("bucky-agent"));
         command
-            .args(["-b", &agent_addr, "-n", ip, "-p", &prefix.to_string_lossy()])
-            .args(agent_flags)
+            .args(["-b", &self.agent_addr, "-n", &self.ip, "-p", &self.prefix.to_string_lossy()])
+            .args(flags)
             .args(ring)
             .env("RUST_LOG", "warn");
-        let mut agent = Daemon::spawn(&format!("bucky-agent {ip}"), command, root.join("log/agent.out"));
-        agent.wait_listening(&agent_addr, Duration::from_secs(30));
-        LiveNode { prefix, line_addr, agent_addr, carbon, _agent: agent }
+        let log = self.root.join(format!("log/agent-{}.out", now()));
+        let mut agent = Daemon::spawn(&format!("bucky-agent {}", self.ip), command, log);
+        agent.wait_listening(&self.agent_addr, Duration::from_secs(30));
+        self.agent = Some(agent);
     }
 
     /// Sends plaintext-protocol lines to carbon-cache.
@@ -224,7 +243,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn live_heal_while_carbon_cache_writes_the_same_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ip = "127.0.0.51";
-    let node = LiveNode::start(ip, dir.path(), &[ip], &["--lock-timeout", "20"]);
+    let node = LiveNode::start(ip, dir.path(), free_port(ip), free_port(ip), &[ip.to_owned()], &["--lock-timeout", "20"]);
     let metrics: Vec<String> = (0..12).map(|i| format!("live.flock.m{i}")).collect();
 
     // carbon creates the files first (a heal that creates a file carbon is about to create would make
@@ -514,4 +533,265 @@ fn live_hostile_requests_change_nothing() {
         .collect();
     assert!(changed.is_empty(), "hostile requests changed files (seed {seed}): {changed:?}");
     eprintln!("live hostile: {requests} requests (seed {seed}), statuses {statuses:?}, nothing changed on disk");
+}
+
+/// A carbon-c-relay in front of the nodes (Debian's package), restarted to change its ring.
+struct Relay {
+    addr: String,
+    daemon: Option<Daemon>,
+    dir: PathBuf,
+}
+
+impl Relay {
+    fn new(ip: &str, dir: &Path) -> Relay {
+        Relay { addr: format!("{ip}:{}", free_port(ip)), daemon: None, dir: dir.to_owned() }
+    }
+
+    /// (Re)starts the relay with `members` (carbon line receivers) under `hash` and `replicas`.
+    fn start(&mut self, hash: &str, replicas: usize, members: &[String]) {
+        self.daemon = None;
+        let conf = self.dir.join(format!("relay-{}.conf", members.len()));
+        std::fs::write(
+            &conf,
+            format!(
+                "cluster c {hash} replication {replicas} {} ;\nmatch * send to c ;\nlisten type linemode {} proto tcp ;\n",
+                members.join(" "),
+                self.addr
+            ),
+        )
+        .expect("relay config");
+        let mut command = Command::new("carbon-c-relay");
+        command.args(["-f", &conf.to_string_lossy(), "-s", "-q", "2000000", "-L", "15"]);
+        let mut relay = Daemon::spawn("carbon-c-relay", command, self.dir.join(format!("relay-{}.log", now())));
+        relay.wait_listening(&self.addr, Duration::from_secs(30));
+        self.daemon = Some(relay);
+    }
+}
+
+/// Runs `bucky` with `args`, returning (success, stdout, stderr).
+fn bucky(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("bucky"))
+        .args(args)
+        .env("BUCKY_NO_PROGRESS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bucky");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Scenarios 1 and 2: grow a ring from 2 to 3 nodes while `bucky gentestmetrics --send` feeds a real
+/// carbon-c-relay, restart the relay and the agents with the new ring, and rebalance with `--delete`.
+/// With `kill_agent`, one agent is killed -9 in the middle of the rebalance, restarted, and the rebalance
+/// is rerun from its `--state-file`. Afterwards every sent point is present on the metric's replicas,
+/// `inconsistent` is empty, and every whisper file on every node is whole.
+fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_agent: bool, metrics: usize) {
+    let (_guard, root) = live_dir();
+    let ips = ["127.0.0.71", "127.0.0.72", "127.0.0.73"].map(|ip| ip.to_owned());
+    let line_port = free_port(&ips[0]);
+    let agent_port = free_port(&ips[0]);
+    let members: Vec<String> = ips.iter().map(|ip| format!("{ip}:{line_port}")).collect();
+    let replicas_flag = replicas.to_string();
+    let mut flags = vec!["--hash", agent_hash, "--replicas", &replicas_flag];
+    if agent_hash == "carbon" {
+        flags.extend(["--router", "relay"]);
+    }
+    let small_ring = members[..2].to_vec();
+    let mut nodes: Vec<LiveNode> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            let ring = if i < 2 { small_ring.clone() } else { Vec::new() };
+            LiveNode::start(ip, &root.join(format!("node{i}")), line_port, agent_port, &ring, &flags)
+        })
+        .collect();
+    let mut relay = Relay::new("127.0.0.70", &root);
+    relay.start(hash, replicas.min(2), &small_ring);
+
+    let names: Vec<String> = (0..metrics).map(|i| format!("live.grow.m{i:04}")).collect();
+    let names_file = root.join("names.txt");
+    std::fs::write(&names_file, names.join("\n") + "\n").expect("names");
+
+    // Traffic: one round per second, every metric, value = round number (so each point is known).
+    let sent: Arc<std::sync::Mutex<Vec<(i64, u64)>>> = Arc::default();
+    let paused = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (sent, paused, stop) = (sent.clone(), paused.clone(), stop.clone());
+        let (relay_addr, names_file) = (relay.addr.clone(), names_file.clone());
+        thread::spawn(move || {
+            let mut round = 0u64;
+            let mut last = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = now();
+                if t == last || paused.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                round += 1;
+                let (ok, _, err) = bucky(&[
+                    "gentestmetrics", "-f", &names_file.to_string_lossy(), "-p", "", "-x", "1", "-i", "1", "-s", &t.to_string(),
+                    "-v", &round.to_string(), "--send", &relay_addr,
+                ]);
+                assert!(ok, "gentestmetrics --send failed: {err}");
+                sent.lock().unwrap_or_else(|e| e.into_inner()).push((t, round));
+                last = t;
+            }
+        })
+    };
+    thread::sleep(Duration::from_secs(5));
+
+    // Grow the ring: pause traffic, let the relay drain, restart it and the agents with three members.
+    paused.store(true, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs(2));
+    relay.start(hash, replicas, &members);
+    for node in nodes.iter_mut() {
+        node.start_agent(&members, &flags);
+    }
+    paused.store(false, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs(2));
+
+    let seed = format!("{}:{agent_port}", ips[0]);
+    let state_file = root.join("rebalance.state");
+    let state = state_file.to_string_lossy().into_owned();
+    let started = Instant::now();
+    if kill_agent {
+        // A slow rebalance, killed -9 at a source agent part-way, then resumed from the state file.
+        let mut child = Command::new(bin("bucky"))
+            .args(["rebalance", "--delete", "-f", "-h", &seed, "--state-file", &state, "--max-rate", "20", "--no-progress"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rebalance");
+        thread::sleep(Duration::from_secs(3));
+        if let Some(agent) = nodes[0].agent.as_mut() {
+            let _ = agent.child.kill(); // SIGKILL
+        }
+        let _ = child.wait();
+        nodes[0].start_agent(&members, &flags);
+    }
+    let (ok, out, err) = bucky(&["rebalance", "--delete", "-f", "-h", &seed, "--state-file", &state, "--json", "--no-progress"]);
+    assert!(ok, "rebalance failed:\n{out}\n{err}");
+    let rebalance_time = started.elapsed();
+
+    thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().expect("traffic thread");
+    let sent = sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+
+    // Every sent point must be on every replica of its metric, read back through the agents.
+    let locate = Command::new(bin("bucky"))
+        .args(["locate", "-h", &seed, "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().expect("stdin").write_all(names.join("\n").as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("bucky locate");
+    assert!(locate.status.success(), "locate failed: {}", String::from_utf8_lossy(&locate.stderr));
+    let placement = parse_locate(&String::from_utf8_lossy(&locate.stdout));
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let agent_of = |member: &str| {
+        let host = member.split(':').next().unwrap_or(member);
+        format!("{host}:{agent_port}")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let expected = sent.len() * metrics * replicas;
+    let found = loop {
+        let mut missing = Vec::new();
+        let mut found = 0;
+        for name in &names {
+            let replicas_of = placement.get(name).unwrap_or_else(|| panic!("{name} not located: {placement:?}"));
+            assert_eq!(replicas_of.len(), replicas, "{name} located on {replicas_of:?}");
+            for member in replicas_of {
+                let response = client.get(format!("http://{}/metrics/{name}", agent_of(member))).send().expect("GET");
+                if response.status() != 200 {
+                    let status = response.status();
+                    missing.push(format!("{name} absent from {member}: {status} {}", response.text().unwrap_or_default()));
+                    continue;
+                }
+                let file = WhisperBuf::from_bytes(response.bytes().expect("body").to_vec()).expect("valid file");
+                for &(t, round) in &sent {
+                    if file.value_at(0, t) == Some(round as f64) {
+                        found += 1;
+                    } else {
+                        missing.push(format!("{name}@{t} on {member}"));
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            break found;
+        }
+        if Instant::now() >= deadline {
+            let files: Vec<usize> = nodes.iter().map(|n| snapshot(&n.prefix).len()).collect();
+            let tail = |text: String| text.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            panic!(
+                "{} of {expected} points missing, e.g. {:?}\nfiles per node: {files:?}\nrelay log:\n{}\ncarbon log (node 0):\n{}",
+                missing.len(),
+                &missing[..missing.len().min(10)],
+                relay.daemon.as_ref().map(|d| tail(d.log())).unwrap_or_default(),
+                tail(nodes[0].carbon.log()),
+            );
+        }
+        thread::sleep(Duration::from_secs(2));
+    };
+    let (ok, out, err) = bucky(&["inconsistent", "-f", "-h", &seed, "--json", "--exclude", "carbon."]);
+    assert!(ok, "inconsistent failed: {err}");
+    let inconsistent: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
+    let empty = match &inconsistent {
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(o) => o.values().all(|v| v.as_array().is_none_or(|a| a.is_empty())),
+        _ => out.trim().is_empty(),
+    };
+    assert!(empty, "misplaced copies remain after rebalance: {out}");
+    // No partial file anywhere: every .wsp on every node is a whole whisper file.
+    let mut files = 0;
+    for node in &nodes {
+        for path in snapshot(&node.prefix).keys().filter(|p| p.extension().is_some_and(|e| e == "wsp")) {
+            whisper::WhisperFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            files += 1;
+        }
+    }
+    eprintln!(
+        "live grow {hash} RF{replicas}{}: {} rounds x {metrics} metrics sent, {found}/{expected} replica points found, 0 lost; rebalance {:.1?}; {files} whole files",
+        if kill_agent { " with kill -9" } else { "" },
+        sent.len(),
+        rebalance_time
+    );
+}
+
+/// The test's directory; with `BUCKY_LIVE_KEEP` set it is left behind (logs, stores) for inspection.
+fn live_dir() -> (Option<tempfile::TempDir>, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("BUCKY_LIVE_KEEP").is_some() {
+        let path = dir.keep();
+        eprintln!("keeping {}", path.display());
+        (None, path)
+    } else {
+        let path = dir.path().to_owned();
+        (Some(dir), path)
+    }
+}
+
+/// `bucky locate --json` output (`{metric: [node, …]}`) → metric → replica members.
+fn parse_locate(text: &str) -> BTreeMap<String, Vec<String>> {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("locate --json printed {text:?}: {e}"))
+}
+
+#[test]
+fn live_grow_ring_carbon_ch_under_traffic() {
+    grow_ring_under_traffic("carbon_ch", "carbon", 1, false, 120);
+}
+
+#[test]
+fn live_grow_ring_jump_fnv1a_rf2_under_traffic() {
+    grow_ring_under_traffic("jump_fnv1a_ch", "jump_fnv1a", 2, false, 120);
+}
+
+#[test]
+fn live_grow_ring_with_agent_killed_mid_rebalance() {
+    grow_ring_under_traffic("jump_fnv1a_ch", "jump_fnv1a", 2, true, 120);
 }
