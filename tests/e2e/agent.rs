@@ -94,8 +94,11 @@ fn client() -> Client {
     Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
 
+/// The test's clock, minute-aligned and fixed for the whole process, so that "minutes ago" means the
+/// same when a file is written and when it is checked.
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 / 60 * 60
+    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *NOW.get_or_init(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 / 60 * 60)
 }
 
 /// A `1m:1d` whisper file holding `points` (minutes ago → value).

@@ -110,9 +110,8 @@ impl MetricCache {
                 return;
             }
         };
-        let mut names = scan.names;
-        names.sort_unstable();
-        let mut set: BTreeSet<Box<str>> = names.into_iter().collect();
+        // Already sorted: building the set is linear.
+        let mut set: BTreeSet<Box<str>> = scan.names.into_iter().collect();
         let mut inner = self.lock();
         for change in inner.journal.drain(..) {
             match change {
@@ -165,6 +164,21 @@ impl MetricCache {
         let Some(names) = inner.names.as_ref() else { return Vec::new() };
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         names.range::<str, _>((lower, Bound::Unbounded)).take(max).cloned().collect()
+    }
+
+    /// Calls `visit` on up to `max` names after `after` (from the start if `None`), in order, under the
+    /// lock (so `visit` must be quick), and returns the last name visited: the cursor of the next page.
+    /// Listings page through the live set this way without copying it.
+    pub fn visit_page(&self, after: Option<&str>, max: usize, mut visit: impl FnMut(&str)) -> Option<Box<str>> {
+        let inner = self.lock();
+        let names = inner.names.as_ref()?;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut last = None;
+        for name in names.range::<str, _>((lower, Bound::Unbounded)).take(max) {
+            visit(name);
+            last = Some(name);
+        }
+        last.cloned()
     }
 
     /// Whether `name` is listed.

@@ -31,6 +31,9 @@ pub struct Config {
     pub store: StoreOptions,
     /// Largest accepted upload or offload download, decoded (`--max-body`).
     pub body_limit: u64,
+    /// Memory that uploads and offload downloads in flight may take together (`--upload-memory`); a
+    /// request waits for its share (its decoded size) before its body is read.
+    pub upload_memory: u64,
     /// Bound on a whole request (`--request-timeout`).
     pub request_timeout: Duration,
     /// Disk operations run at once (`--io-concurrency`).
@@ -56,6 +59,7 @@ impl Config {
             cache_lifetime: Duration::from_secs(3600),
             store: StoreOptions::default(),
             body_limit: DEFAULT_BODY_LIMIT,
+            upload_memory: 2 * DEFAULT_BODY_LIMIT,
             request_timeout: Duration::from_secs(600),
             io_concurrency: 16,
             scan_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),

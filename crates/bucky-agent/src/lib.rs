@@ -54,7 +54,7 @@ use std::sync::Arc;
 use axum::Router;
 use bucky_wire::{RingInfo, RingNode};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use api::app;
 pub use cli::{run, Cli};
@@ -75,6 +75,9 @@ struct Inner {
     store: Store,
     cache: Arc<MetricCache>,
     io: Arc<Semaphore>,
+    /// Upload memory budget, one permit per KiB.
+    uploads: Arc<Semaphore>,
+    upload_kib: u32,
     client: reqwest::Client,
 }
 
@@ -105,7 +108,9 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let io = Arc::new(Semaphore::new(config.io_concurrency.max(1)));
-        Ok(AppState(Arc::new(Inner { config, ring_info, store, cache, io, client })))
+        let upload_kib = u32::try_from(config.upload_memory / 1024).unwrap_or(u32::MAX).max(1);
+        let uploads = Arc::new(Semaphore::new(upload_kib as usize));
+        Ok(AppState(Arc::new(Inner { config, ring_info, store, cache, io, uploads, upload_kib, client })))
     }
 
     /// The agent's configuration.
@@ -121,6 +126,16 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// Waits until `bytes` of upload memory are free (all of it for uploads larger than the budget) and
+    /// reserves them until the permit drops.
+    pub(crate) async fn reserve_upload(&self, bytes: u64) -> Result<OwnedSemaphorePermit, AgentError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.0.upload_kib);
+        Arc::clone(&self.0.uploads)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|e| AgentError::internal("upload memory", e))
     }
 
     /// Runs `f` on the blocking pool once an I/O slot is free. The slot stays taken until `f` returns,

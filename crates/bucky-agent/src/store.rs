@@ -13,6 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -27,6 +28,8 @@ use crate::etag::{etag_of, IfMatch};
 
 /// How often a heal retries when the file keeps appearing and disappearing under it, or looks half-written.
 const ATTEMPTS: u32 = 5;
+/// Largest run of unchanged bytes rewritten to merge two writes with `--coalesce-writes`.
+const COALESCE_GAP: usize = 64 * 1024;
 /// Block size for the in-place rewrite of a replaced file (only differing blocks are written).
 const BLOCK: usize = 4096;
 
@@ -41,6 +44,11 @@ pub struct StoreOptions {
     pub lock_timeout: Duration,
     /// Remove parent directories a DELETE leaves empty, unless modified within this grace period.
     pub prune_grace: Option<Duration>,
+    /// Write the span between nearby filled slots in one write (`--coalesce-writes`). Only safe when every
+    /// writer of the store takes whisper's flock: the unchanged slots in between are rewritten with the
+    /// values read under the lock. Off, only the filled slots are written, so a carbon-cache that ignores the
+    /// lock never loses a point it wrote between our read and our write.
+    pub coalesce_writes: bool,
     /// Fault injection for tests: pause between writing a new file's temp copy and publishing it.
     pub publish_delay: Duration,
 }
@@ -52,6 +60,7 @@ impl Default for StoreOptions {
             set_mtime: false,
             lock_timeout: whisper::DEFAULT_LOCK_TIMEOUT,
             prune_grace: None,
+            coalesce_writes: false,
             publish_delay: Duration::ZERO,
         }
     }
@@ -274,7 +283,7 @@ impl Store {
                 let written = whisper::fill_buf(src, &mut dst, &FillOptions::new(now))
                     .map_err(|e| AgentError::internal(format!("fill {}", path.display()), e))?;
                 if written > 0 {
-                    for range in dst.dirty_ranges() {
+                    for range in write_spans(dst.dirty_ranges(), self.options.coalesce_writes) {
                         file.write_all_at(&dst.as_bytes()[range.clone()], range.start as u64)
                             .map_err(|e| AgentError::io(path, e))?;
                     }
@@ -368,6 +377,22 @@ fn prune(parents: &[(PathBuf, SystemTime)], grace: Duration) {
             Err(_) => break,
         }
     }
+}
+
+/// The byte ranges to write for a fill's changed ranges: as they are, or merged across gaps of up to
+/// [`COALESCE_GAP`] bytes.
+fn write_spans(ranges: Vec<Range<usize>>, coalesce: bool) -> Vec<Range<usize>> {
+    if !coalesce {
+        return ranges;
+    }
+    let mut spans: Vec<Range<usize>> = Vec::with_capacity(ranges.len().min(16));
+    for range in ranges {
+        match spans.last_mut() {
+            Some(last) if range.start.saturating_sub(last.end) <= COALESCE_GAP => last.end = last.end.max(range.end),
+            _ => spans.push(range),
+        }
+    }
+    spans
 }
 
 fn exists(path: &Path) -> Result<bool, AgentError> {

@@ -118,23 +118,51 @@ impl Lister {
             out.push(b'[');
         }
         loop {
-            let page = self.cache.page(self.cursor.as_deref(), PAGE);
-            let Some(last) = page.last() else {
+            let (filter, first) = (&self.filter, &mut self.first);
+            let cursor = self.cache.visit_page(self.cursor.as_deref(), PAGE, |name| {
+                if filter.keeps(name) {
+                    if !*first {
+                        out.push(b',');
+                    }
+                    *first = false;
+                    push_json_string(&mut out, name);
+                }
+            });
+            let Some(cursor) = cursor else {
                 out.push(b']');
                 self.done = true;
                 return Some(Bytes::from(out));
             };
-            self.cursor = Some(last.clone());
-            for name in page.iter().filter(|n| self.filter.keeps(n)) {
-                if !self.first {
-                    out.push(b',');
-                }
-                self.first = false;
-                serde_json::to_writer(&mut out, &**name).expect("writing JSON to a Vec cannot fail");
-            }
+            self.cursor = Some(cursor);
             if out.len() >= CHUNK {
                 return Some(Bytes::from(out));
             }
+        }
+    }
+}
+
+/// Appends `name` as a JSON string. Metric names hold no control characters, so only `"` and `\` ever
+/// need escaping; those rare names go through serde_json.
+fn push_json_string(out: &mut Vec<u8>, name: &str) {
+    if name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        serde_json::to_writer(out, name).expect("writing JSON to a Vec cannot fail");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'"');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_json_string;
+
+    #[test]
+    fn json_strings_are_escaped_when_needed() {
+        for name in ["plain.name", "quo\"te", "back\\slash", "ünï.cødé"] {
+            let mut out = Vec::new();
+            push_json_string(&mut out, name);
+            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), name);
         }
     }
 }

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bucky_wire::{HealReport, MetricName, MetricStat, METRIC_STAT_HEADER};
+use tokio::sync::OwnedSemaphorePermit;
 use whisper::WhisperBuf;
 
 use super::{authorize, decode_whisper, is_snappy, parse_stat, read_body, unix_now};
@@ -107,11 +108,12 @@ pub(super) async fn get_metric(
     Ok(response)
 }
 
-/// An upload, checked and decoded, with the time it took.
+/// An upload, checked and decoded, with the time it took and its share of the upload memory.
 struct Upload {
     stat: MetricStat,
     buf: WhisperBuf,
     took: u64,
+    memory: OwnedSemaphorePermit,
 }
 
 /// Reads and validates a POST/PUT body: `Content-Type: application/octet-stream`, `X-Metric-Stat`, optional
@@ -131,14 +133,15 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Up
             stat.size
         )));
     }
+    let memory = state.reserve_upload(stat.size.max(0) as u64).await?;
     let body = read_body(headers, body, limit).await?;
     let (stat, buf) = state
         .blocking(move |_| {
-            let buf = decode_whisper(&stat, &body, snappy, limit, "")?;
+            let buf = decode_whisper(&stat, body, snappy, limit, "")?;
             Ok((stat, buf))
         })
         .await?;
-    Ok(Upload { stat, buf, took: nanos(started) })
+    Ok(Upload { stat, buf, took: nanos(started), memory })
 }
 
 fn nanos(since: Instant) -> u64 {
@@ -155,13 +158,14 @@ pub(super) async fn post_metric(
     let name = authorize(&state, &headers, Op::Update, &name)?;
     let query: HashMap<String, String> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
-    let (stat, buf, mut report) = if query.get("fetch_offload").is_some_and(|v| v == "true") {
+    let (stat, buf, mut report, memory) = if query.get("fetch_offload").is_some_and(|v| v == "true") {
         super::offload::fetch(&state, &query, &headers, body).await?
     } else {
         let upload = receive(&state, &headers, body).await?;
-        (upload.stat, upload.buf, HealReport { dump: upload.took, ..HealReport::default() })
+        (upload.stat, upload.buf, HealReport { dump: upload.took, ..HealReport::default() }, upload.memory)
     };
     heal(&state, name, stat, buf, &mut report).await?;
+    drop(memory);
     Ok(Json(report).into_response())
 }
 
@@ -201,10 +205,11 @@ pub(super) async fn put_metric(
     let upload = receive(&state, &headers, body).await?;
     let started = Instant::now();
     let key = name.as_str().to_owned();
-    let Upload { stat, buf, took } = upload;
+    let Upload { stat, buf, took, memory } = upload;
     let replaced = state
         .blocking(move |store| store.replace(&name, &buf, condition.as_ref(), stat.mod_time))
         .await?;
+    drop(memory);
     if replaced == Replaced::Created {
         state.cache().added(&key);
     }

@@ -155,7 +155,7 @@ pub(crate) fn is_snappy(content_encoding: Option<&HeaderValue>) -> Result<bool, 
 /// `what` prefixes the messages ("" for uploads).
 pub(crate) fn decode_whisper(
     stat: &MetricStat,
-    body: &[u8],
+    body: Bytes,
     snappy: bool,
     limit: u64,
     what: &str,
@@ -175,13 +175,13 @@ pub(crate) fn decode_whisper(
     let bytes = if snappy {
         // Read at most one byte more than announced: a lying Size cannot make us inflate a bomb.
         let mut decoded = Vec::with_capacity(size as usize);
-        snap::read::FrameDecoder::new(body)
+        snap::read::FrameDecoder::new(&body[..])
             .take(size + 1)
             .read_to_end(&mut decoded)
             .map_err(|e| AgentError::BadRequest(format!("{what}invalid snappy stream: {e}")))?;
         decoded
     } else {
-        body.to_vec()
+        Vec::from(body) // no copy when the buffer is not shared
     };
     if bytes.len() as u64 != size {
         return Err(AgentError::BadRequest(format!(

@@ -12,6 +12,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use bucky_wire::{HealReport, MetricName, MetricStat, METRIC_STAT_HEADER};
+use tokio::sync::OwnedSemaphorePermit;
 use whisper::WhisperBuf;
 
 use super::{decode_whisper, is_snappy, parse_stat, read_body, unix_now};
@@ -31,7 +32,7 @@ pub(super) async fn fetch(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(MetricStat, WhisperBuf, HealReport), AgentError> {
+) -> Result<(MetricStat, WhisperBuf, HealReport, OwnedSemaphorePermit), AgentError> {
     let started = Instant::now();
     let mut form: HashMap<String, String> = HashMap::new();
     let is_form = headers
@@ -78,6 +79,10 @@ pub(super) async fn fetch(
     let stat = parse_stat(response.headers().get(METRIC_STAT_HEADER)).map_err(fetch_error)?;
     let snappy = is_snappy(response.headers().get(header::CONTENT_ENCODING)).map_err(fetch_error)?;
     let limit = state.config().body_limit;
+    if stat.size.max(0) as u64 > limit {
+        return Err(fetch_error(format!("the source is larger than the {limit}-byte limit (--max-body)")));
+    }
+    let memory = state.reserve_upload(stat.size.max(0) as u64).await?;
     let mut data = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(fetch_error)? {
         if (data.len() + chunk.len()) as u64 > limit {
@@ -87,12 +92,12 @@ pub(super) async fn fetch(
     }
     let (stat, buf) = state
         .blocking(move |_| {
-            let buf = decode_whisper(&stat, &data, snappy, limit, "Error fetching metric: ")?;
+            let buf = decode_whisper(&stat, data.into(), snappy, limit, "Error fetching metric: ")?;
             Ok((stat, buf))
         })
         .await?;
     let download = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    Ok((stat, buf, HealReport { download, ..HealReport::default() }))
+    Ok((stat, buf, HealReport { download, ..HealReport::default() }, memory))
 }
 
 /// Accepts `host:port` only if the host is a ring member's and the port one of `--peer-port`.

@@ -108,8 +108,11 @@ async fn text(response: Response) -> String {
     String::from_utf8(body(response).await).unwrap()
 }
 
+/// The test's clock, minute-aligned and fixed for the whole process, so that "minutes ago" means the
+/// same when a file is written and when it is checked.
 fn now() -> i64 {
-    unix_now() / 60 * 60
+    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *NOW.get_or_init(|| unix_now() / 60 * 60)
 }
 
 /// A `1m:1d` whisper file (17,308 bytes) holding `points` (minutes ago → value).

@@ -10,8 +10,11 @@ use whisper::{CreateOptions, Point, Retention, WhisperBuf};
 
 use super::*;
 
+/// The test's clock, minute-aligned and fixed for the whole process, so that "minutes ago" means the
+/// same when a file is written and when it is checked.
 fn now() -> i64 {
-    crate::api::unix_now() / 60 * 60
+    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *NOW.get_or_init(|| crate::api::unix_now() / 60 * 60)
 }
 
 fn buf(points: &[(i64, f64)]) -> WhisperBuf {
@@ -179,4 +182,28 @@ fn sparse_creates_read_back_identical() {
     let snapshot = store.read(&name).unwrap();
     assert_eq!(snapshot.bytes, src.as_bytes());
     assert_eq!(snapshot.etag, crate::etag::etag_of(src.as_bytes()));
+}
+
+#[test]
+fn write_spans_merge_only_when_asked() {
+    let ranges = vec![0..12, 24..36, 100_000..100_012];
+    assert_eq!(write_spans(ranges.clone(), false), ranges);
+    assert_eq!(write_spans(ranges, true), vec![0..36, 100_000..100_012]);
+}
+
+#[test]
+fn coalesced_heals_give_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let precise = store(&dir.path().join("p"), |_| {});
+    let coalesced = store(&dir.path().join("c"), |o| o.coalesce_writes = true);
+    let name = MetricName::parse("x.m").unwrap();
+    let dst = buf(&(0..100).step_by(2).map(|m| (m, m as f64)).collect::<Vec<_>>());
+    let src = buf(&(1..100).step_by(2).map(|m| (m, m as f64)).collect::<Vec<_>>());
+    for s in [&precise, &coalesced] {
+        fs::create_dir_all(s.root()).unwrap();
+        assert_eq!(s.heal(&name, &dst, 0, now()).unwrap(), Healed::Created);
+        assert_eq!(s.heal(&name, &src, 0, now()).unwrap(), Healed::Filled(50));
+    }
+    assert_eq!(fs::read(precise.path(&name)).unwrap(), fs::read(coalesced.path(&name)).unwrap());
+    assert_eq!(points(&precise.path(&name)).len(), 100);
 }

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Benchmarks bucky-agent (release build). Prints figures and ratios; it is not a pass/fail test.
+#
+#  1. Listing: the first full metric list of a tree of N .wsp files (default 1,000,000 empty files in
+#     100 x 100 directories), from starting the agent to the last byte of `GET /metrics`, next to
+#     `find TREE -name '*.wsp' | wc -l` on the same (page-cached) tree; then a forced rescan; and the
+#     agent's RSS with the list cached (VmRSS / VmHWM from /proc).
+#  2. Throughput: GET and POST-heal of 17 KB metrics (1m:1d) with 16 concurrent clients over loopback,
+#     next to cat(1) of the same files (the `bench_http` example), with precise and coalesced heal writes.
+#
+# Usage: scripts/bench-agent.sh [N_FILES] [HTTP_FILES]
+# Env: BENCH_ROUNDS (runs per timing, best kept; default 5), BENCH_TREE (tree directory, kept between runs; default $TMPDIR/bucky-bench-tree-N),
+#      CARGO_TARGET_DIR (as for cargo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${1:-1000000}
+HTTP_FILES=${2:-4000}
+TREE=${BENCH_TREE:-${TMPDIR:-/tmp}/bucky-bench-tree-$N}
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+BIN=$TARGET/release/bucky-agent
+WORK=$(mktemp -d)
+AGENT_PID=
+cleanup() {
+    [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say() { printf '==> %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+
+say "building the release agent and bench_http"
+cargo build --quiet --release -p bucky-agent --bin bucky-agent --example bench_http
+
+if [ ! -f "$TREE/.complete" ]; then
+    say "creating $N empty .wsp files in $TREE (once; kept for later runs)"
+    rm -rf "$TREE"
+    python3 - "$TREE" "$N" <<'EOF'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+dirs = 10000
+per_dir = -(-n // dirs)
+made = 0
+for d in range(dirs):
+    path = os.path.join(root, "servers", f"host{d // 100:03d}", f"cpu{d % 100:03d}")
+    os.makedirs(path, exist_ok=True)
+    for f in range(min(per_dir, n - made)):
+        os.close(os.open(os.path.join(path, f"m{f:04d}.wsp"), os.O_CREAT | os.O_WRONLY, 0o644))
+    made += min(per_dir, n - made)
+    if made >= n:
+        break
+EOF
+    touch "$TREE/.complete"
+fi
+
+say "warming the page cache"
+find "$TREE" -name '*.wsp' | wc -l >/dev/null
+
+# The best of several runs on both sides: a shared machine makes single timings noisy.
+ROUNDS=${BENCH_ROUNDS:-5}
+best() { python3 -c "print(min(float(x) for x in '$*'.split()))"; }
+find_times=
+for _ in $(seq "$ROUNDS"); do
+    t0=$(now)
+    found=$(find "$TREE" -name '*.wsp' | wc -l)
+    find_times="$find_times $(secs "$t0" "$(now)")"
+done
+best_find=$(best "$find_times")
+
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URL="http://127.0.0.1:$PORT"
+fetch_list() { # polls until 200, leaving the body in $WORK/list.json
+    while :; do
+        code=$(curl -s -o "$WORK/list.json" -w '%{http_code}' "$URL/metrics" || echo 000)
+        [ "$code" = 200 ] && return 0
+        sleep 0.01
+    done
+}
+
+say "first full list through the agent"
+t0=$(now)
+"$BIN" -b "127.0.0.1:$PORT" -n 127.0.0.1 -p "$TREE" 127.0.0.1 2>"$WORK/agent.log" &
+AGENT_PID=$!
+fetch_list
+first=$(secs "$t0" "$(now)")
+listed=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/list.json")
+list_mb=$(python3 -c "import os; print(f'{os.path.getsize(\"$WORK/list.json\") / 1e6:.1f}')")
+
+say "forced rescans"
+rescan_times=
+for _ in $(seq "$ROUNDS"); do
+    t0=$(now)
+    curl -s -o /dev/null "$URL/metrics?force=1"
+    fetch_list
+    rescan_times="$rescan_times $(secs "$t0" "$(now)")"
+done
+rescan=$(best "$rescan_times")
+
+say "cached list"
+t0=$(now)
+fetch_list
+cached=$(secs "$t0" "$(now)")
+
+rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status")
+hwm_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$AGENT_PID/status")
+kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
+
+echo
+echo "== listing: $N files in $(find "$TREE" -mindepth 1 -type d | wc -l) directories, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "find -name '*.wsp' | wc -l (best of $ROUNDS):   ${best_find} s  ($found files; runs:$find_times)"
+echo "agent first full list (start to last byte): ${first} s  ($listed names, $list_mb MB of JSON)"
+echo "agent forced rescan + list (best of $ROUNDS):   ${rescan} s  (runs:$rescan_times)"
+echo "agent cached list:                          ${cached} s"
+python3 -c "print(f'ratio first list / find: {$first / $best_find:.2f}x (target <= 1.5x); rescan / find: {$rescan / $best_find:.2f}x')"
+python3 -c "print(f'agent RSS with {$listed} names cached: {$rss_kb / 1024:.0f} MiB (peak {$hwm_kb / 1024:.0f} MiB; target < 300 MB)')"
+[ "$listed" = "$found" ] || echo "WARNING: the agent listed $listed names, find found $found files"
+
+echo
+echo "== throughput: precise heal writes (default)"
+BENCH_TMP=$WORK "$TARGET/release/examples/bench_http" "$HTTP_FILES"
+echo
+echo "== throughput: --coalesce-writes"
+BENCH_COALESCE=1 BENCH_TMP=$WORK "$TARGET/release/examples/bench_http" "$HTTP_FILES"
