@@ -43,7 +43,7 @@ pub struct CreateArgs {
     #[arg(long = "agg", alias = "aggregationMethod", default_value = "average")]
     pub aggregation: String,
     /// xFilesFactor: fraction of known points needed to propagate (0..1).
-    #[arg(long, alias = "xFilesFactor", default_value_t = 0.5)]
+    #[arg(long, alias = "xFilesFactor", default_value_t = 0.5, allow_negative_numbers = true)]
     pub xff: f64,
     /// Leave the empty archives as holes in the file.
     #[arg(long)]
