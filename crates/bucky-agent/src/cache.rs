@@ -120,10 +120,11 @@ impl MetricCache {
             };
         }
         let count = set.len();
-        inner.names = Some(set);
+        let old = inner.names.replace(set);
         inner.built = Some(Instant::now());
         inner.building = false;
         drop(inner);
+        drop(old); // freeing the old list takes a while: not under the lock
         tracing::info!(
             metrics = count,
             dirs = scan.dirs,

@@ -45,6 +45,8 @@ pub mod config;
 mod error;
 pub mod etag;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 pub mod walk;
 
 use std::future::Future;

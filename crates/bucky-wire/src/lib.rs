@@ -5,6 +5,7 @@
 //! - [`MetricStat`]: the `X-Metric-Stat` header (`{"Name","Size","Mode","ModTime","Encoding"}`);
 //! - [`RingInfo`] / [`RingNode`]: the body of `GET /hashring`;
 //! - [`HealReport`]: the JSON body the fork returns after `POST`/`PUT /metrics/<name>`;
+//! - [`UtcTime`]: calendar dates of `ModTime`s (HTTP dates, RFC 3339);
 //! - [`MetricName`]: the one checker that turns a metric name into a path below the store root. Unlike
 //!   buckyd, which maps `a..b` and `a.b` to the same file and lets `/` or NUL through, it refuses every name
 //!   that is not a clean, reversible path.
@@ -25,9 +26,11 @@
 #![deny(missing_docs)]
 
 mod name;
+mod time;
 mod types;
 
 pub use name::{metric_from_relative, MetricName, NameError, MAX_COMPONENT_LEN, MAX_NAME_LEN};
+pub use time::UtcTime;
 pub use types::{go_file_mode, HealReport, MetricStat, RingInfo, RingNode};
 
 /// Header carrying a file's [`MetricStat`] as JSON, on responses (HEAD, GET) and uploads (POST, PUT).

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -99,7 +99,8 @@ pub(super) async fn get_metric(
     h.insert(METRIC_STAT_HEADER, stat_header(&stat)?);
     h.insert(header::ETAG, etag);
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    if let Ok(date) = HeaderValue::from_str(&http_date(snapshot.modified)) {
+    let modified = snapshot.modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    if let Ok(date) = HeaderValue::from_str(&bucky_wire::UtcTime::from_unix(modified).http_date()) {
         h.insert(header::LAST_MODIFIED, date);
     }
     if stat.encoding == bucky_wire::ENCODING_SNAPPY {
@@ -233,44 +234,4 @@ pub(super) async fn delete_metric(
     state.blocking(move |store| store.delete(&name, condition.as_ref())).await?;
     state.cache().removed(&key);
     Ok(StatusCode::OK.into_response())
-}
-
-/// An HTTP date (RFC 9110 IMF-fixdate), e.g. `Tue, 14 Nov 2023 22:13:20 GMT`.
-fn http_date(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "Tue, 14 Nov 2023 22:13:20 GMT");
-        assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 GMT");
-    }
 }

@@ -14,10 +14,10 @@ use bucky_wire::{HealReport, MetricStat, RingInfo};
 use hashring::{Hash, Node, RingSpec};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use whisper::{CreateOptions, Point, Retention, WhisperBuf};
 
 use super::unix_now;
 use crate::auth::Auth;
+use crate::testutil::{points, wsp, wsp_with};
 use crate::{app, AppState, Config};
 
 struct Fixture {
@@ -106,40 +106,6 @@ async fn body(response: Response) -> Vec<u8> {
 
 async fn text(response: Response) -> String {
     String::from_utf8(body(response).await).unwrap()
-}
-
-/// The test's clock, minute-aligned and fixed for the whole process, so that "minutes ago" means the
-/// same when a file is written and when it is checked.
-fn now() -> i64 {
-    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *NOW.get_or_init(|| unix_now() / 60 * 60)
-}
-
-/// A `1m:1d` whisper file (17,308 bytes) holding `points` (minutes ago → value).
-fn wsp(points: &[(i64, f64)]) -> Vec<u8> {
-    wsp_with("1m:1d", points)
-}
-
-fn wsp_with(retentions: &str, points: &[(i64, f64)]) -> Vec<u8> {
-    let header =
-        whisper::header_for(&Retention::parse_list(retentions).unwrap(), &CreateOptions::default()).unwrap();
-    let mut buf = WhisperBuf::empty(header);
-    let now = now();
-    let points: Vec<Point> = points.iter().map(|&(ago, v)| Point::new(now - ago * 60, v)).collect();
-    buf.update_many(&points, now).unwrap();
-    buf.into_bytes()
-}
-
-/// The non-empty points of the first archive, as (minutes ago, value).
-fn points(bytes: &[u8]) -> Vec<(i64, f64)> {
-    let now = now();
-    let mut out: Vec<(i64, f64)> = WhisperBuf::from_bytes(bytes.to_vec()).unwrap().dump()[0]
-        .iter()
-        .filter(|(t, _)| *t != 0)
-        .map(|&(t, v)| ((now - i64::from(t)) / 60, v))
-        .collect();
-    out.sort_by_key(|p| p.0);
-    out
 }
 
 fn stat_for(name: &str, bytes: &[u8]) -> String {
@@ -716,4 +682,13 @@ async fn auth_checks_tokens_operations_and_namespaces() {
     assert_eq!(list(reader.clone()).await, ["sys.cpu"]);
     assert_eq!(list(root.clone()).await, ["app.req", "sys.cpu"]);
     assert_eq!(f.send(with(Method::DELETE, "/metrics/app.req", Some(&root))).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn uploads_larger_than_the_memory_budget_still_go_through_one_at_a_time() {
+    let f = Fixture::with(|c| c.upload_memory = 1024);
+    let (a, b) = (wsp(&[(1, 1.0)]), wsp(&[(2, 2.0)]));
+    let (ra, rb) = tokio::join!(f.send(upload(Method::POST, "budget.a", &a)), f.send(upload(Method::POST, "budget.b", &b)));
+    assert_eq!((ra.status(), rb.status()), (StatusCode::OK, StatusCode::OK));
+    assert_eq!((f.file("budget.a").unwrap(), f.file("budget.b").unwrap()), (a, b));
 }

@@ -6,35 +6,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bucky_wire::MetricName;
-use whisper::{CreateOptions, Point, Retention, WhisperBuf};
+use whisper::WhisperBuf;
 
 use super::*;
-
-/// The test's clock, minute-aligned and fixed for the whole process, so that "minutes ago" means the
-/// same when a file is written and when it is checked.
-fn now() -> i64 {
-    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *NOW.get_or_init(|| crate::api::unix_now() / 60 * 60)
-}
+use crate::testutil::{self, now, wsp};
 
 fn buf(points: &[(i64, f64)]) -> WhisperBuf {
-    let header = whisper::header_for(&Retention::parse_list("1m:1d").unwrap(), &CreateOptions::default()).unwrap();
-    let mut buf = WhisperBuf::empty(header);
-    let now = now();
-    let points: Vec<Point> = points.iter().map(|&(ago, v)| Point::new(now - ago * 60, v)).collect();
-    buf.update_many(&points, now).unwrap();
-    WhisperBuf::from_bytes(buf.into_bytes()).unwrap()
+    WhisperBuf::from_bytes(wsp(points)).unwrap()
 }
 
 fn points(path: &Path) -> Vec<(i64, f64)> {
-    let now = now();
-    let mut out: Vec<(i64, f64)> = WhisperBuf::from_bytes(fs::read(path).unwrap()).unwrap().dump()[0]
-        .iter()
-        .filter(|(t, _)| *t != 0)
-        .map(|&(t, v)| ((now - i64::from(t)) / 60, v))
-        .collect();
-    out.sort_by_key(|p| p.0);
-    out
+    testutil::points(&fs::read(path).unwrap())
 }
 
 fn store(dir: &Path, tweak: impl FnOnce(&mut StoreOptions)) -> Store {
