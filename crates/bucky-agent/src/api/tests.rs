@@ -692,3 +692,41 @@ async fn uploads_larger_than_the_memory_budget_still_go_through_one_at_a_time() 
     assert_eq!((ra.status(), rb.status()), (StatusCode::OK, StatusCode::OK));
     assert_eq!((f.file("budget.a").unwrap(), f.file("budget.b").unwrap()), (a, b));
 }
+
+#[tokio::test]
+async fn offload_refuses_incomplete_forms_and_servers_outside_the_ring() {
+    // A port nothing listens on, as the only agent port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = Fixture::with(|c| c.peer_ports = vec![closed]);
+    let tree = f.tree();
+    let offload = |form: &str| {
+        Request::post("/metrics/dst.m?fetch_offload=true")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_owned()))
+            .unwrap()
+    };
+    for (form, reason) in [
+        ("metric=src.m", "server missing"),
+        ("server=localhost:{closed}", "metric missing"),
+        ("server=localhost:{closed}&metric=src..m", "invalid source metric name"),
+        ("server=localhost&metric=src.m", "must be HOST:PORT"),
+        ("server=localhost:http&metric=src.m", "bad port"),
+        ("server=evil.example.com:4242&metric=src.m", "not a ring member"),
+        ("server=169.254.169.254:80&metric=src.m", "not a ring member"),
+        ("server=localhost:22&metric=src.m", "not an agent port"),
+    ] {
+        let form = form.replace("{closed}", &closed.to_string());
+        let response = f.send(offload(&form)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{form}");
+        let text = text(response).await;
+        assert!(text.contains(reason), "{form}: {text}");
+    }
+    // The fields may come in the query string too (Go's FormValue); an unreachable member is a 400.
+    let request = Request::post(format!("/metrics/dst.m?fetch_offload=true&server=127.0.0.1:{closed}&metric=src.m"))
+        .body(Body::empty())
+        .unwrap();
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(text(response).await.starts_with("Error fetching metric"));
+    assert_eq!(f.tree(), tree);
+}
