@@ -395,11 +395,16 @@ fn write_spans(ranges: Vec<Range<usize>>, coalesce: bool) -> Vec<Range<usize>> {
     spans
 }
 
+/// Whether a regular file is at `path`; a directory or other special file there is a 409.
 fn exists(path: &Path) -> Result<bool, AgentError> {
-    match fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(true),
+        Ok(_) => Err(AgentError::Conflict(format!(
+            "{}: something other than a regular file is in the way; move it aside",
+            path.display()
+        ))),
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),
-        Err(e) => Err(AgentError::io(path, e)),
+        Err(e) => Err(AgentError::internal(path.display().to_string(), e)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `/metrics/<name>`: HEAD (stat), GET (read), POST (heal), PUT (replace), DELETE.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::io::Write;
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -179,11 +180,19 @@ async fn heal(
     report: &mut HealReport,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
-    let key = name.as_str().to_owned();
-    let healed = state.blocking(move |store| store.heal(&name, &buf, stat.mod_time, unix_now())).await?;
+    let cache = Arc::clone(state.cache());
+    // The list is updated in the blocking task: it happens even if the request is abandoned meanwhile.
+    let healed = state
+        .blocking(move |store| {
+            let healed = store.heal(&name, &buf, stat.mod_time, unix_now())?;
+            if healed == Healed::Created {
+                cache.added(name.as_str());
+            }
+            Ok(healed)
+        })
+        .await?;
     match healed {
         Healed::Created => {
-            state.cache().added(&key);
             report.created = true;
             report.copy = nanos(started);
         }
@@ -205,15 +214,18 @@ pub(super) async fn put_metric(
     let condition = if_match(&headers, header::IF_MATCH)?;
     let upload = receive(&state, &headers, body).await?;
     let started = Instant::now();
-    let key = name.as_str().to_owned();
+    let cache = Arc::clone(state.cache());
     let Upload { stat, buf, took, memory } = upload;
     let replaced = state
-        .blocking(move |store| store.replace(&name, &buf, condition.as_ref(), stat.mod_time))
+        .blocking(move |store| {
+            let replaced = store.replace(&name, &buf, condition.as_ref(), stat.mod_time)?;
+            if replaced == Replaced::Created {
+                cache.added(name.as_str());
+            }
+            Ok(replaced)
+        })
         .await?;
     drop(memory);
-    if replaced == Replaced::Created {
-        state.cache().added(&key);
-    }
     let report = HealReport {
         dump: took,
         copy: nanos(started),
@@ -230,8 +242,13 @@ pub(super) async fn delete_metric(
 ) -> Result<Response, AgentError> {
     let name = authorize(&state, &headers, Op::Delete, &name)?;
     let condition = if_match(&headers, header::IF_MATCH)?;
-    let key = name.as_str().to_owned();
-    state.blocking(move |store| store.delete(&name, condition.as_ref())).await?;
-    state.cache().removed(&key);
+    let cache = Arc::clone(state.cache());
+    state
+        .blocking(move |store| {
+            store.delete(&name, condition.as_ref())?;
+            cache.removed(name.as_str());
+            Ok(())
+        })
+        .await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -730,3 +730,14 @@ async fn offload_refuses_incomplete_forms_and_servers_outside_the_ring() {
     assert!(text(response).await.starts_with("Error fetching metric"));
     assert_eq!(f.tree(), tree);
 }
+
+#[tokio::test]
+async fn a_directory_in_the_way_is_a_conflict() {
+    let f = Fixture::new();
+    fs::create_dir_all(f.root().join("dir/in.wsp")).unwrap();
+    for method in [Method::POST, Method::PUT] {
+        let response = f.send(upload(method.clone(), "dir.in", &wsp(&[(1, 1.0)]))).await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "{method}");
+    }
+    assert_eq!(f.tree(), ["dir", "dir/in.wsp"]);
+}
