@@ -117,7 +117,7 @@ pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[
     // Contiguous runs; within a run of equal intervals the last one wins.
     let mut runs: Vec<(i64, Vec<u8>)> = Vec::new();
     let mut previous: Option<i64> = None;
-    let mut current: Vec<u8> = Vec::new();
+    let mut current: Vec<u8> = Vec::with_capacity(points.len() * POINT_SIZE);
     for i in 0..aligned.len() {
         if i + 1 < aligned.len() && aligned[i].0 == aligned[i + 1].0 {
             continue;
@@ -187,22 +187,50 @@ fn propagate_from<S: Store>(s: &mut S, index: usize, aligned: &[(i64, f64)]) -> 
         .collect();
     for lower in lowers {
         let lower_spp = s.header().archives[lower].seconds_per_point;
+        // The lower intervals with consecutive duplicates removed: re-inserting an element leaves a Python
+        // set unchanged, so this has the same set order as whisper's `lowerIntervals`.
         let mut aligner = Aligner::new(lower_spp);
-        let fits = aligned.iter().map(|&(t, _)| aligner.align(t)).collect::<Result<Vec<i64>>>()?;
+        let mut unique: Vec<i64> = Vec::with_capacity(aligned.len() / 2 + 1);
+        for &(t, _) in aligned {
+            let fit = aligner.align(t)?;
+            if unique.last() != Some(&fit) {
+                unique.push(fit);
+            }
+        }
         // whisper iterates `set(lowerIntervals)`. The order only matters when the lower archive is empty
         // (the first interval written anchors it) or when two intervals share a lower slot (they span a
         // whole retention); otherwise every order writes the same bytes, and a sorted dedup is cheaper.
         let lower_info = s.header().archives[lower];
-        let mut unique = fits.clone();
-        unique.dedup();
-        let order_free = fits.is_sorted()
+        let is_sorted = unique.is_sorted();
+        let order_free = is_sorted
             && base(s, &lower_info)? != 0
             && unique.last().zip(unique.first()).is_some_and(|(l, f)| ((l - f) as u64) < lower_info.retention());
-        let intervals = if order_free { unique } else { crate::pyset::set_order(&fits) };
+        let set_order = (!order_free).then(|| crate::pyset::set_order(&unique));
+        let sorted = is_sorted.then_some(&unique);
         let mut any = false;
-        for interval in intervals {
-            if propagate(s, interval, higher, lower)? {
-                any = true;
+        // Fast path: this level only reads the higher archive, which it never writes, so all aggregates
+        // can be computed from one read of the higher slots; the writes then follow whisper's order.
+        let batch = match sorted {
+            Some(sorted) => aggregate_level(s, higher, lower, sorted)?.map(|values| (sorted, values)),
+            None => None,
+        };
+        let intervals: &[i64] = set_order.as_deref().unwrap_or(&unique);
+        match batch {
+            Some((sorted, values)) => {
+                for &interval in intervals {
+                    let Ok(at) = sorted.binary_search(&interval) else { continue };
+                    if let Some(value) = values[at] {
+                        write_lower(s, lower, interval, value)?;
+                        any = true;
+                    }
+                }
+            }
+            None => {
+                for &interval in intervals {
+                    if propagate(s, interval, higher, lower)? {
+                        any = true;
+                    }
+                }
             }
         }
         if !any {
@@ -211,6 +239,68 @@ fn propagate_from<S: Store>(s: &mut S, index: usize, aligned: &[(i64, f64)]) -> 
         higher = lower;
     }
     Ok(())
+}
+
+/// The aggregate `__propagate` would write for each of the sorted lower `intervals` (None where it would
+/// write nothing), from a single read of the higher archive. `Ok(None)` when the shortcut does not
+/// reproduce the reference exactly (empty higher archive, a ratio that is not whole, or intervals spread
+/// over more than the higher archive holds); the caller then propagates interval by interval.
+fn aggregate_level<S: Store>(
+    s: &mut S,
+    higher: usize,
+    lower: usize,
+    intervals: &[i64],
+) -> Result<Option<Vec<Option<f64>>>> {
+    let (h, l) = (s.header().archives[higher], s.header().archives[lower]);
+    let (Some(&first), Some(&last)) = (intervals.first(), intervals.last()) else { return Ok(Some(Vec::new())) };
+    let higher_base = base(s, &h)?;
+    let step = i64::from(h.seconds_per_point);
+    let k = (l.seconds_per_point / h.seconds_per_point) as usize;
+    if higher_base == 0 || l.seconds_per_point % h.seconds_per_point != 0 || (last - first) % step != 0 {
+        return Ok(None);
+    }
+    let span = ((last - first) / step) as usize + k;
+    if span > h.points as usize {
+        return Ok(None);
+    }
+    let start = slot_offset(&h, higher_base, first);
+    let mut raw = vec![0u8; span * POINT_SIZE];
+    let head = (h.end() as usize - start).min(raw.len());
+    s.read_bytes(start, &mut raw[..head])?;
+    if head < raw.len() {
+        s.read_bytes(h.offset as usize, &mut raw[head..])?;
+    }
+    let (aggregation, xff) = (s.header().aggregation, s.header().xff());
+    let mut neighbours: Vec<Option<f64>> = vec![None; k];
+    let values = intervals
+        .iter()
+        .map(|&interval| {
+            let first_slot = ((interval - first) / step) as usize;
+            let window = &raw[first_slot * POINT_SIZE..(first_slot + k) * POINT_SIZE];
+            let mut known = 0;
+            for (j, (slot, chunk)) in neighbours.iter_mut().zip(window.chunks_exact(POINT_SIZE)).enumerate() {
+                let (ts, v) = crate::buf::point_from(chunk);
+                *slot = (i64::from(ts) == interval + j as i64 * step).then_some(v);
+                known += usize::from(slot.is_some());
+            }
+            if known == 0 || (known as f64) / (k as f64) < xff {
+                None
+            } else {
+                aggregation.aggregate(&neighbours)
+            }
+        })
+        .collect();
+    Ok(Some(values))
+}
+
+/// Writes a propagated `(interval, value)` into lower archive `lower` at the slot rule (slot 0 when the
+/// archive is still empty), as the end of `__propagate` does.
+fn write_lower<S: Store>(s: &mut S, lower: usize, interval: i64, value: f64) -> Result<()> {
+    let l = s.header().archives[lower];
+    let packed = pack(interval, value)?;
+    let lower_base = base(s, &l)?;
+    let offset = if lower_base == 0 { l.offset as usize } else { slot_offset(&l, lower_base, interval) };
+    s.put(offset, &packed)
 }
 
 /// whisper's `__propagate`: aggregates the higher slots under `timestamp`'s lower slot and writes the
