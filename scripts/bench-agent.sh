@@ -8,7 +8,7 @@
 #  2. Throughput: GET and POST-heal of 17 KB metrics (1m:1d) with 16 concurrent clients over loopback,
 #     next to cat(1) of the same files (the `bench_http` example), with precise and coalesced heal writes.
 #
-# Usage: scripts/bench-agent.sh [N_FILES] [HTTP_FILES]
+# Usage: scripts/bench-agent.sh [N_FILES] [HTTP_FILES]   (HTTP_FILES 0 skips the throughput part)
 # Env: BENCH_ROUNDS (runs per timing, best kept; default 5), BENCH_TREE (tree directory, kept between runs; default $TMPDIR/bucky-bench-tree-N),
 #      CARGO_TARGET_DIR (as for cargo).
 set -euo pipefail
@@ -70,29 +70,30 @@ done
 best_find=$(best "$find_times")
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# Polls GET /metrics until 200 from one process over one kept-alive connection (spawning curl every few
-# milliseconds would steal a good part of a 2-core machine from the agent), leaving the body in
-# $WORK/list.json. With "force", first asks for a rescan.
+# Waits until the list is ready, then fetches it with curl into $WORK/list.json. Readiness is polled
+# from one process over one kept-alive connection with `list=[]` (an empty intersection: 200 as soon as
+# the list is ready, with no body to speak of); spawning curl every few milliseconds would steal a good
+# part of a 2-core machine from the agent. With "force", first asks for a rescan.
 fetch_list() {
-    python3 - "$PORT" "$WORK/list.json" "${1:-}" <<'EOF'
+    python3 - "$PORT" "${1:-}" <<'EOF'
 import http.client, sys, time
-port, out, force = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "force"
+port, force = int(sys.argv[1]), sys.argv[2] == "force"
 conn = None
 while True:
     try:
         if conn is None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        conn.request("GET", "/metrics?force=1" if force else "/metrics")
+        conn.request("GET", "/metrics?force=1" if force else "/metrics?list=%5B%5D")
         response = conn.getresponse()
-        body = response.read()
+        response.read()
         force = False
         if response.status == 200:
-            open(out, "wb").write(body)
             break
     except OSError:
         conn = None
     time.sleep(0.005)
 EOF
+    curl -sf -o "$WORK/list.json" "http://127.0.0.1:$PORT/metrics"
 }
 
 say "first full list through the agent"
@@ -132,6 +133,7 @@ python3 -c "print(f'ratio first list / find: {$first / $best_find:.2f}x (target 
 python3 -c "print(f'agent RSS with {$listed} names cached: {$rss_kb / 1024:.0f} MiB (peak {$hwm_kb / 1024:.0f} MiB; target < 300 MB)')"
 [ "$listed" = "$found" ] || echo "WARNING: the agent listed $listed names, find found $found files"
 
+[ "$HTTP_FILES" -gt 0 ] || exit 0
 echo
 echo "== throughput: precise heal writes (default)"
 BENCH_TMP=$WORK "$TARGET/release/examples/bench_http" "$HTTP_FILES"
