@@ -16,14 +16,14 @@ use crate::store::StoreOptions;
 ///
 /// Serves the whisper files below --prefix over buckyd's HTTP API (list, stat, read, heal, replace,
 /// delete, offload). NODE... are the members of the consistent-hash ring in order, as
-/// HOST[:PORT][=INSTANCE], exactly as given to buckyd; every agent of a cluster must be given the same
+/// `HOST[:PORT][=INSTANCE]`, exactly as given to buckyd; every agent of a cluster must be given the same
 /// ring. Go-style single-dash long flags (-prefix, -hash, -replicas, -sparse, -tmpdir, -timeout, …) are
 /// accepted too, so existing buckyd unit files keep working. Logs go to stderr; set RUST_LOG to change
 /// their level (default info).
 #[derive(Debug, Parser)]
 #[command(name = "bucky-agent", version, max_term_width = 100)]
 pub struct Cli {
-    /// Ring members in order: HOST[:PORT][=INSTANCE].
+    /// Ring members in order: `HOST[:PORT][=INSTANCE]`.
     #[arg(value_name = "NODE", required = true)]
     pub nodes: Vec<String>,
 
