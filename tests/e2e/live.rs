@@ -584,7 +584,7 @@ fn bucky(args: &[&str]) -> (bool, String, String) {
 /// With `kill_agent`, one agent is killed -9 in the middle of the rebalance, restarted, and the rebalance
 /// is rerun from its `--state-file`. Afterwards every sent point is present on the metric's replicas,
 /// `inconsistent` is empty, and every whisper file on every node is whole.
-fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_agent: bool, metrics: usize) {
+fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_agent: bool, metrics: usize, warmup: Duration) {
     let (_guard, root) = live_dir();
     let ips = ["127.0.0.71", "127.0.0.72", "127.0.0.73"].map(|ip| ip.to_owned());
     let line_port = free_port(&ips[0]);
@@ -638,7 +638,8 @@ fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_a
             }
         })
     };
-    thread::sleep(Duration::from_secs(5));
+    let traffic_started = Instant::now();
+    thread::sleep(warmup);
 
     // Grow the ring: pause traffic, let the relay drain, restart it and the agents with three members.
     paused.store(true, Ordering::Relaxed);
@@ -672,10 +673,17 @@ fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_a
     let (ok, out, err) = bucky(&["rebalance", "--delete", "-f", "-h", &seed, "--state-file", &state, "--json", "--no-progress"]);
     assert!(ok, "rebalance failed:\n{out}\n{err}");
     let rebalance_time = started.elapsed();
+    let summary: serde_json::Value = serde_json::Deserializer::from_str(&out)
+        .into_iter::<serde_json::Value>()
+        .filter_map(Result::ok)
+        .filter(|v| v.get("moved").is_some())
+        .last()
+        .unwrap_or_else(|| panic!("no rebalance summary in {out}"));
 
     thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     traffic.join().expect("traffic thread");
+    let traffic_time = traffic_started.elapsed();
     let sent = sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
     // Every sent point must be on every replica of its metric, read back through the agents.
@@ -697,7 +705,7 @@ fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_a
         let host = member.split(':').next().unwrap_or(member);
         format!("{host}:{agent_port}")
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60 + metrics as u64 / 20);
     let expected = sent.len() * metrics * replicas;
     let found = loop {
         let mut missing = Vec::new();
@@ -755,11 +763,18 @@ fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_a
             files += 1;
         }
     }
+    let points_sent = sent.len() * metrics;
     eprintln!(
-        "live grow {hash} RF{replicas}{}: {} rounds x {metrics} metrics sent, {found}/{expected} replica points found, 0 lost; rebalance {:.1?}; {files} whole files",
-        if kill_agent { " with kill -9" } else { "" },
+        "live grow {hash} RF{replicas}{}: {points_sent} points sent ({} rounds x {metrics} metrics, {:.0} points/s \
+         written by carbon-cache), {found}/{expected} replica points found, 0 lost; rebalance {:.1?}: {} moved, \
+         {} deleted, {:.0} metrics/s; {files} whole files",
+        if kill_agent { " with kill -9 mid-rebalance" } else { "" },
         sent.len(),
-        rebalance_time
+        points_sent as f64 / traffic_time.as_secs_f64(),
+        rebalance_time,
+        summary["moved"],
+        summary["deleted"],
+        summary["metrics_per_second"].as_f64().unwrap_or(0.0),
     );
 }
 
@@ -783,15 +798,24 @@ fn parse_locate(text: &str) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn live_grow_ring_carbon_ch_under_traffic() {
-    grow_ring_under_traffic("carbon_ch", "carbon", 1, false, 120);
+    grow_ring_under_traffic("carbon_ch", "carbon", 1, false, 120, Duration::from_secs(5));
 }
 
 #[test]
 fn live_grow_ring_jump_fnv1a_rf2_under_traffic() {
-    grow_ring_under_traffic("jump_fnv1a_ch", "jump_fnv1a", 2, false, 120);
+    grow_ring_under_traffic("jump_fnv1a_ch", "jump_fnv1a", 2, false, 120, Duration::from_secs(5));
 }
 
 #[test]
 fn live_grow_ring_with_agent_killed_mid_rebalance() {
-    grow_ring_under_traffic("jump_fnv1a_ch", "jump_fnv1a", 2, true, 120);
+    grow_ring_under_traffic("jump_fnv1a_ch", "jump_fnv1a", 2, true, 120, Duration::from_secs(5));
+}
+
+/// The soak run (`scripts/live.sh --soak`): scenario 1 with at least 1,000,000 points. Not part of CI.
+#[test]
+#[ignore = "soak: run with scripts/live.sh --soak"]
+fn live_soak() {
+    let metrics: usize = std::env::var("BUCKY_SOAK_METRICS").ok().and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let warmup = (1_000_000 / metrics) as u64 + 5;
+    grow_ring_under_traffic("carbon_ch", "carbon", 1, false, metrics, Duration::from_secs(warmup));
 }
