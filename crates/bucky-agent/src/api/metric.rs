@@ -14,7 +14,7 @@ use bucky_wire::{HealReport, MetricName, MetricStat, METRIC_STAT_HEADER};
 use tokio::sync::OwnedSemaphorePermit;
 use whisper::WhisperBuf;
 
-use super::{authorize, decode_whisper, is_snappy, parse_stat, read_body, unix_now};
+use super::{authorize, decode_whisper, is_snappy, max_encoded_len, parse_stat, read_body, unix_now};
 use crate::auth::Op;
 use crate::error::AgentError;
 use crate::etag::IfMatch;
@@ -136,7 +136,15 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Up
         )));
     }
     let memory = state.reserve_upload(stat.size.max(0) as u64).await?;
-    let body = read_body(headers, body, limit).await?;
+    // Never read more than the announced file can take: the reservation above is then a real bound.
+    let max = max_encoded_len(stat.size.max(0) as u64, snappy);
+    let body = read_body(headers, body, max.min(limit)).await.map_err(|e| match e {
+        AgentError::PayloadTooLarge(_) if max < limit => AgentError::BadRequest(format!(
+            "Malformed whisper data: the body is longer than X-Metric-Stat.Size ({}) allows",
+            stat.size
+        )),
+        other => other,
+    })?;
     let (stat, buf) = state
         .blocking(move |_| {
             let buf = decode_whisper(&stat, body, snappy, limit, "")?;

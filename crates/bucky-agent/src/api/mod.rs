@@ -138,6 +138,16 @@ pub(crate) fn parse_stat(value: Option<&HeaderValue>) -> Result<MetricStat, Agen
         .map_err(|e| AgentError::BadRequest(format!("Error decoding {METRIC_STAT_HEADER} header: {e}")))
 }
 
+/// The most bytes a body encoding a `size`-byte file can take: `size` itself, or snappy's worst case
+/// (incompressible data grows by at most a sixth, plus framing).
+pub(crate) fn max_encoded_len(size: u64, snappy: bool) -> u64 {
+    if snappy {
+        size + size / 6 + 4096
+    } else {
+        size
+    }
+}
+
 /// Whether a `Content-Encoding` value means snappy; `Err` (415) for encodings the agent cannot decode.
 pub(crate) fn is_snappy(content_encoding: Option<&HeaderValue>) -> Result<bool, AgentError> {
     match content_encoding.map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {

@@ -15,7 +15,7 @@ use bucky_wire::{HealReport, MetricName, MetricStat, METRIC_STAT_HEADER};
 use tokio::sync::OwnedSemaphorePermit;
 use whisper::WhisperBuf;
 
-use super::{decode_whisper, is_snappy, parse_stat, read_body, unix_now};
+use super::{decode_whisper, is_snappy, max_encoded_len, parse_stat, read_body, unix_now};
 use crate::error::AgentError;
 use crate::AppState;
 
@@ -83,10 +83,11 @@ pub(super) async fn fetch(
         return Err(fetch_error(format!("the source is larger than the {limit}-byte limit (--max-body)")));
     }
     let memory = state.reserve_upload(stat.size.max(0) as u64).await?;
+    let max = max_encoded_len(stat.size.max(0) as u64, snappy);
     let mut data = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(fetch_error)? {
-        if (data.len() + chunk.len()) as u64 > limit {
-            return Err(fetch_error(format!("the source is larger than the {limit}-byte limit (--max-body)")));
+        if (data.len() + chunk.len()) as u64 > max {
+            return Err(fetch_error(format!("the body is longer than X-Metric-Stat.Size ({}) allows", stat.size)));
         }
         data.extend_from_slice(&chunk);
     }

@@ -448,9 +448,25 @@ async fn hostile_bodies_are_refused_before_the_disk_changes() {
             r.headers_mut().insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
             r
         }, StatusCode::UNSUPPORTED_MEDIA_TYPE),
-        ("body over the limit", {
+        ("body longer than its stat", {
             let mut r = upload(Method::POST, "new.m", &big);
             r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &good).parse().unwrap());
+            r
+        }, StatusCode::BAD_REQUEST),
+        ("body over the limit", {
+            // Incompressible bytes: the snappy body is longer than the 100,000-byte limit.
+            let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+            let noise: Vec<u8> = (0..120_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect();
+            let mut r = upload(Method::POST, "new.m", &snappy(&noise));
+            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &noise[..99_000]).parse().unwrap());
             r
         }, StatusCode::PAYLOAD_TOO_LARGE),
         ("stat size over the limit", {
