@@ -320,6 +320,7 @@ pub(crate) fn slot_offset_i64(archive: &ArchiveInfo, base: i64, interval: i64) -
 }
 
 /// `t - t % spp` with Python's floor modulo.
+#[allow(clippy::unnecessary_lazy_evaluations)] // an eager Error per call showed up in profiles
 pub(crate) fn align(t: i64, spp: u32) -> Result<i64> {
     t.checked_sub(t.rem_euclid(i64::from(spp))).ok_or_else(|| Error::TimestampOutOfRange(t))
 }
@@ -361,6 +362,7 @@ impl Aligner {
         Aligner { spp: i64::from(spp), last: None }
     }
 
+    #[allow(clippy::unnecessary_lazy_evaluations)] // an eager Error per call showed up in profiles
     pub(crate) fn align(&mut self, t: i64) -> Result<i64> {
         let distance = self.last.and_then(|last| t.checked_sub(last).map(|d| (last, d)));
         let aligned = match distance {

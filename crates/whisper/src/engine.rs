@@ -36,7 +36,7 @@ pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Re
     }
     let mut sorted: Vec<(i64, f64)> = points.iter().map(|p| (p.timestamp, p.value)).collect();
     // Stable sort, newest first; equal timestamps keep input order (Python's sort(reverse=True)).
-    sorted.sort_by(|a, b| b.0.cmp(&a.0));
+    sorted.sort_by_key(|p| std::cmp::Reverse(p.0));
     let archive_count = s.header().archives.len();
     let mut current = 0usize;
     let mut batch: Vec<(i64, f64)> = Vec::new();

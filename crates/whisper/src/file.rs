@@ -115,7 +115,9 @@ impl WhisperFile {
     /// Like [`WhisperFile::write_back`], but while the caller holds this file's exclusive lock (so the
     /// buffer, read under that lock, equals the disk outside its changes): nearby changed ranges are written
     /// as one, unchanged bytes between them included. A fill of many small gaps then costs a few large
-    /// writes instead of thousands of small ones.
+    /// writes instead of thousands of small ones. Only safe when every writer of the file takes the flock
+    /// (carbon-cache with `WHISPER_LOCK_WRITES = True`): a writer that ignores it could have its point
+    /// overwritten by the stale copy.
     pub fn write_back_locked(&self, buf: &WhisperBuf, lock: &WhisperLock<'_>) -> Result<()> {
         const MAX_GAP: usize = 64 * 1024;
         if lock.mode() != LockMode::Exclusive || lock.path() != self.path {

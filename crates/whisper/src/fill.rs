@@ -51,6 +51,11 @@ pub struct FillOptions {
     pub lock: bool,
     /// Bound on each lock wait.
     pub lock_timeout: Duration,
+    /// With `lock`: write nearby changed ranges as one block, rewriting the unchanged slots between them
+    /// with the values read under the lock. Much faster for many small gaps, but only safe when every
+    /// writer of the file takes whisper's flock (carbon-cache: `WHISPER_LOCK_WRITES = True`); otherwise a
+    /// point carbon writes meanwhile could be overwritten. Off by default.
+    pub coalesce_writes: bool,
     /// fsync the destination when done.
     pub sync: bool,
 }
@@ -66,6 +71,7 @@ impl FillOptions {
             overwrite: false,
             lock: true,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            coalesce_writes: false,
             sync: true,
         }
     }
@@ -111,8 +117,8 @@ pub fn fill(src: &Path, dst: &Path, options: &FillOptions) -> Result<FillReport>
     let mut buf = target.read_buf()?;
     let points_written = fill_buf(&source_buf, &mut buf, options)?;
     match &lock {
-        Some(lock) => target.write_back_locked(&buf, lock)?,
-        None => target.write_back(&buf)?,
+        Some(lock) if options.coalesce_writes => target.write_back_locked(&buf, lock)?,
+        _ => target.write_back(&buf)?,
     }
     if options.sync {
         target.sync()?;

@@ -155,6 +155,7 @@ fn carbonate_fill() {
 /// - no 0.0/-0.0 values: carbonate treats them as gaps and overwrites them, safe mode keeps them as data;
 /// - no startFrom/endAt window and no overwrite: safe's window includes an aligned endAt slot that
 ///   carbonate's exclusive fetch skips, and overwrite has no safe equivalent.
+///
 /// With these, each dst gap is fetched from the same-resolution src archive over exactly the slots
 /// (now-ret, now] and written at dst's slot rule (an empty dst is anchored at the first run in both), so
 /// the files must be byte-identical. NaN stays in: both treat it as a value.

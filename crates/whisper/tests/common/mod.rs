@@ -720,8 +720,8 @@ impl Gen {
     /// A spec string that whisper parses to exactly (spp, points).
     pub fn spec(&mut self, spp: u32, points: u32) -> String {
         let precision = match self.rng.gen_range(0..10) {
-            0 if spp % 3600 == 0 => format!("{}h", spp / 3600),
-            1 | 2 if spp % 60 == 0 => format!("{}{}", spp / 60, self.pick(&["m", "min", "minutes"])),
+            0 if spp.is_multiple_of(3600) => format!("{}h", spp / 3600),
+            1 | 2 if spp.is_multiple_of(60) => format!("{}{}", spp / 60, self.pick(&["m", "min", "minutes"])),
             3 => format!("{spp}s"),
             _ => spp.to_string(),
         };
@@ -891,7 +891,7 @@ impl Truth {
             4..=5 if self.zeros => -0.0,
             6 => f64::NAN,
             7 => f64::INFINITY,
-            _ => ((x >> 8) % 2000) as f64 / 4.0 - 250.0 + if (x >> 40) % 2 == 0 { 0.1 } else { 0.0 },
+            _ => ((x >> 8) % 2000) as f64 / 4.0 - 250.0 + if (x >> 40).is_multiple_of(2) { 0.1 } else { 0.0 },
         }
     }
 }
