@@ -271,17 +271,25 @@ fn aggregate_level<S: Store>(
         s.read_bytes(h.offset as usize, &mut raw[head..])?;
     }
     let (aggregation, xff) = (s.header().aggregation, s.header().xff());
+    // Decode every slot once: (timestamp relative to `first` in steps, value).
+    let slots: Vec<(i64, f64)> = raw
+        .chunks_exact(POINT_SIZE)
+        .map(|chunk| {
+            let (ts, v) = crate::buf::point_from(chunk);
+            (i64::from(ts), v)
+        })
+        .collect();
     let mut neighbours: Vec<Option<f64>> = vec![None; k];
     let values = intervals
         .iter()
         .map(|&interval| {
             let first_slot = ((interval - first) / step) as usize;
-            let window = &raw[first_slot * POINT_SIZE..(first_slot + k) * POINT_SIZE];
             let mut known = 0;
-            for (j, (slot, chunk)) in neighbours.iter_mut().zip(window.chunks_exact(POINT_SIZE)).enumerate() {
-                let (ts, v) = crate::buf::point_from(chunk);
-                *slot = (i64::from(ts) == interval + j as i64 * step).then_some(v);
+            let mut expected = interval;
+            for (slot, &(ts, v)) in neighbours.iter_mut().zip(&slots[first_slot..first_slot + k]) {
+                *slot = (ts == expected).then_some(v);
                 known += usize::from(slot.is_some());
+                expected += step;
             }
             if known == 0 || (known as f64) / (k as f64) < xff {
                 None

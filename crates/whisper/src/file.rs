@@ -248,16 +248,15 @@ impl<'a> PagedFile<'a> {
     }
 
     fn write_back(self) -> Result<()> {
-        for range in merge_ranges(self.dirty.clone()) {
-            let mut bytes = vec![0u8; range.len()];
+        let mut bytes = Vec::new();
+        for range in merge_ranges(self.dirty) {
+            bytes.clear();
             let mut offset = range.start;
-            let mut out = &mut bytes[..];
-            while !out.is_empty() {
+            while offset < range.end {
                 let within = offset % PAGE;
                 let page = self.pages[offset / PAGE].as_deref().unwrap_or_default();
-                let n = (page.len() - within).min(out.len());
-                out[..n].copy_from_slice(&page[within..within + n]);
-                out = &mut out[n..];
+                let n = (page.len() - within).min(range.end - offset);
+                bytes.extend_from_slice(&page[within..within + n]);
                 offset += n;
             }
             self.file
