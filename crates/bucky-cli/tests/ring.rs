@@ -1,22 +1,13 @@
 //! `bucky ring locate` / `bucky ring show` end to end: output format, node strings as given, errors.
 //! Placement itself is checked against carbon and carbon-c-relay in `crates/hashring/tests`.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::process::Output;
+
+use support::bucky;
 
 use hashring::{Hash, Node, Ring, Router};
-
-fn bucky(args: &[&str], stdin: impl AsRef<[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bucky"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run bucky");
-    child.stdin.take().expect("stdin").write_all(stdin.as_ref()).expect("write stdin");
-    child.wait_with_output().expect("bucky output")
-}
 
 fn stdout(out: &Output) -> String {
     assert!(out.status.success(), "bucky failed: {}", String::from_utf8_lossy(&out.stderr));

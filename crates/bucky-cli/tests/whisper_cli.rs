@@ -5,28 +5,16 @@
 
 #[path = "../../whisper/tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use common::*;
+use support::bucky;
 use rand::Rng;
 use serde_json::{json, Value};
 
 const NOW: i64 = 1_700_000_000;
-
-fn bucky(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bucky"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run bucky");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -362,7 +350,7 @@ fn refusals_change_nothing() {
     // Existing file: create refuses and keeps it.
     refuse(d, 1, &["create", a_s, "60:10"], "");
     // A bad line refuses the whole batch.
-    let out = bucky(&["whisper", "update", a_s, "--now", &now], &format!("{NOW} 5\nnot a point\n"));
+    let out = bucky(&["whisper", "update", a_s, "--now", &now], format!("{NOW} 5\nnot a point\n"));
     assert!(matches!(out.status.code(), Some(1) | Some(2)), "bad line: exit {:?}", out.status.code());
     // update --single of a future point: TimestampNotCovered, nothing written.
     refuse(d, 1, &["update", a_s, "--now", &now, "--single"], &format!("{} 1\n", NOW + 60));
