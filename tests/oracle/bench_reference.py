@@ -19,21 +19,26 @@ def pin(now):
     time.time = lambda: now
 
 
+def time_on_copies(template, repeat, op):
+    """Mean seconds of op(path) over `repeat` runs, each on a fresh copy of `template` (copy not timed)."""
+    total = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "work.wsp")
+        for _ in range(repeat):
+            shutil.copyfile(template, path)
+            t0 = real_time()
+            op(path)
+            total += real_time() - t0
+    return total / repeat
+
+
 def main():
     op = sys.argv[1]
     if op == "fill":
         from carbonate.fill import fill_archives
         src, template, now, repeat = sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
         pin(now)
-        total = 0.0
-        with tempfile.TemporaryDirectory() as tmp:
-            dst = os.path.join(tmp, "dst.wsp")
-            for _ in range(repeat):
-                shutil.copyfile(template, dst)
-                t0 = real_time()
-                fill_archives(src, dst, startFrom=now)
-                total += real_time() - t0
-        print(json.dumps({"seconds_per_op": total / repeat}))
+        seconds = time_on_copies(template, repeat, lambda dst: fill_archives(src, dst, startFrom=now))
     elif op == "update_many":
         import whisper
         template, points_file, now, repeat = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
@@ -42,17 +47,10 @@ def main():
             for line in f:
                 t, v = line.split()
                 points.append((int(t), float(v)))
-        total = 0.0
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "m.wsp")
-            for _ in range(repeat):
-                shutil.copyfile(template, path)
-                t0 = real_time()
-                whisper.update_many(path, points, now=now)
-                total += real_time() - t0
-        print(json.dumps({"seconds_per_op": total / repeat}))
+        seconds = time_on_copies(template, repeat, lambda path: whisper.update_many(path, points, now=now))
     else:
         sys.exit("unknown op %r" % op)
+    print(json.dumps({"seconds_per_op": seconds}))
 
 
 if __name__ == "__main__":

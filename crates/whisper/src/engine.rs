@@ -82,14 +82,7 @@ pub(crate) fn update<S: Store>(s: &mut S, value: f64, timestamp: i64, now: i64) 
         .unwrap_or(s.header().archives.len() - 1);
     let archive = s.header().archives[index];
     let interval = align(timestamp, archive.seconds_per_point)?;
-    let packed = pack(interval, value)?;
-    let base = base(s, &archive)?;
-    let offset = if base == 0 {
-        archive.offset as usize
-    } else {
-        slot_offset(&archive, base, interval)
-    };
-    s.put(offset, &packed)?;
+    write_point(s, index, interval, value)?;
     for lower in index + 1..s.header().archives.len() {
         if !propagate(s, interval, lower - 1, lower)? {
             break;
@@ -220,7 +213,7 @@ fn propagate_from<S: Store>(s: &mut S, index: usize, aligned: &[(i64, f64)]) -> 
                 for &interval in intervals {
                     let Ok(at) = sorted.binary_search(&interval) else { continue };
                     if let Some(value) = values[at] {
-                        write_lower(s, lower, interval, value)?;
+                        write_point(s, lower, interval, value)?;
                         any = true;
                     }
                 }
@@ -301,21 +294,22 @@ fn aggregate_level<S: Store>(
     Ok(Some(values))
 }
 
-/// Writes a propagated `(interval, value)` into lower archive `lower` at the slot rule (slot 0 when the
-/// archive is still empty), as the end of `__propagate` does.
-fn write_lower<S: Store>(s: &mut S, lower: usize, interval: i64, value: f64) -> Result<()> {
-    let l = s.header().archives[lower];
+/// Writes `(interval, value)` into archive `index` at whisper's slot rule: slot 0 when the archive is
+/// still empty (the point becomes its anchor), else the slot of `interval` relative to the anchor. This is
+/// how single updates and propagations write.
+fn write_point<S: Store>(s: &mut S, index: usize, interval: i64, value: f64) -> Result<()> {
+    let archive = s.header().archives[index];
     let packed = pack(interval, value)?;
-    let lower_base = base(s, &l)?;
-    let offset = if lower_base == 0 { l.offset as usize } else { slot_offset(&l, lower_base, interval) };
+    let anchor = base(s, &archive)?;
+    let offset = if anchor == 0 { archive.offset as usize } else { slot_offset(&archive, anchor, interval) };
     s.put(offset, &packed)
 }
 
 /// whisper's `__propagate`: aggregates the higher slots under `timestamp`'s lower slot and writes the
 /// result if enough of them are known (xff compared in f64 against the widened f32).
-fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower: usize) -> Result<bool> {
+fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower_index: usize) -> Result<bool> {
     let higher = s.header().archives[higher];
-    let lower = s.header().archives[lower];
+    let lower = s.header().archives[lower_index];
     let lower_start = align(timestamp, lower.seconds_per_point)?;
     let higher_base = base(s, &higher)?;
     let first = if higher_base == 0 {
@@ -373,14 +367,7 @@ fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower: usize) -
     let Some(value) = s.header().aggregation.aggregate(neighbours) else {
         return Ok(false);
     };
-    let packed = pack(lower_start, value)?;
-    let lower_base = base(s, &lower)?;
-    let offset = if lower_base == 0 {
-        lower.offset as usize
-    } else {
-        slot_offset(&lower, lower_base, lower_start)
-    };
-    s.put(offset, &packed)?;
+    write_point(s, lower_index, lower_start, value)?;
     Ok(true)
 }
 
