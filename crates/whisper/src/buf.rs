@@ -63,6 +63,18 @@ pub struct WhisperBuf {
     header: Header,
     data: Vec<u8>,
     dirty: Vec<Range<usize>>,
+    /// While an operation runs: the bytes each write replaced, so a refused operation can be undone.
+    journal: Option<Journal>,
+}
+
+/// The undo log of one operation on a [`WhisperBuf`].
+#[derive(Debug, Clone, Default)]
+struct Journal {
+    /// (offset, length) of each overwritten range, in write order; its old bytes follow in `old`.
+    writes: Vec<(usize, usize)>,
+    old: Vec<u8>,
+    dirty_len: usize,
+    last_dirty: Option<Range<usize>>,
 }
 
 impl WhisperBuf {
@@ -73,14 +85,14 @@ impl WhisperBuf {
 
     pub(crate) fn with_path(data: Vec<u8>, path: &Path) -> Result<Self> {
         let header = Header::parse(&data, data.len() as u64, path)?;
-        Ok(WhisperBuf { header, data, dirty: Vec::new() })
+        Ok(WhisperBuf { header, data, dirty: Vec::new(), journal: None })
     }
 
     /// A new, empty file image for a header (all points zero).
     pub fn empty(header: Header) -> Self {
         let mut data = header.to_bytes();
         data.resize(header.file_size() as usize, 0);
-        WhisperBuf { header, data, dirty: Vec::new() }
+        WhisperBuf { header, data, dirty: Vec::new(), journal: None }
     }
 
     /// The validated header.
@@ -116,6 +128,10 @@ impl WhisperBuf {
     }
 
     fn write(&mut self, offset: usize, bytes: &[u8]) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.writes.push((offset, bytes.len()));
+            journal.old.extend_from_slice(&self.data[offset..offset + bytes.len()]);
+        }
         self.data[offset..offset + bytes.len()].copy_from_slice(bytes);
         let end = offset + bytes.len();
         // Sequential writes extend the previous range instead of piling up tiny ones.
@@ -123,6 +139,33 @@ impl WhisperBuf {
             Some(last) if last.end == offset => last.end = end,
             _ => self.dirty.push(offset..end),
         }
+    }
+
+    /// Runs a write operation all or nothing: if it fails, every byte it wrote is restored and the dirty
+    /// ranges are as before. Nested calls join the outer operation.
+    pub(crate) fn transaction<T>(&mut self, operation: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.journal.is_some() {
+            return operation(self);
+        }
+        self.journal = Some(Journal {
+            dirty_len: self.dirty.len(),
+            last_dirty: self.dirty.last().cloned(),
+            ..Journal::default()
+        });
+        let result = operation(self);
+        let journal = self.journal.take().unwrap_or_default();
+        if result.is_err() {
+            let mut end = journal.old.len();
+            for &(offset, len) in journal.writes.iter().rev() {
+                self.data[offset..offset + len].copy_from_slice(&journal.old[end - len..end]);
+                end -= len;
+            }
+            self.dirty.truncate(journal.dirty_len);
+            if let (Some(last), Some(saved)) = (self.dirty.last_mut(), journal.last_dirty) {
+                *last = saved;
+            }
+        }
+        result
     }
 
     /// The timestamp stored in an archive's slot 0: 0 means "empty archive".
@@ -187,20 +230,20 @@ impl WhisperBuf {
     }
 
     /// whisper's `update_many(path, points, now)`: routes points by age, drops too-old ones, writes each run
-    /// and propagates. Points need not be sorted. On error the buffer may be partly updated; callers that
-    /// write back to disk discard it, so a refused batch changes nothing on disk.
+    /// and propagates. Points need not be sorted. All or nothing: a refused batch leaves the buffer as it
+    /// was.
     pub fn update_many(&mut self, points: &[Point], now: i64) -> Result<()> {
-        engine::update_many(self, points, now)
+        self.transaction(|buf| engine::update_many(buf, points, now))
     }
 
     /// whisper's single-point `update(path, value, timestamp, now)`: stricter than update_many (future and
     /// too-old points are `TimestampNotCovered`) and propagates to the following archives by position.
     pub fn update(&mut self, value: f64, timestamp: i64, now: i64) -> Result<()> {
-        engine::update(self, value, timestamp, now)
+        self.transaction(|buf| engine::update(buf, value, timestamp, now))
     }
 
     pub(crate) fn archive_update_many(&mut self, index: usize, points: &[(i64, f64)]) -> Result<()> {
-        engine::archive_update_many(self, index, points)
+        self.transaction(|buf| engine::archive_update_many(buf, index, points))
     }
 
     /// Values for the aligned times `t0, t0 + spp, …` (`count` of them) of archive `index`: one division to
@@ -478,4 +521,28 @@ pub(crate) fn archive_fetch(
         })
         .collect();
     Ok(Series { from: from_interval, until: until_interval, step: archive.seconds_per_point, values })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{header_for, CreateOptions, Retention};
+
+    #[test]
+    fn a_refused_update_leaves_the_buffer_as_it_was() {
+        let header = header_for(&Retention::parse_list("10:10,60:100").unwrap(), &CreateOptions::default()).unwrap();
+        let mut buf = WhisperBuf::empty(header);
+        buf.update_many(&[Point::new(40, 1.0)], 100).unwrap();
+        buf.clear_dirty();
+        let before = buf.as_bytes().to_vec();
+        // t=95 is written into archive 0 first; t=-50 then goes to archive 1, where it aligns to -60,
+        // which no whisper file can store: the whole batch is refused.
+        let err = buf.update_many(&[Point::new(95, 2.0), Point::new(-50, 3.0)], 100).unwrap_err();
+        assert!(matches!(err, Error::TimestampOutOfRange(_)), "{err}");
+        assert_eq!(buf.as_bytes(), &before[..], "the refused batch left bytes behind");
+        assert!(buf.dirty_ranges().is_empty(), "the refused batch left dirty ranges");
+        // The buffer still works after the rollback.
+        buf.update_many(&[Point::new(95, 2.0)], 100).unwrap();
+        assert_eq!(buf.value_at(0, 90), Some(2.0));
+    }
 }

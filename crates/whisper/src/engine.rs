@@ -27,8 +27,8 @@ fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> usize {
 }
 
 /// whisper's `update_many(path, points, now)`: routes points by age, drops too-old ones, writes each run
-/// and propagates. Points need not be sorted. On error nothing in the buffer's file changes on disk
-/// (the caller discards the buffer); the buffer itself may be partly updated.
+/// and propagates. Points need not be sorted. Callers make it all or nothing: a paged file writes back only
+/// on success, a [`crate::WhisperBuf`] runs it in a transaction.
 pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Result<()> {
     crate::buf::check_clock(now)?;
     if points.is_empty() {

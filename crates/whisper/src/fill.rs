@@ -130,8 +130,18 @@ pub fn fill(src: &Path, dst: &Path, options: &FillOptions) -> Result<FillReport>
 pub fn fill_buf(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> Result<u64> {
     check_options(options)?;
     match options.mode {
-        FillMode::Safe => safe_fill(src, dst, options),
-        FillMode::Carbonate => CarbonateFill { src, dst, options, written: 0 }.run(),
+        // Every time it writes lies in (now - maxRetention, now], checked up front, so it cannot fail
+        // after its first write and needs no undo journal on this hot path.
+        FillMode::Safe => {
+            let now = options.now.floor() as i64;
+            let oldest = now - i64::from(dst.header().max_retention);
+            if oldest < 0 || now > i64::from(u32::MAX) {
+                return Err(Error::TimestampOutOfRange(if oldest < 0 { oldest } else { now }));
+            }
+            safe_fill(src, dst, options)
+        }
+        // All or nothing: a carbonate fill refused part-way leaves `dst` as it was.
+        FillMode::Carbonate => dst.transaction(|dst| CarbonateFill { src, dst, options, written: 0 }.run()),
     }
 }
 

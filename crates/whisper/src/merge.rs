@@ -37,6 +37,11 @@ pub fn merge_buf(
     if until < from {
         return Err(Error::InvalidArgument("time_to must be >= time_from".into()));
     }
+    // All or nothing: a merge refused part-way leaves `dst` as it was.
+    dst.transaction(|dst| merge_archives(src, dst, from, until, now))
+}
+
+fn merge_archives(src: &WhisperBuf, dst: &mut WhisperBuf, from: i64, until: i64, now: i64) -> Result<()> {
     let mut order: Vec<usize> = (0..src.header().archives.len()).collect();
     order.sort_by_key(|&i| src.header().archives[i].retention());
     for index in order {
