@@ -427,10 +427,15 @@ pub(crate) fn pack(interval: i64, value: f64) -> Result<[u8; POINT_SIZE]> {
     Ok(out)
 }
 
+/// Decodes one `>Ld` slot. Callers pass whole slots (`chunks_exact(POINT_SIZE)` or a `POINT_SIZE` slice); a
+/// shorter slice decodes as an empty slot rather than panicking.
+#[inline]
 pub(crate) fn point_from(b: &[u8]) -> (u32, f64) {
-    let t = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    let v = f64::from_be_bytes([b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11]]);
-    (t, v)
+    // One length check, then fixed-size loads: indexing byte by byte kept twelve bounds checks per slot.
+    let Some(&[t0, t1, t2, t3, v0, v1, v2, v3, v4, v5, v6, v7]) = b.first_chunk::<POINT_SIZE>() else {
+        return (0, 0.0);
+    };
+    (u32::from_be_bytes([t0, t1, t2, t3]), f64::from_be_bytes([v0, v1, v2, v3, v4, v5, v6, v7]))
 }
 
 /// The part of `file_fetch` before the archive read: validation, clamping and archive choice.

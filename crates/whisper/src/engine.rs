@@ -34,30 +34,27 @@ pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Re
     if points.is_empty() {
         return Ok(());
     }
-    let mut sorted: Vec<(i64, f64)> = points.iter().map(|p| (p.timestamp, p.value)).collect();
-    // Stable sort, newest first; equal timestamps keep input order (Python's sort(reverse=True)).
-    sorted.sort_by_key(|p| std::cmp::Reverse(p.0));
+    // whisper sorts newest first (stable, so equal timestamps keep input order) and then reverses each
+    // archive's batch. A stable ascending sort of the reversed input gives every batch in that final order
+    // directly, as one slice per archive.
+    let mut sorted: Vec<(i64, f64)> = points.iter().rev().map(|p| (p.timestamp, p.value)).collect();
+    sorted.sort_by_key(|p| p.0);
     let archive_count = s.header().archives.len();
     let mut current = 0usize;
-    let mut batch: Vec<(i64, f64)> = Vec::new();
-    for &(t, v) in &sorted {
-        let age = i128::from(now) - i128::from(t);
-        while i128::from(s.header().archives[current].retention()) < age {
-            if !batch.is_empty() {
-                batch.reverse();
-                archive_update_many(s, current, &batch)?;
-                batch.clear();
-            }
-            current += 1;
-            if current == archive_count {
-                return Ok(()); // the rest is older than every archive: dropped, as whisper does
-            }
+    let mut end = sorted.len();
+    // Walk from the newest point; each archive takes the points younger than its retention.
+    while end > 0 {
+        let retention = i128::from(s.header().archives[current].retention());
+        let too_old = |t: i64| i128::from(now) - i128::from(t) > retention;
+        let start = sorted[..end].partition_point(|&(t, _)| too_old(t));
+        if start < end {
+            archive_update_many(s, current, &sorted[start..end])?;
         }
-        batch.push((t, v));
-    }
-    if !batch.is_empty() {
-        batch.reverse();
-        archive_update_many(s, current, &batch)?;
+        end = start;
+        current += 1;
+        if current == archive_count {
+            break; // the rest is older than every archive: dropped, as whisper does
+        }
     }
     Ok(())
 }
@@ -107,34 +104,37 @@ pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[
     for &(t, v) in points {
         aligned.push((aligner.align(t)?, v));
     }
-    // Contiguous runs; within a run of equal intervals the last one wins.
-    let mut runs: Vec<(i64, Vec<u8>)> = Vec::new();
+    // Contiguous runs, packed into one buffer; within a run of equal intervals the last one wins.
+    let mut packed = vec![0u8; aligned.len() * POINT_SIZE];
+    let mut runs: Vec<(i64, std::ops::Range<usize>)> = Vec::new();
+    let (mut used, mut run_start) = (0usize, 0usize);
     let mut previous: Option<i64> = None;
-    let mut current: Vec<u8> = Vec::with_capacity(points.len() * POINT_SIZE);
-    for i in 0..aligned.len() {
-        if i + 1 < aligned.len() && aligned[i].0 == aligned[i + 1].0 {
+    let run_first = |last: Option<i64>, start: usize, end: usize| {
+        last.unwrap_or(0) - step * (((end - start) / POINT_SIZE) as i64 - 1)
+    };
+    for (i, &(interval, value)) in aligned.iter().enumerate() {
+        if aligned.get(i + 1).is_some_and(|next| next.0 == interval) {
             continue;
         }
-        let (interval, value) = aligned[i];
-        let packed = pack(interval, value)?;
         // Python tests `not previousInterval`, so an interval of 0 also continues the run.
         let continues = match previous {
             None | Some(0) => true,
             Some(p) => interval == p + step,
         };
-        if continues {
-            current.extend_from_slice(&packed);
-        } else {
-            let n = (current.len() / POINT_SIZE) as i64;
-            runs.push((previous.unwrap_or(0) - step * (n - 1), std::mem::take(&mut current)));
-            current.extend_from_slice(&packed);
+        if !continues {
+            runs.push((run_first(previous, run_start, used), run_start..used));
+            run_start = used;
         }
+        if let Some(slot) = packed.get_mut(used..used + POINT_SIZE) {
+            slot.copy_from_slice(&pack(interval, value)?);
+        }
+        used += POINT_SIZE;
         previous = Some(interval);
     }
-    if !current.is_empty() {
-        let n = (current.len() / POINT_SIZE) as i64;
-        runs.push((previous.unwrap_or(0) - step * (n - 1), current));
+    if used > run_start {
+        runs.push((run_first(previous, run_start, used), run_start..used));
     }
+    let runs: Vec<(i64, &[u8])> = runs.into_iter().map(|(t, r)| (t, &packed[r])).collect();
     let Some(first_run) = runs.first() else {
         return Ok(aligned);
     };
@@ -146,8 +146,8 @@ pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[
     let begin = archive.offset as usize;
     let end = begin + size;
     // Check every run before writing any, so a refused batch leaves the buffer unchanged.
-    for (interval, bytes) in &runs {
-        let offset = slot_offset_i64(&archive, base, *interval);
+    for &(interval, bytes) in &runs {
+        let offset = slot_offset_i64(&archive, base, interval);
         if offset + bytes.len() > end + size {
             return Err(Error::ArchiveOverflow {
                 points: bytes.len() / POINT_SIZE,
@@ -155,8 +155,8 @@ pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[
             });
         }
     }
-    for (interval, bytes) in &runs {
-        let offset = slot_offset_i64(&archive, base, *interval);
+    for &(interval, bytes) in &runs {
+        let offset = slot_offset_i64(&archive, base, interval);
         let beyond = (offset + bytes.len()).saturating_sub(end);
         if beyond > 0 {
             let split = bytes.len() - beyond;
@@ -210,10 +210,11 @@ fn propagate_from<S: Store>(s: &mut S, index: usize, aligned: &[(i64, f64)]) -> 
         let intervals: &[i64] = set_order.as_deref().unwrap_or(&unique);
         match batch {
             Some((sorted, values)) => {
+                let mut anchor = base(s, &lower_info)?;
                 for &interval in intervals {
                     let Ok(at) = sorted.binary_search(&interval) else { continue };
                     if let Some(value) = values[at] {
-                        write_point(s, lower, interval, value)?;
+                        write_point_at(s, &lower_info, &mut anchor, interval, value)?;
                         any = true;
                     }
                 }
@@ -264,23 +265,18 @@ fn aggregate_level<S: Store>(
         s.read_bytes(h.offset as usize, &mut raw[head..])?;
     }
     let (aggregation, xff) = (s.header().aggregation, s.header().xff());
-    // Decode every slot once: (timestamp relative to `first` in steps, value).
-    let slots: Vec<(i64, f64)> = raw
-        .chunks_exact(POINT_SIZE)
-        .map(|chunk| {
-            let (ts, v) = crate::buf::point_from(chunk);
-            (i64::from(ts), v)
-        })
-        .collect();
     let mut neighbours: Vec<Option<f64>> = vec![None; k];
     let values = intervals
         .iter()
         .map(|&interval| {
+            // The intervals are sorted and a lower step apart, so each decodes its own k slots.
             let first_slot = ((interval - first) / step) as usize;
+            let higher_slots = raw.get(first_slot * POINT_SIZE..(first_slot + k) * POINT_SIZE).unwrap_or_default();
             let mut known = 0;
             let mut expected = interval;
-            for (slot, &(ts, v)) in neighbours.iter_mut().zip(&slots[first_slot..first_slot + k]) {
-                *slot = (ts == expected).then_some(v);
+            for (slot, chunk) in neighbours.iter_mut().zip(higher_slots.chunks_exact(POINT_SIZE)) {
+                let (ts, v) = crate::buf::point_from(chunk);
+                *slot = (i64::from(ts) == expected).then_some(v);
                 known += usize::from(slot.is_some());
                 expected += step;
             }
@@ -299,10 +295,26 @@ fn aggregate_level<S: Store>(
 /// how single updates and propagations write.
 fn write_point<S: Store>(s: &mut S, index: usize, interval: i64, value: f64) -> Result<()> {
     let archive = s.header().archives[index];
+    let mut anchor = base(s, &archive)?;
+    write_point_at(s, &archive, &mut anchor, interval, value)
+}
+
+/// [`write_point`] with the archive's anchor (slot 0's timestamp) known to the caller, which writes many
+/// points into one archive; keeps `anchor` equal to what slot 0 holds afterwards.
+fn write_point_at<S: Store>(
+    s: &mut S,
+    archive: &ArchiveInfo,
+    anchor: &mut u32,
+    interval: i64,
+    value: f64,
+) -> Result<()> {
     let packed = pack(interval, value)?;
-    let anchor = base(s, &archive)?;
-    let offset = if anchor == 0 { archive.offset as usize } else { slot_offset(&archive, anchor, interval) };
-    s.put(offset, &packed)
+    let offset = if *anchor == 0 { archive.offset as usize } else { slot_offset(archive, *anchor, interval) };
+    s.put(offset, &packed)?;
+    if offset == archive.offset as usize {
+        *anchor = crate::buf::point_from(&packed).0;
+    }
+    Ok(())
 }
 
 /// whisper's `__propagate`: aggregates the higher slots under `timestamp`'s lower slot and writes the

@@ -196,22 +196,53 @@ impl WhisperFile {
 /// Bytes read at a time by [`PagedFile`].
 const PAGE: usize = 4096;
 
+/// One loaded page and which of its bytes the update changed (one bit per byte).
+struct Page {
+    bytes: Box<[u8]>,
+    dirty: [u64; PAGE / 64],
+}
+
+impl Page {
+    fn mark_dirty(&mut self, range: std::ops::Range<usize>) {
+        let mut i = range.start;
+        while i < range.end {
+            let (word, bit) = (i / 64, i % 64);
+            let n = (64 - bit).min(range.end - i);
+            self.dirty[word] |= (u64::MAX >> (64 - n)) << bit;
+            i += n;
+        }
+    }
+
+    /// The changed byte ranges within the page, in order.
+    fn dirty_ranges(&self, mut emit: impl FnMut(std::ops::Range<usize>)) {
+        for (word_index, &word) in self.dirty.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                let start = w.trailing_zeros() as usize;
+                let len = (!(w >> start)).trailing_zeros() as usize;
+                emit(word_index * 64 + start..word_index * 64 + start + len);
+                w = if start + len == 64 { 0 } else { w & !((u64::MAX >> (64 - len)) << start) };
+            }
+        }
+    }
+}
+
 /// A whisper file read page by page on demand, with writes kept in memory until [`PagedFile::write_back`]:
-/// an update touches a few KiB of a multi-MiB file, and a failed update writes nothing.
+/// an update touches a few KiB of a multi-MiB file, and a failed update writes nothing. Writes are tracked
+/// per byte, so write-back rewrites exactly the bytes the update changed, never a neighbour's.
 struct PagedFile<'a> {
     file: &'a WhisperFile,
     header: Header,
     len: usize,
     /// Loaded pages, by page number.
-    pages: Vec<Option<Box<[u8]>>>,
-    dirty: Vec<std::ops::Range<usize>>,
+    pages: Vec<Option<Box<Page>>>,
 }
 
 impl<'a> PagedFile<'a> {
     fn new(file: &'a WhisperFile) -> Result<Self> {
         let len = file.file.metadata().map_err(|e| Error::io(&file.path, e))?.len() as usize;
-        let mut pages =
-            PagedFile { file, header: file.header.clone(), len, pages: vec![None; len.div_ceil(PAGE)], dirty: Vec::new() };
+        let mut pages = PagedFile { file, header: file.header.clone(), len, pages: Vec::new() };
+        pages.pages.resize_with(len.div_ceil(PAGE), || None);
         // The header may have changed since open (rewritten in place, or the file resized): check it
         // again from the first page(s), which the update needs anyway for archive 0's anchor.
         let header_len = (file.header.header_size() as usize).min(len);
@@ -224,37 +255,90 @@ impl<'a> PagedFile<'a> {
         Ok(pages)
     }
 
-    fn page(&mut self, number: usize) -> Result<&mut [u8]> {
-        if self.pages[number].is_none() {
-            let start = number * PAGE;
-            let mut page = vec![0u8; (self.len - start).min(PAGE)].into_boxed_slice();
-            self.file.file.read_exact_at(&mut page, start as u64).map_err(|e| Error::io(&self.file.path, e))?;
-            self.pages[number] = Some(page);
-        }
-        Ok(self.pages[number].as_deref_mut().unwrap_or_default())
-    }
-
-    /// Copies bytes at `offset` into `out`, loading pages as needed.
-    fn read(&mut self, mut offset: usize, mut out: &mut [u8]) -> Result<()> {
-        while !out.is_empty() {
-            let within = offset % PAGE;
-            let page = self.page(offset / PAGE)?;
-            let n = (page.len() - within).min(out.len());
-            out[..n].copy_from_slice(&page[within..within + n]);
-            out = &mut out[n..];
-            offset += n;
+    /// Loads the pages under `offset..offset + len` that are not loaded yet, one read per stretch of
+    /// missing pages: a run or a propagation span usually needs several neighbouring pages at once.
+    fn load(&mut self, offset: usize, len: usize) -> Result<()> {
+        let Some(last_byte) = (offset + len).min(self.len).checked_sub(1) else { return Ok(()) };
+        let (mut page, last) = (offset / PAGE, last_byte / PAGE);
+        while page <= last {
+            if self.pages[page].is_some() {
+                page += 1;
+                continue;
+            }
+            let end = (page..=last).find(|&p| self.pages[p].is_some()).unwrap_or(last + 1);
+            let start = page * PAGE;
+            let mut bytes = vec![0u8; (end * PAGE).min(self.len) - start];
+            self.file.file.read_exact_at(&mut bytes, start as u64).map_err(|e| Error::io(&self.file.path, e))?;
+            for (number, chunk) in (page..end).zip(bytes.chunks(PAGE)) {
+                self.pages[number] = Some(Box::new(Page { bytes: chunk.into(), dirty: [0; PAGE / 64] }));
+            }
+            page = end;
         }
         Ok(())
     }
 
+    /// The loaded page holding all of `offset..offset + len`, if there is one (the common case: a slot).
+    fn within_page(&mut self, offset: usize, len: usize) -> Option<(&mut Page, std::ops::Range<usize>)> {
+        let within = offset % PAGE;
+        let page = self.pages.get_mut(offset / PAGE)?.as_deref_mut()?;
+        (within + len <= page.bytes.len()).then_some((page, within..within + len))
+    }
+
+    /// Calls `each(page, range within it)` for the pages under `offset..offset + len`, loading them first.
+    fn for_each_page(
+        &mut self,
+        offset: usize,
+        len: usize,
+        mut each: impl FnMut(&mut Page, std::ops::Range<usize>, usize),
+    ) -> Result<()> {
+        if let Some((page, range)) = self.within_page(offset, len) {
+            each(page, range, 0);
+            return Ok(());
+        }
+        self.load(offset, len)?;
+        let (mut at, end) = (offset, offset + len);
+        while at < end {
+            let within = at % PAGE;
+            let page = self.pages.get_mut(at / PAGE).and_then(|p| p.as_deref_mut()).ok_or_else(|| {
+                Error::corrupt(&self.file.path, format!("offset {at} is beyond the end of the file"))
+            })?;
+            let n = (page.bytes.len() - within).min(end - at);
+            if n == 0 {
+                return Err(Error::corrupt(&self.file.path, format!("offset {at} is beyond the end of the file")));
+            }
+            each(page, within..within + n, at - offset);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Copies bytes at `offset` into `out`, loading pages as needed.
+    fn read(&mut self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.for_each_page(offset, out.len(), |page, range, done| {
+            out[done..done + range.len()].copy_from_slice(&page.bytes[range]);
+        })
+    }
+
     fn write_back(self) -> Result<()> {
+        // Changed ranges in file order, touching ones (also across pages) joined.
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        for (number, page) in self.pages.iter().enumerate() {
+            let Some(page) = page else { continue };
+            page.dirty_ranges(|r| {
+                let r = number * PAGE + r.start..number * PAGE + r.end;
+                match ranges.last_mut() {
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ => ranges.push(r),
+                }
+            });
+        }
         let mut bytes = Vec::new();
-        for range in merge_ranges(self.dirty) {
+        for range in ranges {
             bytes.clear();
             let mut offset = range.start;
             while offset < range.end {
                 let within = offset % PAGE;
-                let page = self.pages[offset / PAGE].as_deref().unwrap_or_default();
+                let page = self.pages[offset / PAGE].as_deref().map(|p| &p.bytes[..]).unwrap_or_default();
                 let n = (page.len() - within).min(range.end - offset);
                 bytes.extend_from_slice(&page[within..within + n]);
                 offset += n;
@@ -283,23 +367,17 @@ impl Store for PagedFile<'_> {
         self.read(offset, out)
     }
 
-    fn put(&mut self, mut offset: usize, mut bytes: &[u8]) -> Result<()> {
-        self.dirty.push(offset..offset + bytes.len());
-        while !bytes.is_empty() {
-            let within = offset % PAGE;
-            let page = self.page(offset / PAGE)?;
-            let n = (page.len() - within).min(bytes.len());
-            page[within..within + n].copy_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            offset += n;
-        }
-        Ok(())
+    fn put(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.for_each_page(offset, bytes.len(), |page, range, done| {
+            page.bytes[range.clone()].copy_from_slice(&bytes[done..done + range.len()]);
+            page.mark_dirty(range);
+        })
     }
 }
 
 /// Sorts and merges overlapping or touching ranges.
 pub(crate) fn merge_ranges(mut ranges: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
-    ranges.sort_by_key(|r| r.start);
+    ranges.sort_unstable_by_key(|r| r.start);
     let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
     for r in ranges {
         match merged.last_mut() {
@@ -312,9 +390,13 @@ pub(crate) fn merge_ranges(mut ranges: Vec<std::ops::Range<usize>>) -> Vec<std::
 
 fn read_header(file: &File, path: &Path) -> Result<Header> {
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut metadata = [0u8; METADATA_SIZE];
-    let got = read_up_to(file, &mut metadata, 0).map_err(|e| Error::io(path, e))?;
-    let needed = Header::needed_len(&metadata[..got], len);
+    // One read covers the header of any file with fewer than 340 archives.
+    let mut first = [0u8; PAGE];
+    let got = read_up_to(file, &mut first, 0).map_err(|e| Error::io(path, e))?;
+    let needed = Header::needed_len(&first[..got.min(METADATA_SIZE)], len);
+    if needed <= got as u64 {
+        return Header::parse(&first[..needed as usize], len, path);
+    }
     // Bounded by the file's real length, never by the header's claims alone.
     let mut bytes = vec![0u8; needed.min(len) as usize];
     let got = read_up_to(file, &mut bytes, 0).map_err(|e| Error::io(path, e))?;

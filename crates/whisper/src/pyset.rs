@@ -12,6 +12,10 @@ const PERTURB_SHIFT: u32 = 5;
 /// `hash(int)` in CPython (modulus 2^61 - 1; -1 is reserved and becomes -2).
 fn py_hash(value: i64) -> u64 {
     const MODULUS: i128 = (1 << 61) - 1;
+    // Every timestamp: skip the 128-bit remainder.
+    if (0..MODULUS as i64).contains(&value) {
+        return value as u64;
+    }
     let v = i128::from(value);
     let mut h = (v.abs() % MODULUS) as i64;
     if v < 0 {
