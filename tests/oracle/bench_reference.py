@@ -2,12 +2,13 @@
 
 usage: bench_reference.py fill SRC DST_TEMPLATE NOW REPEAT
        bench_reference.py update_many PATH_TEMPLATE POINTS_FILE NOW REPEAT
-Prints one JSON object: {"seconds_per_op": ...}. Each repetition works on a fresh copy of the template
+Prints one JSON object: {"seconds_per_op": <median>}. Each repetition works on a fresh copy of the template
 (the copy is not timed).
 """
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -20,16 +21,17 @@ def pin(now):
 
 
 def time_on_copies(template, repeat, op):
-    """Mean seconds of op(path) over `repeat` runs, each on a fresh copy of `template` (copy not timed)."""
-    total = 0.0
+    """Median seconds of op(path) over `repeat` runs, each on a fresh copy of `template` (copy not timed).
+    The median, like the Rust side: a run preempted on a busy machine does not move it."""
+    times = []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "work.wsp")
         for _ in range(repeat):
             shutil.copyfile(template, path)
             t0 = real_time()
             op(path)
-            total += real_time() - t0
-    return total / repeat
+            times.append(real_time() - t0)
+    return statistics.median(times)
 
 
 def main():

@@ -78,10 +78,7 @@ impl AggregationMethod {
         let known = neighbours.iter().flatten().copied();
         let first = known.clone().next()?;
         let value = match self {
-            AggregationMethod::Average => {
-                let (sum, count) = known.fold((0.0, 0usize), |(s, n), v| (py_add(s, v), n + 1));
-                sum / count as f64
-            }
+            AggregationMethod::Average => known.fold(Mean::default(), Mean::push).value(),
             AggregationMethod::Sum => known.fold(0.0, py_add),
             AggregationMethod::Last => known.last().unwrap_or(first),
             // Python's max/min replace the best only on a strict comparison, so a NaN seen first sticks
@@ -101,6 +98,28 @@ impl AggregationMethod {
             }
         };
         Some(value)
+    }
+}
+
+/// whisper's `average`: `float(sum(known)) / len(known)`, summed left to right with CPython's addition.
+/// Also used directly by the propagation loop, which averages without building the neighbour list.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Mean {
+    sum: f64,
+    count: usize,
+}
+
+impl Mean {
+    pub(crate) fn push(self, v: f64) -> Mean {
+        Mean { sum: py_add(self.sum, v), count: self.count + 1 }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn value(&self) -> f64 {
+        self.sum / self.count as f64
     }
 }
 

@@ -242,7 +242,7 @@ impl WhisperBuf {
         self.transaction(|buf| engine::update(buf, value, timestamp, now))
     }
 
-    pub(crate) fn archive_update_many(&mut self, index: usize, points: &[(i64, f64)]) -> Result<()> {
+    pub(crate) fn archive_update_many(&mut self, index: usize, points: &mut [(i64, f64)]) -> Result<()> {
         self.transaction(|buf| engine::archive_update_many(buf, index, points))
     }
 

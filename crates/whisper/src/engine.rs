@@ -1,6 +1,7 @@
 //! The reference write algorithms (update_many, update, propagation), generic over where the bytes live:
 //! a whole file in memory ([`crate::WhisperBuf`]) or a file read page by page on demand (`crate::file`).
 
+use crate::aggregation::{AggregationMethod, Mean};
 use crate::buf::{align, pack, slot_offset_i64, Aligner, Point};
 use crate::error::{Error, Result};
 use crate::header::{ArchiveInfo, Header, POINT_SIZE};
@@ -48,7 +49,7 @@ pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Re
         let too_old = |t: i64| i128::from(now) - i128::from(t) > retention;
         let start = sorted[..end].partition_point(|&(t, _)| too_old(t));
         if start < end {
-            archive_update_many(s, current, &sorted[start..end])?;
+            archive_update_many(s, current, &mut sorted[start..end])?;
         }
         end = start;
         current += 1;
@@ -89,21 +90,22 @@ pub(crate) fn update<S: Store>(s: &mut S, value: f64, timestamp: i64, now: i64) 
 }
 
 /// whisper's `__archive_update_many`: `points` are chronological and all belong to archive `index`.
-pub(crate) fn archive_update_many<S: Store>(s: &mut S, index: usize, points: &[(i64, f64)]) -> Result<()> {
-    let aligned = write_archive_points(s, index, points)?;
-    propagate_from(s, index, &aligned)
+/// `points` are aligned in place (the caller's scratch copy).
+pub(crate) fn archive_update_many<S: Store>(s: &mut S, index: usize, points: &mut [(i64, f64)]) -> Result<()> {
+    write_archive_points(s, index, points)?;
+    propagate_from(s, index, points)
 }
 
 /// The write half of `__archive_update_many`: packs contiguous runs and writes them at the slot rule,
-/// without propagation. Returns the aligned points (for propagation).
-pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[(i64, f64)]) -> Result<Vec<(i64, f64)>> {
+/// without propagation. Aligns `points` in place (propagation needs them aligned).
+pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &mut [(i64, f64)]) -> Result<()> {
     let archive = s.header().archives[index];
     let step = i64::from(archive.seconds_per_point);
     let mut aligner = Aligner::new(archive.seconds_per_point);
-    let mut aligned = Vec::with_capacity(points.len());
-    for &(t, v) in points {
-        aligned.push((aligner.align(t)?, v));
+    for point in points.iter_mut() {
+        point.0 = aligner.align(point.0)?;
     }
+    let aligned: &[(i64, f64)] = points;
     // Contiguous runs, packed into one buffer; within a run of equal intervals the last one wins.
     let mut packed = vec![0u8; aligned.len() * POINT_SIZE];
     let mut runs: Vec<(i64, std::ops::Range<usize>)> = Vec::new();
@@ -136,7 +138,7 @@ pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[
     }
     let runs: Vec<(i64, &[u8])> = runs.into_iter().map(|(t, r)| (t, &packed[r])).collect();
     let Some(first_run) = runs.first() else {
-        return Ok(aligned);
+        return Ok(());
     };
     let mut base = i64::from(base(s, &archive)?);
     if base == 0 {
@@ -166,7 +168,7 @@ pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &[
             s.put(offset, bytes)?;
         }
     }
-    Ok(aligned)
+    Ok(())
 }
 
 /// The propagation half of `__archive_update_many`.
@@ -272,6 +274,23 @@ fn aggregate_level<S: Store>(
             // The intervals are sorted and a lower step apart, so each decodes its own k slots.
             let first_slot = ((interval - first) / step) as usize;
             let higher_slots = raw.get(first_slot * POINT_SIZE..(first_slot + k) * POINT_SIZE).unwrap_or_default();
+            // `not (ratio < xff)` as whisper writes it, so a NaN xff (hostile header) lets everything through.
+            let enough = |known: usize| {
+                known > 0 && (known as f64 / k as f64).partial_cmp(&xff) != Some(std::cmp::Ordering::Less)
+            };
+            if aggregation == AggregationMethod::Average {
+                // The default method, without the neighbour list: sum the known slots as they decode.
+                let mut mean = Mean::default();
+                let mut expected = interval;
+                for chunk in higher_slots.chunks_exact(POINT_SIZE) {
+                    let (ts, v) = crate::buf::point_from(chunk);
+                    if i64::from(ts) == expected {
+                        mean = mean.push(v);
+                    }
+                    expected += step;
+                }
+                return enough(mean.count()).then(|| mean.value());
+            }
             let mut known = 0;
             let mut expected = interval;
             for (slot, chunk) in neighbours.iter_mut().zip(higher_slots.chunks_exact(POINT_SIZE)) {
@@ -280,10 +299,10 @@ fn aggregate_level<S: Store>(
                 known += usize::from(slot.is_some());
                 expected += step;
             }
-            if known == 0 || (known as f64) / (k as f64) < xff {
-                None
-            } else {
+            if enough(known) {
                 aggregation.aggregate(&neighbours)
+            } else {
+                None
             }
         })
         .collect();

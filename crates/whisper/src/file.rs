@@ -22,6 +22,8 @@ pub struct WhisperFile {
     path: PathBuf,
     file: File,
     header: Header,
+    /// The header as read at open, to notice a header rewritten in place since.
+    header_bytes: Vec<u8>,
     writable: bool,
     cursor: std::sync::Mutex<()>,
 }
@@ -43,8 +45,8 @@ impl WhisperFile {
             .write(writable)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let header = read_header(&file, path)?;
-        Ok(WhisperFile { path: path.to_owned(), file, header, writable, cursor: std::sync::Mutex::new(()) })
+        let (header, header_bytes) = read_header(&file, path)?;
+        Ok(WhisperFile { path: path.to_owned(), file, header, header_bytes, writable, cursor: std::sync::Mutex::new(()) })
     }
 
     /// The header as read at open.
@@ -232,7 +234,6 @@ impl Page {
 /// per byte, so write-back rewrites exactly the bytes the update changed, never a neighbour's.
 struct PagedFile<'a> {
     file: &'a WhisperFile,
-    header: Header,
     len: usize,
     /// Loaded pages, by page number.
     pages: Vec<Option<Box<Page>>>,
@@ -240,16 +241,21 @@ struct PagedFile<'a> {
 
 impl<'a> PagedFile<'a> {
     fn new(file: &'a WhisperFile) -> Result<Self> {
-        let len = file.file.metadata().map_err(|e| Error::io(&file.path, e))?.len() as usize;
-        let mut pages = PagedFile { file, header: file.header.clone(), len, pages: Vec::new() };
+        // The length the header implies, which open checked against the file: a file shrunk since then
+        // fails its reads, and its header is compared below.
+        let len = usize::try_from(file.header.file_size()).map_err(|_| Error::corrupt(&file.path, "file too large"))?;
+        let mut pages = PagedFile { file, len, pages: Vec::new() };
         pages.pages.resize_with(len.div_ceil(PAGE), || None);
-        // The header may have changed since open (rewritten in place, or the file resized): check it
-        // again from the first page(s), which the update needs anyway for archive 0's anchor.
+        // The header may have changed since open (rewritten in place): check it again from the first
+        // page(s), which the update needs anyway for archive 0's anchor.
         let header_len = (file.header.header_size() as usize).min(len);
-        let mut bytes = vec![0u8; header_len];
-        pages.read(0, &mut bytes)?;
-        let current = Header::parse(&bytes, len as u64, &file.path)?;
-        if current != file.header {
+        pages.load(0, header_len)?;
+        let mut unchanged = true;
+        let expected = &file.header_bytes;
+        pages.for_each_page(0, header_len, |page, range, done| {
+            unchanged &= expected.get(done..done + range.len()) == Some(&page.bytes[range]);
+        })?;
+        if !unchanged || expected.len() != header_len {
             return Err(Error::corrupt(&file.path, "the header changed since the file was opened; reopen it"));
         }
         Ok(pages)
@@ -354,7 +360,7 @@ impl<'a> PagedFile<'a> {
 
 impl Store for PagedFile<'_> {
     fn header(&self) -> &Header {
-        &self.header
+        &self.file.header
     }
 
     fn point(&mut self, offset: usize) -> Result<(u32, f64)> {
@@ -388,20 +394,23 @@ pub(crate) fn merge_ranges(mut ranges: Vec<std::ops::Range<usize>>) -> Vec<std::
     merged
 }
 
-fn read_header(file: &File, path: &Path) -> Result<Header> {
+/// The validated header and its bytes.
+fn read_header(file: &File, path: &Path) -> Result<(Header, Vec<u8>)> {
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     // One read covers the header of any file with fewer than 340 archives.
     let mut first = [0u8; PAGE];
     let got = read_up_to(file, &mut first, 0).map_err(|e| Error::io(path, e))?;
     let needed = Header::needed_len(&first[..got.min(METADATA_SIZE)], len);
-    if needed <= got as u64 {
-        return Header::parse(&first[..needed as usize], len, path);
-    }
-    // Bounded by the file's real length, never by the header's claims alone.
-    let mut bytes = vec![0u8; needed.min(len) as usize];
-    let got = read_up_to(file, &mut bytes, 0).map_err(|e| Error::io(path, e))?;
-    bytes.truncate(got);
-    Header::parse(&bytes, len, path)
+    let bytes = if needed <= got as u64 {
+        first[..needed as usize].to_vec()
+    } else {
+        // Bounded by the file's real length, never by the header's claims alone.
+        let mut bytes = vec![0u8; needed.min(len) as usize];
+        let got = read_up_to(file, &mut bytes, 0).map_err(|e| Error::io(path, e))?;
+        bytes.truncate(got);
+        bytes
+    };
+    Ok((Header::parse(&bytes, len, path)?, bytes))
 }
 
 fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {

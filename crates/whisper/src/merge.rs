@@ -52,9 +52,9 @@ fn merge_archives(src: &WhisperBuf, dst: &mut WhisperBuf, from: i64, until: i64,
             continue;
         }
         let series = src.archive_fetch(index, from.max(oldest), until)?;
-        let points: Vec<(i64, f64)> = series.points().collect();
+        let mut points: Vec<(i64, f64)> = series.points().collect();
         if !points.is_empty() {
-            dst.archive_update_many(index, &points)?;
+            dst.archive_update_many(index, &mut points)?;
         }
     }
     Ok(())

@@ -11,13 +11,8 @@ const PERTURB_SHIFT: u32 = 5;
 
 /// `hash(int)` in CPython (modulus 2^61 - 1; -1 is reserved and becomes -2).
 fn py_hash(value: i64) -> u64 {
-    const MODULUS: i128 = (1 << 61) - 1;
-    // Every timestamp: skip the 128-bit remainder.
-    if (0..MODULUS as i64).contains(&value) {
-        return value as u64;
-    }
     let v = i128::from(value);
-    let mut h = (v.abs() % MODULUS) as i64;
+    let mut h = (v.abs() % i128::from(MODULUS)) as i64;
     if v < 0 {
         h = -h;
     }
@@ -50,6 +45,76 @@ fn insert_clean(table: &mut [Option<(i64, u64)>], mask: usize, key: i64, hash: u
 
 /// The distinct values of `values` in the order `for x in set(values)` yields them on CPython 3.11.
 pub(crate) fn set_order(values: &[i64]) -> Vec<i64> {
+    if values.iter().all(|v| (0..MODULUS).contains(v)) {
+        set_order_small(values)
+    } else {
+        set_order_general(values)
+    }
+}
+
+/// `hash(x) == x` below the modulus: the usual case (timestamps).
+const MODULUS: i64 = (1 << 61) - 1;
+
+/// [`set_order_general`] for non-negative values below the modulus, where a value is its own hash: a flat
+/// table with -1 for an empty slot, reused across resizes.
+fn set_order_small(values: &[i64]) -> Vec<i64> {
+    const EMPTY: i64 = -1;
+    let mut table: Vec<i64> = vec![EMPTY; MIN_SIZE];
+    let mut old: Vec<i64> = Vec::new();
+    let mut used = 0usize;
+    for &key in values {
+        let mask = table.len() - 1;
+        let mut perturb = key as u64;
+        let mut i = (key as usize) & mask;
+        let slot = 'probe: loop {
+            let probes = if i + LINEAR_PROBES <= mask { LINEAR_PROBES } else { 0 };
+            for (j, &k) in table.iter().enumerate().skip(i).take(probes + 1) {
+                match k {
+                    EMPTY => break 'probe Some(j),
+                    k if k == key => break 'probe None,
+                    _ => {}
+                }
+            }
+            perturb >>= PERTURB_SHIFT;
+            i = (i.wrapping_mul(5).wrapping_add(1).wrapping_add(perturb as usize)) & mask;
+        };
+        let Some(slot) = slot else { continue };
+        table[slot] = key;
+        used += 1;
+        if used * 5 >= mask * 3 {
+            let min_used = if used > 50_000 { used * 2 } else { used * 4 };
+            let mut size = MIN_SIZE;
+            while size <= min_used {
+                size <<= 1;
+            }
+            std::mem::swap(&mut table, &mut old);
+            table.clear();
+            table.resize(size, EMPTY);
+            for &k in old.iter().filter(|&&k| k != EMPTY) {
+                insert_clean_small(&mut table, size - 1, k);
+            }
+        }
+    }
+    table.retain(|&k| k != EMPTY);
+    table
+}
+
+fn insert_clean_small(table: &mut [i64], mask: usize, key: i64) {
+    let mut perturb = key as u64;
+    let mut i = (key as usize) & mask;
+    loop {
+        let probes = if i + LINEAR_PROBES <= mask { LINEAR_PROBES } else { 0 };
+        if let Some(free) = table[i..=i + probes].iter().position(|&k| k == -1) {
+            table[i + free] = key;
+            return;
+        }
+        perturb >>= PERTURB_SHIFT;
+        i = (i.wrapping_mul(5).wrapping_add(1).wrapping_add(perturb as usize)) & mask;
+    }
+}
+
+/// Any `i64`: a straight transcription of setobject.c.
+fn set_order_general(values: &[i64]) -> Vec<i64> {
     let mut table: Vec<Option<(i64, u64)>> = vec![None; MIN_SIZE];
     let mut used = 0usize;
     for &key in values {
@@ -99,5 +164,24 @@ mod tests {
         assert_eq!(set_order(&[16, 8, 0]), vec![16, 8, 0]);
         assert_eq!(set_order(&[5, 5, 5]), vec![5]);
         assert_eq!(set_order(&[]), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn small_path_equals_general_path() {
+        // Sizes that cross every resize, with collisions (multiples of table sizes) and duplicates.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for n in [1usize, 5, 6, 7, 20, 100, 167, 1000, 5000] {
+            for spread in [1i64, 60, 512, 4096, 1 << 40] {
+                let values: Vec<i64> = (0..n)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        1_700_000_000 + (seed % (n as u64 * 2)) as i64 * spread
+                    })
+                    .collect();
+                assert_eq!(set_order_small(&values), set_order_general(&values), "n={n} spread={spread}");
+            }
+        }
     }
 }
