@@ -3,6 +3,7 @@
 //!
 //! Cluster commands take `-h/--host` like buckytools, so they disable clap's `-h` help and offer `--help`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::builder::FalseyValueParser;
@@ -190,4 +191,78 @@ pub struct EngineArgs {
     /// Attempts per metric (heal, verify, delete) before it is reported as failed.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub attempts: u32,
+}
+
+/// Rewrites Go-style single-dash long flags (`-host x`, `-workers=10`, `-delete`, `-noconfirm`) into clap's
+/// `--host`, so scripts written for buckytools' `bucky` keep working. Without this, clap would read `-host
+/// x` as `-h ost x`. Only the long names and aliases of the subcommand being invoked are rewritten; single
+/// letters, short-flag clusters (`-rf`), values and anything after `--` are left alone.
+pub fn go_style_args(command: &clap::Command, args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut current = command;
+    let mut after_separator = false;
+    let mut out = Vec::new();
+    for (position, arg) in args.into_iter().enumerate() {
+        let text = match arg.to_str() {
+            Some(text) if position > 0 && !after_separator => text,
+            _ => {
+                out.push(arg);
+                continue;
+            }
+        };
+        if text == "--" {
+            after_separator = true;
+        } else if let Some(sub) = current.find_subcommand(text) {
+            current = sub;
+        } else if let Some(rest) = text.strip_prefix('-').filter(|rest| !rest.starts_with('-')) {
+            let name = rest.split('=').next().unwrap_or_default();
+            let is_long = |a: &clap::Arg| {
+                a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|aliases| aliases.contains(&name))
+            };
+            if name.len() > 1 && (current.get_arguments().any(is_long) || name == "help" || name == "version") {
+                out.push(OsString::from(format!("-{text}")));
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        let args = std::iter::once("bucky").chain(args.iter().copied()).map(OsString::from);
+        go_style_args(&Cli::command(), args).into_iter().skip(1).map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn go_flags_become_long_flags() {
+        assert_eq!(
+            rewrite(&["rebalance", "-host", "a:4242", "-delete", "-workers=10", "-no-op", "x:1"]),
+            ["rebalance", "--host", "a:4242", "--delete", "--workers=10", "--no-op", "x:1"]
+        );
+        assert_eq!(rewrite(&["delete", "-noconfirm", "-r", "^a"]), ["delete", "--noconfirm", "-r", "^a"]);
+        assert_eq!(rewrite(&["whisper", "create", "f.wsp", "1m:1d", "-xFilesFactor", "0"])[4], "--xFilesFactor");
+    }
+
+    #[test]
+    fn short_flags_values_and_separator_are_left_alone() {
+        assert_eq!(rewrite(&["list", "-rf", "-h", "x", "-j"]), ["list", "-rf", "-h", "x", "-j"]);
+        assert_eq!(rewrite(&["list", "--", "-host"]), ["list", "--", "-host"]);
+        // Not a flag of `locate`: left for clap to reject.
+        assert_eq!(rewrite(&["locate", "-delete"]), ["locate", "-delete"]);
+    }
+
+    #[test]
+    fn rewritten_go_command_line_parses() {
+        let args = ["bucky", "list", "-host", "node1:4242", "-workers", "3", "-regex", "^carbon"];
+        let cli = Cli::try_parse_from(go_style_args(&Cli::command(), args.map(OsString::from))).unwrap();
+        let Command::List(list) = cli.command else { panic!("not list") };
+        assert_eq!(list.scope.cluster.host, "node1:4242");
+        assert_eq!(list.scope.cluster.workers, 3);
+        assert!(list.scope.names.regex);
+    }
 }

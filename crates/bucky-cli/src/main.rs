@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     bucky_cli::init_tracing();
-    let cli = bucky_cli::Cli::parse();
+    let args = bucky_cli::cli::go_style_args(&bucky_cli::Cli::command(), std::env::args_os());
+    let cli = bucky_cli::Cli::parse_from(args);
     bucky_cli::exit_code(bucky_cli::run(cli))
 }

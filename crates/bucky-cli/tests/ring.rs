@@ -116,3 +116,13 @@ fn show_marks_probed_and_voided_points() {
         jump.lines().filter(|l| !l.starts_with('#')).map(|l| l.split('\t').nth(1).unwrap()).collect();
     assert_eq!(order, ["c=1", "b=2", "a"]);
 }
+
+/// buckytools' Go flags are single-dash long names: `-host x` must reach the host flag, not `-h ost`.
+#[test]
+fn go_style_single_dash_flags_reach_the_right_flag() {
+    let out = bucky(&["servers", "-host", "127.0.0.1:1", "-timeout", "1", "-json"], "");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("127.0.0.1:1"), "the seed should be the -host value: {stderr}");
+    assert!(!stderr.contains("ost:4242"), "-host was read as -h ost: {stderr}");
+}
