@@ -81,12 +81,7 @@ fn set_order_small(values: &[i64]) -> Vec<i64> {
         let Some(slot) = slot else { continue };
         table[slot] = key;
         used += 1;
-        if used * 5 >= mask * 3 {
-            let min_used = if used > 50_000 { used * 2 } else { used * 4 };
-            let mut size = MIN_SIZE;
-            while size <= min_used {
-                size <<= 1;
-            }
+        if let Some(size) = grown_size(used, mask) {
             std::mem::swap(&mut table, &mut old);
             table.clear();
             table.resize(size, EMPTY);
@@ -97,6 +92,20 @@ fn set_order_small(values: &[i64]) -> Vec<i64> {
     }
     table.retain(|&k| k != EMPTY);
     table
+}
+
+/// setobject.c's `set_table_resize` trigger and new size after an insert: at 60 % fill (no deletions here,
+/// so fill == used), grow to the smallest power of two above 4× (2× past 50,000) the used slots.
+fn grown_size(used: usize, mask: usize) -> Option<usize> {
+    if used * 5 < mask * 3 {
+        return None;
+    }
+    let min_used = if used > 50_000 { used * 2 } else { used * 4 };
+    let mut size = MIN_SIZE;
+    while size <= min_used {
+        size <<= 1;
+    }
+    Some(size)
 }
 
 fn insert_clean_small(table: &mut [i64], mask: usize, key: i64) {
@@ -137,13 +146,7 @@ fn set_order_general(values: &[i64]) -> Vec<i64> {
         let Some(slot) = slot else { continue };
         table[slot] = Some((key, hash));
         used += 1;
-        // No deletions here, so fill == used.
-        if used * 5 >= mask * 3 {
-            let min_used = if used > 50_000 { used * 2 } else { used * 4 };
-            let mut size = MIN_SIZE;
-            while size <= min_used {
-                size <<= 1;
-            }
+        if let Some(size) = grown_size(used, mask) {
             let old = std::mem::replace(&mut table, vec![None; size]);
             for (k, h) in old.into_iter().flatten() {
                 insert_clean(&mut table, size - 1, k, h);
