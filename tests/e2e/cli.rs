@@ -459,3 +459,87 @@ fn demo_moves_and_loses_nothing() {
     // The agents were stopped: the port is free again.
     assert!(TcpListener::bind((cluster.ips[0].as_str(), cluster.port)).is_ok());
 }
+
+/// go-graphite's `backfill2`: from one cluster into another, by regex (same names) and by map (renamed),
+/// every point lands on the destination cluster's replicas; the source cluster is left as it was.
+#[test]
+fn backfill2_copies_between_clusters() {
+    let mut source = TestCluster::new(2, "carbon_ch", 1);
+    let mut dest = TestCluster::new(3, "jump_fnv1a_ch", 2);
+    let now = now_minute();
+    let names: Vec<String> = (0..12).map(|i| format!("app.server{i}.cpu")).collect();
+    let mut written = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let points: Vec<(i64, f64)> = (0..30).map(|k| (now - k * 60, (i * 100 + k as usize) as f64)).collect();
+        source.write_metric(i % 2, name, &points);
+        written.insert(name.clone(), points.into_iter().collect::<BTreeMap<i64, f64>>());
+    }
+    source.write_metric(0, "other.metric", &[(now, 1.0)]);
+    source.start();
+    dest.start();
+
+    let seeds = ["--src-cluster-seed", &source.seed(), "--dst-cluster-seed", &dest.seed()];
+    let args = |more: &[&'static str]| -> Vec<String> {
+        ["backfill2"].iter().chain(seeds.iter()).chain(more).map(|s| s.to_string()).collect()
+    };
+    let run = |args: Vec<String>, stdin: &[u8]| run_bucky(&args.iter().map(String::as_str).collect::<Vec<_>>(), stdin);
+
+    let plan = json(&run(args(&["-r", "^app\\.", "--no-op", "-j"]), b""));
+    assert_eq!(plan.as_array().unwrap().len(), names.len(), "{plan}");
+    let summary = json(&run(args(&["-r", "^app\\.", "-j"]), b""));
+    assert_eq!(summary["moved"], names.len(), "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    let homes = placement(&dest, &names);
+    for name in &names {
+        assert_eq!(homes[name].len(), 2, "RF 2 on the destination");
+        for &node in &homes[name] {
+            assert_eq!(dest.points(node, name).as_ref(), Some(&written[name]), "{name} on dest node {node}");
+        }
+    }
+    assert!((0..3).all(|n| dest.points(n, "other.metric").is_none()), "the regex selects");
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(source.points(i % 2, name).as_ref(), Some(&written[name]), "the source keeps {name}");
+    }
+
+    // By map, renaming; the map comes from stdin.
+    let summary = json(&run(args(&["--metric-map-file", "-", "-j"]), br#"{"app.server3.cpu": "moved.server3.cpu"}"#));
+    assert_eq!(summary["moved"], 1, "{summary}");
+    let renamed = placement(&dest, &["moved.server3.cpu".to_owned()]);
+    for &node in &renamed["moved.server3.cpu"] {
+        assert_eq!(dest.points(node, "moved.server3.cpu").as_ref(), Some(&written["app.server3.cpu"]));
+    }
+
+    // Neither a map nor a regex: a usage error, nothing done.
+    let out = run(args(&[]), b"");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// `rebalance --allowed-dsts`: only the allowed agent receives copies; copies bound elsewhere stay where
+/// they are (and are still reported by `inconsistent`), and no source is deleted unless all its replicas
+/// were allowed.
+#[test]
+fn rebalance_writes_only_to_allowed_destinations() {
+    let mut cluster = TestCluster::new(3, "carbon_ch", 1);
+    let now = now_minute();
+    let names: Vec<String> = (0..30).map(|i| format!("svc.host{i}.load")).collect();
+    for name in &names {
+        cluster.write_metric(0, name, &[(now, 1.0), (now - 60, 2.0)]);
+    }
+    cluster.start();
+    let homes = placement(&cluster, &names);
+    let (to_node1, elsewhere): (Vec<&String>, Vec<&String>) = names.iter().filter(|n| homes[*n][0] != 0).partition(|n| homes[*n][0] == 1);
+    assert!(!to_node1.is_empty() && !elsewhere.is_empty(), "the test needs metrics bound to both other nodes");
+
+    let summary = json(&cluster.bucky(&["rebalance", "--delete", "-j", "-f", "--allowed-dsts", &cluster.addr(1)]));
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["moved"], to_node1.len(), "{summary}");
+    for name in &to_node1 {
+        assert!(cluster.points(1, name).is_some(), "{name} moved to the allowed node");
+        assert!(cluster.points(0, name).is_none(), "{name}'s source deleted after verification");
+    }
+    for name in &elsewhere {
+        assert!(cluster.points(0, name).is_some(), "{name} stays: its replica is not allowed");
+        assert!(cluster.points(2, name).is_none(), "{name} was not written to a disallowed node");
+    }
+    assert_eq!(inconsistent_set(&cluster).len(), elsewhere.len());
+}

@@ -62,6 +62,9 @@ pub enum Command {
     /// Fill metrics from other metrics: a JSON map {"old": "new"}; never deletes.
     #[command(disable_help_flag = true)]
     Backfill(backfill::BackfillArgs),
+    /// Fill metrics of one cluster from another: a JSON map {"old": "new"} or a regex; never deletes.
+    #[command(disable_help_flag = true)]
+    Backfill2(backfill::Backfill2Args),
     /// Copy (heal) every metric of one node into another node.
     #[command(disable_help_flag = true)]
     Copy(copy::CopyArgs),
@@ -173,11 +176,11 @@ pub struct EngineArgs {
     pub no_op: bool,
 
     /// Record finished work in this file (one JSON line each); a rerun skips it (resume after a crash).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "job-state-file", value_name = "FILE")]
     pub state_file: Option<PathBuf>,
 
     /// Write the metrics that failed to this file: `metric<TAB>source<TAB>reason` per line.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "metric-err-file", value_name = "FILE")]
     pub error_file: Option<PathBuf>,
 
     /// Number of failed metrics tolerated before the exit status becomes 1.
@@ -185,7 +188,7 @@ pub struct EngineArgs {
     pub error_tolerance: u64,
 
     /// Most metrics per second started per source node (default: unlimited).
-    #[arg(long, value_name = "M")]
+    #[arg(long, alias = "metrics-per-second", value_name = "M")]
     pub max_rate: Option<f64>,
 
     /// Attempts per metric (heal, verify, delete) before it is reported as failed.

@@ -79,6 +79,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Inconsistent(args) => inconsistent::run(&args).await,
         Command::Rebalance(args) => rebalance::run(&args).await,
         Command::Backfill(args) => backfill::run(&args).await,
+        Command::Backfill2(args) => backfill::run_between_clusters(&args).await,
         Command::Copy(args) => copy::run(&args).await,
         Command::Tar(args) => tar::run(&args).await,
         Command::Restore(args) => restore::run(&args).await,

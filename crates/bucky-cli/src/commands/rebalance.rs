@@ -1,6 +1,7 @@
 //! `bucky rebalance [--delete] [--no-op] [extra HOST:PORT…]`: heal every misplaced copy into every replica
 //! that should hold it, verify each replica by content, and with `--delete` remove the source only then
-//! (with `If-Match` of the version copied). See [`crate::engine`].
+//! (with `If-Match` of the version copied). See [`crate::engine`]. `--allowed-dsts` limits where it writes
+//! (go-graphite buckytools' flag).
 
 use clap::Args;
 
@@ -33,9 +34,31 @@ pub struct RebalanceArgs {
     /// everything).
     #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
     pub exclude: Vec<String>,
+    /// Only write to these agents (`h:p;h:p`, or repeat the flag): copies bound elsewhere wait for a later
+    /// run, and a source is deleted only when every one of its replicas was allowed and verified.
+    #[arg(long = "allowed-dsts", value_name = "HOST:PORT;…", value_delimiter = ';')]
+    pub allowed_dsts: Vec<String>,
     /// Agents outside the ring to drain too (e.g. a node being removed), HOST[:PORT].
     #[arg(value_name = "EXTRA")]
     pub extra: Vec<String>,
+}
+
+/// Keeps only allowed destinations; a job that lost one keeps its source, a job that lost all is dropped.
+fn restrict(jobs: Vec<Job>, allowed: &[Addr]) -> (Vec<Job>, usize) {
+    let mut held_back = 0;
+    let jobs = jobs
+        .into_iter()
+        .filter_map(|mut job| {
+            let before = job.dests.len();
+            job.dests.retain(|d| allowed.contains(d));
+            if job.dests.len() < before {
+                held_back += 1;
+                job.keep_source = true;
+            }
+            (!job.dests.is_empty()).then_some(job)
+        })
+        .collect();
+    (jobs, held_back)
 }
 
 /// One job per misplaced copy: heal it into every replica of its metric. Refuses a partial view (an
@@ -119,6 +142,16 @@ pub async fn run(args: &RebalanceArgs) -> anyhow::Result<ExitStatus> {
     let cluster = ctx.cluster().await?;
     cluster.require_healthy()?;
     let extra = extra_agents(&args.extra, cluster.seed.port)?;
-    let jobs = plan(&ctx, &cluster, args.regex.clone(), &excludes(&args.exclude), &extra).await?;
+    let allowed = extra_agents(&args.allowed_dsts, cluster.seed.port)?;
+    let mut jobs = plan(&ctx, &cluster, args.regex.clone(), &excludes(&args.exclude), &extra).await?;
+    if !allowed.is_empty() {
+        let (kept, held_back) = restrict(jobs, &allowed);
+        if held_back > 0 {
+            ctx.printer.warn(format!(
+                "{held_back} copies have replicas outside --allowed-dsts: healed only into the allowed ones, sources kept"
+            ));
+        }
+        jobs = kept;
+    }
     engine::run_jobs(&ctx.client, &ctx.printer, options, jobs, args.engine.no_op).await
 }
