@@ -101,6 +101,7 @@ impl AppState {
             algo: config::buckyd_algo(config.ring.hash()).to_owned(),
             replicas: u32::try_from(config.ring.replicas()).unwrap_or(u32::MAX),
             router: Some(config.ring.router().name().to_owned()),
+            diverse: config.ring.diverse(),
         };
         let store = Store::new(config.prefix.clone(), config.store.clone());
         let cache = MetricCache::new(config.prefix.clone(), config.cache_lifetime, config.scan_threads);

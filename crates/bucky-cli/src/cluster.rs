@@ -73,7 +73,7 @@ pub fn ring_from_info(info: &RingInfo) -> anyhow::Result<Ring> {
             Node::new(n.server.clone(), (n.port != 0).then_some(n.port), instance)
         })
         .collect();
-    let mut spec = RingSpec::new(nodes, hash).replicas(info.replicas.max(1) as usize);
+    let mut spec = RingSpec::new(nodes, hash).replicas(info.replicas.max(1) as usize).diverse(info.diverse);
     if let Some(router) = &info.router {
         let router: Router = router.parse().with_context(|| format!("unknown ring router {router:?}"))?;
         spec = spec.router(router);
@@ -88,6 +88,10 @@ fn difference(seed: &RingInfo, other: &RingInfo) -> Option<String> {
     }
     if seed.replicas.max(1) != other.replicas.max(1) {
         return Some(format!("replication {} instead of {}", other.replicas, seed.replicas));
+    }
+    if seed.diverse != other.diverse {
+        let says = |diverse: bool| if diverse { "diverse replicas" } else { "no diverse replicas" };
+        return Some(format!("{} instead of {}", says(other.diverse), says(seed.diverse)));
     }
     if seed.router.is_some() && other.router.is_some() && seed.router != other.router {
         return Some(format!(
@@ -360,6 +364,7 @@ mod tests {
             algo: algo.into(),
             replicas,
             router: None,
+            diverse: false,
         }
     }
 
@@ -372,6 +377,25 @@ mod tests {
         assert_eq!(ring.nodes_for("some.metric").count(), 2);
         assert!(ring_from_info(&info(&[("a", 0, "")], "md5", 1)).is_err());
         assert!(ring_from_info(&info(&[("a", 0, "")], "carbon", 3)).is_err());
+    }
+
+    #[test]
+    fn diverse_rings_put_replicas_on_distinct_servers() {
+        // Two instances on host a, one on b: without DIVERSE_REPLICAS some metrics get both replicas on a.
+        let nodes = [("a", 0, "1"), ("a", 0, "2"), ("b", 0, "1")];
+        let plain = ring_from_info(&info(&nodes, "carbon", 2)).unwrap();
+        let diverse = ring_from_info(&RingInfo { diverse: true, ..info(&nodes, "carbon", 2) }).unwrap();
+        assert!(diverse.diverse());
+        let servers = |ring: &Ring, name: &str| ring.nodes_for(name).map(|n| n.server.clone()).collect::<Vec<_>>();
+        let names: Vec<String> = (0..200).map(|i| format!("m.{i}")).collect();
+        assert!(names.iter().any(|n| servers(&plain, n) == ["a", "a"]), "the test needs a same-host pair");
+        for name in &names {
+            let s = servers(&diverse, name);
+            assert_eq!(s.len(), 2, "{name}");
+            assert_ne!(s[0], s[1], "{name}: diverse replicas share a server");
+        }
+        let differ = difference(&info(&nodes, "carbon", 2), &RingInfo { diverse: true, ..info(&nodes, "carbon", 2) });
+        assert!(differ.unwrap().contains("diverse replicas instead of no diverse replicas"));
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub struct RingInfo {
     /// Whose placement the ring follows (`carbon` or `relay`); bucky-agent only.
     #[serde(rename = "Router", alias = "router", skip_serializing_if = "Option::is_none")]
     pub router: Option<String>,
+    /// carbon's DIVERSE_REPLICAS (replicas on distinct servers); bucky-agent only, sent only when true so
+    /// the document stays byte-identical to buckyd's otherwise.
+    #[serde(rename = "Diverse", alias = "diverse", default, skip_serializing_if = "std::ops::Not::not")]
+    pub diverse: bool,
 }
 
 /// The go-graphite fork's answer to a successful `POST`/`PUT /metrics/<name>`: durations in nanoseconds (Go
@@ -153,11 +157,15 @@ mod tests {
             algo: "carbon".into(),
             replicas: 1,
             router: None,
+            diverse: false,
         };
-        assert_eq!(
-            serde_json::to_string(&info).unwrap(),
-            r#"{"Name":"g1","Nodes":[{"Server":"g1","Port":2003,"Instance":"a"}],"Algo":"carbon","Replicas":1}"#
-        );
+        let json = r#"{"Name":"g1","Nodes":[{"Server":"g1","Port":2003,"Instance":"a"}],"Algo":"carbon","Replicas":1}"#;
+        assert_eq!(serde_json::to_string(&info).unwrap(), json);
+        assert_eq!(serde_json::from_str::<RingInfo>(json).unwrap(), info, "buckyd's document: not diverse");
+        let diverse = RingInfo { replicas: 2, router: Some("carbon".into()), diverse: true, ..info };
+        let json = serde_json::to_string(&diverse).unwrap();
+        assert!(json.ends_with(r#""Replicas":2,"Router":"carbon","Diverse":true}"#), "{json}");
+        assert_eq!(serde_json::from_str::<RingInfo>(&json).unwrap(), diverse);
     }
 
     #[test]
