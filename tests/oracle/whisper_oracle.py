@@ -27,6 +27,13 @@ Ops and their results (every result may instead be ``{"error": class name, "mess
   {"op": "fetch", "file", "from": T, "until": T|null, "now": N, "archive": spec|null}
         -> {"result": null | {"fromTime", "untilTime", "step", "values": [...], "bits": [...]}}
   {"op": "info", "file"}                                 -> {"result": whisper.info() dict or null}
+  {"op": "resize", "file", "retentions": [spec, ...], "xff": x|null, "agg": name|null, "aggregate": bool,
+   "nobackup": bool, "now": N}
+        runs the installed bin/whisper-resize.py in-process (runpy, sys.argv set, output discarded)
+        -> {"result": {"backup": hex of FILE.bak or null, "files": sorted names in the case directory}}
+        Its "file does not exist" exit is reported as FileNotFoundError, any other exit as ScriptExit.
+  {"op": "set_aggregation", "file", "agg": name, "xff": x|null}
+        whisper.setAggregationMethod(file, agg, xff)   -> {"result": the old method}
 Every op that writes a file (create, update_many, update, merge, fill, put) also reports that file's bytes
 afterwards as ``"bytes": hex`` (null if it does not exist), on success and on error alike, so a caller can
 see whether a refused operation changed the file. Fetch values are numbers, null for None, or the strings
@@ -38,13 +45,17 @@ float clock), and the ``now`` argument is also passed where whisper takes one.
 """
 
 import argparse
+import contextlib
 import importlib.metadata
+import io
 import json
 import math
 import os
+import runpy
 import shutil
 import struct
 import sys
+import sysconfig
 import tempfile
 import time
 
@@ -106,6 +117,34 @@ def fetch_out(res):
     }
 
 
+class _Discard(io.TextIOBase):
+    def write(self, s):
+        return len(s)
+
+
+class ScriptExit(Exception):
+    """A reference script exited with a non-zero status; the class name is what the test compares."""
+
+
+def run_script(name, argv):
+    """Runs an installed whisper script in this process (so the pinned clock applies), output discarded."""
+    script = os.path.join(sysconfig.get_path('scripts'), name)
+    saved = sys.argv
+    sys.argv = [script] + argv
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(_Discard()), contextlib.redirect_stderr(err):
+            runpy.run_path(script, run_name='__main__')
+    except SystemExit as exit:
+        if exit.code not in (None, 0):
+            message = (err.getvalue().strip() or str(exit.code)).splitlines()[0]
+            if 'does not exist' in message:
+                raise FileNotFoundError(message)
+            raise ScriptExit(message)
+    finally:
+        sys.argv = saved
+
+
 def run_op(op, where):
     path = lambda key: os.path.join(where, op[key])  # noqa: E731
     kind = op['op']
@@ -148,6 +187,23 @@ def run_op(op, where):
                                      endAt=number_in(op.get('endAt', 0)),
                                      overwrite=op.get('overwrite', False), lock_writes=False)
         return {}
+    if kind == 'resize':
+        argv = [path('file')] + list(op['retentions'])
+        if op.get('xff') is not None:
+            argv.append('--xFilesFactor=%r' % value_in(op['xff']))
+        if op.get('agg') is not None:
+            argv.append('--aggregationMethod=%s' % op['agg'])
+        if op.get('aggregate'):
+            argv.append('--aggregate')
+        if op.get('nobackup'):
+            argv.append('--nobackup')
+        pin_clock(op['now'])
+        run_script('whisper-resize.py', argv)
+        return {'result': {'backup': file_hex(path('file') + '.bak'), 'files': sorted(os.listdir(where))}}
+    if kind == 'set_aggregation':
+        xff = op.get('xff')
+        old = whisper.setAggregationMethod(path('file'), op['agg'], None if xff is None else value_in(xff))
+        return {'result': old}
     if kind == 'info':
         info = whisper.info(path('file'))
         if info is not None:
@@ -157,7 +213,7 @@ def run_op(op, where):
 
 
 WRITES = {'create': 'file', 'put': 'file', 'update_many': 'file', 'update': 'file', 'merge': 'dst',
-          'fill': 'dst'}
+          'fill': 'dst', 'resize': 'file', 'set_aggregation': 'file'}
 
 
 def run_case(case, base):

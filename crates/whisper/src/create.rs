@@ -30,16 +30,21 @@ impl Default for CreateOptions {
 pub fn header_for(retentions: &[Retention], options: &CreateOptions) -> Result<Header> {
     let mut archives = retentions.to_vec();
     validate_archive_list(&mut archives)?;
+    Ok(Header::for_retentions(&archives, options.aggregation, checked_xff(options.x_files_factor)?))
+}
+
+/// An xFilesFactor as whisper stores it (f32), after its range check.
+pub(crate) fn checked_xff(xff: f64) -> Result<f32> {
     // `not 0 <= xff <= 1` lets NaN through in whisper and makes an unreadable file; refuse it.
-    if options.x_files_factor.is_nan() {
+    if xff.is_nan() {
         return Err(Error::Refused(
             "xFilesFactor NaN would make a file no whisper reader accepts; use a value between 0 and 1".into(),
         ));
     }
-    if !(0.0..=1.0).contains(&options.x_files_factor) {
-        return Err(Error::InvalidXFilesFactor(options.x_files_factor));
+    if !(0.0..=1.0).contains(&xff) {
+        return Err(Error::InvalidXFilesFactor(xff));
     }
-    Ok(Header::for_retentions(&archives, options.aggregation, options.x_files_factor as f32))
+    Ok(xff as f32)
 }
 
 /// Creates a whisper file byte-identical to whisper's `create(path, archives, xff, agg, sparse)`.

@@ -24,22 +24,9 @@ impl TempFile {
     /// Creates an empty temp file in `dest`'s directory. Its name starts with a dot and does not end in
     /// `.wsp`, so metric listings never see it.
     pub fn new_for(dest: &Path) -> Result<TempFile> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let dir = parent_dir(dest);
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let path = dir.join(format!(".{name}.bucky-tmp.{}.{n}.{nanos:x}", std::process::id()));
-            match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok(TempFile { path, file: Some(file) }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        }
+        let (path, file) =
+            at_unique_name(dest, |path| OpenOptions::new().read(true).write(true).create_new(true).open(path))?;
+        Ok(TempFile { path, file: Some(file) })
     }
 
     /// The open temp file.
@@ -88,10 +75,25 @@ impl TempFile {
     }
 
     /// fsyncs the content and atomically replaces `dest` with it, then fsyncs the directory.
-    pub fn publish_replace(mut self, dest: &Path) -> Result<()> {
+    pub fn publish_replace(self, dest: &Path) -> Result<()> {
+        self.publish_replace_keeping(dest, None)
+    }
+
+    /// Like [`TempFile::publish_replace`], but first makes the file now at `dest` also reachable as
+    /// `backup` (a hard link, atomically replacing whatever was there), as whisper-resize renames the
+    /// original to `PATH.bak`. `dest` is never missing, not even for an instant.
+    pub fn publish_replace_keeping(mut self, dest: &Path, backup: Option<&Path>) -> Result<()> {
         let file = self.file.take().expect("temp file is open until published");
         file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         drop(file);
+        if let Some(backup) = backup {
+            // link(2) refuses to replace, so link under a fresh name and rename that over `backup`.
+            let (link, ()) = at_unique_name(backup, |link| fs::hard_link(dest, link))?;
+            if let Err(e) = fs::rename(&link, backup) {
+                let _ = fs::remove_file(&link);
+                return Err(Error::io(backup, e));
+            }
+        }
         fs::rename(&self.path, dest).map_err(|e| Error::io(dest, e))?;
         self.path = PathBuf::new();
         sync_dir(&parent_dir(dest))
@@ -114,6 +116,35 @@ pub fn write_new_file(dest: &Path, bytes: &[u8], sparse: bool) -> Result<bool> {
     let temp = TempFile::new_for(dest)?;
     temp.write_content(bytes, sparse)?;
     temp.publish_new(dest)
+}
+
+/// Runs `make` on fresh hidden names next to `dest` until one does not exist yet; returns that name.
+fn at_unique_name<T>(dest: &Path, mut make: impl FnMut(&Path) -> io::Result<T>) -> Result<(PathBuf, T)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = parent_dir(dest);
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!(".{name}.bucky-tmp.{}.{n}.{nanos:x}", std::process::id()));
+        match make(&path) {
+            Ok(made) => return Ok((path, made)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// Removes `path` if it exists and fsyncs its directory; `Ok(false)` if there was nothing to remove.
+pub fn remove_file(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(&parent_dir(path)).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// fsyncs a directory so that a rename or link inside it survives a crash.

@@ -143,6 +143,21 @@ impl WhisperFile {
         Ok(())
     }
 
+    /// The header as it is on disk now, validated: what a lock holder must trust, since the header read
+    /// at open may have been rewritten in place meanwhile.
+    pub(crate) fn current_header(&self) -> Result<Header> {
+        read_header(&self.file, &self.path).map(|(header, _)| header)
+    }
+
+    /// Rewrites the 16-byte metadata block (aggregation, maxRetention, xFilesFactor, archive count) in
+    /// place, as whisper's `__writeHeaderMetadata`; `header` must be [`WhisperFile::current_header`] with
+    /// only those fields changed, under the exclusive lock.
+    pub(crate) fn write_metadata(&self, header: &Header) -> Result<()> {
+        self.file
+            .write_all_at(&header.to_bytes()[..METADATA_SIZE], 0)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
     /// fsyncs the file's data.
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))

@@ -1,9 +1,9 @@
 //! The Whisper time-series format, bit-exact with Graphite's whisper 1.1.10.
 //!
 //! Same operation history ⇒ byte-identical file: `create`, `update`, `update_many` (routing by age,
-//! duplicate handling, run packing, propagation with xFilesFactor and all 8 aggregation methods), `fetch`
-//! and `merge` reproduce whisper.py, and [`fill`] in [`FillMode::Carbonate`] reproduces carbonate's
-//! `whisper-fill`. Beyond the reference, bucky:
+//! duplicate handling, run packing, propagation with xFilesFactor and all 8 aggregation methods), `fetch`,
+//! `merge`, [`resize`] (whisper-resize) and [`set_aggregation_method`] reproduce whisper.py, and [`fill`]
+//! in [`FillMode::Carbonate`] reproduces carbonate's `whisper-fill`. Beyond the reference, bucky:
 //!
 //! - validates every header structurally before trusting it (offsets, overlaps, file length), so garbage or
 //!   truncated files give an [`Error`], never a panic or a huge allocation;
@@ -43,6 +43,7 @@ mod fill;
 mod header;
 mod lock;
 mod merge;
+mod modify;
 mod pyset;
 mod retention;
 
@@ -55,4 +56,7 @@ pub use fill::{fill, fill_buf, FillMode, FillOptions, FillReport};
 pub use header::{ArchiveInfo, Header, POINT_SIZE};
 pub use lock::{LockMode, WhisperLock, DEFAULT_LOCK_TIMEOUT};
 pub use merge::{merge, merge_buf};
+pub use modify::{
+    backup_path, resize, resize_buf, set_aggregation, set_aggregation_method, AggregationChange, ResizeOptions,
+};
 pub use retention::{validate_archive_list, Retention};

@@ -182,6 +182,71 @@ fn safe_fill_equals_carbonate_without_quirks() {
     });
 }
 
+/// whisper-resize (run in-process by the oracle): random histories, then one or two resizes to new schemas
+/// (unrelated, longer, shorter, finer, coarser, an archive dropped or added) in both modes, with the file's
+/// or a new method and xff, with and without a backup, sometimes with writes in between. The file, its
+/// `.bak` and the directory listing must match; refusals must match.
+#[test]
+fn resize() {
+    run_differential("resize", CASES, |g| {
+        let schema = g.schema();
+        let now = g.now(&schema);
+        let mut ops = vec![g.create_op("a", &schema)];
+        ops.extend(g.random_history("a", &schema, now));
+        if g.chance(0.02) {
+            let mut missing = g.resize_op("b", &schema, now);
+            missing["retentions"] = json!(schema.specs);
+            ops.push(missing);
+        }
+        let (mut current, mut at) = (schema, now);
+        for _ in 0..g.rng.gen_range(1..=2) {
+            if g.chance(0.7) {
+                at += g.rng.gen_range(0..=current.max_retention() / 3 + 1);
+            }
+            let new = g.resized_schema(&current);
+            ops.push(g.resize_op("a", &new, at));
+            if g.chance(0.3) {
+                at += g.rng.gen_range(0..=new.spp(0) * 3);
+                let batch = g.batch(&new, at);
+                ops.push(g.update_many_op("a", &batch, at));
+            }
+            current = new;
+        }
+        ops
+    });
+}
+
+/// whisper.setAggregationMethod: every method (and junk names), with and without a new xff (in range or
+/// not), on empty files and files with history, followed by writes that propagate with the new settings.
+#[test]
+fn set_aggregation() {
+    run_differential("set_aggregation", CASES, |g| {
+        let schema = g.schema();
+        let mut now = g.now(&schema);
+        let mut ops = vec![g.create_op("a", &schema)];
+        if g.chance(0.6) {
+            ops.extend(g.random_history("a", &schema, now));
+        }
+        if g.chance(0.02) {
+            ops.push(json!({"op": "set_aggregation", "file": "b", "agg": "sum", "xff": null}));
+        }
+        for _ in 0..g.rng.gen_range(1..=3) {
+            let agg = if g.chance(0.05) { json!(g.pick(&["avg", "Sum", "median", ""])) } else { json!(g.agg()) };
+            let xff = match g.rng.gen_range(0..10) {
+                0 => json!(g.pick(&[1.5, -0.1, 1.0000001, 2.0])),
+                1..=4 => fv(g.xff()),
+                _ => Value::Null,
+            };
+            ops.push(json!({"op": "set_aggregation", "file": "a", "agg": agg, "xff": xff}));
+            if g.chance(0.6) {
+                now += g.rng.gen_range(0..=schema.max_retention() / 4 + 1);
+                ops.extend(g.random_history("a", &schema, now));
+            }
+        }
+        ops
+    });
+}
+
 /// parseRetentionDef on valid specs in every unit spelling and on junk.
 #[test]
 fn retention_parsing() {
@@ -225,6 +290,10 @@ fn deliberate_refusals_are_marked_bucky() {
         ("zero-point archive 60:0", vec![json!({"op": "create", "file": "a", "retentions": ["60:0"], "xff": 0.5, "agg": "sum"})]),
         ("zero-point archive 1m:30s", vec![json!({"op": "create", "file": "a", "retentions": ["1m:30s"], "xff": 0.5, "agg": "sum"})]),
         ("precision 0", vec![json!({"op": "create", "file": "a", "retentions": ["0:10"], "xff": 0.5, "agg": "sum"})]),
+        ("set_aggregation with xff NaN", vec![
+            json!({"op": "create", "file": "a", "retentions": ["60:10"], "xff": 0.5, "agg": "average"}),
+            json!({"op": "set_aggregation", "file": "a", "agg": "sum", "xff": "NaN"}),
+        ]),
         ("25 future points into 60:10", vec![
             json!({"op": "create", "file": "a", "retentions": ["60:10", "300:12"], "xff": 0.0, "agg": "sum"}),
             json!({"op": "update_many", "file": "a", "now": 1_700_000_000i64,
@@ -422,6 +491,22 @@ fn safe_fill_properties() {
     assert!(failures.is_empty(), "{} of {count} safe fills violate a property (seed {seed}):\n{}", failures.len(), failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n"));
 }
 
+/// whisper-resize with xff NaN: the script writes the new file with it, then cannot read that file back
+/// (CorruptWhisperFile) and leaves the original alone; bucky refuses before writing anything.
+#[test]
+fn resize_with_nan_xff_is_refused() {
+    let ops = vec![create("a", &["60:10"], "sum", 0.5), update_many("a", 1_700_000_000, &[(1_699_999_940, 1.0)]),
+                   resize_op(&["60:20"], 1_700_000_000, false, Some(f64::NAN))];
+    let theirs = run_oracle(&[json!({"id": 0, "ops": ops})]);
+    let scratch = scratch_dir();
+    let ours = run_ours(&ops, scratch.path(), 0);
+    let (o, t) = (&ours[2], &theirs[0]["results"][2]);
+    assert_eq!(t["error"], "CorruptWhisperFile", "the premise is wrong: {t}");
+    assert_eq!(t["bytes"], theirs[0]["results"][1]["bytes"], "the reference changed the original");
+    assert_eq!(o["error"], "bucky", "{o}");
+    assert_eq!(o["bytes"], o["before"], "the refusal changed the file");
+}
+
 // ---- fixed edge cases (spec §9 and hand-made headers) --------------------------------------------------
 
 fn create(file: &str, retentions: &[&str], agg: &str, xff: f64) -> Value {
@@ -435,6 +520,11 @@ fn update_many(file: &str, now: i64, points: &[(i64, f64)]) -> Value {
 
 fn fetch_op(file: &str, from: i64, until: Option<i64>, now: i64, archive: Option<&str>) -> Value {
     json!({"op": "fetch", "file": file, "from": from, "until": until, "now": now, "archive": archive})
+}
+
+fn resize_op(retentions: &[&str], now: i64, aggregate: bool, xff: Option<f64>) -> Value {
+    json!({"op": "resize", "file": "a", "retentions": retentions, "xff": xff.map(fv), "agg": null,
+           "aggregate": aggregate, "nobackup": false, "now": now})
 }
 
 /// A hand-made file: header fields as given (not necessarily consistent), `len` bytes, points poked in.
@@ -539,6 +629,27 @@ fn reference_edge_cases() {
                  update_many("a", now, &src), update_many("b", now, &dst),
                  json!({"op": "fill", "src": "a", "dst": "b", "now": now, "startFrom": null, "endAt": 0, "overwrite": false})]
         },
+        // resize fetches each old archive's window `now - retention + spp` with fetch's archive choice:
+        // for 300:3 behind 60:10 that window (600 s) is served by the 60 s archive.
+        vec![create("a", &["60:10", "300:3"], "sum", 0.0),
+             update_many("a", NOW, &(0..15).map(|i| (NOW - 60 * i, i as f64)).collect::<Vec<_>>()),
+             resize_op(&["60:5", "300:4"], NOW + 30, false, None)],
+        // A one-point archive: its window is zero-length, and fetch returns the slot after `now` (here a
+        // stored future point, which the resize writes again).
+        vec![create("a", &["60:1"], "last", 0.0),
+             update_many("a", NOW, &[(NOW + 60, 5.0)]),
+             resize_op(&["60:4", "120:3"], NOW, false, None)],
+        // --aggregate compares the given xff unrounded: 3 of 10 known passes 0.3 there, while the new file's
+        // propagation (0.3 stored as f32) would not.
+        vec![create("a", &["1:30"], "sum", 0.0),
+             update_many("a", NOW, &[(NOW - 19, 1.0), (NOW - 18, 2.0), (NOW - 17, 3.0)]),
+             resize_op(&["10:3"], NOW, true, Some(0.3))],
+        // --aggregate where the coarse window (10:10,60:2: now-60.., served by the 10 s archive) has no
+        // point older than the fine one's: the script appends it whole, so the old points are duplicated
+        // and unsorted, and bisect runs on an unsorted list.
+        vec![create("a", &["10:10", "60:2"], "average", 0.0),
+             update_many("a", NOW, &(0..12).map(|i| (NOW - 10 * i, i as f64)).collect::<Vec<_>>()),
+             resize_op(&["5:30", "30:10"], NOW + 7, true, Some(0.0))],
         // bucky's Retention is 32-bit: the reference parses more points than a header can hold.
         vec![json!({"op": "parse", "spec": "1s:200y"})],
     ];
@@ -564,13 +675,17 @@ fn reference_edge_cases() {
         raw_file(2, 3600, 0.5, &layout, 12, &[]),                                 // shorter than the metadata
         raw_file(2, 3600, 0.5, &layout, 30, &[]),                                 // short archive info
     ];
-    cases.extend(hand_made.into_iter().map(|put| std::iter::once(put).chain(reads()).collect()));
     // The header count says 3 archives but holds 2 (the third ArchiveInfo is read from data bytes).
     let mut extra = raw_file(2, 3600, 0.5, &layout, 304, &data);
     let mut bytes = unhex(extra["hex"].as_str().unwrap());
     bytes[15] = 3;
     extra["hex"] = json!(hex(&bytes));
-    cases.push(std::iter::once(extra).chain(reads()).collect());
+    // Each hand-made file is read, resized and given a new method, in separate cases.
+    let changes = [resize_op(&["60:20", "600:10"], NOW, false, None), json!({"op": "set_aggregation", "file": "a", "agg": "max", "xff": 0.2})];
+    for put in hand_made.into_iter().chain([extra]) {
+        cases.push(std::iter::once(put.clone()).chain(reads()).collect());
+        cases.extend(changes.iter().map(|change| vec![put.clone(), change.clone()]));
+    }
     // Premise: every create above is one the reference accepts (else the case tests nothing).
     let batch: Vec<Value> = cases.iter().enumerate().map(|(i, ops)| json!({"id": i, "ops": ops})).collect();
     for (case, answer) in batch.iter().zip(run_oracle(&batch)) {
