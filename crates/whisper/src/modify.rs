@@ -220,7 +220,98 @@ fn temp_like(dest: &Path, original: &WhisperFile) -> Result<TempFile> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+    use crate::create::create;
+
+    const NOW: i64 = 1_700_000_040;
+
+    fn file_with_data(dir: &Path) -> PathBuf {
+        let path = dir.join("m.wsp");
+        create(&path, &Retention::parse_list("60:10,300:12").unwrap(), &CreateOptions::default()).unwrap();
+        let points: Vec<Point> = (0..20).map(|i| Point::new(NOW - 60 * i, i as f64)).collect();
+        WhisperFile::open_rw(&path).unwrap().update_many(&points, NOW).unwrap();
+        path
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn resize_keeps_the_original_as_bak_and_its_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_data(dir.path());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let original = std::fs::read(&path).unwrap();
+        let header = resize(&path, &Retention::parse_list("60:20,600:10").unwrap(), &ResizeOptions::new(NOW)).unwrap();
+        assert_eq!(header.archives.len(), 2);
+        assert_eq!(std::fs::read(backup_path(&path)).unwrap(), original);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        let resized = WhisperFile::open(&path).unwrap();
+        assert_eq!(resized.header(), &header);
+        assert_eq!(resized.fetch(NOW - 120, None, NOW, None).unwrap().unwrap().values, vec![Some(1.0), Some(0.0)]);
+        assert_eq!(names(dir.path()), ["m.wsp", "m.wsp.bak"]);
+        // --nobackup leaves no PATH.bak, not even the older one (whisper-resize renames over it, then deletes).
+        let options = ResizeOptions { backup: false, ..ResizeOptions::new(NOW) };
+        resize(&path, &Retention::parse_list("60:30").unwrap(), &options).unwrap();
+        assert_eq!(names(dir.path()), ["m.wsp"]);
+    }
+
+    #[test]
+    fn a_refused_or_locked_out_change_leaves_everything_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_data(dir.path());
+        let original = std::fs::read(&path).unwrap();
+        let invalid = Retention::parse_list("60:10,90:20").unwrap();
+        let err = resize(&path, &invalid, &ResizeOptions::new(NOW)).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfiguration(_)), "{err}");
+        let nan = ResizeOptions { x_files_factor: Some(f64::NAN), ..ResizeOptions::new(NOW) };
+        assert_eq!(resize(&path, &Retention::parse_list("60:20").unwrap(), &nan).unwrap_err().reference_class(), "bucky");
+        let err = set_aggregation_method(&path, AggregationMethod::Sum, Some(1.5)).unwrap_err();
+        assert!(matches!(err, Error::InvalidXFilesFactor(_)), "{err}");
+        // Someone else (carbon-cache with WHISPER_LOCK_WRITES) holds the lock: both give up in time.
+        let holder = WhisperFile::open(&path).unwrap();
+        let _held = holder.lock(LockMode::Exclusive, Duration::ZERO).unwrap();
+        let options = ResizeOptions { lock_timeout: Duration::ZERO, ..ResizeOptions::new(NOW) };
+        let err = resize(&path, &Retention::parse_list("60:20").unwrap(), &options).unwrap_err();
+        assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+        let change = AggregationChange {
+            method: AggregationMethod::Max,
+            x_files_factor: None,
+            backup: true,
+            lock_timeout: Duration::ZERO,
+        };
+        assert!(matches!(set_aggregation(&path, &change).unwrap_err(), Error::LockTimeout { .. }));
+        assert_eq!(std::fs::read(&path).unwrap(), original);
+        assert_eq!(names(dir.path()), ["m.wsp"]);
+    }
+
+    #[test]
+    fn set_aggregation_rewrites_the_header_in_place_after_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_data(dir.path());
+        let original = std::fs::read(&path).unwrap();
+        let change = AggregationChange {
+            method: AggregationMethod::Sum,
+            x_files_factor: Some(0.25),
+            backup: true,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        };
+        let old = set_aggregation(&path, &change).unwrap();
+        assert_eq!((old.aggregation, old.x_files_factor), (AggregationMethod::Average, 0.5));
+        assert_eq!(std::fs::read(backup_path(&path)).unwrap(), original);
+        let now = std::fs::read(&path).unwrap();
+        assert_eq!(now[16..], original[16..], "only the metadata block changes");
+        let header = WhisperFile::open(&path).unwrap().header().clone();
+        assert_eq!((header.aggregation, header.x_files_factor), (AggregationMethod::Sum, 0.25));
+        assert_eq!(set_aggregation_method(&path, AggregationMethod::Last, None).unwrap(), AggregationMethod::Sum);
+        assert_eq!(WhisperFile::open(&path).unwrap().header().x_files_factor, 0.25);
+    }
 
     #[test]
     fn bisect_left_probes_like_python() {

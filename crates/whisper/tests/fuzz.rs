@@ -2,8 +2,8 @@
 //!
 //! Each execution builds an input (random bytes, or a valid file of a random schema with random byte
 //! mutations, truncation or extension) and runs every entry point on it: header parsing from memory and
-//! from disk, fetch, update_many, single update, both fills and merge against a valid partner. Nothing may
-//! panic. CI runs it for `BUCKY_FUZZ_SECONDS` (default 15); a long run:
+//! from disk, fetch, update_many, single update, both fills, merge against a valid partner and a resize
+//! to the partner's layout. Nothing may panic. CI runs it for `BUCKY_FUZZ_SECONDS` (default 15); a long run:
 //!
 //! ```sh
 //! BUCKY_FUZZ_SECONDS=3600 cargo test --release -p bucky-whisper --test fuzz -- --nocapture
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use whisper::{
-    fill_buf, header_for, merge_buf, AggregationMethod, CreateOptions, FillOptions, Point, Retention, WhisperBuf,
-    WhisperFile,
+    fill_buf, header_for, merge_buf, resize_buf, AggregationMethod, CreateOptions, FillOptions, Point, ResizeOptions,
+    Retention, WhisperBuf, WhisperFile,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -120,6 +120,10 @@ fn execute(bytes: &[u8], partner: &WhisperBuf, rng: &mut SmallRng, dir: &std::pa
     let mut reverse = buf.clone();
     let _ = fill_buf(partner, &mut reverse, &options);
     let _ = fill_buf(partner, &mut reverse, &options.carbonate());
+    let retentions = partner.header().archives.iter().map(|a| a.as_retention()).collect::<Vec<_>>();
+    let mut resize = ResizeOptions::new(NOW - rng.gen_range(-100..50_000));
+    resize.aggregate = rng.gen();
+    let _ = resize_buf(&buf, &retentions, &resize);
     let _ = merge_buf(partner, &mut buf, None, None, NOW);
     let _ = buf.update_many(&random_points(rng), NOW);
     let _ = buf.update(2.0, NOW - rng.gen_range(0..100), NOW);

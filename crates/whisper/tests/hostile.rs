@@ -1,8 +1,8 @@
 //! Hostile whisper files: truncations at every offset, random bytes, absurd header fields, overlapping or
 //! unordered archives, garbage in the data of otherwise valid files, absurd clocks and ranges.
 //!
-//! Every constructor (`WhisperFile::open`, `open_rw`, `WhisperBuf::from_bytes`) must refuse invalid files
-//! with an error (class "CorruptWhisperFile" where whisper.py refuses too, "bucky" for the structural
+//! Every constructor (`WhisperFile::open`, `open_rw`, `WhisperBuf::from_bytes`), `resize` and
+//! `set_aggregation` must refuse invalid files with an error (class "CorruptWhisperFile" where whisper.py refuses too, "bucky" for the structural
 //! checks the reference lacks); every operation on what they accept must return, never panic; a refused
 //! write leaves the file's bytes unchanged; and nothing allocates from header fields beyond the file's
 //! length (checked by running the hostile files in a child process under `ulimit -v`).
@@ -10,12 +10,14 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::{scratch_dir, Gen};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use whisper::{
-    AggregationMethod, CreateOptions, FillMode, FillOptions, Point, Retention, WhisperBuf, WhisperFile,
+    AggregationChange, AggregationMethod, CreateOptions, FillMode, FillOptions, Point, ResizeOptions, Retention,
+    WhisperBuf, WhisperFile,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -166,6 +168,16 @@ fn exercise(buf: &WhisperBuf, other: &WhisperBuf, g: &mut Gen, absurd: bool) -> 
             });
         }
     }
+    for _ in 0..2 {
+        let retentions = Retention::parse_list(g.pick(&["60:20,600:10", "1:30", "5:4,10:3,30:5,60:4", "60:10,60:20", "300:1"])).unwrap();
+        let mut options = ResizeOptions::new(pick(g));
+        options.aggregate = g.chance(0.5);
+        options.x_files_factor = g.chance(0.3).then(|| g.pick(&[0.0, 0.3, 1.0, 2.0, f64::NAN]));
+        options.aggregation = g.chance(0.3).then(|| g.pick(&AggregationMethod::ALL));
+        guard(format!("resize_buf({retentions:?}, {options:?}) of {:?}", buf.header().archives), &mut || {
+            let _ = whisper::resize_buf(buf, &retentions, &options);
+        });
+    }
     for (src, dst) in [(buf, other), (other, buf), (buf, buf)] {
         let mut copy = dst.clone();
         let (from, to) = (if g.chance(0.5) { None } else { Some(pick(g)) }, if g.chance(0.5) { None } else { Some(pick(g)) });
@@ -202,6 +214,15 @@ fn expect_refused(name: &str, bytes: &[u8], dir: &Path) {
     }
     assert!(whisper::merge(&good, &path, None, None, NOW).is_err(), "{name}: merge into it succeeded");
     assert!(whisper::merge(&path, &good, None, None, NOW).is_err(), "{name}: merge from it succeeded");
+    // Resizing it or changing its method is refused too, with no backup or temp file left behind.
+    for aggregate in [false, true] {
+        let options = ResizeOptions { aggregate, ..ResizeOptions::new(NOW) };
+        let retentions = [Retention::new(60, 20), Retention::new(600, 10)];
+        assert!(whisper::resize(&path, &retentions, &options).is_err(), "{name}: resize succeeded");
+    }
+    assert!(whisper::set_aggregation_method(&path, AggregationMethod::Max, None).is_err(), "{name}: set_aggregation_method succeeded");
+    let change = AggregationChange { method: AggregationMethod::Sum, x_files_factor: Some(0.1), backup: true, lock_timeout: Duration::ZERO };
+    assert!(whisper::set_aggregation(&path, &change).is_err(), "{name}: set_aggregation with a backup succeeded");
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}: a refused operation changed the hostile file");
     assert_eq!(std::fs::read(&good).unwrap(), valid_file().as_bytes(), "{name}: a refused operation changed the good file");
     let names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
