@@ -10,7 +10,7 @@ use hashring::{Hash, Node, Router, RingSpec};
 
 use crate::auth::Auth;
 use crate::config::{Config, DEFAULT_PREFIX};
-use crate::store::StoreOptions;
+use crate::store::{Flush, StoreOptions};
 
 /// bucky-agent: the per-node daemon of a Graphite cluster, a drop-in for buckyd.
 ///
@@ -88,6 +88,13 @@ pub struct Cli {
     #[arg(long)]
     pub coalesce_writes: bool,
 
+    /// How creates and heals are made durable. Concurrent requests share their flushes (group commit);
+    /// `syncfs`: one syncfs(2) per batch for the data and one for the new names (also writes out whatever
+    /// else is dirty on the filesystem); `fsync`: one fsync(2) per file and per directory. Default: syncfs on
+    /// Linux 5.8 and later (where syncfs reports write errors), fsync before.
+    #[arg(long, value_name = "HOW", value_parser = parse_flush)]
+    pub flush: Option<Flush>,
+
     /// Largest accepted upload (decoded), e.g. 1GiB, 512MiB, 1000000.
     #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "BYTES")]
     pub max_body: u64,
@@ -159,6 +166,15 @@ pub fn go_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> 
             }
         })
         .collect()
+}
+
+/// Parses `syncfs` or `fsync`.
+pub fn parse_flush(text: &str) -> Result<Flush, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "syncfs" => Ok(Flush::Syncfs),
+        "fsync" => Ok(Flush::Fsync),
+        other => Err(format!("unknown flush {other:?} (use syncfs or fsync)")),
+    }
 }
 
 /// Parses `1GiB`, `512MiB`, `64KiB`, `1G`, `1000` (bytes).
@@ -240,6 +256,7 @@ impl Cli {
             lock_timeout: Duration::from_secs(self.lock_timeout),
             prune_grace: self.prune_empty_dirs.then(|| Duration::from_secs(self.prune_grace)),
             coalesce_writes: self.coalesce_writes,
+            flush: self.flush.unwrap_or_else(Flush::detect),
             publish_delay: Duration::from_millis(self.test_publish_delay_ms),
         };
         config.body_limit = self.max_body;
@@ -316,6 +333,19 @@ mod tests {
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("1TiB").is_err());
         assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn flush_modes() {
+        assert_eq!(parse_flush("syncfs"), Ok(Flush::Syncfs));
+        assert_eq!(parse_flush("FSYNC"), Ok(Flush::Fsync));
+        assert!(parse_flush("sync").unwrap_err().contains("syncfs or fsync"));
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().to_str().unwrap();
+        let parse = |args: &[&str]| Cli::try_parse_from(go_style_args(os(args))).map(|c| c.into_config());
+        let config = parse(&["a", "-p", prefix, "-n", "h1", "-flush", "fsync", "h1"]).unwrap().unwrap();
+        assert_eq!(config.store.flush, Flush::Fsync);
+        assert!(parse(&["a", "-p", prefix, "-n", "h1", "--flush", "never", "h1"]).is_err());
     }
 
     #[test]

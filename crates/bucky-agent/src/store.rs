@@ -2,9 +2,12 @@
 //! blocking pool).
 //!
 //! Invariants:
-//! - a file appears at its final path only complete and fsynced (temp file in the same directory, no-replace
-//!   publish, directory fsync), so readers and carbon-cache never see a partial file, and a crash leaves
-//!   either nothing or the whole file (plus, at worst, a hidden temp file that the next scan removes);
+//! - a file appears at its final path only complete and flushed (temp file in the same directory, flush,
+//!   no-replace publish, flush of the directory entry), so readers and carbon-cache never see a partial
+//!   file, and a crash leaves either nothing or the whole file (plus, at worst, a hidden temp file that the
+//!   next scan removes);
+//! - a create or heal returns only once its data (and the new name) is on disk; the flushes of concurrent
+//!   requests are shared (group commit, see [`commit`]);
 //! - an existing file is only changed under its exclusive flock, after the lock was taken on the inode that
 //!   is *still* at the path (a file replaced meanwhile is re-opened), so no write lands in an unlinked inode;
 //! - a heal never overwrites a point (`whisper::fill_buf`, safe mode) and never replaces a file: if the file
@@ -16,6 +19,7 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +29,11 @@ use whisper::{FillOptions, Header, LockMode, WhisperBuf, WhisperLock};
 
 use crate::error::AgentError;
 use crate::etag::{etag_of, IfMatch};
+
+mod commit;
+
+pub use commit::Flush;
+use commit::Committer;
 
 /// How often a heal retries when the file keeps appearing and disappearing under it, or looks half-written.
 const ATTEMPTS: u32 = 5;
@@ -49,6 +58,8 @@ pub struct StoreOptions {
     /// values read under the lock. Off, only the filled slots are written, so a carbon-cache that ignores the
     /// lock never loses a point it wrote between our read and our write.
     pub coalesce_writes: bool,
+    /// How creates and heals are made durable (see [`Flush`]).
+    pub flush: Flush,
     /// Fault injection for tests: pause between writing a new file's temp copy and publishing it.
     pub publish_delay: Duration,
 }
@@ -61,6 +72,7 @@ impl Default for StoreOptions {
             lock_timeout: whisper::DEFAULT_LOCK_TIMEOUT,
             prune_grace: None,
             coalesce_writes: false,
+            flush: Flush::detect(),
             publish_delay: Duration::ZERO,
         }
     }
@@ -71,6 +83,7 @@ impl Default for StoreOptions {
 pub struct Store {
     root: PathBuf,
     options: StoreOptions,
+    committer: Arc<Committer>,
 }
 
 /// A file read under its shared lock: a consistent copy.
@@ -109,7 +122,8 @@ pub enum Replaced {
 impl Store {
     /// A store rooted at `root` (which must exist).
     pub fn new(root: impl Into<PathBuf>, options: StoreOptions) -> Store {
-        Store { root: root.into(), options }
+        let committer = Arc::new(Committer::new(options.flush));
+        Store { root: root.into(), options, committer }
     }
 
     /// The root directory.
@@ -292,13 +306,21 @@ impl Store {
                     // Never make a file look older than it was before the heal, nor fresher than its data.
                     set_mtime(file, before.max(remote_mtime), path)?;
                 }
-                if written > 0 {
-                    file.sync_data().map_err(|e| AgentError::io(path, e))?;
-                }
-                Ok(Ok(written))
+                // Made durable after the lock is released: the flush is shared with other requests, and
+                // holding carbon-cache off the file meanwhile would gain nothing.
+                let written_through = match written {
+                    0 => None,
+                    _ => Some(file.try_clone().map_err(|e| AgentError::io(path, e))?),
+                };
+                Ok(Ok((written, written_through)))
             })?;
             match outcome {
-                Ok(written) => return Ok(written),
+                Ok((written, written_through)) => {
+                    if let Some(file) = written_through {
+                        self.committer.sync(file, path)?;
+                    }
+                    return Ok(written);
+                }
                 // carbon-cache without WHISPER_LOCK_WRITES may be creating it right now: give it a moment.
                 Err(_) if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
@@ -309,14 +331,14 @@ impl Store {
         }
     }
 
-    /// Writes `bytes` to a new file at `path`; `Ok(false)` if a file appeared there meanwhile (nothing
-    /// changed).
+    /// Writes `bytes` to a new file at `path` durably (group commit); `Ok(false)` if a file appeared there
+    /// meanwhile (nothing changed).
     fn create_new(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<bool, AgentError> {
         let temp = self.temp_with(path, bytes, remote_mtime)?;
         if !self.options.publish_delay.is_zero() {
             thread::sleep(self.options.publish_delay);
         }
-        temp.publish_new(path).map_err(AgentError::whisper)
+        self.committer.publish(temp, path)
     }
 
     /// A temp file next to `path` holding `bytes` (mtime applied with `--mtime`), not yet published.
@@ -329,7 +351,8 @@ impl Store {
         Ok(temp)
     }
 
-    /// Creates the directories between the root and `path`'s parent, fsyncing each new entry's parent.
+    /// Creates the directories between the root and `path`'s parent. With `--flush fsync`, each new entry's
+    /// parent is fsynced here; with syncfs, the group commit of the file created in them flushes them.
     fn ensure_parent(&self, path: &Path) -> Result<(), AgentError> {
         let parent = path.parent().unwrap_or(&self.root);
         if parent.is_dir() {
@@ -340,7 +363,8 @@ impl Store {
         for part in relative.components() {
             let next = dir.join(part);
             match fs::create_dir(&next) {
-                Ok(()) => sync_dir(&dir).map_err(AgentError::whisper)?,
+                Ok(()) if self.options.flush == Flush::Fsync => sync_dir(&dir).map_err(AgentError::whisper)?,
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() => {}
                 Err(e) => return Err(AgentError::internal(format!("mkdir {}", next.display()), e)),
             }
