@@ -39,6 +39,16 @@ pub const METRIC_STAT_HEADER: &str = "X-Metric-Stat";
 /// Header carrying the go-graphite fork's HS256 JWT.
 pub const AUTH_HEADER: &str = "X-Buckyd-Authorization";
 
+/// Request header of a heal (`POST /metrics/<name>`), a bucky extension: with `1`, bucky-agent answers with
+/// the replica as it reads it back from its final path after the heal (under a shared flock), as a `GET`
+/// would, so the client can verify it without another request. Agents that do not know it (buckyd) ignore
+/// it and answer as usual; clients fall back to a `GET` when the answer lacks the header.
+pub const READ_BACK_HEADER: &str = "X-Bucky-Read-Back";
+
+/// Response header of a heal answered with the read-back replica: the [`HealReport`] as JSON (the body
+/// is the file).
+pub const HEAL_REPORT_HEADER: &str = "X-Bucky-Heal-Report";
+
 /// `Encoding` value of an uncompressed body.
 pub const ENCODING_IDENTITY: i64 = 0;
 

@@ -10,7 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bucky_wire::{HealReport, MetricName, MetricStat, METRIC_STAT_HEADER};
+use bucky_wire::{HealReport, MetricName, MetricStat, HEAL_REPORT_HEADER, METRIC_STAT_HEADER, READ_BACK_HEADER};
 use tokio::sync::OwnedSemaphorePermit;
 use whisper::WhisperBuf;
 
@@ -18,7 +18,7 @@ use super::{authorize, decode_whisper, is_snappy, max_encoded_len, parse_stat, r
 use crate::auth::Op;
 use crate::error::AgentError;
 use crate::etag::IfMatch;
-use crate::store::{Healed, Replaced};
+use crate::store::{Healed, Replaced, Snapshot, Store};
 use crate::AppState;
 
 fn stat_header(stat: &MetricStat) -> Result<HeaderValue, AgentError> {
@@ -68,46 +68,73 @@ pub(super) async fn get_metric(
     let name = authorize(&state, &headers, Op::Read, &name)?;
     let if_none_match = if_match(&headers, header::IF_NONE_MATCH)?;
     let snappy = wants_snappy(&headers);
-    let (snapshot, body) = state
-        .blocking(move |store| {
-            let snapshot = store.read(&name)?;
-            let body = if snappy {
-                let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(snapshot.bytes.len() / 2 + 64));
-                encoder.write_all(&snapshot.bytes).map_err(|e| AgentError::internal("snappy", e))?;
-                Some(encoder.into_inner().map_err(|e| AgentError::internal("snappy", e.error().to_string()))?)
-            } else {
-                None
-            };
-            Ok((snapshot, body))
-        })
-        .await?;
-    let etag = HeaderValue::from_str(&snapshot.etag).map_err(|e| AgentError::internal("ETag", e))?;
-    if if_none_match.is_some_and(|m| m.matches(&snapshot.etag)) {
+    let file = state.blocking(move |store| Encoded::read(store, &name, snappy)).await?;
+    if if_none_match.is_some_and(|m| m.matches(&file.snapshot.etag)) {
+        let etag = HeaderValue::from_str(&file.snapshot.etag).map_err(|e| AgentError::internal("ETag", e))?;
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response.headers_mut().insert(header::ETAG, etag);
         return Ok(response);
     }
-    let mut stat = snapshot.stat;
-    let body = match body {
-        Some(compressed) => {
-            stat.encoding = bucky_wire::ENCODING_SNAPPY;
-            compressed
+    file.into_response()
+}
+
+/// A file read under its shared flock, ready to be sent: snappy framed when the client asked for it.
+struct Encoded {
+    snapshot: Snapshot,
+    compressed: Option<Vec<u8>>,
+}
+
+impl Encoded {
+    /// Reads the metric's file (blocking) and compresses it if `snappy`.
+    fn read(store: &Store, name: &MetricName, snappy: bool) -> Result<Encoded, AgentError> {
+        let snapshot = store.read(name)?;
+        let compressed = if snappy {
+            let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(snapshot.bytes.len() / 2 + 64));
+            encoder.write_all(&snapshot.bytes).map_err(|e| AgentError::internal("snappy", e))?;
+            Some(encoder.into_inner().map_err(|e| AgentError::internal("snappy", e.error().to_string()))?)
+        } else {
+            None
+        };
+        Ok(Encoded { snapshot, compressed })
+    }
+
+    /// The answer of a GET: the file with its `X-Metric-Stat`, `ETag` and `Last-Modified`.
+    fn into_response(self) -> Result<Response, AgentError> {
+        let Encoded { snapshot, compressed } = self;
+        let etag = HeaderValue::from_str(&snapshot.etag).map_err(|e| AgentError::internal("ETag", e))?;
+        let mut stat = snapshot.stat;
+        let body = match compressed {
+            Some(compressed) => {
+                stat.encoding = bucky_wire::ENCODING_SNAPPY;
+                compressed
+            }
+            None => snapshot.bytes,
+        };
+        let mut response = (StatusCode::OK, Body::from(body)).into_response();
+        let h = response.headers_mut();
+        h.insert(METRIC_STAT_HEADER, stat_header(&stat)?);
+        h.insert(header::ETAG, etag);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        let modified = snapshot.modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        if let Ok(date) = HeaderValue::from_str(&bucky_wire::UtcTime::from_unix(modified).http_date()) {
+            h.insert(header::LAST_MODIFIED, date);
         }
-        None => snapshot.bytes,
-    };
-    let mut response = (StatusCode::OK, Body::from(body)).into_response();
-    let h = response.headers_mut();
-    h.insert(METRIC_STAT_HEADER, stat_header(&stat)?);
-    h.insert(header::ETAG, etag);
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    let modified = snapshot.modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    if let Ok(date) = HeaderValue::from_str(&bucky_wire::UtcTime::from_unix(modified).http_date()) {
-        h.insert(header::LAST_MODIFIED, date);
+        if stat.encoding == bucky_wire::ENCODING_SNAPPY {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+        }
+        Ok(response)
     }
-    if stat.encoding == bucky_wire::ENCODING_SNAPPY {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+}
+
+/// Whether a heal's client asked for the replica read back (`X-Bucky-Read-Back: 1`); a value other than
+/// `1`/`true`/`0`/`false` is refused before anything changes.
+fn wants_read_back(headers: &HeaderMap) -> Result<bool, AgentError> {
+    let Some(value) = headers.get(READ_BACK_HEADER) else { return Ok(false) };
+    match value.to_str().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Ok("1" | "true") => Ok(true),
+        Ok("0" | "false") => Ok(false),
+        _ => Err(AgentError::BadRequest(format!("{READ_BACK_HEADER} must be 1 or 0"))),
     }
-    Ok(response)
 }
 
 /// An upload, checked and decoded, with the time it took and its share of the upload memory.
@@ -166,6 +193,7 @@ pub(super) async fn post_metric(
     body: Body,
 ) -> Result<Response, AgentError> {
     let name = authorize(&state, &headers, Op::Update, &name)?;
+    let read_back = wants_read_back(&headers)?.then(|| wants_snappy(&headers));
     let query: HashMap<String, String> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let (stat, buf, mut report, memory) = if query.get("fetch_offload").is_some_and(|v| v == "true") {
@@ -174,42 +202,60 @@ pub(super) async fn post_metric(
         let upload = receive(&state, &headers, body).await?;
         (upload.stat, upload.buf, HealReport { dump: upload.took, ..HealReport::default() }, upload.memory)
     };
-    heal(&state, name, stat, buf, &mut report).await?;
+    let replica = heal(&state, name, stat, buf, &mut report, read_back).await?;
     drop(memory);
-    Ok(Json(report).into_response())
+    let Some(replica) = replica else { return Ok(Json(report).into_response()) };
+    let report = serde_json::to_string(&report).map_err(|e| AgentError::internal("heal report", e))?;
+    let mut response = replica.into_response()?;
+    let h = response.headers_mut();
+    h.insert(READ_BACK_HEADER, HeaderValue::from_static("1"));
+    h.insert(HEAL_REPORT_HEADER, HeaderValue::from_str(&report).map_err(|e| AgentError::internal("heal report", e))?);
+    Ok(response)
 }
 
-/// Heals `buf` into `name` and records what happened in `report` (and in the metric list).
+/// Heals `buf` into `name` and records what happened in `report` (and in the metric list). With
+/// `read_back` (`Some(snappy)`), then reads the file back from its final path, re-opened under a shared
+/// flock as a GET would; `None` if that read fails (the client falls back to a GET, which reports why).
 async fn heal(
     state: &AppState,
     name: MetricName,
     stat: MetricStat,
     buf: WhisperBuf,
     report: &mut HealReport,
-) -> Result<(), AgentError> {
+    read_back: Option<bool>,
+) -> Result<Option<Encoded>, AgentError> {
     let started = Instant::now();
     let cache = Arc::clone(state.cache());
     // The list is updated in the blocking task: it happens even if the request is abandoned meanwhile.
-    let healed = state
+    let (healed, took, replica) = state
         .blocking(move |store| {
             let healed = store.heal(&name, &buf, stat.mod_time, unix_now())?;
             if healed == Healed::Created {
                 cache.added(name.as_str());
             }
-            Ok(healed)
+            let took = nanos(started);
+            drop(buf); // before the read-back: two copies of the file at once are enough
+            let replica = read_back.and_then(|snappy| match Encoded::read(store, &name, snappy) {
+                Ok(replica) => Some(replica),
+                Err(e) => {
+                    tracing::debug!(metric = %name.as_str(), error = %e, "heal read-back failed; the client will GET");
+                    None
+                }
+            });
+            Ok((healed, took, replica))
         })
         .await?;
     match healed {
         Healed::Created => {
             report.created = true;
-            report.copy = nanos(started);
+            report.copy = took;
         }
         Healed::Filled(points) => {
             report.points_written = points;
-            report.fill = nanos(started);
+            report.fill = took;
         }
     }
-    Ok(())
+    Ok(replica)
 }
 
 pub(super) async fn put_metric(

@@ -380,6 +380,99 @@ async fn post_accepts_snappy() {
     assert_eq!(f.file("s.n").unwrap(), bytes);
 }
 
+fn read_back(mut request: Request<Body>, value: &str) -> Request<Body> {
+    request.headers_mut().insert(bucky_wire::READ_BACK_HEADER, value.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn post_with_read_back_answers_with_the_replica_as_read_from_disk() {
+    let f = Fixture::new();
+    // A create: the answer is the new file, with the report in a header.
+    let bytes = wsp(&[(1, 1.0), (3, 3.0)]);
+    let response = f.send(read_back(upload(Method::POST, "rb.new", &bytes), "1")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[bucky_wire::READ_BACK_HEADER], "1");
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/octet-stream");
+    let report: HealReport =
+        serde_json::from_str(response.headers()[bucky_wire::HEAL_REPORT_HEADER].to_str().unwrap()).unwrap();
+    assert!(report.created);
+    let stat = header_stat(&response);
+    assert_eq!((stat.name.as_str(), stat.size, stat.encoding), ("rb.new", bytes.len() as i64, 0));
+    let etag = response.headers()[header::ETAG].to_str().unwrap().to_owned();
+    assert_eq!(etag, crate::etag::etag_of(&bytes));
+    assert_eq!(body(response).await, bytes);
+    // A heal of an existing file: the answer is the union on disk, not the upload; snappy when asked.
+    let src = wsp(&[(2, 2.0), (3, 30.0)]);
+    let mut request = read_back(upload(Method::POST, "rb.new", &src), "true");
+    request.headers_mut().insert(header::ACCEPT_ENCODING, "snappy".parse().unwrap());
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "snappy");
+    assert_eq!(header_stat(&response).encoding, 1);
+    let report: HealReport =
+        serde_json::from_str(response.headers()[bucky_wire::HEAL_REPORT_HEADER].to_str().unwrap()).unwrap();
+    assert_eq!((report.created, report.points_written), (false, 1));
+    let on_disk = f.file("rb.new").unwrap();
+    assert_eq!(unsnappy(&body(response).await), on_disk);
+    assert_eq!(points(&on_disk), [(1, 1.0), (2, 2.0), (3, 3.0)]);
+}
+
+#[tokio::test]
+async fn post_without_read_back_keeps_buckyds_answer() {
+    let f = Fixture::new();
+    let requests = [
+        upload(Method::POST, "plain.m", &wsp(&[(1, 1.0)])),
+        read_back(upload(Method::POST, "plain.m", &wsp(&[(2, 2.0)])), "0"),
+    ];
+    for request in requests {
+        let response = f.send(request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get(bucky_wire::READ_BACK_HEADER).is_none());
+        assert!(response.headers().get(bucky_wire::HEAL_REPORT_HEADER).is_none());
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let _: HealReport = serde_json::from_slice(&body(response).await).unwrap();
+    }
+    assert_eq!(points(&f.file("plain.m").unwrap()), [(1, 1.0), (2, 2.0)]);
+}
+
+#[tokio::test]
+async fn a_bad_read_back_value_is_refused_before_the_disk_changes() {
+    let f = Fixture::new();
+    let tree = f.tree();
+    let response = f.send(read_back(upload(Method::POST, "bad.rb", &wsp(&[(1, 1.0)])), "please")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(text(response).await, "X-Bucky-Read-Back must be 1 or 0\n");
+    assert_eq!(f.tree(), tree);
+}
+
+#[tokio::test]
+async fn concurrent_creates_are_group_committed_and_each_is_complete_when_answered() {
+    for flush in [crate::store::Flush::Syncfs, crate::store::Flush::Fsync] {
+        let f = Fixture::with(|c| {
+            c.store.flush = flush;
+            c.io_concurrency = 64;
+        });
+        let requests = (0..200).map(|i| {
+            let f = &f;
+            async move {
+                let name = format!("group.d{}.m{i}", i % 7);
+                let bytes = wsp(&[(i, i as f64)]);
+                let response = f.send(upload(Method::POST, &name, &bytes)).await;
+                assert_eq!(response.status(), StatusCode::OK, "{flush:?} {name}");
+                // Answered: the file is at its final path, whole.
+                assert_eq!(f.file(&name).as_deref(), Some(&bytes[..]), "{flush:?} {name}");
+                let report: HealReport = serde_json::from_slice(&body(response).await).unwrap();
+                assert!(report.created, "{flush:?} {name}");
+            }
+        });
+        futures_util::future::join_all(requests).await;
+        let tree = f.tree();
+        assert_eq!(tree.iter().filter(|p| p.ends_with(".wsp")).count(), 200, "{flush:?}");
+        assert!(tree.iter().all(|p| !p.contains("bucky-tmp")), "{flush:?}: temp files left: {tree:?}");
+    }
+}
+
 #[tokio::test]
 async fn post_with_mtime_sets_the_uploads_mtime() {
     let f = Fixture::with(|c| c.store.set_mtime = true);
