@@ -97,6 +97,20 @@ fn run_cli_op(op: &Value, dir: &Path) -> Value {
             (a, String::new())
         }
         "info" => (vec!["info".into(), s(&path("file")).into(), "--json".into()], String::new()),
+        "resize" => (resize_args(op, s(&path("file"))), String::new()),
+        "set_aggregation" => {
+            let (file, agg) = (s(&path("file")).to_owned(), op["agg"].as_str().unwrap().to_owned());
+            let mut a: Vec<String> = if op["modify"].as_bool() == Some(true) {
+                vec!["modify".into(), "-f".into(), file, "-agg".into(), agg]
+            } else {
+                vec!["set-aggregation".into(), file, agg]
+            };
+            if !op["xff"].is_null() {
+                let xff = vf(&op["xff"]).to_string();
+                a.extend(if op["positional"].as_bool() == Some(true) { vec![xff] } else { vec![format!("--xff={xff}")] });
+            }
+            (a, String::new())
+        }
         other => panic!("no CLI for {other}"),
     };
     let mut full = vec!["whisper".to_owned()];
@@ -120,6 +134,15 @@ fn run_cli_op(op: &Value, dir: &Path) -> Value {
                 }
             }
             "info" => json!({"info": serde_json::from_str::<Value>(&stdout).expect("info JSON")}),
+            "resize" => {
+                let backup = std::fs::read(whisper::backup_path(&path("file"))).map_or(Value::Null, |b| json!(hex(&b)));
+                json!({"result": {"backup": backup, "files": file_names(dir)}})
+            }
+            // "Updated aggregation method: PATH (OLD -> NEW)", as whisper-set-aggregation-method prints it.
+            "set_aggregation" => {
+                let old = stdout.rsplit_once(" (").and_then(|(_, rest)| rest.split_once(" -> ")).map(|(old, _)| old);
+                json!({"result": old.unwrap_or_else(|| panic!("set-aggregation printed {stdout:?}"))})
+            }
             _ => json!({}),
         }
     } else {
@@ -130,6 +153,33 @@ fn run_cli_op(op: &Value, dir: &Path) -> Value {
         result["bytes"] = std::fs::read(&target).map_or(Value::Null, |b| json!(hex(&b)));
     }
     result
+}
+
+/// `bucky whisper resize` for a resize op, in whisper-resize's spellings or ours; or, when the op says
+/// `"modify_index": N`, `bucky whisper modify` of that archive in buckytools' single-dash flags (the op's
+/// retentions are then the file's own with archive N replaced, which is what the oracle resizes to).
+fn resize_args(op: &Value, file: &str) -> Vec<String> {
+    let now = op["now"].to_string();
+    if let Some(index) = op["modify_index"].as_u64() {
+        let spec = op["retentions"][index as usize].as_str().unwrap().to_owned();
+        return ["modify", "-f", file, "-index", &index.to_string(), "-retention", &spec, "-now", &now].map(str::to_owned).to_vec();
+    }
+    let whisper_spelling = op["whisper_spelling"].as_bool() == Some(true);
+    let mut a = vec!["resize".to_owned(), file.to_owned()];
+    a.extend(op["retentions"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()));
+    a.extend(["--now".to_owned(), now]);
+    if !op["xff"].is_null() {
+        a.push(format!("--{}={}", if whisper_spelling { "xFilesFactor" } else { "xff" }, vf(&op["xff"])));
+    }
+    if let Some(agg) = op["agg"].as_str() {
+        a.push(format!("--{}={agg}", if whisper_spelling { "aggregationMethod" } else { "agg" }));
+    }
+    for flag in ["aggregate", "nobackup"] {
+        if op[flag].as_bool() == Some(true) {
+            a.push(format!("--{flag}"));
+        }
+    }
+    a
 }
 
 /// Judges the CLI's answers against the oracle's: identical bytes and fetch results; refusals only where the
@@ -253,6 +303,100 @@ fn cli_matches_the_reference() {
     );
 }
 
+/// resize, set-aggregation and modify through the binary against whisper-resize.py and
+/// whisper.setAggregationMethod: random histories, then one change (a resize in either spelling, buckytools'
+/// modify of one archive, set-aggregation with a positional or flag xff, or modify --agg), sometimes a
+/// second resize or method change, then writes, a fetch and info. Same bytes, same .bak, same refusals.
+#[test]
+fn cli_resize_and_aggregation_match_the_reference() {
+    let seed = master_seed();
+    let count = case_count(40).min(200);
+    let cases: Vec<(usize, Vec<Value>)> = (0..count)
+        .map(|i| {
+            let mut g = Gen::new(case_rng(seed, "cli-resize", i));
+            let schema = g.schema();
+            let now = g.now(&schema);
+            let mut ops = vec![g.create_op("a", &schema)];
+            let truth = Truth { seed: g.rng.gen(), zeros: true };
+            let sampling = g.sampling(truth, &schema, now, 0.2);
+            ops.extend(g.replica_history("a", &schema, &sampling, now));
+            let at = now + g.rng.gen_range(0..=schema.max_retention() / 3 + 1);
+            let mut current = schema.clone();
+            let change = match g.rng.gen_range(0..4) {
+                0 => {
+                    current = g.resized_schema(&schema);
+                    let mut op = g.resize_op("a", &current, at);
+                    op["whisper_spelling"] = json!(g.chance(0.5));
+                    op
+                }
+                1 => {
+                    // modify -index N -retention R: archive N longer, shorter or of another precision.
+                    let index = g.rng.gen_range(0..schema.archives.len());
+                    let (spp, points) = schema.archives[index];
+                    current.archives[index] = match g.rng.gen_range(0..3) {
+                        0 => (spp, points + g.rng.gen_range(1..=points)),
+                        1 => (spp, g.rng.gen_range(1..=points)),
+                        _ => (spp * 2, points),
+                    };
+                    current.specs = current.archives.iter().map(|&(s, p)| format!("{s}:{p}")).collect();
+                    json!({"op": "resize", "file": "a", "retentions": current.specs, "xff": null, "agg": null,
+                           "aggregate": false, "nobackup": false, "now": at, "modify_index": index})
+                }
+                kind => {
+                    let xff = if kind == 2 && g.chance(0.6) { fv(g.xff()) } else { Value::Null };
+                    let agg = if g.chance(0.05) { "median" } else { g.agg() };
+                    json!({"op": "set_aggregation", "file": "a", "agg": agg, "xff": xff, "modify": kind == 3,
+                           "positional": g.chance(0.5)})
+                }
+            };
+            ops.push(change);
+            if g.chance(0.3) {
+                let next = g.resized_schema(&current);
+                let mut again = g.resize_op("a", &next, at);
+                again["whisper_spelling"] = json!(g.chance(0.5));
+                ops.push(again);
+            }
+            let later = at + g.rng.gen_range(0..=current.spp(0) * 3);
+            // Scattered points (g.batch can make a run of future points that bucky deliberately refuses).
+            let batch: Vec<(i64, f64)> = (0..g.rng.gen_range(1..=10)).map(|_| (g.timestamp(&current, later), g.value())).collect();
+            ops.push(g.update_many_op("a", &batch, later));
+            ops.push(g.fetch_op("a", &current, later));
+            ops.push(json!({"op": "info", "file": "a"}));
+            (i, ops)
+        })
+        .collect();
+    let batch: Vec<Value> = cases.iter().map(|(i, ops)| json!({"id": i, "ops": ops})).collect();
+    let theirs = run_oracle(&batch);
+    let scratch = scratch_dir();
+    let mut failures = Vec::new();
+    let mut changed: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for ((i, ops), answer) in cases.iter().zip(&theirs) {
+        let dir = scratch.path().join(format!("case-{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        let ours: Vec<Value> = ops.iter().map(|op| run_cli_op(op, &dir)).collect();
+        for (op, _) in ops.iter().zip(&ours).filter(|(_, o)| o.get("error").is_none() && o["before"] != o["bytes"]) {
+            let command = match (op["op"].as_str(), op["modify_index"].is_null(), op["modify"].as_bool()) {
+                (Some("resize"), true, _) => "resize",
+                (Some("resize"), false, _) => "modify --index",
+                (Some("set_aggregation"), _, Some(true)) => "modify --agg",
+                (Some("set_aggregation"), _, _) => "set-aggregation",
+                _ => continue,
+            };
+            *changed.entry(command).or_default() += 1;
+        }
+        if let Err(e) = compare_cli(ops, &ours, answer["results"].as_array().unwrap()) {
+            failures.push(format!("case {i}: {e}\nops: {}", Value::Array(ops.clone())));
+        }
+    }
+    eprintln!("cli_resize_and_aggregation_match_the_reference: {count} cases; commands that changed the file: {changed:?}");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} CLI cases disagree with the reference (BUCKY_ORACLE_SEED={seed}):\n{}",
+        failures.len(),
+        failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n")
+    );
+}
+
 /// `dump --json` lists, per archive, every slot with a non-zero timestamp sorted by time: checked against
 /// the file's bytes (which the oracle comparison vouches for) decoded here.
 fn check_dump(path: &Path) {
@@ -299,6 +443,15 @@ fn refuse(dir: &Path, code: i32, args: &[&str], stdin: &str) {
     assert_eq!(snapshot(dir), before, "bucky {full:?} changed the directory");
 }
 
+/// Runs `bucky whisper ARGS`, which must succeed; returns its stdout.
+fn ok(args: &[&str], stdin: &str) -> String {
+    let mut full = vec!["whisper"];
+    full.extend_from_slice(args);
+    let out = bucky(&full, stdin);
+    assert!(out.status.success(), "bucky {full:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn refusals_change_nothing() {
     let dir = scratch_dir();
@@ -306,13 +459,6 @@ fn refusals_change_nothing() {
     let a = d.join("a.wsp");
     let b = d.join("b.wsp");
     let (a_s, b_s) = (s(&a), s(&b));
-    let ok = |args: &[&str], stdin: &str| {
-        let mut full = vec!["whisper"];
-        full.extend_from_slice(args);
-        let out = bucky(&full, stdin);
-        assert!(out.status.success(), "bucky {full:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out
-    };
     let now = NOW.to_string();
     // create: bad method, xff out of range or NaN, bad or invalid retentions, zero-point archive: nothing
     // is created (whisper.py leaves a 0-byte file for the first two).
@@ -376,10 +522,104 @@ fn refusals_change_nothing() {
         refuse(d, 1, &["merge", a_s, c_s, "--now", &now], "");
         refuse(d, 1, &["fill", a_s, c_s, "--now", &now], "");
         refuse(d, 1, &["fill", c_s, a_s, "--now", &now, "--carbonate"], "");
+        refuse(d, 1, &["resize", c_s, "60:20", "--now", &now], "");
+        refuse(d, 1, &["resize", c_s, "60:20", "--now", &now, "--aggregate", "--nobackup"], "");
+        refuse(d, 1, &["set-aggregation", c_s, "sum"], "");
+        refuse(d, 1, &["modify", "-f", c_s, "-index", "0", "-retention", "1m:1h"], "");
+        refuse(d, 1, &["modify", "-f", c_s, "-agg", "sum"], "");
         std::fs::remove_file(&c).unwrap();
     }
     // fill into itself is refused.
     refuse(d, 1, &["fill", a_s, a_s, "--now", &now], "");
+}
+
+/// The header's retentions and method, as `info --json` prints them.
+fn layout(path: &Path) -> (Vec<(u64, u64)>, String, f64) {
+    let info: Value = serde_json::from_str(&ok(&["info", s(path), "--json"], "")).unwrap();
+    let archives = info["archives"].as_array().unwrap().iter().map(|a| (a["secondsPerPoint"].as_u64().unwrap(), a["points"].as_u64().unwrap())).collect();
+    (archives, info["aggregationMethod"].as_str().unwrap().to_owned(), info["xFilesFactor"].as_f64().unwrap())
+}
+
+/// resize, modify and set-aggregation on disk: what ends up in PATH and PATH.bak, what they print, and
+/// refusals (bad input, a broken file, a lock held by another writer) that leave the directory as it was.
+#[test]
+fn resize_modify_and_set_aggregation_keep_backups_and_refuse_cleanly() {
+    let dir = scratch_dir();
+    let d = dir.path();
+    let a = d.join("a.wsp");
+    let (a_s, bak) = (s(&a), whisper::backup_path(&a));
+    let now = NOW.to_string();
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let names = || snapshot(d).into_iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>();
+    ok(&["create", a_s, "60:10", "300:12", "--agg", "sum", "--xff", "0"], "");
+    ok(&["update", a_s, "--now", &now], &(0..20).map(|i| format!("{} {i}\n", NOW - 60 * i)).collect::<String>());
+
+    // resize: the original becomes a.wsp.bak, the data moves over.
+    let original = read(&a);
+    let printed = ok(&["resize", a_s, "60:20", "600:10", "--now", &now], "");
+    assert_eq!(printed, format!("Resized {a_s}: 60:10,300:12 sum xff 0 -> 60:20,600:10 sum xff 0, original kept as {}\n", bak.display()));
+    assert_eq!(read(&bak), original);
+    assert_eq!(names(), ["a.wsp", "a.wsp.bak"]);
+    assert_eq!(layout(&a).0, [(60, 20), (600, 10)]);
+    let fetched = ok(&["fetch", a_s, &(NOW - 120).to_string(), "--now", &now], "");
+    assert!(fetched.contains("\"values\":[1.0,0.0]"), "{fetched}");
+
+    // modify -index 1 (buckytools' flags): archive 1 only; the previous file is the new backup.
+    let before = read(&a);
+    ok(&["modify", "-f", a_s, "-index", "1", "-retention", "10m:2d", "-now", &now], "");
+    assert_eq!(layout(&a).0, [(60, 20), (600, 288)]);
+    assert_eq!(read(&bak), before);
+
+    // modify -agg: the method changes in place, stored values stay; the previous file is the backup.
+    let before = read(&a);
+    let printed = ok(&["modify", "-f", a_s, "-agg", "max"], "");
+    assert_eq!(printed, format!("Updated aggregation method: {a_s} (sum -> max), original kept as {}\n", bak.display()));
+    assert_eq!(read(&bak), before);
+    assert_eq!(read(&a)[16..], before[16..]);
+    assert_eq!(layout(&a).1, "max");
+
+    // set-aggregation: whisper-set-aggregation-method's line and positional xff; no backup.
+    let backup_before = read(&bak);
+    let printed = ok(&["set-aggregation", a_s, "last", "0.25"], "");
+    assert_eq!(printed, format!("Updated aggregation method: {a_s} (max -> last)\n"));
+    assert_eq!(layout(&a), (vec![(60, 20), (600, 288)], "last".to_owned(), 0.25));
+    assert_eq!(read(&bak), backup_before);
+
+    // Refusals: the exit code, one line on stderr, and nothing in the directory changes.
+    let missing = d.join("missing.wsp");
+    for (code, args) in [
+        (1, vec!["resize", a_s, "60:10", "90:20"]),
+        (1, vec!["resize", a_s, "60:20", "--xff", "1.5"]),
+        (1, vec!["resize", a_s, "60:20", "--xFilesFactor", "nan"]),
+        (1, vec!["resize", s(&missing), "60:10"]),
+        (2, vec!["resize", a_s, "1mo:1d"]),
+        (2, vec!["resize", a_s, "60:20", "--aggregationMethod", "median"]),
+        (2, vec!["resize", a_s]),
+        (1, vec!["modify", "-f", a_s, "-index", "2", "-retention", "1m:1h"]),
+        (1, vec!["modify", "-f", a_s, "-index", "0", "-retention", "7s:1h"]),
+        (2, vec!["modify", "-f", a_s]),
+        (2, vec!["modify", "-f", a_s, "-index", "0"]),
+        (2, vec!["modify", "-f", a_s, "-index", "0", "-retention", "1m:1h", "-agg", "sum"]),
+        (2, vec!["modify", "-f", a_s, "-agg", "median"]),
+        (2, vec!["set-aggregation", a_s, "median"]),
+        (1, vec!["set-aggregation", a_s, "sum", "--xff", "2"]),
+        (1, vec!["set-aggregation", a_s, "sum", "nan"]),
+        (1, vec!["set-aggregation", s(&missing), "sum"]),
+    ] {
+        refuse(d, code, &args, "");
+    }
+    // Another writer (carbon-cache with WHISPER_LOCK_WRITES) holds the lock: give up, change nothing.
+    let holder = whisper::WhisperFile::open(&a).unwrap();
+    let held = holder.lock(whisper::LockMode::Exclusive, std::time::Duration::ZERO).unwrap();
+    refuse(d, 1, &["resize", a_s, "60:40", "--now", &now, "--lock-timeout", "0"], "");
+    refuse(d, 1, &["set-aggregation", a_s, "sum", "--lock-timeout", "0"], "");
+    refuse(d, 1, &["modify", "-f", a_s, "-agg", "sum", "--lock-timeout", "0"], "");
+    drop(held);
+
+    // --nobackup: no a.wsp.bak is left, not even the older one (as whisper-resize does).
+    ok(&["resize", a_s, "60:30", "--nobackup", "--now", &now], "");
+    assert_eq!(names(), ["a.wsp"]);
+    assert_eq!(layout(&a).0, [(60, 30)]);
 }
 
 /// fill into a missing destination copies the source durably (carbonate-sync's behaviour), and leaves no

@@ -64,9 +64,38 @@ pub fn backup_path(path: &Path) -> PathBuf {
 /// `PATH.bak`, replacing an older one; without it no `PATH.bak` is left, an older one included (whisper-resize
 /// renames the original over it, then deletes it).
 pub fn resize(path: &Path, retentions: &[Retention], options: &ResizeOptions) -> Result<Header> {
+    resize_with(path, options, |_| Ok(retentions.to_vec()))
+}
+
+/// buckytools' `modify -index N -retention R`: [`resize`] with archive `index` (finest first) given
+/// `retention` and the others kept, read from the header under the lock.
+pub fn resize_archive(path: &Path, index: usize, retention: Retention, options: &ResizeOptions) -> Result<Header> {
+    resize_with(path, options, |header| {
+        let mut retentions: Vec<Retention> = header.archives.iter().map(|a| a.as_retention()).collect();
+        let count = retentions.len();
+        let slot = retentions.get_mut(index).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: archive index {index} is out of range: the file has {count} archives, numbered 0 (finest) to {} \
+                 (see `bucky whisper info`)",
+                path.display(),
+                count - 1
+            ))
+        })?;
+        *slot = retention;
+        Ok(retentions)
+    })
+}
+
+/// [`resize`] to the retentions `new` picks from the current header.
+fn resize_with(
+    path: &Path,
+    options: &ResizeOptions,
+    new: impl FnOnce(&Header) -> Result<Vec<Retention>>,
+) -> Result<Header> {
     let file = WhisperFile::open(path)?;
     let _lock = file.lock(LockMode::Exclusive, options.lock_timeout)?;
-    let resized = resize_buf(&file.read_buf()?, retentions, options)?;
+    let old = file.read_buf()?;
+    let resized = resize_buf(&old, &new(old.header())?, options)?;
     let temp = temp_like(path, &file)?;
     temp.write_content(resized.as_bytes(), false)?;
     let backup = backup_path(path);
@@ -260,6 +289,17 @@ mod tests {
         let options = ResizeOptions { backup: false, ..ResizeOptions::new(NOW) };
         resize(&path, &Retention::parse_list("60:30").unwrap(), &options).unwrap();
         assert_eq!(names(dir.path()), ["m.wsp"]);
+    }
+
+    #[test]
+    fn resize_archive_changes_one_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_data(dir.path());
+        let header = resize_archive(&path, 1, Retention::new(600, 10), &ResizeOptions::new(NOW)).unwrap();
+        let kept: Vec<Retention> = header.archives.iter().map(|a| a.as_retention()).collect();
+        assert_eq!(kept, [Retention::new(60, 10), Retention::new(600, 10)]);
+        let err = resize_archive(&path, 2, Retention::new(600, 10), &ResizeOptions::new(NOW)).unwrap_err();
+        assert!(err.to_string().contains("archive index 2 is out of range"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! `bucky whisper …`: local whisper file tools, thin wrappers over the `whisper` crate.
 
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Value};
 use whisper::{AggregationMethod, CreateOptions, FillOptions, Point, Retention, Series, WhisperFile};
 
@@ -29,6 +29,15 @@ pub enum WhisperCommand {
     /// Heal DST from SRC: fill DST's empty slots (default), or run carbonate's whisper-fill (--carbonate).
     /// A missing DST becomes a durable copy of SRC.
     Fill(FillArgs),
+    /// Give a file new retentions, optionally a new method and xFilesFactor (whisper-resize); the original
+    /// is kept as PATH.bak: `bucky whisper resize PATH 1m:30d 1h:2y`.
+    Resize(ResizeArgs),
+    /// Change a file's aggregation method, and optionally its xFilesFactor, in place
+    /// (whisper-set-aggregation-method).
+    SetAggregation(SetAggregationArgs),
+    /// buckytools' modify: resize one archive (--index N --retention R) or change the aggregation method
+    /// (--agg), keeping FILE.bak.
+    Modify(ModifyArgs),
 }
 
 /// `bucky whisper create`.
@@ -151,6 +160,80 @@ pub struct FillArgs {
     pub lock_timeout: u64,
 }
 
+/// `bucky whisper resize`.
+#[derive(Debug, Args)]
+pub struct ResizeArgs {
+    /// The whisper file, replaced atomically by the resized one.
+    pub path: PathBuf,
+    /// The new retentions, all of them: `60:1440`, `1m:30d`, `10s:1d,1m:30d`.
+    #[arg(required = true)]
+    pub retentions: Vec<String>,
+    /// New xFilesFactor (0..1); default: the file's.
+    #[arg(long, alias = "xFilesFactor", allow_negative_numbers = true)]
+    pub xff: Option<f64>,
+    /// New aggregation method (average, sum, last, max, min, avg_zero, absmax, absmin); default: the file's.
+    #[arg(long = "agg", alias = "aggregationMethod")]
+    pub aggregation: Option<String>,
+    /// Fill each new slot by aggregating the old points inside it (whisper-resize --aggregate), instead of
+    /// copying the old archives' points.
+    #[arg(long)]
+    pub aggregate: bool,
+    /// Keep no PATH.bak (an older one is removed too, as whisper-resize does).
+    #[arg(long)]
+    pub nobackup: bool,
+    /// The clock (epoch seconds); default: the system clock.
+    #[arg(long)]
+    pub now: Option<i64>,
+    /// Accepted and ignored, as whisper-resize ignores it.
+    #[arg(long, hide = true)]
+    pub force: bool,
+    /// Seconds to wait for the file's lock before giving up.
+    #[arg(long, default_value_t = 30)]
+    pub lock_timeout: u64,
+}
+
+/// `bucky whisper set-aggregation`.
+#[derive(Debug, Args)]
+pub struct SetAggregationArgs {
+    /// The whisper file.
+    pub path: PathBuf,
+    /// The new method: average, sum, last, max, min, avg_zero, absmax, absmin.
+    pub method: String,
+    /// New xFilesFactor, as whisper-set-aggregation-method's third argument.
+    #[arg(value_name = "XFF", conflicts_with = "xff", allow_negative_numbers = true)]
+    pub xff_arg: Option<f64>,
+    /// New xFilesFactor (0..1); default: unchanged.
+    #[arg(long, alias = "xFilesFactor", allow_negative_numbers = true)]
+    pub xff: Option<f64>,
+    /// Seconds to wait for the file's lock before giving up.
+    #[arg(long, default_value_t = 30)]
+    pub lock_timeout: u64,
+}
+
+/// `bucky whisper modify` (buckytools' `bucky modify`).
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("change").required(true).args(["index", "agg"])))]
+pub struct ModifyArgs {
+    /// The whisper file to modify.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// The archive to resize, 0 being the finest (with --retention); the others keep their retentions.
+    #[arg(long, requires = "retention", conflicts_with = "agg")]
+    pub index: Option<usize>,
+    /// The archive's new retention, e.g. 1m:30d.
+    #[arg(long, requires = "index")]
+    pub retention: Option<String>,
+    /// The new aggregation method; stored values are kept as they are.
+    #[arg(long)]
+    pub agg: Option<String>,
+    /// The clock (epoch seconds); default, or a bare --now (buckytools' flag): the system clock.
+    #[arg(long, num_args = 0..=1, value_name = "T")]
+    pub now: Option<Option<i64>>,
+    /// Seconds to wait for the file's lock before giving up.
+    #[arg(long, default_value_t = 30)]
+    pub lock_timeout: u64,
+}
+
 /// Runs one `bucky whisper` subcommand.
 pub fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
     match cmd {
@@ -161,6 +244,9 @@ pub fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
         WhisperCommand::Fetch(args) => fetch(args),
         WhisperCommand::Merge(args) => merge(args),
         WhisperCommand::Fill(args) => fill(args),
+        WhisperCommand::Resize(args) => resize(args),
+        WhisperCommand::SetAggregation(args) => set_aggregation(args),
+        WhisperCommand::Modify(args) => modify(args),
     }
 }
 
@@ -175,12 +261,22 @@ fn now_or_clock(now: Option<i64>) -> i64 {
     now.unwrap_or_else(|| system_now() as i64)
 }
 
-fn create(args: CreateArgs) -> Result<ExitStatus> {
+/// Retention arguments, each a spec or a comma-separated list of them.
+fn parse_retentions(specs: &[String]) -> Result<Vec<Retention>, UsageError> {
     let mut retentions = Vec::new();
-    for spec in &args.retentions {
+    for spec in specs {
         retentions.extend(Retention::parse_list(spec).map_err(|e| UsageError(e.to_string()))?);
     }
-    let aggregation: AggregationMethod = args.aggregation.parse().map_err(|e: whisper::Error| UsageError(e.to_string()))?;
+    Ok(retentions)
+}
+
+fn parse_method(name: &str) -> Result<AggregationMethod, UsageError> {
+    name.parse().map_err(|e: whisper::Error| UsageError(e.to_string()))
+}
+
+fn create(args: CreateArgs) -> Result<ExitStatus> {
+    let retentions = parse_retentions(&args.retentions)?;
+    let aggregation = parse_method(&args.aggregation)?;
     let options = CreateOptions { aggregation, x_files_factor: args.xff, sparse: args.sparse };
     whisper::create(&args.path, &retentions, &options)?;
     Ok(ExitStatus::Success)
@@ -371,6 +467,78 @@ fn fill(args: FillArgs) -> Result<ExitStatus> {
     let report = whisper::fill(&args.src, &args.dst, &options)?;
     tracing::info!(copied = report.copied, points = report.points_written, "fill done");
     Ok(ExitStatus::Success)
+}
+
+fn retention_list(header: &whisper::Header) -> String {
+    header.archives.iter().map(|a| a.as_retention().to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Prints what a resize did (whisper-resize prints its progress; one line is enough).
+fn report_resize(path: &Path, old: &whisper::Header, new: &whisper::Header, backup: bool) -> Result<ExitStatus> {
+    let kept = if backup { format!(", original kept as {}", whisper::backup_path(path).display()) } else { String::new() };
+    writeln!(
+        io::stdout().lock(),
+        "Resized {}: {} {} xff {} -> {} {} xff {}{kept}",
+        path.display(),
+        retention_list(old),
+        old.aggregation,
+        old.x_files_factor,
+        retention_list(new),
+        new.aggregation,
+        new.x_files_factor
+    )?;
+    Ok(ExitStatus::Success)
+}
+
+fn resize(args: ResizeArgs) -> Result<ExitStatus> {
+    let retentions = parse_retentions(&args.retentions)?;
+    let mut options = whisper::ResizeOptions::new(now_or_clock(args.now));
+    options.aggregation = args.aggregation.as_deref().map(parse_method).transpose()?;
+    options.x_files_factor = args.xff;
+    options.aggregate = args.aggregate;
+    options.backup = !args.nobackup;
+    options.lock_timeout = Duration::from_secs(args.lock_timeout);
+    let old = open(&args.path)?.header().clone();
+    let new = whisper::resize(&args.path, &retentions, &options)?;
+    report_resize(&args.path, &old, &new, options.backup)
+}
+
+fn set_aggregation(args: SetAggregationArgs) -> Result<ExitStatus> {
+    let method = parse_method(&args.method)?;
+    let change = whisper::AggregationChange {
+        method,
+        x_files_factor: args.xff.or(args.xff_arg),
+        backup: false,
+        lock_timeout: Duration::from_secs(args.lock_timeout),
+    };
+    let old = whisper::set_aggregation(&args.path, &change)?;
+    report_aggregation(&args.path, &old, method, false)
+}
+
+/// whisper-set-aggregation-method's line, and where the backup is.
+fn report_aggregation(path: &Path, old: &whisper::Header, method: AggregationMethod, backup: bool) -> Result<ExitStatus> {
+    let kept = if backup { format!(", original kept as {}", whisper::backup_path(path).display()) } else { String::new() };
+    writeln!(io::stdout().lock(), "Updated aggregation method: {} ({} -> {method}){kept}", path.display(), old.aggregation)?;
+    Ok(ExitStatus::Success)
+}
+
+fn modify(args: ModifyArgs) -> Result<ExitStatus> {
+    let lock_timeout = Duration::from_secs(args.lock_timeout);
+    if let Some(name) = &args.agg {
+        let method = parse_method(name)?;
+        let change = whisper::AggregationChange { method, x_files_factor: None, backup: true, lock_timeout };
+        let old = whisper::set_aggregation(&args.file, &change)?;
+        return report_aggregation(&args.file, &old, method, true);
+    }
+    let (Some(index), Some(spec)) = (args.index, &args.retention) else {
+        return Err(UsageError("give --index N --retention R, or --agg METHOD".into()).into());
+    };
+    let retention = Retention::parse(spec).map_err(|e| UsageError(e.to_string()))?;
+    let mut options = whisper::ResizeOptions::new(now_or_clock(args.now.flatten()));
+    options.lock_timeout = lock_timeout;
+    let old = open(&args.file)?.header().clone();
+    let new = whisper::resize_archive(&args.file, index, retention, &options)?;
+    report_resize(&args.file, &old, &new, true)
 }
 
 #[cfg(test)]
