@@ -282,6 +282,12 @@ fn cli_matches_the_reference() {
             (i, ops)
         })
         .collect();
+    judge_cli_cases(seed, &cases, |dir, _, _| check_dump(&dir.join("b")));
+}
+
+/// Runs `cases` through the oracle and through the binary (each in its own directory), calls
+/// `each(dir, ops, our results)` after every case, and fails with the first disagreements.
+fn judge_cli_cases(seed: u64, cases: &[(usize, Vec<Value>)], mut each: impl FnMut(&Path, &[Value], &[Value])) {
     let batch: Vec<Value> = cases.iter().map(|(i, ops)| json!({"id": i, "ops": ops})).collect();
     let theirs = run_oracle(&batch);
     let scratch = scratch_dir();
@@ -293,12 +299,13 @@ fn cli_matches_the_reference() {
         if let Err(e) = compare_cli(ops, &ours, answer["results"].as_array().unwrap()) {
             failures.push(format!("case {i}: {e}\nops: {}", Value::Array(ops.clone())));
         }
-        check_dump(&dir.join("b"));
+        each(&dir, ops, &ours);
     }
     assert!(
         failures.is_empty(),
-        "{} of {count} CLI cases disagree with the reference (BUCKY_ORACLE_SEED={seed}):\n{}",
+        "{} of {} CLI cases disagree with the reference (BUCKY_ORACLE_SEED={seed}):\n{}",
         failures.len(),
+        cases.len(),
         failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n")
     );
 }
@@ -365,16 +372,9 @@ fn cli_resize_and_aggregation_match_the_reference() {
             (i, ops)
         })
         .collect();
-    let batch: Vec<Value> = cases.iter().map(|(i, ops)| json!({"id": i, "ops": ops})).collect();
-    let theirs = run_oracle(&batch);
-    let scratch = scratch_dir();
-    let mut failures = Vec::new();
     let mut changed: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for ((i, ops), answer) in cases.iter().zip(&theirs) {
-        let dir = scratch.path().join(format!("case-{i}"));
-        std::fs::create_dir(&dir).unwrap();
-        let ours: Vec<Value> = ops.iter().map(|op| run_cli_op(op, &dir)).collect();
-        for (op, _) in ops.iter().zip(&ours).filter(|(_, o)| o.get("error").is_none() && o["before"] != o["bytes"]) {
+    judge_cli_cases(seed, &cases, |_, ops, ours| {
+        for (op, _) in ops.iter().zip(ours).filter(|(_, o)| o.get("error").is_none() && o["before"] != o["bytes"]) {
             let command = match (op["op"].as_str(), op["modify_index"].is_null(), op["modify"].as_bool()) {
                 (Some("resize"), true, _) => "resize",
                 (Some("resize"), false, _) => "modify --index",
@@ -384,17 +384,8 @@ fn cli_resize_and_aggregation_match_the_reference() {
             };
             *changed.entry(command).or_default() += 1;
         }
-        if let Err(e) = compare_cli(ops, &ours, answer["results"].as_array().unwrap()) {
-            failures.push(format!("case {i}: {e}\nops: {}", Value::Array(ops.clone())));
-        }
-    }
+    });
     eprintln!("cli_resize_and_aggregation_match_the_reference: {count} cases; commands that changed the file: {changed:?}");
-    assert!(
-        failures.is_empty(),
-        "{} of {count} CLI cases disagree with the reference (BUCKY_ORACLE_SEED={seed}):\n{}",
-        failures.len(),
-        failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n")
-    );
 }
 
 /// `dump --json` lists, per archive, every slot with a non-zero timestamp sorted by time: checked against

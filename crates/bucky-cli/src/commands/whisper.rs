@@ -469,13 +469,22 @@ fn fill(args: FillArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// Where the original went, for the one-line reports.
+fn kept_note(path: &Path, backup: bool) -> String {
+    if backup {
+        format!(", original kept as {}", whisper::backup_path(path).display())
+    } else {
+        String::new()
+    }
+}
+
 fn retention_list(header: &whisper::Header) -> String {
     header.archives.iter().map(|a| a.as_retention().to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// Prints what a resize did (whisper-resize prints its progress; one line is enough).
 fn report_resize(path: &Path, old: &whisper::Header, new: &whisper::Header, backup: bool) -> Result<ExitStatus> {
-    let kept = if backup { format!(", original kept as {}", whisper::backup_path(path).display()) } else { String::new() };
+    let kept = kept_note(path, backup);
     writeln!(
         io::stdout().lock(),
         "Resized {}: {} {} xff {} -> {} {} xff {}{kept}",
@@ -517,7 +526,7 @@ fn set_aggregation(args: SetAggregationArgs) -> Result<ExitStatus> {
 
 /// whisper-set-aggregation-method's line, and where the backup is.
 fn report_aggregation(path: &Path, old: &whisper::Header, method: AggregationMethod, backup: bool) -> Result<ExitStatus> {
-    let kept = if backup { format!(", original kept as {}", whisper::backup_path(path).display()) } else { String::new() };
+    let kept = kept_note(path, backup);
     writeln!(io::stdout().lock(), "Updated aggregation method: {} ({} -> {method}){kept}", path.display(), old.aggregation)?;
     Ok(ExitStatus::Success)
 }
