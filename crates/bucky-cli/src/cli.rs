@@ -38,7 +38,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Local whisper file tools: create, info, dump, update, fetch, merge, fill.
+    /// Local whisper file tools: create, info, dump, update, fetch, merge, fill, resize, set-aggregation,
+    /// modify.
     #[command(subcommand)]
     Whisper(whisper::WhisperCommand),
     /// Metric placement: which node(s) hold a metric (carbon_ch, fnv1a_ch, jump_fnv1a_ch; carbon or relay).
@@ -91,6 +92,8 @@ pub enum Command {
     GenTestMetrics(gentestmetrics::GenArgs),
     /// Start a 3-agent local cluster, grow its ring and rebalance it, proving nothing is lost.
     Demo(demo::DemoArgs),
+    /// buckytools' modify of a local file, the same as `bucky whisper modify`.
+    Modify(whisper::ModifyArgs),
 }
 
 /// Flags shared by every cluster command.

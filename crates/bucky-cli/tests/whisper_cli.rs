@@ -607,6 +607,12 @@ fn resize_modify_and_set_aggregation_keep_backups_and_refuse_cleanly() {
     refuse(d, 1, &["modify", "-f", a_s, "-agg", "sum", "--lock-timeout", "0"], "");
     drop(held);
 
+    // buckytools scripts call it `bucky modify`.
+    let before = read(&a);
+    let out = bucky(&["modify", "-f", a_s, "-index", "0", "-retention", "1m:1h", "-now", &now], "");
+    assert!(out.status.success(), "bucky modify: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((layout(&a).0, read(&bak)), (vec![(60, 60), (600, 288)], before));
+
     // --nobackup: no a.wsp.bak is left, not even the older one (as whisper-resize does).
     ok(&["resize", a_s, "60:30", "--nobackup", "--now", &now], "");
     assert_eq!(names(), ["a.wsp"]);

@@ -61,6 +61,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Ring(cmd) => ring::run(cmd),
         Command::Json(args) => json::run(&args),
         Command::GenTestMetrics(args) => gentestmetrics::run(&args),
+        Command::Modify(args) => whisper::run(whisper::WhisperCommand::Modify(args)),
         other => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -87,7 +88,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Du(args) => du::run(&args).await,
         Command::Stat(args) => stat::run(&args).await,
         Command::Demo(args) => demo::run(&args).await,
-        Command::Whisper(_) | Command::Ring(_) | Command::Json(_) | Command::GenTestMetrics(_) => {
+        Command::Whisper(_) | Command::Ring(_) | Command::Json(_) | Command::GenTestMetrics(_) | Command::Modify(_) => {
             unreachable!("local commands run without the runtime")
         }
     }
