@@ -543,3 +543,42 @@ fn rebalance_writes_only_to_allowed_destinations() {
     }
     assert_eq!(inconsistent_set(&cluster).len(), elsewhere.len());
 }
+
+/// Two carbon-cache instances on host 1 and one on host 2, replication 2: with carbon's default
+/// DIVERSE_REPLICAS every metric belongs on both hosts, so copies on host 2 are never misplaced and a
+/// rebalance leaves them alone, although a non-diverse ring would put some metrics on host 1's two
+/// instances only (and a rebalance by that ring would move them off host 2 and delete them there).
+#[test]
+fn diverse_replicas_spread_over_hosts() {
+    let mut cluster = TestCluster::new(2, "carbon_ch", 2);
+    let ring = [format!("{}=a", cluster.ips[0]), format!("{}=b", cluster.ips[0]), format!("{}=c", cluster.ips[1])];
+    let now = now_minute();
+    let names: Vec<String> = (0..40).map(|i| format!("db.shard{i}.qps")).collect();
+    for name in &names {
+        cluster.write_metric(1, name, &[(now, 1.0), (now - 60, 2.0)]);
+    }
+    cluster.start_with_ring(&ring, &[0, 1]);
+
+    let servers = ok(&cluster.bucky(&["servers"]));
+    assert!(servers.contains("diverse replicas"), "{servers}");
+    // What a non-diverse ring would say: some metrics on host 1 only.
+    let mut args = vec!["ring", "locate", "--hash", "carbon_ch", "--replicas", "2", "-j"];
+    args.extend(ring.iter().map(String::as_str));
+    let plain = ok(&run_bucky(&args, names.join("\n").as_bytes()));
+    let host1_only = plain
+        .lines()
+        .filter(|line| {
+            let located: Value = serde_json::from_str(line).unwrap();
+            located["nodes"].as_array().unwrap().iter().all(|n| n.as_str().unwrap().starts_with(&cluster.ips[0]))
+        })
+        .count();
+    assert!(host1_only > 0, "the test needs metrics a non-diverse ring keeps on one host:\n{plain}");
+    // The agents' diverse ring puts every metric on both hosts.
+    let homes = placement(&cluster, &names);
+    assert!(homes.values().all(|nodes| nodes.contains(&0) && nodes.contains(&1)), "{homes:?}");
+
+    assert!(inconsistent_set(&cluster).is_empty());
+    let summary = json(&cluster.bucky(&["rebalance", "--delete", "-j", "-f"]));
+    assert_eq!(summary["planned"], 0, "{summary}");
+    assert!(names.iter().all(|name| cluster.points(1, name).is_some()), "nothing deleted from host 2");
+}

@@ -184,7 +184,7 @@ impl TestCluster {
 
     /// Node index of an `ip` or `ip:port` string.
     pub(crate) fn index_of(&self, node: &str) -> usize {
-        let ip = node.split(':').next().unwrap();
+        let ip = node.split([':', '=']).next().unwrap();
         self.ips.iter().position(|i| i == ip).unwrap_or_else(|| panic!("{node} is not a node of {:?}", self.ips))
     }
 }

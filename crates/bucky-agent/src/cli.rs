@@ -65,6 +65,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub replicas: usize,
 
+    /// carbon's DIVERSE_REPLICAS: replicas on distinct servers (matters with several instances per host and
+    /// replication > 1). auto = carbon 1.1.10's default, true for the carbon router; the relay has none.
+    #[arg(long, default_value = "auto", value_name = "auto|true|false", value_parser = ["auto", "true", "false"])]
+    pub diverse_replicas: String,
+
     /// Set a healed file's mtime from the upload's X-Metric-Stat ModTime (never older than it was).
     #[arg(long)]
     pub mtime: bool,
@@ -213,12 +218,20 @@ impl Cli {
             .map(|spec| Node::parse(spec).with_context(|| format!("invalid ring member {spec:?}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let hash: Hash = self.hash.parse().with_context(|| format!("invalid --hash {:?}", self.hash))?;
-        let mut spec = RingSpec::new(nodes, hash).replicas(self.replicas);
-        if let Some(router) = &self.router {
-            let router: Router = router.parse().with_context(|| format!("invalid --router {router:?}"))?;
-            spec = spec.router(router);
-        }
-        let ring = spec.build().context("invalid ring")?;
+        let router = match &self.router {
+            Some(router) => router.parse().with_context(|| format!("invalid --router {router:?}"))?,
+            None => hash.default_router(),
+        };
+        let diverse = match self.diverse_replicas.as_str() {
+            "auto" => router == Router::Carbon,
+            other => other == "true",
+        };
+        let ring = RingSpec::new(nodes, hash)
+            .router(router)
+            .replicas(self.replicas)
+            .diverse(diverse)
+            .build()
+            .context("invalid ring")?;
         let node = self.node.clone().unwrap_or_else(hostname);
         if !ring.nodes().iter().any(|n| n.server == node) {
             let members: Vec<String> = ring.nodes().iter().map(|n| n.to_string()).collect();
@@ -346,6 +359,23 @@ mod tests {
         let config = parse(&["a", "-p", prefix, "-n", "h1", "-flush", "fsync", "h1"]).unwrap().unwrap();
         assert_eq!(config.store.flush, Flush::Fsync);
         assert!(parse(&["a", "-p", prefix, "-n", "h1", "--flush", "never", "h1"]).is_err());
+    }
+
+    #[test]
+    fn diverse_replicas_follow_carbon_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().to_str().unwrap();
+        let diverse = |extra: &[&str]| {
+            let mut args = vec!["a", "-p", prefix, "-n", "h1", "--replicas", "2"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["h1:2003=a", "h1:2004=b", "h2:2003=c"]);
+            Cli::try_parse_from(go_style_args(os(&args))).unwrap().into_config().map(|c| c.ring.diverse())
+        };
+        assert!(diverse(&[]).unwrap(), "carbon 1.1.10 defaults DIVERSE_REPLICAS to True");
+        assert!(!diverse(&["--diverse-replicas", "false"]).unwrap());
+        assert!(!diverse(&["--hash", "jump_fnv1a"]).unwrap(), "the relay has no diverse replicas");
+        assert!(diverse(&["--hash", "jump_fnv1a", "--diverse-replicas", "true"]).is_err());
+        assert!(Cli::try_parse_from(["a", "--diverse-replicas", "maybe", "h1"]).is_err());
     }
 
     #[test]
