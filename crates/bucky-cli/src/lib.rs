@@ -66,6 +66,23 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The error chain on one line, `outer: inner: …`, leaving out a cause whose text the line already ends
+/// with (library errors that print their source themselves would otherwise repeat it).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// Prints an error chain once and maps the outcome to the process exit code.
 /// A closed stdout (`bucky … | head`) is not an error.
 pub fn exit_code(result: anyhow::Result<ExitStatus>) -> ExitCode {
@@ -82,12 +99,26 @@ pub fn exit_code(result: anyhow::Result<ExitStatus>) -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(std::io::stderr().lock(), "bucky: error: {err:#}");
+            let _ = writeln!(std::io::stderr().lock(), "bucky: error: {}", one_line(&err));
             if err.chain().any(|cause| cause.downcast_ref::<UsageError>().is_some()) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_do_not_repeat_a_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let err = anyhow::Error::new(whisper::Error::Io { path: "/x.wsp".into(), source: io }).context("cannot open");
+        assert_eq!(one_line(&err), "cannot open: /x.wsp: No such file or directory");
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&err), "outer: inner");
     }
 }
