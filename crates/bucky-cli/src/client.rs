@@ -8,7 +8,9 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use bucky_wire::{HealReport, MetricStat, RingInfo, AUTH_HEADER, METRIC_STAT_HEADER};
+use bucky_wire::{
+    HealReport, MetricStat, RingInfo, AUTH_HEADER, HEAL_REPORT_HEADER, METRIC_STAT_HEADER, READ_BACK_HEADER,
+};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode, Url};
@@ -84,34 +86,63 @@ pub struct Fetched {
     pub wire_bytes: u64,
 }
 
-/// A whisper file ready to be sent (compressed once, sent to any number of agents).
+/// A whisper file ready to be sent to any number of agents: compressed once (if asked), and sent
+/// compressed to the agents worth it (see [`Client::snappy_for`]), as is to the others.
 #[derive(Debug, Clone)]
 pub struct Upload {
-    stat: MetricStat,
-    body: Bytes,
-    snappy: bool,
+    /// `X-Metric-Stat` of the plain body.
+    plain_stat: String,
+    plain: Bytes,
+    /// The snappy-framed body and its `X-Metric-Stat`.
+    snappy: Option<(String, Bytes)>,
 }
 
 impl Upload {
-    /// Prepares `data` (a whole whisper file) with the stat of its source.
-    pub fn new(mut stat: MetricStat, data: &[u8], snappy: bool) -> std::io::Result<Upload> {
-        stat.size = data.len() as i64;
-        let body = if snappy {
-            let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(data.len() / 2 + 64));
-            std::io::Write::write_all(&mut encoder, data)?;
-            stat.encoding = bucky_wire::ENCODING_SNAPPY;
-            Bytes::from(encoder.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?)
-        } else {
-            stat.encoding = bucky_wire::ENCODING_IDENTITY;
-            Bytes::copy_from_slice(data)
-        };
-        Ok(Upload { stat, body, snappy })
+    /// Prepares `data` (a whole whisper file) with the stat of its source; compressed too if `snappy`.
+    pub fn new(stat: MetricStat, data: &[u8], snappy: bool) -> std::io::Result<Upload> {
+        Upload::from_bytes(stat, Bytes::copy_from_slice(data), snappy)
     }
 
-    /// Bytes on the wire.
-    pub fn wire_len(&self) -> u64 {
-        self.body.len() as u64
+    /// [`Upload::new`] without copying `data`.
+    pub fn from_bytes(mut stat: MetricStat, data: Bytes, snappy: bool) -> std::io::Result<Upload> {
+        stat.size = data.len() as i64;
+        let compressed = if snappy {
+            let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(data.len() / 2 + 64));
+            std::io::Write::write_all(&mut encoder, &data)?;
+            let body = Bytes::from(encoder.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?);
+            stat.encoding = bucky_wire::ENCODING_SNAPPY;
+            Some((stat.to_header_value(), body))
+        } else {
+            None
+        };
+        stat.encoding = bucky_wire::ENCODING_IDENTITY;
+        Ok(Upload { plain_stat: stat.to_header_value(), plain: data, snappy: compressed })
     }
+
+    /// The `X-Metric-Stat`, body and whether it is snappy: compressed if prepared so and `snappy`.
+    fn body(&self, snappy: bool) -> (&str, &Bytes, bool) {
+        match &self.snappy {
+            Some((stat, body)) if snappy => (stat, body, true),
+            _ => (&self.plain_stat, &self.plain, false),
+        }
+    }
+
+    /// Bytes on the wire, compressed or not.
+    pub fn wire_len(&self, snappy: bool) -> u64 {
+        self.body(snappy).1.len() as u64
+    }
+}
+
+/// What a heal answered.
+#[derive(Debug)]
+pub struct Healed {
+    /// The agent's report (all zero from buckyd (jj), which answers with an empty body).
+    pub report: HealReport,
+    /// Bytes of the upload sent.
+    pub sent: u64,
+    /// The replica as the agent read it back from its final path after the heal, when asked for and the
+    /// agent supports it (`X-Bucky-Read-Back`, bucky-agent only).
+    pub replica: Option<Fetched>,
 }
 
 /// What a DELETE did.
@@ -162,9 +193,15 @@ impl Client {
         Ok(Client { http, token: config.token.clone(), snappy: config.snappy, attempts: 4, cache_wait: config.cache_wait })
     }
 
-    /// Whether transfers are snappy-compressed.
+    /// Whether transfers are snappy-compressed (with agents not on loopback, see [`Client::snappy_for`]).
     pub fn snappy(&self) -> bool {
         self.snappy
+    }
+
+    /// Whether transfers with `addr` are snappy-compressed: as configured, except on loopback, where
+    /// compressing and decompressing cost more CPU on both sides than the bytes saved.
+    pub fn snappy_for(&self, addr: &Addr) -> bool {
+        self.snappy && !addr.is_loopback()
     }
 
     fn url(addr: &Addr, path: &[&str]) -> Url {
@@ -374,10 +411,11 @@ impl Client {
     pub async fn get(&self, addr: &Addr, name: &str) -> Result<Option<Fetched>, ClientError> {
         let url = Self::url(addr, &["metrics", name]);
         let what = format!("read {name}");
+        let snappy = self.snappy_for(addr);
         let (status, headers, body) = self
             .exchange(addr, &what, || {
                 let request = self.http.get(url.clone());
-                if self.snappy {
+                if snappy {
                     request.header(ACCEPT_ENCODING, "snappy")
                 } else {
                     request
@@ -389,65 +427,72 @@ impl Client {
             StatusCode::NOT_FOUND => return Ok(None),
             status => return Err(Self::status_error(addr, &what, status, &body)),
         }
-        let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.clone(), reason };
-        let stat = parse_stat(addr, &what, &headers)?;
-        let snappy = headers
-            .get(CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("snappy"));
-        let wire_bytes = body.len() as u64;
-        let data = if snappy {
-            let mut data = Vec::with_capacity(usize::try_from(stat.size).unwrap_or(0).min(1 << 30));
-            snap::read::FrameDecoder::new(&body[..])
-                .take(u64::try_from(stat.size).unwrap_or(0).saturating_add(1))
-                .read_to_end(&mut data)
-                .map_err(|e| invalid(format!("bad snappy stream: {e}")))?;
-            data
-        } else {
-            body.to_vec()
-        };
-        if stat.size > 0 && data.len() as i64 != stat.size {
-            return Err(invalid(format!("got {} bytes but X-Metric-Stat.Size is {}", data.len(), stat.size)));
-        }
-        let etag = headers.get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Some(Fetched { stat, data, etag, wire_bytes }))
+        fetched(addr, &what, &headers, body).map(Some)
     }
 
     /// `POST /metrics/<name>`: heal (create, or fill the empty slots of the existing file).
     pub async fn heal(&self, addr: &Addr, name: &str, upload: &Upload) -> Result<HealReport, ClientError> {
-        self.upload(addr, name, upload, false).await
+        self.upload(addr, name, upload, false, false).await.map(|healed| healed.report)
+    }
+
+    /// [`Client::heal`], asking the agent to answer with the replica as it reads it back from its final
+    /// path after the heal (`X-Bucky-Read-Back`), which saves a `GET` to verify it. `replica` is `None`
+    /// when the agent ignores the header (buckyd) or could not read the file back.
+    pub async fn heal_read_back(&self, addr: &Addr, name: &str, upload: &Upload) -> Result<Healed, ClientError> {
+        self.upload(addr, name, upload, false, true).await
     }
 
     /// `PUT /metrics/<name>`: replace.
     pub async fn replace(&self, addr: &Addr, name: &str, upload: &Upload) -> Result<HealReport, ClientError> {
-        self.upload(addr, name, upload, true).await
+        self.upload(addr, name, upload, true, false).await.map(|healed| healed.report)
     }
 
-    async fn upload(&self, addr: &Addr, name: &str, upload: &Upload, put: bool) -> Result<HealReport, ClientError> {
+    async fn upload(
+        &self,
+        addr: &Addr,
+        name: &str,
+        upload: &Upload,
+        put: bool,
+        read_back: bool,
+    ) -> Result<Healed, ClientError> {
         let url = Self::url(addr, &["metrics", name]);
         let what = format!("{} {name}", if put { "replace" } else { "heal" });
-        let stat = upload.stat.to_header_value();
-        let (status, _, body) = self
+        let snappy = self.snappy_for(addr);
+        let (stat, body, compressed) = upload.body(snappy);
+        let (status, headers, answer) = self
             .exchange(addr, &what, || {
                 let request = if put { self.http.put(url.clone()) } else { self.http.post(url.clone()) };
-                let request = request
+                let mut request = request
                     .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(METRIC_STAT_HEADER, &stat)
-                    .body(upload.body.clone());
-                if upload.snappy {
-                    request.header(CONTENT_ENCODING, "snappy")
-                } else {
-                    request
+                    .header(METRIC_STAT_HEADER, stat)
+                    .body(body.clone());
+                if compressed {
+                    request = request.header(CONTENT_ENCODING, "snappy");
                 }
+                if read_back {
+                    request = request.header(READ_BACK_HEADER, "1");
+                    if snappy {
+                        request = request.header(ACCEPT_ENCODING, "snappy");
+                    }
+                }
+                request
             })
             .await?;
+        let sent = body.len() as u64;
         match status {
-            StatusCode::OK | StatusCode::CREATED | StatusCode::NO_CONTENT => {
-                // buckyd (jj) answers with an empty body; the fork and bucky-agent with a report.
-                Ok(serde_json::from_slice(&body).unwrap_or_default())
-            }
-            status => Err(Self::status_error(addr, &what, status, &body)),
+            StatusCode::OK | StatusCode::CREATED | StatusCode::NO_CONTENT => {}
+            status => return Err(Self::status_error(addr, &what, status, &answer)),
         }
+        if read_back && headers.get(READ_BACK_HEADER).is_some() {
+            let report = headers
+                .get(HEAL_REPORT_HEADER)
+                .and_then(|v| serde_json::from_slice(v.as_bytes()).ok())
+                .unwrap_or_default();
+            let replica = fetched(addr, &format!("read back {name}"), &headers, answer)?;
+            return Ok(Healed { report, sent, replica: Some(replica) });
+        }
+        // buckyd (jj) answers with an empty body; the fork and bucky-agent with a report.
+        Ok(Healed { report: serde_json::from_slice(&answer).unwrap_or_default(), sent, replica: None })
     }
 
     /// `DELETE /metrics/<name>`, only if the file is still at version `if_match` when given.
@@ -470,6 +515,32 @@ impl Client {
             status => Err(Self::status_error(addr, &what, status, &body)),
         }
     }
+}
+
+/// A file in an answer (GET, or a heal's read-back): `X-Metric-Stat`, decoded body (snappy or not), ETag.
+fn fetched(addr: &Addr, what: &str, headers: &HeaderMap, body: Bytes) -> Result<Fetched, ClientError> {
+    let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.to_owned(), reason };
+    let stat = parse_stat(addr, what, headers)?;
+    let snappy = headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("snappy"));
+    let wire_bytes = body.len() as u64;
+    let data = if snappy {
+        let mut data = Vec::with_capacity(usize::try_from(stat.size).unwrap_or(0).min(1 << 30));
+        snap::read::FrameDecoder::new(&body[..])
+            .take(u64::try_from(stat.size).unwrap_or(0).saturating_add(1))
+            .read_to_end(&mut data)
+            .map_err(|e| invalid(format!("bad snappy stream: {e}")))?;
+        data
+    } else {
+        Vec::from(body) // no copy: the body is not shared
+    };
+    if stat.size > 0 && data.len() as i64 != stat.size {
+        return Err(invalid(format!("got {} bytes but X-Metric-Stat.Size is {}", data.len(), stat.size)));
+    }
+    let etag = headers.get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok(Fetched { stat, data, etag, wire_bytes })
 }
 
 fn parse_stat(addr: &Addr, what: &str, headers: &HeaderMap) -> Result<MetricStat, ClientError> {
@@ -529,10 +600,38 @@ mod tests {
         let stat = MetricStat { name: "a".into(), ..MetricStat::default() };
         let data = vec![7u8; 5000];
         let upload = Upload::new(stat.clone(), &data, true).unwrap();
-        assert_eq!(upload.stat.size, 5000);
-        assert_eq!(upload.stat.encoding, 1);
-        assert!(upload.wire_len() < 5000);
+        let (header, body, snappy) = upload.body(true);
+        let sent = MetricStat::from_header_value(header).unwrap();
+        assert_eq!((sent.size, sent.encoding, snappy), (5000, 1, true));
+        assert!(upload.wire_len(true) < 5000);
+        assert_eq!(body.len() as u64, upload.wire_len(true));
+        // The same upload goes plain to a loopback agent.
+        let (header, body, snappy) = upload.body(false);
+        let sent = MetricStat::from_header_value(header).unwrap();
+        assert_eq!((sent.size, sent.encoding, snappy, &body[..]), (5000, 0, false, &data[..]));
         let plain = Upload::new(stat, &data, false).unwrap();
-        assert_eq!((plain.wire_len(), plain.stat.encoding), (5000, 0));
+        assert_eq!((plain.wire_len(true), plain.wire_len(false)), (5000, 5000));
+        assert!(!plain.body(true).2);
+    }
+
+    #[test]
+    fn snappy_is_skipped_on_loopback_only() {
+        let config = |snappy| Config {
+            seed: Addr { host: "h".into(), port: 1 },
+            workers: 1,
+            json: false,
+            verbose: false,
+            force: false,
+            timeout: Duration::from_secs(1),
+            cache_wait: Duration::from_secs(1),
+            snappy,
+            token: None,
+            progress: false,
+        };
+        let client = Client::new(&config(true)).unwrap();
+        assert!(client.snappy_for(&Addr { host: "10.1.2.3".into(), port: 1 }));
+        assert!(!client.snappy_for(&Addr { host: "127.0.0.2".into(), port: 1 }));
+        let plain = Client::new(&config(false)).unwrap();
+        assert!(!plain.snappy_for(&Addr { host: "10.1.2.3".into(), port: 1 }));
     }
 }

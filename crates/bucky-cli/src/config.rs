@@ -51,6 +51,17 @@ impl Addr {
         Ok(Addr { host: host.to_owned(), port })
     }
 
+    /// Whether the host is this machine's loopback (`127.0.0.0/8`, `::1`, `localhost`): transfers there are
+    /// not worth compressing.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_end_matches('.');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+            Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            Err(_) => host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost"),
+        }
+    }
+
     /// `host:port`, IPv6 bracketed: what goes into a URL and into offload forms.
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
@@ -145,5 +156,16 @@ mod tests {
         assert!(Addr::parse("h:0", 4242).is_err());
         assert!(Addr::parse("h:x", 4242).is_err());
         assert!(Addr::parse(":80", 4242).is_err());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        let loopback = ["127.0.0.1", "127.0.77.4", "::1", "[::1]:5000", "::ffff:127.0.0.1", "localhost", "LocalHost.", "a.localhost"];
+        for host in loopback {
+            assert!(Addr::parse(host, 4242).unwrap().is_loopback(), "{host}");
+        }
+        for host in ["10.0.0.1", "graphite1", "::2", "localhost.example.com", "128.0.0.1"] {
+            assert!(!Addr::parse(host, 4242).unwrap().is_loopback(), "{host}");
+        }
     }
 }

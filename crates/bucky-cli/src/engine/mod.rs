@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use whisper::WhisperBuf;
 
 use crate::cli::EngineArgs;
-use crate::client::{Client, ClientError, Deleted, Upload};
+use crate::client::{Client, ClientError, Deleted, Fetched, Upload};
 use crate::cluster::short_error;
 use crate::config::Addr;
 use crate::printer::{human_bytes, Printer};
@@ -469,44 +469,48 @@ impl Run {
             return Ok(None);
         };
         *wire += fetched.wire_bytes;
-        let bytes = fetched.data.len() as u64;
-        let etag = fetched.etag.clone();
-        let source = WhisperBuf::from_bytes(fetched.data.clone())
-            .map_err(|e| Retry::Never(format!("the source is not a valid whisper file: {e}")))?;
-        let mut stat = fetched.stat.clone();
+        let Fetched { mut stat, data, etag, .. } = fetched;
+        let bytes = data.len() as u64;
+        let source = Arc::new(
+            WhisperBuf::from_bytes(data)
+                .map_err(|e| Retry::Never(format!("the source is not a valid whisper file: {e}")))?,
+        );
         stat.name = job.name.clone();
-        let upload = Upload::new(stat, &fetched.data, client.snappy())
-            .map_err(|e| Retry::Never(format!("cannot compress: {e}")))?;
-        // Heal into every destination.
-        let heals = futures_util::future::join_all(job.dests.iter().map(|d| async {
+        let snappy = job.dests.iter().any(|d| client.snappy_for(d));
+        // The upload body is the source's own buffer, shared rather than copied.
+        let body = bytes::Bytes::from_owner(SharedFile(Arc::clone(&source)));
+        let upload =
+            Upload::from_bytes(stat, body, snappy).map_err(|e| Retry::Never(format!("cannot compress: {e}")))?;
+        // Heal into every destination and read each copy back: in the heal's answer when the agent supports
+        // it (bucky-agent), otherwise (buckyd) with a GET after the heal.
+        let upload = &upload;
+        let copies = futures_util::future::join_all(job.dests.iter().map(|d| async move {
             let _slot = self.slot(d).await;
-            client.heal(d, &job.name, &upload).await
+            let healed = client
+                .heal_read_back(d, &job.name, upload)
+                .await
+                .map_err(|e| Retry::Again(format!("heal into {d}: {}", short_error(&e))))?;
+            let replica = match healed.replica {
+                Some(replica) => Some(replica),
+                None => client
+                    .get(d, &job.name)
+                    .await
+                    .map_err(|e| Retry::Again(format!("verify {d}: {}", short_error(&e))))?,
+            };
+            Ok::<_, Retry>((healed.report.points_written, healed.sent, replica))
         }))
         .await;
-        let mut healed = 0;
-        for (d, result) in job.dests.iter().zip(heals) {
-            match result {
-                Ok(report) => {
-                    healed += report.points_written;
-                    *wire += upload.wire_len();
-                }
-                Err(e) => return Err(Retry::Again(format!("heal into {d}: {}", short_error(&e)))),
-            }
-        }
-        // Read every destination back and check it holds every point of what we copied.
+        // Check that every destination holds every point of what we copied.
         let now = unix_now();
-        let checks = futures_util::future::join_all(job.dests.iter().map(|d| async {
-            let _slot = self.slot(d).await;
-            client.get(d, &job.name).await
-        }))
-        .await;
+        let mut healed = 0;
         let mut verified = 0;
         let mut unplaceable = 0;
-        for (d, result) in job.dests.iter().zip(checks) {
-            let replica = match result {
-                Ok(Some(replica)) => replica,
-                Ok(None) => return Err(Retry::Again(format!("verify {d}: the healed copy has disappeared"))),
-                Err(e) => return Err(Retry::Again(format!("verify {d}: {}", short_error(&e)))),
+        for (d, copy) in job.dests.iter().zip(copies) {
+            let (points_written, sent, replica) = copy?;
+            healed += points_written;
+            *wire += sent;
+            let Some(replica) = replica else {
+                return Err(Retry::Again(format!("verify {d}: the healed copy has disappeared")));
             };
             *wire += replica.wire_bytes;
             let replica = WhisperBuf::from_bytes(replica.data)
@@ -535,7 +539,7 @@ impl Run {
                 None => {
                     // buckyd sends no ETag: compare the source with what we copied right before deleting.
                     match client.get(&job.source, &job.source_name).await.map_err(Retry::from)? {
-                        Some(again) if again.data == fetched.data => None,
+                        Some(again) if again.data == source.as_bytes() => None,
                         Some(_) => return Err(Retry::Again("the source changed since it was read".into())),
                         None => return Ok(Some(self.moved(job, bytes, *wire, healed, verified, false, None))),
                     }
@@ -572,6 +576,15 @@ impl Run {
     ) -> Outcome {
         let sync = job.keep_source && self.options.op == "rebalance";
         Outcome::Moved { deleted, bytes, wire, healed, verified, note, sync }
+    }
+}
+
+/// A source file shared between the upload body and the verification.
+struct SharedFile(Arc<WhisperBuf>);
+
+impl AsRef<[u8]> for SharedFile {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

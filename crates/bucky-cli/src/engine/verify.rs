@@ -41,6 +41,7 @@ impl Verdict {
 pub fn verify(source: &WhisperBuf, replica: &WhisperBuf, now: i64) -> Verdict {
     let mut verdict = Verdict::default();
     let replica_archives = &replica.header().archives;
+    let dump = source.dump();
     for (index, archive) in source.header().archives.iter().enumerate() {
         let spp = i64::from(archive.seconds_per_point);
         let window = archive.retention() as i64;
@@ -49,7 +50,7 @@ pub fn verify(source: &WhisperBuf, replica: &WhisperBuf, now: i64) -> Verdict {
         let target = replica_archives
             .iter()
             .position(|r| r.seconds_per_point == archive.seconds_per_point);
-        for &(t, _) in &source.dump()[index] {
+        for &(t, _) in &dump[index] {
             let t = i64::from(t);
             // Stale slots from an older cycle and points about to expire are not data we must keep.
             if t <= source_edge {
