@@ -116,8 +116,9 @@ pub struct Cli {
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub request_timeout: u64,
 
-    /// Disk operations run at once.
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    /// Disk operations run at once. A create or heal keeps its slot until its group commit is done, so
+    /// this also bounds how many files one flush can carry (see --flush).
+    #[arg(long, default_value_t = 64, value_name = "N")]
     pub io_concurrency: usize,
 
     /// Threads of the metric scan. Default: the number of CPUs.

@@ -36,7 +36,8 @@ pub struct Config {
     pub upload_memory: u64,
     /// Bound on a whole request (`--request-timeout`).
     pub request_timeout: Duration,
-    /// Disk operations run at once (`--io-concurrency`).
+    /// Disk operations run at once (`--io-concurrency`); a create or heal keeps its slot until its group
+    /// commit is done, so this also bounds how many files one flush can carry.
     pub io_concurrency: usize,
     /// Threads of the metric scan (`--scan-threads`).
     pub scan_threads: usize,
@@ -61,7 +62,7 @@ impl Config {
             body_limit: DEFAULT_BODY_LIMIT,
             upload_memory: 2 * DEFAULT_BODY_LIMIT,
             request_timeout: Duration::from_secs(600),
-            io_concurrency: 16,
+            io_concurrency: 64,
             scan_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             auth: None,
             peer_ports: vec![bucky_wire::DEFAULT_PORT],

@@ -137,6 +137,9 @@ fn wants_read_back(headers: &HeaderMap) -> Result<bool, AgentError> {
     }
 }
 
+/// Uploads up to this size (decoded) are decoded and checked on the request's own task.
+const INLINE_DECODE: i64 = 64 * 1024;
+
 /// An upload, checked and decoded, with the time it took and its share of the upload memory.
 struct Upload {
     stat: MetricStat,
@@ -172,12 +175,18 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Up
         )),
         other => other,
     })?;
-    let (stat, buf) = state
-        .blocking(move |_| {
-            let buf = decode_whisper(&stat, body, snappy, limit, "")?;
-            Ok((stat, buf))
-        })
-        .await?;
+    // Small files decode in microseconds: a trip through the blocking pool would cost more than the work.
+    let (stat, buf) = if stat.size <= INLINE_DECODE {
+        let buf = decode_whisper(&stat, body, snappy, limit, "")?;
+        (stat, buf)
+    } else {
+        state
+            .blocking(move |_| {
+                let buf = decode_whisper(&stat, body, snappy, limit, "")?;
+                Ok((stat, buf))
+            })
+            .await?
+    };
     Ok(Upload { stat, buf, took: nanos(started), memory })
 }
 

@@ -69,6 +69,9 @@ async fn name_missing() -> AgentError {
 
 /// One line per request, like buckyd's access log: remote, method, URI, status, duration.
 async fn access_log(request: Request, next: Next) -> Response {
+    if !tracing::enabled!(target: "bucky_agent::access", tracing::Level::INFO) {
+        return next.run(request).await;
+    }
     let remote = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
