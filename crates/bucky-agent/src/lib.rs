@@ -9,7 +9,7 @@
 //! | `GET\|POST /metrics` | JSON array of names, streamed; params `regex` (RE2 syntax), `list` (JSON array to intersect), `force`; **202** `Cache update in progress.` while the list is being built |
 //! | `HEAD /metrics/<name>` | 200 + `X-Metric-Stat`, or 404 |
 //! | `GET /metrics/<name>` | the file read under a shared flock, `X-Metric-Stat`, `ETag`; snappy framed with `Accept-Encoding: snappy` |
-//! | `POST /metrics/<name>` | heal: create durably, or fill the empty slots of the existing file under its exclusive flock; `?fetch_offload=true` with `server`, `metric`, `no_encoding` fetches the source from a ring member first |
+//! | `POST /metrics/<name>` | heal: create durably, or fill the empty slots of the existing file under its exclusive flock (concurrent heals share their flushes: group commit); `?fetch_offload=true` with `server`, `metric`, `no_encoding` fetches the source from a ring member first; with `X-Bucky-Read-Back: 1` the answer is the replica read back from disk, the report in `X-Bucky-Heal-Report` |
 //! | `PUT /metrics/<name>` | replace, never delete-then-write: in place (same layout) or temp + rename; honours `If-Match` |
 //! | `DELETE /metrics/<name>` | 200, 404 `Metric not found.`, 412 when `If-Match` does not match |
 //!
