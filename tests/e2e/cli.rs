@@ -582,3 +582,18 @@ fn diverse_replicas_spread_over_hosts() {
     assert_eq!(summary["planned"], 0, "{summary}");
     assert!(names.iter().all(|name| cluster.points(1, name).is_some()), "nothing deleted from host 2");
 }
+
+/// A renamed metric whose new home is the agent holding the old one is another file on that agent: the
+/// backfill must still happen (only a copy's own file is skipped).
+#[test]
+fn backfill_onto_the_same_agent_under_a_new_name() {
+    let mut cluster = TestCluster::new(1, "carbon_ch", 1);
+    let now = now_minute();
+    let old: Vec<(i64, f64)> = (0..10).map(|k| (now - k * 60, k as f64 + 0.5)).collect();
+    cluster.write_metric(0, "old.name", &old);
+    cluster.start();
+    let summary = json(&cluster.bucky_stdin(&["backfill", "-j", "-"], br#"{"old.name": "new.name"}"#));
+    assert_eq!(summary["moved"], 1, "{summary}");
+    assert_eq!(cluster.points(0, "new.name"), Some(old.iter().copied().collect()));
+    assert!(cluster.points(0, "old.name").is_some());
+}

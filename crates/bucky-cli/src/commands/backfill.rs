@@ -127,7 +127,7 @@ enum Rename {
 }
 
 /// One job per copy of a selected metric on `source`: heal it into every replica of its new name on
-/// `dest` (the source agent itself excluded: healing a file from itself changes nothing).
+/// `dest` (the copy's own file excluded).
 async fn plan(ctx: &Ctx, source: &Cluster, dest: &Cluster, rename: &Rename) -> anyhow::Result<Vec<Job>> {
     let selection = match rename {
         Rename::Map(map) => Selection::Names(map.keys().cloned().collect()),
@@ -150,7 +150,8 @@ async fn plan(ctx: &Ctx, source: &Cluster, dest: &Cluster, rename: &Rename) -> a
                 Rename::Same(_) => old.to_owned(),
             };
             found.insert(old.to_owned());
-            let dests: Vec<Addr> = dest.replicas_of(&new).into_iter().filter(|d| d != agent).collect();
+            // Healing a file from itself changes nothing; a renamed metric on the same agent is another file.
+            let dests: Vec<Addr> = dest.replicas_of(&new).into_iter().filter(|d| d != agent || new != old).collect();
             if dests.is_empty() {
                 continue;
             }
