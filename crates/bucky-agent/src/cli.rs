@@ -139,39 +139,9 @@ pub struct Cli {
 }
 
 /// Rewrites Go-style single-dash long flags (`-prefix /x`, `-hash=carbon`) into clap's `--prefix`, so unit
-/// files written for buckyd keep working. Single letters (`-p`) and anything after `--` are left alone;
-/// only the names of this program's long flags are rewritten.
+/// files written for buckyd keep working (see [`bucky_wire::goflags`]).
 pub fn go_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let command = Cli::command();
-    let longs: Vec<String> = command
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_owned))
-        .chain(["help".to_owned(), "version".to_owned()])
-        .collect();
-    let mut after_separator = false;
-    args.into_iter()
-        .map(|arg| {
-            if after_separator {
-                return arg;
-            }
-            let Some(text) = arg.to_str() else { return arg };
-            if text == "--" {
-                after_separator = true;
-                return arg;
-            }
-            match text.strip_prefix('-') {
-                Some(rest) if !rest.starts_with('-') => {
-                    let name = rest.split('=').next().unwrap_or("");
-                    if name.len() > 1 && longs.iter().any(|l| l == name) {
-                        OsString::from(format!("-{text}"))
-                    } else {
-                        arg
-                    }
-                }
-                _ => arg,
-            }
-        })
-        .collect()
+    bucky_wire::goflags::go_style_args(&Cli::command(), args)
 }
 
 /// Parses `syncfs` or `fsync`.

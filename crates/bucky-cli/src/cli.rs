@@ -3,7 +3,6 @@
 //!
 //! Cluster commands take `-h/--host` like buckytools, so they disable clap's `-h` help and offer `--help`.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::builder::FalseyValueParser;
@@ -199,45 +198,14 @@ pub struct EngineArgs {
     pub attempts: u32,
 }
 
-/// Rewrites Go-style single-dash long flags (`-host x`, `-workers=10`, `-delete`, `-noconfirm`) into clap's
-/// `--host`, so scripts written for buckytools' `bucky` keep working. Without this, clap would read `-host
-/// x` as `-h ost x`. Only the long names and aliases of the subcommand being invoked are rewritten; single
-/// letters, short-flag clusters (`-rf`), values and anything after `--` are left alone.
-pub fn go_style_args(command: &clap::Command, args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut current = command;
-    let mut after_separator = false;
-    let mut out = Vec::new();
-    for (position, arg) in args.into_iter().enumerate() {
-        let text = match arg.to_str() {
-            Some(text) if position > 0 && !after_separator => text,
-            _ => {
-                out.push(arg);
-                continue;
-            }
-        };
-        if text == "--" {
-            after_separator = true;
-        } else if let Some(sub) = current.find_subcommand(text) {
-            current = sub;
-        } else if let Some(rest) = text.strip_prefix('-').filter(|rest| !rest.starts_with('-')) {
-            let name = rest.split('=').next().unwrap_or_default();
-            let is_long = |a: &clap::Arg| {
-                a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|aliases| aliases.contains(&name))
-            };
-            if name.len() > 1 && (current.get_arguments().any(is_long) || name == "help" || name == "version") {
-                out.push(OsString::from(format!("-{text}")));
-                continue;
-            }
-        }
-        out.push(arg);
-    }
-    out
-}
+/// Rewrites buckytools' single-dash long flags for clap; see [`bucky_wire::goflags::go_style_args`].
+pub use bucky_wire::goflags::go_style_args;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::ffi::OsString;
 
     fn rewrite(args: &[&str]) -> Vec<String> {
         let args = std::iter::once("bucky").chain(args.iter().copied()).map(OsString::from);

@@ -25,6 +25,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod goflags;
 mod name;
 mod time;
 mod types;
