@@ -110,21 +110,41 @@ for i in 0 1 2; do start_agent "${IPS[$i]}" "$WORK/node$i/whisper" "${RING[@]}";
 start_agent "${IPS[3]}" "$SRC" "${IPS[3]}"
 
 say "bucky rebalance --delete of $N metrics from ${IPS[3]} into the 3-node ring (-w $WORKERS)"
+cpu_of_agents() { # user+system seconds of every agent so far
+    local total=0 pid
+    for pid in "${PIDS[@]}"; do
+        total=$(calc "$total + sum(int(x) for x in open('/proc/$pid/stat').read().rsplit(')', 1)[1].split()[11:13]) / $(getconf CLK_TCK)")
+    done
+    echo "$total"
+}
+AGENTS_CPU0=$(cpu_of_agents)
+if [ -n "${BENCH_PERF:-}" ]; then # system-wide profile of the rebalance into $BENCH_PERF (perf report -i)
+    perf record -a -e cpu-clock ${BENCH_PERF_ARGS:-} -o "$BENCH_PERF" 2>/dev/null &
+    PERF_PID=$!
+    sleep 0.5
+fi
 t0=$(now)
-BUCKY_NO_PROGRESS=1 "$BUCKY" rebalance -h "${IPS[0]}:$PORT" --delete -w "$WORKERS" -j "${IPS[3]}:$PORT" >"$WORK/summary.json"
+BUCKY_NO_PROGRESS=1 /usr/bin/time -f "%U %S" -o "$WORK/client-cpu" \
+    "$BUCKY" rebalance -h "${IPS[0]}:$PORT" --delete -w "$WORKERS" -j "${IPS[3]}:$PORT" >"$WORK/summary.json"
 t1=$(now)
+if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
+AGENTS_CPU=$(calc "round($(cpu_of_agents) - $AGENTS_CPU0, 2)")
+CLIENT_CPU=$(awk '{print $1 + $2}' "$WORK/client-cpu")
 REB_SECS=$(calc "round($t1 - $t0, 3)")
-python3 - "$WORK/summary.json" "$N" "$BYTES" "$REB_SECS" "$CP_SECS" "${CP_RUNS[*]}" "$WORKERS" <<'EOF'
+python3 - "$WORK/summary.json" "$N" "$BYTES" "$REB_SECS" "$CP_SECS" "${CP_RUNS[*]}" "$WORKERS" "$CLIENT_CPU" "$AGENTS_CPU" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
 n, size, reb, cp = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 runs, workers = sys.argv[6].split(), sys.argv[7]
+client_cpu, agents_cpu = float(sys.argv[8]), float(sys.argv[9])
 assert s["errors"] == 0 and s["moved"] == n and s["deleted"] == n, s
 mb = size / 1e6
 print(f"rebalance: {n} metrics, {mb:.1f} MB in {reb:.2f} s with -w {workers} (whole command: list, plan, copy, "
       f"verify, delete)")
 print(f"  {n / reb:,.0f} metrics/s, {mb / reb:.1f} MB/s; engine only: {s['metrics_per_second']:,.0f} metrics/s, "
       f"{s['bytes_per_second'] / 1e6:.1f} MB/s; {s['points_verified']:,} points verified")
+print(f"  CPU: client {client_cpu:.2f} s, 4 agents {agents_cpu:.2f} s: {1e6 * (client_cpu + agents_cpu) / n:.0f} µs a metric "
+      f"({100 * (client_cpu + agents_cpu) / reb:.0f} % of one core over the run)")
 print(f"cp -r:     {n} files, {mb:.1f} MB in {cp:.2f} s: {n / cp:,.0f} files/s, {mb / cp:.1f} MB/s "
       f"(cp -r + sync, median of {' / '.join(runs)} s)")
 print(f"ratio:     bucky rebalance = {100 * (mb / reb) / (mb / cp):.0f} % of cp -r's bytes/s")

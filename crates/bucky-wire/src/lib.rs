@@ -5,6 +5,7 @@
 //! - [`MetricStat`]: the `X-Metric-Stat` header (`{"Name","Size","Mode","ModTime","Encoding"}`);
 //! - [`RingInfo`] / [`RingNode`]: the body of `GET /hashring`;
 //! - [`HealReport`]: the JSON body the fork returns after `POST`/`PUT /metrics/<name>`;
+//! - [`batch`]: bucky's own extension, many metrics in one request (buckyd answers 404);
 //! - [`UtcTime`]: calendar dates of `ModTime`s (HTTP dates, RFC 3339);
 //! - [`MetricName`]: the one checker that turns a metric name into a path below the store root. Unlike
 //!   buckyd, which maps `a..b` and `a.b` to the same file and lets `/` or NUL through, it refuses every name
@@ -25,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod batch;
 #[cfg(feature = "cli")]
 pub mod goflags;
 mod name;
