@@ -136,7 +136,8 @@ fn inconsistent_set(cluster: &TestCluster) -> BTreeSet<String> {
     out
 }
 
-fn rebalance_scenario(nodes: usize, hash: &str, replicas: usize, seed: u64) {
+/// A rebalance of a scattered layout; `batch` is `--batch` (1: one request per metric, as with buckyd).
+fn rebalance_scenario(nodes: usize, hash: &str, replicas: usize, seed: u64, batch: &str) {
     let mut cluster = TestCluster::new(nodes, hash, replicas);
     let layout = scatter(&cluster, 80, seed);
     // carbon's own statistics are local by design: never reported, never moved.
@@ -158,7 +159,7 @@ fn rebalance_scenario(nodes: usize, hash: &str, replicas: usize, seed: u64) {
     assert_eq!(moves, expected.len(), "{plan}");
     assert_eq!(inconsistent_set(&cluster), expected);
 
-    let out = cluster.bucky(&["rebalance", "--delete", "-j", "-w", "4"]);
+    let out = cluster.bucky(&["rebalance", "--delete", "-j", "-w", "4", "--batch", batch]);
     let summary = json(&out);
     assert_eq!(summary["errors"], 0, "{summary}");
     assert_eq!(summary["moved"].as_u64().unwrap() as usize, expected.len(), "{summary}");
@@ -181,22 +182,22 @@ fn rebalance_scenario(nodes: usize, hash: &str, replicas: usize, seed: u64) {
 
 #[test]
 fn rebalance_carbon_ch_rf1() {
-    rebalance_scenario(3, "carbon_ch", 1, 1);
+    rebalance_scenario(3, "carbon_ch", 1, 1, "32");
 }
 
 #[test]
 fn rebalance_carbon_ch_rf2_four_nodes() {
-    rebalance_scenario(4, "carbon_ch", 2, 2);
+    rebalance_scenario(4, "carbon_ch", 2, 2, "7");
 }
 
 #[test]
 fn rebalance_jump_fnv1a_ch_rf1() {
-    rebalance_scenario(3, "jump_fnv1a_ch", 1, 3);
+    rebalance_scenario(3, "jump_fnv1a_ch", 1, 3, "1");
 }
 
 #[test]
 fn rebalance_jump_fnv1a_ch_rf2() {
-    rebalance_scenario(3, "jump_fnv1a_ch", 2, 4);
+    rebalance_scenario(3, "jump_fnv1a_ch", 2, 4, "32");
 }
 
 #[test]

@@ -193,6 +193,11 @@ pub struct EngineArgs {
     #[arg(long, alias = "metrics-per-second", value_name = "M")]
     pub max_rate: Option<f64>,
 
+    /// Metrics moved per request with agents that take batches (bucky-agent: one request reads a batch of
+    /// sources, one heals each destination's share, one deletes); 1 = one request per metric, as with buckyd.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch: usize,
+
     /// Attempts per metric (heal, verify, delete) before it is reported as failed.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub attempts: u32,

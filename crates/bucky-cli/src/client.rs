@@ -5,9 +5,12 @@
 //! Connections are pooled per host. Metric lists are streamed and parsed as they arrive; a `202 Cache
 //! update in progress.` is waited out with growing sleeps, up to `--cache-wait`.
 
+use std::collections::HashSet;
 use std::io::Read;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bucky_wire::batch::{self, Frame, Meta};
 use bucky_wire::{
     HealReport, MetricStat, RingInfo, AUTH_HEADER, HEAL_REPORT_HEADER, METRIC_STAT_HEADER, READ_BACK_HEADER,
 };
@@ -107,9 +110,7 @@ impl Upload {
     pub fn from_bytes(mut stat: MetricStat, data: Bytes, snappy: bool) -> std::io::Result<Upload> {
         stat.size = data.len() as i64;
         let compressed = if snappy {
-            let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(data.len() / 2 + 64));
-            std::io::Write::write_all(&mut encoder, &data)?;
-            let body = Bytes::from(encoder.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?);
+            let body = Bytes::from(snappy_frame(&data)?);
             stat.encoding = bucky_wire::ENCODING_SNAPPY;
             Some((stat.to_header_value(), body))
         } else {
@@ -171,6 +172,8 @@ pub struct Client {
     snappy: bool,
     attempts: u32,
     cache_wait: Duration,
+    /// Agents that answered a batch request with 404 (buckyd, older bucky-agents): one request per metric.
+    no_batch: Arc<Mutex<HashSet<Addr>>>,
 }
 
 /// Largest error body kept for messages.
@@ -190,7 +193,14 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("bucky/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Client { http, token: config.token.clone(), snappy: config.snappy, attempts: 4, cache_wait: config.cache_wait })
+        Ok(Client {
+            http,
+            token: config.token.clone(),
+            snappy: config.snappy,
+            attempts: 4,
+            cache_wait: config.cache_wait,
+            no_batch: Arc::default(),
+        })
     }
 
     /// Whether transfers are snappy-compressed (with agents not on loopback, see [`Client::snappy_for`]).
@@ -517,14 +527,200 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Whether `addr` may take batch requests: not known to refuse them.
+    pub fn batches(&self, addr: &Addr) -> bool {
+        !self.no_batch.lock().unwrap_or_else(PoisonError::into_inner).contains(addr)
+    }
+
+    /// One batch request (`/batch/read`, `/batch/heal`, `/batch/delete`): the answer's frames, one per
+    /// request frame and in the same order; `None` if the agent does not take batches (buckyd answers 404),
+    /// which is remembered so later calls return `None` at once.
+    async fn batch(&self, addr: &Addr, path: &str, frames: &[Frame]) -> Result<Option<Vec<Frame>>, ClientError> {
+        if !self.batches(addr) {
+            return Ok(None);
+        }
+        let what = format!("{path} of {} metrics", frames.len());
+        let snappy = self.snappy_for(addr);
+        let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.clone(), reason };
+        let mut body = batch::encode(frames);
+        if snappy {
+            body = snappy_frame(&body).map_err(|e| invalid(format!("cannot compress: {e}")))?;
+        }
+        let body = Bytes::from(body);
+        let url = Url::parse(&format!("http://{}{path}", addr.authority()))
+            .map_err(|e| invalid(format!("bad address: {e}")))?;
+        let (status, headers, answer) = self
+            .exchange(addr, &what, || {
+                let request = self.http.post(url.clone()).header(CONTENT_TYPE, batch::CONTENT_TYPE).body(body.clone());
+                if snappy {
+                    request.header(CONTENT_ENCODING, "snappy").header(ACCEPT_ENCODING, "snappy")
+                } else {
+                    request
+                }
+            })
+            .await?;
+        let is_batch = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().unwrap_or("").trim() == batch::CONTENT_TYPE);
+        match status {
+            StatusCode::OK if is_batch => {}
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED if !is_batch => {
+                tracing::debug!(%addr, "no batch requests: one request per metric");
+                self.no_batch.lock().unwrap_or_else(PoisonError::into_inner).insert(addr.clone());
+                return Ok(None);
+            }
+            status => return Err(Self::status_error(addr, &what, status, &answer)),
+        }
+        let answer = if is_snappy(&headers) {
+            let mut plain = Vec::with_capacity(answer.len() * 2);
+            snap::read::FrameDecoder::new(&answer[..])
+                .read_to_end(&mut plain)
+                .map_err(|e| invalid(format!("bad snappy stream: {e}")))?;
+            Bytes::from(plain)
+        } else {
+            answer
+        };
+        let wire = answer.len();
+        let answers = batch::decode(answer, &batch::Limits::default()).map_err(|e| invalid(e.to_string()))?;
+        if answers.len() != frames.len() || answers.iter().zip(frames).any(|(a, q)| a.name != q.name) {
+            return Err(invalid(format!(
+                "the answer does not match the request ({} frames for {}, or other names)",
+                answers.len(),
+                frames.len()
+            )));
+        }
+        tracing::trace!(%addr, path, frames = frames.len(), wire, "batch");
+        Ok(Some(answers))
+    }
+
+    /// Reads `names` in one request: per name the file, `None` if it does not exist, or the error that
+    /// a `GET` would have given. `None` if the agent does not take batches.
+    pub async fn get_many(
+        &self,
+        addr: &Addr,
+        names: &[&str],
+    ) -> Result<Option<Vec<Result<Option<Fetched>, ClientError>>>, ClientError> {
+        let frames: Vec<Frame> = names.iter().map(|n| Frame::new(*n, 0, Meta::default(), Bytes::new())).collect();
+        let Some(answers) = self.batch(addr, batch::READ_PATH, &frames).await? else { return Ok(None) };
+        Ok(Some(
+            answers
+                .into_iter()
+                .map(|frame| match frame.status {
+                    200 => entry_file(addr, &format!("read {}", frame.name), frame.meta, frame.data).map(Some),
+                    404 => Ok(None),
+                    _ => Err(entry_error(addr, &format!("read {}", frame.name), &frame)),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Heals each `(name, upload)` in one request, each answered with its replica read back (as
+    /// [`Client::heal_read_back`]). `None` if the agent does not take batches.
+    pub async fn heal_many(
+        &self,
+        addr: &Addr,
+        uploads: &[(&str, &Upload)],
+    ) -> Result<Option<Vec<Result<Healed, ClientError>>>, ClientError> {
+        let frames: Vec<Frame> = uploads
+            .iter()
+            .map(|(name, upload)| {
+                let stat = MetricStat::from_header_value(&upload.plain_stat).unwrap_or_default();
+                Frame::new(*name, 0, Meta { stat: Some(stat), ..Meta::default() }, upload.plain.clone())
+            })
+            .collect();
+        let Some(answers) = self.batch(addr, batch::HEAL_PATH, &frames).await? else { return Ok(None) };
+        Ok(Some(
+            answers
+                .into_iter()
+                .zip(uploads)
+                .map(|(frame, (_, upload))| {
+                    let what = format!("heal {}", frame.name);
+                    if !frame.is_success() {
+                        return Err(entry_error(addr, &what, &frame));
+                    }
+                    let report = frame.meta.report.clone().unwrap_or_default();
+                    let sent = upload.plain.len() as u64;
+                    let replica = match frame.meta.stat {
+                        Some(_) => Some(entry_file(addr, &format!("read back {}", frame.name), frame.meta, frame.data)?),
+                        None => None,
+                    };
+                    Ok(Healed { report, sent, replica })
+                })
+                .collect(),
+        ))
+    }
+
+    /// Deletes each `(name, if_match)` in one request, with the outcome a `DELETE` would have given.
+    /// `None` if the agent does not take batches.
+    pub async fn delete_many(
+        &self,
+        addr: &Addr,
+        deletes: &[(&str, Option<&str>)],
+    ) -> Result<Option<Vec<Result<Deleted, ClientError>>>, ClientError> {
+        let frames: Vec<Frame> = deletes
+            .iter()
+            .map(|(name, tag)| {
+                Frame::new(*name, 0, Meta { if_match: tag.map(str::to_owned), ..Meta::default() }, Bytes::new())
+            })
+            .collect();
+        let Some(answers) = self.batch(addr, batch::DELETE_PATH, &frames).await? else { return Ok(None) };
+        Ok(Some(
+            answers
+                .into_iter()
+                .map(|frame| {
+                    let what = format!("delete {}", frame.name);
+                    match frame.status {
+                        200 | 204 => Ok(Deleted::Removed),
+                        404 => Ok(Deleted::Absent),
+                        412 => Err(ClientError::Changed { addr: addr.to_string(), what }),
+                        _ => Err(entry_error(addr, &what, &frame)),
+                    }
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// A file in a batch answer (its bytes are never compressed: only the whole body may be).
+fn entry_file(addr: &Addr, what: &str, meta: Meta, data: Bytes) -> Result<Fetched, ClientError> {
+    let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.to_owned(), reason };
+    let stat = meta.stat.ok_or_else(|| invalid("no Stat in the answer".into()))?;
+    if stat.size != data.len() as i64 {
+        return Err(invalid(format!("got {} bytes but Stat.Size is {}", data.len(), stat.size)));
+    }
+    let wire_bytes = data.len() as u64;
+    Ok(Fetched { stat, data: Vec::from(data), etag: meta.etag, wire_bytes })
+}
+
+/// The error of a failed batch entry, as the single-metric request would have given it.
+fn entry_error(addr: &Addr, what: &str, frame: &Frame) -> ClientError {
+    let reason = frame.meta.error.clone().unwrap_or_default();
+    if frame.status == 412 {
+        return ClientError::Changed { addr: addr.to_string(), what: what.to_owned() };
+    }
+    ClientError::Status { addr: addr.to_string(), what: what.to_owned(), status: frame.status, body: reason }
+}
+
+fn snappy_frame(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(data.len() / 2 + 64));
+    std::io::Write::write_all(&mut encoder, data)?;
+    encoder.into_inner().map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+fn is_snappy(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("snappy"))
+}
+
 /// A file in an answer (GET, or a heal's read-back): `X-Metric-Stat`, decoded body (snappy or not), ETag.
 fn fetched(addr: &Addr, what: &str, headers: &HeaderMap, body: Bytes) -> Result<Fetched, ClientError> {
     let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.to_owned(), reason };
     let stat = parse_stat(addr, what, headers)?;
-    let snappy = headers
-        .get(CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("snappy"));
+    let snappy = is_snappy(headers);
     let wire_bytes = body.len() as u64;
     let data = if snappy {
         let mut data = Vec::with_capacity(usize::try_from(stat.size).unwrap_or(0).min(1 << 30));

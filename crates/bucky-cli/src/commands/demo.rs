@@ -331,6 +331,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         op: "rebalance",
         delete: true,
         workers: 8,
+        batch: 32,
         attempts: 3,
         max_rate: None,
         state_file: None,

@@ -7,10 +7,16 @@
 //! source again, heal again, verify again — a bounded number of times; the source is never deleted
 //! otherwise.
 //!
-//! Concurrency: `--workers` jobs per source node, and at most `--workers` requests at once to each
-//! destination node. `--max-rate` paces the jobs started per source node. `--state-file` records finished
+//! Batches: with agents that take them (bucky-agent), `--batch` jobs of one source node move together,
+//! with one request to read their sources, one per destination to heal and read back, and one to delete
+//! (see [`batch`]); anything that goes wrong with a job in a batch hands it to the one-job path, which is
+//! also the path for buckyd.
+//!
+//! Concurrency: `--workers` requests (each a batch, or one job) in flight per source node, and at most
+//! `--workers` requests at once to each destination node. `--max-rate` paces the jobs started per source node. `--state-file` records finished
 //! jobs (one JSON line each) so a rerun skips them; `--error-file` lists failed ones.
 
+mod batch;
 pub mod state;
 pub mod verify;
 
@@ -68,8 +74,10 @@ pub struct Options {
     pub op: &'static str,
     /// Delete each source after its destinations verified.
     pub delete: bool,
-    /// Jobs per source node and requests per destination node.
+    /// Requests in flight per source node (each moves one batch), and per destination node.
     pub workers: usize,
+    /// Metrics moved per request to agents that take batches (bucky-agent); 1 = one request per metric.
+    pub batch: usize,
     /// Attempts per job.
     pub attempts: u32,
     /// Jobs started per second per source node.
@@ -90,6 +98,9 @@ impl Options {
                 return Err(UsageError(format!("--max-rate must be a positive number of metrics per second, not {rate}")).into());
             }
         }
+        if args.batch == 0 {
+            return Err(UsageError("--batch must be at least 1".into()).into());
+        }
         if args.attempts == 0 {
             return Err(UsageError("--attempts must be at least 1".into()).into());
         }
@@ -97,6 +108,7 @@ impl Options {
             op,
             delete,
             workers,
+            batch: args.batch,
             attempts: args.attempts,
             max_rate: args.max_rate,
             state_file: args.state_file.clone(),
@@ -302,6 +314,11 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
         options,
     });
     let progress = Arc::new(progress);
+    // Paced runs start a batch at least every second.
+    let batch = match run.options.max_rate {
+        Some(rate) => run.options.batch.min((rate as usize).max(1)),
+        None => run.options.batch,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for (source, queue) in queues {
         let queue = Arc::new(Mutex::new(queue));
@@ -316,14 +333,25 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
                     if run.stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let Some(job) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
-                    if let Some(p) = &pacer {
-                        p.wait().await;
+                    let jobs: Vec<Job> = {
+                        let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+                        let n = queue.len().min(batch);
+                        queue.drain(..n).collect()
+                    };
+                    if jobs.is_empty() {
+                        break;
                     }
-                    run.started_jobs.fetch_add(1, Ordering::Relaxed);
-                    let outcome = run.job(&job).await;
-                    run.record(&job, outcome);
-                    progress.inc(&source);
+                    if let Some(p) = &pacer {
+                        for _ in &jobs {
+                            p.wait().await;
+                        }
+                    }
+                    run.started_jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                    let outcomes = if jobs.len() > 1 { run.batch(&jobs).await } else { vec![run.job(&jobs[0]).await] };
+                    for (job, outcome) in jobs.iter().zip(outcomes) {
+                        run.record(job, outcome);
+                        progress.inc(&source);
+                    }
                 }
             });
         }
@@ -477,10 +505,7 @@ impl Run {
         );
         stat.name = job.name.clone();
         let snappy = job.dests.iter().any(|d| client.snappy_for(d));
-        // The upload body is the source's own buffer, shared rather than copied.
-        let body = bytes::Bytes::from_owner(SharedFile(Arc::clone(&source)));
-        let upload =
-            Upload::from_bytes(stat, body, snappy).map_err(|e| Retry::Never(format!("cannot compress: {e}")))?;
+        let upload = shared_upload(&source, stat, snappy).map_err(Retry::Never)?;
         // Heal into every destination and read each copy back: in the heal's answer when the agent supports
         // it (bucky-agent), otherwise (buckyd) with a GET after the heal.
         let upload = &upload;
@@ -513,15 +538,7 @@ impl Run {
                 return Err(Retry::Again(format!("verify {d}: the healed copy has disappeared")));
             };
             *wire += replica.wire_bytes;
-            let replica = WhisperBuf::from_bytes(replica.data)
-                .map_err(|e| Retry::Again(format!("verify {d}: the copy is not a valid whisper file: {e}")))?;
-            let verdict = verify::verify(&source, &replica, now);
-            if let Some((spp, t)) = verdict.first_missing {
-                return Err(Retry::Again(format!(
-                    "verify {d}: {} of {} points missing (first: {spp}s archive, t={t}); healing again",
-                    verdict.missing, verdict.checked
-                )));
-            }
+            let verdict = check_copy(d, &source, replica, now)?;
             verified += verdict.checked;
             unplaceable += verdict.unplaceable;
         }
@@ -529,10 +546,7 @@ impl Run {
         let mut deleted = false;
         if self.options.delete && !job.keep_source {
             if unplaceable > 0 {
-                return Err(Retry::Never(format!(
-                    "the destinations' schema cannot hold {unplaceable} points of the source (other resolution or \
-                     shorter retention): source kept"
-                )));
+                return Err(Retry::Never(unplaceable_kept(unplaceable)));
             }
             let condition = match &etag {
                 Some(tag) => Some(tag.as_str()),
@@ -556,9 +570,7 @@ impl Run {
                 Err(e) => return Err(Retry::Again(format!("delete: {}", short_error(&e)))),
             }
         } else if unplaceable > 0 {
-            note = Some(format!(
-                "{unplaceable} points do not fit the destinations' schema (other resolution or shorter retention)"
-            ));
+            note = Some(unplaceable_note(unplaceable));
         }
         Ok(Some(self.moved(job, bytes, *wire, healed, verified, deleted, note)))
     }
@@ -586,6 +598,39 @@ impl AsRef<[u8]> for SharedFile {
     fn as_ref(&self) -> &[u8] {
         self.0.as_bytes()
     }
+}
+
+/// An upload whose body is the source's own buffer, shared rather than copied.
+fn shared_upload(source: &Arc<WhisperBuf>, stat: bucky_wire::MetricStat, snappy: bool) -> Result<Upload, String> {
+    let body = bytes::Bytes::from_owner(SharedFile(Arc::clone(source)));
+    Upload::from_bytes(stat, body, snappy).map_err(|e| format!("cannot compress: {e}"))
+}
+
+/// Checks that `replica` (a destination's copy, read back after the heal) holds every point of `source`.
+fn check_copy(d: &Addr, source: &WhisperBuf, replica: Fetched, now: i64) -> Result<verify::Verdict, Retry> {
+    let replica = WhisperBuf::from_bytes(replica.data)
+        .map_err(|e| Retry::Again(format!("verify {d}: the copy is not a valid whisper file: {e}")))?;
+    let verdict = verify::verify(source, &replica, now);
+    if let Some((spp, t)) = verdict.first_missing {
+        return Err(Retry::Again(format!(
+            "verify {d}: {} of {} points missing (first: {spp}s archive, t={t}); healing again",
+            verdict.missing, verdict.checked
+        )));
+    }
+    Ok(verdict)
+}
+
+/// Why a source is not deleted when its destinations cannot hold some of its points.
+fn unplaceable_kept(unplaceable: u64) -> String {
+    format!(
+        "the destinations' schema cannot hold {unplaceable} points of the source (other resolution or shorter \
+         retention): source kept"
+    )
+}
+
+/// The warning for points that do not fit the destinations when the source is kept anyway.
+fn unplaceable_note(unplaceable: u64) -> String {
+    format!("{unplaceable} points do not fit the destinations' schema (other resolution or shorter retention)")
 }
 
 /// Whether a failed attempt is worth repeating.
