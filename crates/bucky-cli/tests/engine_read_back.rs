@@ -119,6 +119,7 @@ async fn rebalance(mode: Mode) -> Outcome {
         op: "rebalance",
         delete: true,
         workers: 2,
+        batch: 1,
         attempts: 2,
         max_rate: None,
         state_file: None,
