@@ -1,6 +1,7 @@
 //! The copy engine against in-process agents: each replica is verified from the heal's read-back answer
 //! when the agent sends one, from a GET when it does not (buckyd), and a read-back that lacks points keeps
-//! the source exactly as a GET would.
+//! the source exactly as a GET would. The same holds by the batch (bucky-agent's `/batch/*` routes), and
+//! an agent without them (buckyd) gets one request per metric.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,32 +26,57 @@ use whisper::{CreateOptions, Point, Retention, WhisperBuf};
 enum Mode {
     /// As bucky-agent does.
     Honour,
-    /// As buckyd does: the header never reaches the agent, so the answer is the plain report.
+    /// As buckyd does: the header never reaches the agent, so the answer is the plain report; and the batch
+    /// routes are 404.
     Ignore,
-    /// The read-back answer is replaced with an empty file of the same layout.
+    /// The read-back answer (single or batch) is replaced with an empty file of the same layout.
     Empty,
 }
 
 struct Agent {
     mode: Mode,
+    /// Single-metric requests.
     gets: AtomicUsize,
     heals: AtomicUsize,
+    deletes: AtomicUsize,
+    /// Batch requests answered by the agent.
+    batches: AtomicUsize,
 }
 
 async fn intercept(State(agent): State<Arc<Agent>>, mut request: Request, next: Next) -> Response {
-    match *request.method() {
-        Method::GET => drop(agent.gets.fetch_add(1, Ordering::SeqCst)),
-        Method::POST => drop(agent.heals.fetch_add(1, Ordering::SeqCst)),
-        _ => {}
+    let batch = request.uri().path().starts_with("/batch/");
+    if batch && agent.mode == Mode::Ignore {
+        return Response::builder().status(404).body(Body::from("404 page not found\n")).unwrap();
     }
+    let counter = match *request.method() {
+        _ if batch => &agent.batches,
+        Method::GET => &agent.gets,
+        Method::POST => &agent.heals,
+        Method::DELETE => &agent.deletes,
+        _ => &agent.batches,
+    };
+    counter.fetch_add(1, Ordering::SeqCst);
     if agent.mode == Mode::Ignore {
         request.headers_mut().remove(bucky_wire::READ_BACK_HEADER);
     }
+    let heal_batch = request.uri().path() == bucky_wire::batch::HEAL_PATH;
     let response = next.run(request).await;
-    if agent.mode != Mode::Empty || response.headers().get(bucky_wire::READ_BACK_HEADER).is_none() {
+    if agent.mode != Mode::Empty {
         return response;
     }
-    let (mut parts, _) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    if heal_batch {
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let mut frames = bucky_wire::batch::decode(body, &bucky_wire::batch::Limits::default()).unwrap();
+        for frame in frames.iter_mut().filter(|f| f.meta.stat.is_some()) {
+            frame.data = file(&[]).into();
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(bucky_wire::batch::encode(&frames)));
+    }
+    if parts.headers.get(bucky_wire::READ_BACK_HEADER).is_none() {
+        return Response::from_parts(parts, body);
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(file(&[])))
 }
@@ -59,7 +85,13 @@ async fn intercept(State(agent): State<Arc<Agent>>, mut request: Request, next: 
 async fn start(root: &Path, mode: Mode) -> (Addr, Arc<Agent>) {
     let ring = RingSpec::new(vec![Node::parse("127.0.0.1").unwrap()], Hash::CarbonCh).build().unwrap();
     let state = AppState::new(AgentConfig::new("127.0.0.1", ring, root)).unwrap();
-    let agent = Arc::new(Agent { mode, gets: AtomicUsize::new(0), heals: AtomicUsize::new(0) });
+    let agent = Arc::new(Agent {
+        mode,
+        gets: AtomicUsize::new(0),
+        heals: AtomicUsize::new(0),
+        deletes: AtomicUsize::new(0),
+        batches: AtomicUsize::new(0),
+    });
     let app = bucky_agent::app(state).layer(middleware::from_fn_with_state(Arc::clone(&agent), intercept));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -89,17 +121,39 @@ struct Outcome {
     summary: engine::Summary,
     source: Arc<Agent>,
     dest: Arc<Agent>,
-    source_file: Option<Vec<u8>>,
-    dest_file: Option<Vec<u8>>,
+    /// Per metric, what is left at its path on each side.
+    source_files: Vec<Option<Vec<u8>>>,
+    dest_files: Vec<Option<Vec<u8>>>,
+}
+
+impl Outcome {
+    fn source_file(&self) -> Option<Vec<u8>> {
+        self.source_files[0].clone()
+    }
+
+    fn dest_file(&self) -> Option<Vec<u8>> {
+        self.dest_files[0].clone()
+    }
+}
+
+/// The content of metric `i` of a test.
+fn content(i: usize) -> Vec<u8> {
+    file(&[(1, 1.0), (2, 2.0), (30, 30.0 + i as f64)])
 }
 
 /// Moves one metric from a source agent to a destination agent treating read-back as `mode`.
 async fn rebalance(mode: Mode) -> Outcome {
+    rebalance_many(mode, 1, 1).await
+}
+
+/// Moves `count` metrics, `batch` per request.
+async fn rebalance_many(mode: Mode, count: usize, batch: usize) -> Outcome {
     let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let name = "svc.host.metric";
-    let bytes = file(&[(1, 1.0), (2, 2.0), (30, 30.0)]);
-    std::fs::create_dir_all(path(src_dir.path(), name).parent().unwrap()).unwrap();
-    std::fs::write(path(src_dir.path(), name), &bytes).unwrap();
+    let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::create_dir_all(path(src_dir.path(), name).parent().unwrap()).unwrap();
+        std::fs::write(path(src_dir.path(), name), content(i)).unwrap();
+    }
     let (source_addr, source) = start(src_dir.path(), Mode::Honour).await;
     let (dest_addr, dest) = start(dst_dir.path(), mode).await;
     let config = Config {
@@ -119,27 +173,30 @@ async fn rebalance(mode: Mode) -> Outcome {
         op: "rebalance",
         delete: true,
         workers: 2,
-        batch: 1,
+        batch,
         attempts: 2,
         max_rate: None,
         state_file: None,
         error_file: None,
         error_tolerance: 0,
     };
-    let job = Job {
-        name: name.into(),
-        source_name: name.into(),
-        source: source_addr,
-        dests: vec![dest_addr],
-        keep_source: false,
-    };
-    let summary = engine::execute(&client, &Printer::new(false, false, false), options, vec![job]).await.unwrap();
+    let jobs = names
+        .iter()
+        .map(|name| Job {
+            name: name.clone(),
+            source_name: name.clone(),
+            source: source_addr.clone(),
+            dests: vec![dest_addr.clone()],
+            keep_source: false,
+        })
+        .collect();
+    let summary = engine::execute(&client, &Printer::new(false, false, false), options, jobs).await.unwrap();
     Outcome {
         summary,
         source,
         dest,
-        source_file: std::fs::read(path(src_dir.path(), name)).ok(),
-        dest_file: std::fs::read(path(dst_dir.path(), name)).ok(),
+        source_files: names.iter().map(|name| std::fs::read(path(src_dir.path(), name)).ok()).collect(),
+        dest_files: names.iter().map(|name| std::fs::read(path(dst_dir.path(), name)).ok()).collect(),
     }
 }
 
@@ -150,8 +207,8 @@ async fn a_replica_read_back_in_the_heal_answer_needs_no_get() {
     assert!(out.summary.points_verified >= 3, "{:?}", out.summary);
     assert_eq!(out.dest.heals.load(Ordering::SeqCst), 1);
     assert_eq!(out.dest.gets.load(Ordering::SeqCst), 0, "verified from the heal's answer");
-    assert_eq!(out.source_file, None, "source deleted after verification");
-    assert_eq!(out.dest_file, Some(file(&[(1, 1.0), (2, 2.0), (30, 30.0)])));
+    assert_eq!(out.source_file(), None, "source deleted after verification");
+    assert_eq!(out.dest_file(), Some(content(0)));
 }
 
 #[tokio::test]
@@ -161,8 +218,8 @@ async fn an_agent_without_read_back_is_verified_with_a_get() {
     assert!(out.summary.points_verified >= 3, "{:?}", out.summary);
     assert_eq!(out.dest.heals.load(Ordering::SeqCst), 1);
     assert_eq!(out.dest.gets.load(Ordering::SeqCst), 1, "the fallback GET");
-    assert_eq!(out.source_file, None);
-    assert_eq!(out.dest_file, Some(file(&[(1, 1.0), (2, 2.0), (30, 30.0)])));
+    assert_eq!(out.source_file(), None);
+    assert_eq!(out.dest_file(), Some(content(0)));
 }
 
 #[tokio::test]
@@ -172,5 +229,52 @@ async fn a_read_back_missing_points_keeps_the_source() {
     assert!(out.summary.failures[0].reason.contains("points missing"), "{:?}", out.summary.failures);
     assert_eq!(out.dest.heals.load(Ordering::SeqCst), 2, "healed again on the second attempt");
     assert_eq!(out.source.gets.load(Ordering::SeqCst), 2, "source read once per attempt, never deleted");
-    assert_eq!(out.source_file, Some(file(&[(1, 1.0), (2, 2.0), (30, 30.0)])));
+    assert_eq!(out.source_file(), Some(content(0)));
+}
+
+#[tokio::test]
+async fn a_batch_moves_every_metric_with_one_request_per_step() {
+    let out = rebalance_many(Mode::Honour, 20, 8).await;
+    assert_eq!((out.summary.moved, out.summary.deleted, out.summary.errors), (20, 20, 0), "{:?}", out.summary);
+    assert!(out.summary.points_verified >= 60, "{:?}", out.summary);
+    // 20 metrics in batches of 8: 3 reads and 3 deletes on the source, 3 heals on the destination.
+    assert_eq!(out.source.batches.load(Ordering::SeqCst), 6);
+    assert_eq!(out.dest.batches.load(Ordering::SeqCst), 3);
+    for agent in [&out.source, &out.dest] {
+        let single = [&agent.gets, &agent.heals, &agent.deletes].map(|c| c.load(Ordering::SeqCst));
+        assert_eq!(single, [0, 0, 0], "no request per metric");
+    }
+    assert!(out.source_files.iter().all(Option::is_none), "every source deleted after verification");
+    for (i, dest) in out.dest_files.iter().enumerate() {
+        assert_eq!(dest.as_deref(), Some(&content(i)[..]), "metric {i}");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_without_batches_gets_one_request_per_metric() {
+    let out = rebalance_many(Mode::Ignore, 5, 8).await;
+    assert_eq!((out.summary.moved, out.summary.deleted, out.summary.errors), (5, 5, 0), "{:?}", out.summary);
+    // The first batch read was refused (404, not counted); every metric then went alone.
+    assert_eq!(out.source.gets.load(Ordering::SeqCst), 5);
+    assert_eq!(out.source.deletes.load(Ordering::SeqCst), 5);
+    assert_eq!(out.dest.heals.load(Ordering::SeqCst), 5);
+    assert_eq!(out.dest.gets.load(Ordering::SeqCst), 5, "verified with a GET each (no read-back)");
+    assert!(out.source_files.iter().all(Option::is_none));
+    for (i, dest) in out.dest_files.iter().enumerate() {
+        assert_eq!(dest.as_deref(), Some(&content(i)[..]), "metric {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_read_back_missing_points_keeps_every_source() {
+    let out = rebalance_many(Mode::Empty, 4, 8).await;
+    assert_eq!((out.summary.moved, out.summary.deleted, out.summary.errors), (0, 0, 4), "{:?}", out.summary);
+    assert!(out.summary.failures.iter().all(|f| f.reason.contains("points missing")), "{:?}", out.summary.failures);
+    // The batch heal, then each metric alone twice (--attempts 2).
+    assert_eq!(out.dest.batches.load(Ordering::SeqCst), 1);
+    assert_eq!(out.dest.heals.load(Ordering::SeqCst), 8);
+    assert_eq!(out.source.deletes.load(Ordering::SeqCst), 0, "never deleted");
+    for (i, source) in out.source_files.iter().enumerate() {
+        assert_eq!(source.as_deref(), Some(&content(i)[..]), "metric {i} kept as it was");
+    }
 }
