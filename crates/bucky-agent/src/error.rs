@@ -95,20 +95,28 @@ impl AgentError {
             other => AgentError::internal("whisper", other),
         }
     }
-}
 
-impl IntoResponse for AgentError {
-    fn into_response(self) -> Response {
+    /// The status and the text (without the trailing newline) that answer this error, as an HTTP answer or
+    /// as one entry of a batch; logs it as an answer is logged (internal faults as errors, client faults at
+    /// debug level).
+    pub(crate) fn status_and_message(&self) -> (StatusCode, String) {
         let status = self.status();
         if status.is_server_error() {
-            match &self {
+            match self {
                 AgentError::Unavailable(reason) => tracing::warn!(%reason, "request not served"),
                 _ => tracing::error!(error = %self, "internal error"),
             }
         } else {
             tracing::debug!(%status, reason = %self, "request refused");
         }
-        let mut response = (status, format!("{self}\n")).into_response();
+        (status, self.to_string())
+    }
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let (status, message) = self.status_and_message();
+        let mut response = (status, format!("{message}\n")).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -33,7 +33,7 @@ use crate::etag::{etag_of, IfMatch};
 mod commit;
 
 pub use commit::Flush;
-use commit::Committer;
+use commit::{Answer, Committer, Work, MAX_BATCH};
 
 /// How often a heal retries when the file keeps appearing and disappearing under it, or looks half-written.
 const ATTEMPTS: u32 = 5;
@@ -185,6 +185,77 @@ impl Store {
         )))
     }
 
+    /// Heals many uploads (`(name, file, remote_mtime)`), each as [`Store::heal`] would, with one group
+    /// commit for all of them (per [`MAX_BATCH`] items) instead of one each: the missing files are staged
+    /// and the existing ones filled under their exclusive flocks, then every publish and every flush is
+    /// handed to the committer at once, and only then awaited. A name taken between its staging and its
+    /// publish (another heal, carbon-cache) is healed into by [`Store::heal`], as is a file deleted between
+    /// the check and its fill. Returns one result per item, in order; one failing does not stop the others.
+    pub fn heal_many(&self, items: &[(MetricName, WhisperBuf, i64)], now: i64) -> Vec<Result<Healed, AgentError>> {
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(MAX_BATCH) {
+            self.heal_chunk(chunk, now, &mut results);
+        }
+        results
+    }
+
+    /// [`Store::heal_many`] of at most [`MAX_BATCH`] items, appending their results to `results`.
+    fn heal_chunk(&self, items: &[(MetricName, WhisperBuf, i64)], now: i64, results: &mut Vec<Result<Healed, AgentError>>) {
+        /// Where an item stands once staged or filled: the index of its work for the committer, if any.
+        enum Step {
+            Done(Result<Healed, AgentError>),
+            Create(usize),
+            Fill(u64, usize),
+            /// Deleted between the check and the fill: heal it on its own (it creates the file again).
+            Alone,
+        }
+        let mut works = Vec::new();
+        let mut steps = Vec::with_capacity(items.len());
+        for (name, src, remote_mtime) in items {
+            let path = self.path(name);
+            let step = match exists(&path) {
+                Err(e) => Step::Done(Err(e)),
+                Ok(false) => match self.ensure_parent(&path).and_then(|()| self.temp_with(&path, src.as_bytes(), *remote_mtime)) {
+                    Ok(temp) => {
+                        works.push(Work::Publish { temp, dest: path });
+                        Step::Create(works.len() - 1)
+                    }
+                    Err(e) => Step::Done(Err(e)),
+                },
+                Ok(true) => match self.fill_locked(&path, src, *remote_mtime, now) {
+                    Ok((written, Some(file))) => {
+                        works.push(Work::Sync { file, path });
+                        Step::Fill(written, works.len() - 1)
+                    }
+                    Ok((written, None)) => Step::Done(Ok(Healed::Filled(written))),
+                    Err(AgentError::NotFound) => Step::Alone,
+                    Err(e) => Step::Done(Err(e)),
+                },
+            };
+            steps.push(step);
+        }
+        if steps.iter().any(|step| matches!(step, Step::Create(_))) {
+            self.pause_before_publish();
+        }
+        let mut answers: Vec<Option<Answer>> = self.committer.submit_many(works).into_iter().map(Some).collect();
+        let mut answer = |i: usize| {
+            answers.get_mut(i).and_then(Option::take).unwrap_or_else(|| Err(AgentError::internal("group commit", "no answer")))
+        };
+        for ((name, src, remote_mtime), step) in items.iter().zip(steps) {
+            results.push(match step {
+                Step::Done(result) => result,
+                Step::Create(i) => match answer(i) {
+                    Ok(true) => Ok(Healed::Created),
+                    // It appeared meanwhile (another heal, or carbon-cache): heal into it instead.
+                    Ok(false) => self.heal(name, src, *remote_mtime, now),
+                    Err(e) => Err(e),
+                },
+                Step::Fill(written, i) => answer(i).map(|_| Healed::Filled(written)),
+                Step::Alone => self.heal(name, src, *remote_mtime, now),
+            });
+        }
+    }
+
     /// Replaces the metric's file with `src` (PUT), never deleting it first. Honours `If-Match`.
     pub fn replace(
         &self,
@@ -283,8 +354,25 @@ impl Store {
         Err(AgentError::Unavailable(format!("{}: the file keeps being replaced; retry", path.display())))
     }
 
-    /// Fills the existing file at `path` from `src` under the exclusive flock; returns the points written.
+    /// Fills the existing file at `path` from `src` under the exclusive flock and makes it durable; returns
+    /// the points written.
     fn fill_existing(&self, path: &Path, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<u64, AgentError> {
+        let (written, written_through) = self.fill_locked(path, src, remote_mtime, now)?;
+        if let Some(file) = written_through {
+            self.committer.sync(file, path)?;
+        }
+        Ok(written)
+    }
+
+    /// Fills the existing file at `path` from `src` under the exclusive flock; returns the points written and,
+    /// if any, the file to make durable (not yet durable: the caller hands it to the committer).
+    fn fill_locked(
+        &self,
+        path: &Path,
+        src: &WhisperBuf,
+        remote_mtime: i64,
+        now: i64,
+    ) -> Result<(u64, Option<File>), AgentError> {
         let mut attempt = 0;
         loop {
             let outcome = self.locked(path, LockMode::Exclusive, true, |file| {
@@ -315,12 +403,7 @@ impl Store {
                 Ok(Ok((written, written_through)))
             })?;
             match outcome {
-                Ok((written, written_through)) => {
-                    if let Some(file) = written_through {
-                        self.committer.sync(file, path)?;
-                    }
-                    return Ok(written);
-                }
+                Ok(filled) => return Ok(filled),
                 // carbon-cache without WHISPER_LOCK_WRITES may be creating it right now: give it a moment.
                 Err(_) if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
@@ -335,10 +418,15 @@ impl Store {
     /// meanwhile (nothing changed).
     fn create_new(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<bool, AgentError> {
         let temp = self.temp_with(path, bytes, remote_mtime)?;
+        self.pause_before_publish();
+        self.committer.publish(temp, path)
+    }
+
+    /// The fault injection of tests ([`StoreOptions::publish_delay`]), between staging and publishing.
+    fn pause_before_publish(&self) {
         if !self.options.publish_delay.is_zero() {
             thread::sleep(self.options.publish_delay);
         }
-        self.committer.publish(temp, path)
     }
 
     /// A temp file next to `path` holding `bytes` (mtime applied with `--mtime`), not yet published.

@@ -32,8 +32,9 @@ use whisper::durable::{parent_dir, sync_dir, TempFile};
 
 use crate::error::AgentError;
 
-/// Most requests committed in one batch (each holds an open file until it is answered).
-const MAX_BATCH: usize = 1024;
+/// Most requests taken into one batch (each holds an open file until it is answered); the works of one
+/// [`Committer::submit_many`] are never split, so callers submit at most this many at once.
+pub(crate) const MAX_BATCH: usize = 1024;
 
 /// How the committer makes a batch durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,7 @@ fn syncfs_reports_errors(release: &str) -> bool {
 }
 
 /// What one request asks the committer to do.
-enum Work {
+pub(crate) enum Work {
     /// Make a staged file durable, then publish it at `dest` unless a file is there already.
     Publish { temp: TempFile, dest: PathBuf },
     /// Make what was written to `file` (at `path`) durable.
@@ -96,7 +97,7 @@ impl Work {
 }
 
 /// `Ok(true)`: done (published, or synced); `Ok(false)`: not published, a file is at the path.
-type Answer = Result<bool, AgentError>;
+pub(crate) type Answer = Result<bool, AgentError>;
 
 struct Job {
     work: Work,
@@ -109,7 +110,8 @@ struct Job {
 /// request and ends when the last handle is dropped.
 pub(crate) struct Committer {
     flush: Flush,
-    sender: Mutex<Option<Sender<Job>>>,
+    /// Jobs go by the message: all the jobs of one [`Committer::submit_many`] are taken at once.
+    sender: Mutex<Option<Sender<Vec<Job>>>>,
 }
 
 impl fmt::Debug for Committer {
@@ -135,26 +137,50 @@ impl Committer {
     }
 
     fn submit(&self, work: Work) -> Answer {
-        let device = work.file().metadata().map_err(|e| AgentError::io(work.path(), e))?.dev();
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.send(Job { work, device, reply })?;
-        answer
-            .recv()
-            .map_err(|_| AgentError::internal("group commit", "the committer thread stopped before answering"))?
+        self.submit_many(vec![work]).pop().unwrap_or_else(|| Err(AgentError::internal("group commit", "no answer")))
     }
 
-    /// Hands `job` to the committer thread, starting it if it is not running (or died).
-    fn send(&self, job: Job) -> Result<(), AgentError> {
+    /// Hands every work to the committer at once, then waits for all of them: they are committed together
+    /// (in one batch, up to [`MAX_BATCH`]) rather than one flush round each. Returns the answers in order.
+    pub(crate) fn submit_many(&self, works: Vec<Work>) -> Vec<Answer> {
+        let mut answers: Vec<Result<Receiver<Answer>, AgentError>> = Vec::with_capacity(works.len());
+        let mut jobs = Vec::with_capacity(works.len());
+        for work in works {
+            match work.file().metadata() {
+                Ok(meta) => {
+                    let (reply, answer) = mpsc::sync_channel(1);
+                    jobs.push(Job { work, device: meta.dev(), reply });
+                    answers.push(Ok(answer));
+                }
+                Err(e) => answers.push(Err(AgentError::io(work.path(), e))), // its temp file is removed here
+            }
+        }
+        let failure = if jobs.is_empty() { None } else { self.send(jobs).err().map(|e| e.to_string()) };
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer?.recv().map_err(|_| {
+                    let reason = failure.as_deref().unwrap_or("the committer thread stopped before answering");
+                    AgentError::internal("group commit", reason)
+                })?
+            })
+            .collect()
+    }
+
+    /// Hands `jobs` to the committer thread as one message (so they are taken into the same batch),
+    /// starting the thread if it is not running (or died). On an error the jobs are dropped, and their
+    /// requests see the committer gone.
+    fn send(&self, jobs: Vec<Job>) -> Result<(), AgentError> {
         let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        let job = match sender.as_ref() {
-            Some(running) => match running.send(job) {
+        let jobs = match sender.as_ref() {
+            Some(running) => match running.send(jobs) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::SendError(job)) => {
+                Err(mpsc::SendError(jobs)) => {
                     tracing::error!("the group-commit thread had stopped; starting a new one");
-                    job
+                    jobs
                 }
             },
-            None => job,
+            None => jobs,
         };
         let (tx, rx) = mpsc::channel();
         let flush = self.flush;
@@ -162,25 +188,27 @@ impl Committer {
             .name("bucky-commit".into())
             .spawn(move || run(flush, &rx))
             .map_err(|e| AgentError::internal("start the group-commit thread", e))?;
-        tx.send(job).map_err(|_| AgentError::internal("group commit", "the committer thread did not start"))?;
+        tx.send(jobs).map_err(|_| AgentError::internal("group commit", "the committer thread did not start"))?;
         *sender = Some(tx);
         Ok(())
     }
 }
 
-fn run(flush: Flush, jobs: &Receiver<Job>) {
+fn run(flush: Flush, jobs: &Receiver<Vec<Job>>) {
     let mut pipeline = Pipeline::new(flush);
     loop {
         let mut batch = Vec::new();
         if pipeline.is_idle() {
             match jobs.recv() {
-                Ok(job) => batch.push(job),
+                Ok(first) => batch = first,
                 Err(_) => return, // every store handle is gone and nothing is waiting
             }
         }
+        // A message is never split: a batch can exceed MAX_BATCH by one message (a batch request's heals,
+        // themselves taken MAX_BATCH at a time).
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
@@ -433,6 +461,36 @@ mod tests {
                 std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
             names.sort();
             assert_eq!(names, ["free.wsp", "taken.wsp"], "{flush:?}: no temp file left");
+        }
+    }
+
+    #[test]
+    fn submit_many_answers_every_work_in_order() {
+        for flush in [Flush::Syncfs, Flush::Fsync] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("taken.wsp"), b"theirs").unwrap();
+            let existing = std::fs::OpenOptions::new().write(true).open(dir.path().join("taken.wsp")).unwrap();
+            let committer = Committer::new(flush);
+            let works = vec![
+                staged(dir.path(), "a.wsp", b"a").0,
+                staged(dir.path(), "taken.wsp", b"ours").0,
+                staged(dir.path(), "b.wsp", b"b").0,
+                Work::Sync { file: existing, path: dir.path().join("taken.wsp") },
+            ];
+            let answers = committer.submit_many(works);
+            assert!(
+                matches!(answers[..], [Ok(true), Ok(false), Ok(true), Ok(true)]),
+                "{flush:?}: {answers:?}"
+            );
+            assert_eq!(std::fs::read(dir.path().join("a.wsp")).unwrap(), b"a");
+            assert_eq!(std::fs::read(dir.path().join("b.wsp")).unwrap(), b"b");
+            assert_eq!(std::fs::read(dir.path().join("taken.wsp")).unwrap(), b"theirs");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "{flush:?}: no temp file left");
+            assert!(committer.submit_many(Vec::new()).is_empty());
+            // The single-work path goes through the same thread.
+            let Work::Publish { temp, dest } = staged(dir.path(), "c.wsp", b"c").0 else { unreachable!() };
+            assert!(committer.publish(temp, &dest).unwrap());
+            assert_eq!(std::fs::read(&dest).unwrap(), b"c");
         }
     }
 

@@ -189,3 +189,94 @@ fn coalesced_heals_give_the_same_file() {
     assert_eq!(fs::read(precise.path(&name)).unwrap(), fs::read(coalesced.path(&name)).unwrap());
     assert_eq!(points(&precise.path(&name)).len(), 100);
 }
+
+// ---- heal_many --------------------------------------------------------------------------------------------
+
+fn names(list: &[&str]) -> Vec<MetricName> {
+    list.iter().map(|n| MetricName::parse(n).unwrap()).collect()
+}
+
+#[test]
+fn heal_many_creates_fills_and_fails_each_entry_on_its_own() {
+    for flush in [Flush::Syncfs, Flush::Fsync] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), |o| o.flush = flush);
+        let [new_a, new_b, existing, full, corrupt, twice] =
+            <[MetricName; 6]>::try_from(names(&["many.a", "other.dir.b", "many.existing", "many.full", "many.bad", "many.twice"]))
+                .unwrap();
+        store.heal(&existing, &buf(&[(1, 1.0), (2, 2.0)]), 0, now()).unwrap();
+        store.heal(&full, &buf(&[(1, 1.0), (2, 2.0)]), 0, now()).unwrap();
+        let full_before = fs::read(store.path(&full)).unwrap();
+        fs::write(store.path(&corrupt), b"garbage garbage garbage garbage").unwrap();
+        let items = vec![
+            (new_a.clone(), buf(&[(1, 1.0)]), 0),
+            (existing.clone(), buf(&[(2, 20.0), (3, 3.0)]), 0),
+            (corrupt.clone(), buf(&[(1, 1.0)]), 0),
+            (new_b.clone(), buf(&[(4, 4.0)]), 0),
+            (full.clone(), buf(&[(1, 10.0)]), 0),
+            // The same new name twice: the second finds the first's file at publish, and fills it.
+            (twice.clone(), buf(&[(1, 1.0)]), 0),
+            (twice.clone(), buf(&[(1, 10.0), (5, 5.0)]), 0),
+        ];
+        let results = store.heal_many(&items, now());
+        assert_eq!(results.len(), items.len());
+        assert!(matches!(results[2], Err(AgentError::Conflict(_))), "{flush:?}: {:?}", results[2]);
+        let results: Vec<Result<Healed, String>> = results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
+        assert_eq!(results[0], Ok(Healed::Created), "{flush:?}");
+        assert_eq!(results[1], Ok(Healed::Filled(1)), "{flush:?}");
+        assert_eq!(results[3], Ok(Healed::Created), "{flush:?}");
+        assert_eq!(results[4], Ok(Healed::Filled(0)), "{flush:?}");
+        assert_eq!(results[5], Ok(Healed::Created), "{flush:?}");
+        assert_eq!(results[6], Ok(Healed::Filled(1)), "{flush:?}");
+        assert_eq!(fs::read(store.path(&new_a)).unwrap(), items[0].1.as_bytes());
+        assert_eq!(fs::read(store.path(&new_b)).unwrap(), items[3].1.as_bytes());
+        assert_eq!(points(&store.path(&existing)), [(1, 1.0), (2, 2.0), (3, 3.0)], "a point was overwritten");
+        assert_eq!(fs::read(store.path(&full)).unwrap(), full_before);
+        assert_eq!(fs::read(store.path(&corrupt)).unwrap(), b"garbage garbage garbage garbage");
+        assert_eq!(points(&store.path(&twice)), [(1, 1.0), (5, 5.0)]);
+        assert_eq!(entries(&dir.path().join("many")), ["a.wsp", "bad.wsp", "existing.wsp", "full.wsp", "twice.wsp"], "{flush:?}");
+        assert_eq!(entries(&dir.path().join("other/dir")), ["b.wsp"], "{flush:?}: no temp file left");
+    }
+}
+
+#[test]
+fn heal_many_fills_a_file_that_appeared_between_staging_and_publishing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |o| o.publish_delay = Duration::from_millis(400));
+    let [taken, free] = <[MetricName; 2]>::try_from(names(&["race.taken", "race.free"])).unwrap();
+    let path = store.path(&taken);
+    let theirs = buf(&[(1, 1.0), (2, 2.0)]);
+    // carbon-cache creates the file (whole, by rename) while the batch waits to publish its staged copy.
+    let carbon = {
+        let (path, bytes) = (path.clone(), theirs.as_bytes().to_vec());
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(150));
+            let temp = path.with_file_name("carbon-temp");
+            fs::write(&temp, bytes).unwrap();
+            fs::rename(&temp, &path).unwrap();
+        })
+    };
+    let items = vec![(taken.clone(), buf(&[(2, 20.0), (3, 3.0)]), 0), (free.clone(), buf(&[(7, 7.0)]), 0)];
+    let results: Vec<Healed> = store.heal_many(&items, now()).into_iter().map(Result::unwrap).collect();
+    carbon.join().unwrap();
+    assert_eq!(results, [Healed::Filled(1), Healed::Created]);
+    // Filled, not replaced: carbon's points stay, the upload only filled the empty slot.
+    assert_eq!(points(&path), [(1, 1.0), (2, 2.0), (3, 3.0)]);
+    assert_eq!(points(&store.path(&free)), [(7, 7.0)]);
+    assert_eq!(entries(&dir.path().join("race")), ["free.wsp", "taken.wsp"], "no temp file left");
+}
+
+#[test]
+fn heal_many_of_more_than_one_commit_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |_| {});
+    let count = MAX_BATCH + 3;
+    let src = buf(&[(1, 1.0)]);
+    let items: Vec<_> = (0..count).map(|i| (MetricName::parse(&format!("big.d{}.m{i}", i % 3)).unwrap(), src.clone(), 0)).collect();
+    let results = store.heal_many(&items, now());
+    assert_eq!(results.len(), count);
+    assert!(results.iter().all(|r| matches!(r, Ok(Healed::Created))));
+    let files: usize = (0..3).map(|d| entries(&dir.path().join(format!("big/d{d}"))).len()).sum();
+    assert_eq!(files, count);
+    assert!(store.heal_many(&[], now()).is_empty());
+}
