@@ -263,6 +263,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::debug!(tmpdir = %tmpdir.display(), "-tmpdir is accepted for buckyd compatibility and not used");
     }
     let config = cli.into_config()?;
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bucky-agent")
@@ -285,6 +286,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("bucky-agent stopped");
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime does for buckyd: a batch heal keeps
+/// a file open per entry until its group commit, so `--io-concurrency` batches can hold thousands at once,
+/// beyond the usual soft limit of 1024.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An infinite hard limit is not a valid soft limit for open files (it is capped by fs.nr_open).
+    if limit.current.is_some() && limit.maximum.is_some() && limit.current < limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, current = ?limit.current, "cannot raise the open files limit"),
+        }
+    }
 }
 
 #[cfg(test)]
