@@ -1,7 +1,7 @@
 //! `bucky-agent`: the per-node daemon of a consistent-hashing Graphite cluster, wire-compatible with buckyd
 //! (jjneely/buckytools and the go-graphite fork), that never loses or corrupts a whisper file.
 //!
-//! # API (identical to buckyd)
+//! # API (identical to buckyd, plus bucky's batches)
 //!
 //! | route | answer |
 //! |---|---|
@@ -12,8 +12,14 @@
 //! | `POST /metrics/<name>` | heal: create durably, or fill the empty slots of the existing file under its exclusive flock (concurrent heals share their flushes: group commit); `?fetch_offload=true` with `server`, `metric`, `no_encoding` fetches the source from a ring member first; with `X-Bucky-Read-Back: 1` the answer is the replica read back from disk, the report in `X-Bucky-Heal-Report` |
 //! | `PUT /metrics/<name>` | replace, never delete-then-write: in place (same layout) or temp + rename; honours `If-Match` |
 //! | `DELETE /metrics/<name>` | 200, 404 `Metric not found.`, 412 when `If-Match` does not match |
+//! | `POST /batch/read` | bucky extension: many `GET`s in one request ([`bucky_wire::batch`] frames in and out); per entry 200 + `Stat`, `ETag`, the file, or its own error (404, 400 invalid name, 403, 503, 413 once the answer's files reach `--max-body`) |
+//! | `POST /batch/heal` | bucky extension: many `POST`s with `X-Bucky-Read-Back: 1`, healed with one group commit; per entry 200 + `Report` and the replica read back (`Stat`, `ETag`, the file; only the report if the read-back fails), or its own error (400 invalid name or upload, 403, 409, 503) |
+//! | `POST /batch/delete` | bucky extension: many `DELETE`s, each with an optional `IfMatch`; per entry 200, or its own error (404, 412, 400, 403) |
 //!
-//! Wrong methods are 400 (as buckyd). Client mistakes are 4xx with the reason; nothing on disk changes
+//! Wrong methods are 400 (as buckyd). A batch answers 200 with one frame per request frame, in order, the
+//! same status and message as the single-metric route; the whole request fails (401/403 token, 400
+//! `Content-Type` or malformed body, 413 over `--max-body` once decoded) before anything changes. The body
+//! may be snappy framed (`Content-Encoding`/`Accept-Encoding: snappy`). Client mistakes are 4xx with the reason; nothing on disk changes
 //! when a request fails, and nothing outside the prefix is ever touched (names go through
 //! [`bucky_wire::MetricName`]). Lock timeouts are 503 with `Retry-After`.
 //!

@@ -186,11 +186,12 @@ impl Store {
     }
 
     /// Heals many uploads (`(name, file, remote_mtime)`), each as [`Store::heal`] would, with one group
-    /// commit for all of them (per [`MAX_BATCH`] items) instead of one each: the missing files are staged
-    /// and the existing ones filled under their exclusive flocks, then every publish and every flush is
-    /// handed to the committer at once, and only then awaited. A name taken between its staging and its
-    /// publish (another heal, carbon-cache) is healed into by [`Store::heal`], as is a file deleted between
-    /// the check and its fill. Returns one result per item, in order; one failing does not stop the others.
+    /// commit for all of them (per 1024 items, the committer's largest batch) instead of one each: the
+    /// missing files are staged and the existing ones filled under their exclusive flocks, then every
+    /// publish and every flush is handed to the committer at once, and only then awaited. A name taken
+    /// between its staging and its publish (another heal, carbon-cache) is healed into by [`Store::heal`],
+    /// as is a file deleted between the check and its fill. Returns one result per item, in order; one
+    /// failing does not stop the others.
     pub fn heal_many(&self, items: &[(MetricName, WhisperBuf, i64)], now: i64) -> Vec<Result<Healed, AgentError>> {
         let mut results = Vec::with_capacity(items.len());
         for chunk in items.chunks(MAX_BATCH) {

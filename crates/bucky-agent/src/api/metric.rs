@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::io::Write;
 use std::time::{Instant, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -14,7 +13,10 @@ use bucky_wire::{HealReport, MetricName, MetricStat, HEAL_REPORT_HEADER, METRIC_
 use tokio::sync::OwnedSemaphorePermit;
 use whisper::WhisperBuf;
 
-use super::{authorize, decode_whisper, is_snappy, max_encoded_len, parse_stat, read_body, unix_now};
+use super::{
+    authorize, decode_whisper, is_snappy, max_encoded_len, nanos, parse_stat, read_body, snappy_framed, unix_now,
+    wants_snappy,
+};
 use crate::auth::Op;
 use crate::error::AgentError;
 use crate::etag::IfMatch;
@@ -33,17 +35,6 @@ fn if_match(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<IfMa
             IfMatch::parse(v)
         })
         .transpose()
-}
-
-/// Whether the client asked for snappy (`Accept-Encoding: snappy`, buckyd's exact protocol; a list
-/// naming snappy is accepted too).
-fn wants_snappy(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|e| e.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("snappy"))
 }
 
 pub(super) async fn head_metric(
@@ -88,13 +79,7 @@ impl Encoded {
     /// Reads the metric's file (blocking) and compresses it if `snappy`.
     fn read(store: &Store, name: &MetricName, snappy: bool) -> Result<Encoded, AgentError> {
         let snapshot = store.read(name)?;
-        let compressed = if snappy {
-            let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(snapshot.bytes.len() / 2 + 64));
-            encoder.write_all(&snapshot.bytes).map_err(|e| AgentError::internal("snappy", e))?;
-            Some(encoder.into_inner().map_err(|e| AgentError::internal("snappy", e.error().to_string()))?)
-        } else {
-            None
-        };
+        let compressed = if snappy { Some(snappy_framed(&snapshot.bytes)?) } else { None };
         Ok(Encoded { snapshot, compressed })
     }
 
@@ -188,10 +173,6 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Up
             .await?
     };
     Ok(Upload { stat, buf, took: nanos(started), memory })
-}
-
-fn nanos(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 pub(super) async fn post_metric(

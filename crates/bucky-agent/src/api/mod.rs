@@ -1,12 +1,13 @@
 //! The HTTP API: routes, access log, and the request plumbing shared by the handlers.
 
+mod batch;
 mod list;
 mod metric;
 mod offload;
 #[cfg(test)]
 mod tests;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +16,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use bucky_wire::{MetricName, MetricStat, METRIC_STAT_HEADER};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -43,6 +44,9 @@ pub fn app(state: AppState) -> Router {
                 .delete(metric::delete_metric)
                 .fallback(bad_method),
         )
+        .route(bucky_wire::batch::READ_PATH, post(batch::read).fallback(bad_method))
+        .route(bucky_wire::batch::HEAL_PATH, post(batch::heal).fallback(bad_method))
+        .route(bucky_wire::batch::DELETE_PATH, post(batch::delete).fallback(bad_method))
         .fallback(not_found)
         // Handlers enforce `--max-body` themselves (with a 413 that names the limit).
         .layer(DefaultBodyLimit::disable())
@@ -104,9 +108,14 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Opti
     auth.verify(header, unix_now()).map(Some)
 }
 
-/// Checks the name and that the token (if any) allows `op` on it.
+/// Authenticates the request, then checks the name and that the token (if any) allows `op` on it.
 pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, op: Op, name: &str) -> Result<MetricName, AgentError> {
     let grant = authenticate(state, headers)?;
+    admit(grant.as_ref(), op, name)
+}
+
+/// Checks the name (400) and that the grant (if authentication is on) allows `op` on it (403).
+pub(crate) fn admit(grant: Option<&Grant>, op: Op, name: &str) -> Result<MetricName, AgentError> {
     let name = MetricName::parse(name).map_err(|e| AgentError::BadRequest(format!("invalid metric name: {e}")))?;
     if let Some(grant) = grant {
         grant.authorize(op, name.as_str())?;
@@ -203,6 +212,29 @@ pub(crate) fn decode_whisper(
         )));
     }
     WhisperBuf::from_bytes(bytes).map_err(|e| AgentError::BadRequest(format!("{what}Malformed whisper data: {e}")))
+}
+
+/// Whether the client asked for snappy (`Accept-Encoding: snappy`, buckyd's exact protocol; a list
+/// naming snappy is accepted too).
+pub(crate) fn wants_snappy(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| e.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("snappy"))
+}
+
+/// `bytes` snappy framed (blocking: CPU work).
+pub(crate) fn snappy_framed(bytes: &[u8]) -> Result<Vec<u8>, AgentError> {
+    let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(bytes.len() / 2 + 64));
+    encoder.write_all(bytes).map_err(|e| AgentError::internal("snappy", e))?;
+    encoder.into_inner().map_err(|e| AgentError::internal("snappy", e.error().to_string()))
+}
+
+/// Nanoseconds since `since` (the timings of a heal report).
+pub(crate) fn nanos(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A plain-text response (Go `http.Error` style) with a given status.

@@ -10,7 +10,9 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
+use bucky_wire::batch::{self, Frame, Meta};
 use bucky_wire::{HealReport, MetricStat, RingInfo};
+use bytes::Bytes;
 use hashring::{Hash, Node, RingSpec};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -849,4 +851,354 @@ async fn a_directory_in_the_way_is_a_conflict() {
         assert_eq!(response.status(), StatusCode::CONFLICT, "{method}");
     }
     assert_eq!(f.tree(), ["dir", "dir/in.wsp"]);
+}
+
+// ---- batches ----------------------------------------------------------------------------------------------
+
+fn ask(name: &str) -> Frame {
+    Frame::new(name, 0, Meta::default(), Bytes::new())
+}
+
+fn heal_frame(name: &str, bytes: &[u8]) -> Frame {
+    let stat = MetricStat { name: name.into(), size: bytes.len() as i64, mode: 420, mod_time: 1_600_000_000, ..MetricStat::default() };
+    Frame::new(name, 0, Meta { stat: Some(stat), ..Meta::default() }, Bytes::copy_from_slice(bytes))
+}
+
+fn batch_request(path: &str, frames: &[Frame]) -> Request<Body> {
+    Request::post(path).header(header::CONTENT_TYPE, batch::CONTENT_TYPE).body(Body::from(batch::encode(frames))).unwrap()
+}
+
+/// Sends a batch request that must succeed as a whole; returns its frames, checked to answer the request's
+/// frames one by one, in order.
+async fn batch_answer(f: &Fixture, request: Request<Body>, asked: &[&str]) -> Vec<Frame> {
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], batch::CONTENT_TYPE);
+    let snappy = response.headers().get(header::CONTENT_ENCODING).is_some_and(|v| v == "snappy");
+    let raw = body(response).await;
+    let raw = if snappy { unsnappy(&raw) } else { raw };
+    let frames = batch::decode(raw.into(), &batch::Limits::default()).unwrap();
+    let names: Vec<&str> = frames.iter().map(|frame| frame.name.as_str()).collect();
+    assert_eq!(names, asked, "one answer per entry, in order");
+    frames
+}
+
+fn statuses(frames: &[Frame]) -> Vec<u16> {
+    frames.iter().map(|frame| frame.status).collect()
+}
+
+fn error_of(frame: &Frame) -> &str {
+    frame.meta.error.as_deref().unwrap_or("")
+}
+
+const HOSTILE: [&str; 7] = ["..", "/etc/passwd", "a\0b", "a..b", "../outside", "a/b", "x.\n"];
+
+#[tokio::test]
+async fn batch_read_answers_each_entry_as_a_get() {
+    let f = Fixture::new();
+    let (one, two) = (wsp(&[(1, 1.0)]), wsp_with("1m:2d", &[(2, 2.0), (3, 3.0)]));
+    f.put_file("r.one", &one);
+    f.put_file("r.deep.two", &two);
+    let tree = f.tree();
+    let mut asked = vec!["r.one", "r.missing", "r.deep.two"];
+    asked.extend(HOSTILE);
+    asked.push("r.one"); // twice is fine
+    let frames: Vec<Frame> = asked.iter().map(|n| ask(n)).collect();
+    let answers = batch_answer(&f, batch_request(batch::READ_PATH, &frames), &asked).await;
+    let mut expected = vec![200, 404, 200];
+    expected.extend([400; HOSTILE.len()]);
+    expected.push(200);
+    assert_eq!(statuses(&answers), expected);
+    for (answer, bytes) in [(&answers[0], &one), (&answers[2], &two), (&answers[answers.len() - 1], &one)] {
+        assert_eq!(answer.data, bytes[..], "{}", answer.name);
+        let stat = answer.meta.stat.as_ref().unwrap();
+        assert_eq!((stat.name.as_str(), stat.size, stat.encoding), (answer.name.as_str(), bytes.len() as i64, 0));
+        let get = f.get(&format!("/metrics/{}", answer.name)).await;
+        assert_eq!(answer.meta.etag.as_deref(), Some(get.headers()[header::ETAG].to_str().unwrap()), "{}", answer.name);
+        assert_eq!(header_stat(&get), *stat);
+        assert!(answer.meta.error.is_none());
+    }
+    assert_eq!(error_of(&answers[1]), "Metric not found.");
+    assert!(answers[1].data.is_empty() && answers[1].meta.stat.is_none() && answers[1].meta.etag.is_none());
+    for answer in &answers[3..3 + HOSTILE.len()] {
+        assert!(error_of(answer).starts_with("invalid metric name"), "{:?}: {}", answer.name, error_of(answer));
+        assert!(answer.data.is_empty());
+    }
+    assert_eq!(f.tree(), tree);
+    // Accept-Encoding: snappy compresses the whole answer; the entries are the same.
+    let mut request = batch_request(batch::READ_PATH, &frames);
+    request.headers_mut().insert(header::ACCEPT_ENCODING, "snappy".parse().unwrap());
+    let response = f.send(request).await;
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "snappy");
+    let compressed = body(response).await;
+    assert_eq!(batch::decode(unsnappy(&compressed).into(), &batch::Limits::default()).unwrap(), answers);
+}
+
+#[tokio::test]
+async fn batch_read_answers_stay_within_max_body() {
+    let f = Fixture::with(|c| c.body_limit = 40_000);
+    let bytes = wsp(&[(1, 1.0)]); // 17,308 bytes: two fit, not three
+    for name in ["l.a", "l.b", "l.c"] {
+        f.put_file(name, &bytes);
+    }
+    let asked = ["l.a", "l.missing", "l.b", "l.c"];
+    let frames: Vec<Frame> = asked.iter().map(|n| ask(n)).collect();
+    let answers = batch_answer(&f, batch_request(batch::READ_PATH, &frames), &asked).await;
+    assert_eq!(statuses(&answers), [200, 404, 200, 413]);
+    assert!(error_of(&answers[3]).contains("--max-body"), "{}", error_of(&answers[3]));
+    // A batch of one reads what a GET reads, whatever its size.
+    let f = Fixture::with(|c| c.body_limit = 10_000);
+    f.put_file("l.a", &bytes);
+    let answers = batch_answer(&f, batch_request(batch::READ_PATH, &[ask("l.a")]), &["l.a"]).await;
+    assert_eq!((answers[0].status, &answers[0].data[..]), (200, &bytes[..]));
+}
+
+#[tokio::test]
+async fn batch_heal_creates_fills_and_fails_each_entry_on_its_own() {
+    let f = Fixture::new();
+    let existing = wsp(&[(1, 1.0), (2, 2.0)]);
+    f.put_file("h.fill", &existing);
+    f.put_file("h.single", &existing); // the same heal through the single-metric route
+    f.list("").await;
+    let new = wsp(&[(1, 1.0), (3, 3.0)]);
+    let src = wsp(&[(2, 20.0), (3, 3.0), (4, 4.0)]);
+    let mut garbage = src.clone();
+    garbage[12..16].copy_from_slice(&[0xff; 4]); // archive count
+    let mut wrong_size = heal_frame("h.size", &new);
+    wrong_size.meta.stat.as_mut().unwrap().size -= 1;
+    let mut compressed = heal_frame("h.enc", &snappy(&new));
+    compressed.meta.stat.as_mut().unwrap().encoding = 1;
+    let no_stat = Frame::new("h.nostat", 0, Meta::default(), Bytes::from(new.clone()));
+    let frames = vec![
+        heal_frame("h.new.one", &new),
+        heal_frame("h.fill", &src),
+        heal_frame("h.bad", &garbage),
+        heal_frame("h..x", &new),
+        heal_frame("../h", &new),
+        wrong_size,
+        compressed,
+        no_stat,
+        heal_frame("h.tiny", b"tiny"),
+        heal_frame("h.new.two", &src),
+    ];
+    let asked: Vec<&str> = frames.iter().map(|frame| frame.name.as_str()).collect();
+    let answers = batch_answer(&f, batch_request(batch::HEAL_PATH, &frames), &asked).await;
+    assert_eq!(statuses(&answers), [200, 200, 400, 400, 400, 400, 400, 400, 400, 200]);
+    assert!(error_of(&answers[2]).starts_with("Malformed whisper data"), "{}", error_of(&answers[2]));
+    assert!(error_of(&answers[3]).starts_with("invalid metric name"), "{}", error_of(&answers[3]));
+    assert!(error_of(&answers[5]).contains("decodes to 17308 bytes"), "{}", error_of(&answers[5]));
+    assert!(error_of(&answers[6]).contains("Encoding"), "{}", error_of(&answers[6]));
+    assert!(error_of(&answers[7]).starts_with("Stat missing"), "{}", error_of(&answers[7]));
+    assert!(error_of(&answers[8]).contains("too small"), "{}", error_of(&answers[8]));
+    // Creates: the exact bytes; the answer is the replica read back, with the report.
+    assert_eq!(f.file("h.new.one").unwrap(), new);
+    assert_eq!(f.file("h.new.two").unwrap(), src);
+    // The fill: merged, no point overwritten, exactly what the single POST makes of the same copy.
+    let single = f.send(read_back(upload(Method::POST, "h.single", &src), "1")).await;
+    assert_eq!(single.status(), StatusCode::OK);
+    let single_report: HealReport =
+        serde_json::from_str(single.headers()[bucky_wire::HEAL_REPORT_HEADER].to_str().unwrap()).unwrap();
+    let filled = f.file("h.fill").unwrap();
+    assert_eq!(points(&filled), [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]);
+    assert_eq!(filled, f.file("h.single").unwrap());
+    for (answer, name) in [(&answers[0], "h.new.one"), (&answers[1], "h.fill"), (&answers[9], "h.new.two")] {
+        let on_disk = f.file(name).unwrap();
+        assert_eq!(answer.data, on_disk, "{name}");
+        assert_eq!(answer.meta.etag.as_deref(), Some(crate::etag::etag_of(&on_disk).as_str()), "{name}");
+        let stat = answer.meta.stat.as_ref().unwrap();
+        assert_eq!((stat.name.as_str(), stat.size, stat.encoding), (name, on_disk.len() as i64, 0));
+    }
+    let report = |i: usize| answers[i].meta.report.clone().unwrap();
+    assert!(report(0).created && report(9).created);
+    assert_eq!((report(0).points_written, report(0).fill), (0, 0));
+    assert!(!report(1).created);
+    assert_eq!(report(1).points_written, single_report.points_written);
+    assert_eq!(report(1).points_written, 2);
+    assert!(answers[2..9].iter().all(|a| a.meta.report.is_none() && a.data.is_empty()));
+    // Nothing else was created (no temp file, nothing for the refused entries), and the list knows the new ones.
+    assert_eq!(
+        f.tree(),
+        ["h", "h/fill.wsp", "h/new", "h/new/one.wsp", "h/new/two.wsp", "h/single.wsp"]
+    );
+    let listed = f.list("").await;
+    assert!(listed.contains(&"h.new.one".to_owned()) && listed.contains(&"h.new.two".to_owned()), "{listed:?}");
+}
+
+#[tokio::test]
+async fn batch_heal_round_trips_snappy_and_commits_many_entries() {
+    let f = Fixture::new();
+    let files: Vec<(String, Vec<u8>)> = (0..100).map(|i| (format!("s.d{}.m{i}", i % 5), wsp(&[(i % 50, i as f64)]))).collect();
+    let frames: Vec<Frame> = files.iter().map(|(name, bytes)| heal_frame(name, bytes)).collect();
+    let asked: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    let plain = batch::encode(&frames);
+    let packed = snappy(&plain);
+    assert!(packed.len() < plain.len() / 4);
+    let request = Request::post(batch::HEAL_PATH)
+        .header(header::CONTENT_TYPE, batch::CONTENT_TYPE)
+        .header(header::CONTENT_ENCODING, "snappy")
+        .header(header::ACCEPT_ENCODING, "snappy")
+        .body(Body::from(packed))
+        .unwrap();
+    let response = f.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "snappy");
+    let answers = batch::decode(unsnappy(&body(response).await).into(), &batch::Limits::default()).unwrap();
+    let names: Vec<&str> = answers.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, asked);
+    for ((name, bytes), answer) in files.iter().zip(&answers) {
+        assert_eq!(answer.status, 200, "{name}: {}", error_of(answer));
+        assert!(answer.meta.report.as_ref().unwrap().created, "{name}");
+        assert_eq!(f.file(name).as_deref(), Some(&bytes[..]), "{name}");
+        assert_eq!(answer.data, bytes[..], "{name}");
+    }
+    assert!(f.tree().iter().all(|p| !p.contains("bucky-tmp")));
+    // Healing the same batch again fills nothing and changes nothing.
+    let answers = batch_answer(&f, batch_request(batch::HEAL_PATH, &frames), &asked).await;
+    assert!(answers.iter().all(|a| a.status == 200 && a.meta.report.as_ref().is_some_and(|r| !r.created && r.points_written == 0)));
+    assert!(files.iter().all(|(name, bytes)| f.file(name).as_deref() == Some(&bytes[..])));
+}
+
+#[tokio::test]
+async fn batch_delete_answers_each_entry_as_a_delete() {
+    let f = Fixture::new();
+    let bytes = wsp(&[(1, 1.0)]);
+    for name in ["d.match", "d.stale", "d.plain", "d.badtag"] {
+        f.put_file(name, &bytes);
+    }
+    f.list("").await;
+    let current = f.get("/metrics/d.match").await.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let stale = crate::etag::etag_of(b"an older content");
+    let with_tag = |name: &str, tag: &str| Frame::new(name, 0, Meta { if_match: Some(tag.into()), ..Meta::default() }, Bytes::new());
+    let frames = vec![
+        with_tag("d.match", &current),
+        with_tag("d.stale", &stale),
+        ask("d.missing"),
+        with_tag("d.gone", &current),
+        ask("d.plain"),
+        with_tag("d.badtag", "no-quotes"),
+        ask("d..x"),
+    ];
+    let asked: Vec<&str> = frames.iter().map(|frame| frame.name.as_str()).collect();
+    let answers = batch_answer(&f, batch_request(batch::DELETE_PATH, &frames), &asked).await;
+    assert_eq!(statuses(&answers), [200, 412, 404, 404, 200, 400, 400]);
+    assert_eq!(error_of(&answers[2]), "Metric not found.");
+    assert!(error_of(&answers[1]).contains("If-Match"), "{}", error_of(&answers[1]));
+    assert!(error_of(&answers[5]).contains("malformed entity tag"), "{}", error_of(&answers[5]));
+    assert!(answers[0].meta == Meta::default() && answers[0].data.is_empty());
+    assert!(f.file("d.match").is_none() && f.file("d.plain").is_none());
+    assert_eq!(f.file("d.stale").unwrap(), bytes, "a mismatching If-Match keeps the file unchanged");
+    assert_eq!(f.file("d.badtag").unwrap(), bytes);
+    let listed = f.list("").await;
+    assert_eq!(listed, ["d.badtag", "d.stale"]);
+}
+
+#[tokio::test]
+async fn batch_request_errors_change_nothing() {
+    let secret = b"s3cret".to_vec();
+    let f = Fixture::with(|c| {
+        c.body_limit = 100_000;
+        c.auth = Some(Auth::new(secret.clone()).unwrap());
+    });
+    let root = Auth::new(secret).unwrap().sign(&serde_json::json!({"namespaces": ["*"], "ops": ["*"]}));
+    let existing = wsp(&[(1, 1.0)]);
+    f.put_file("e.exists", &existing);
+    let tree = f.tree();
+    let frames = vec![heal_frame("e.new", &wsp(&[(2, 2.0)])), heal_frame("e.exists", &wsp(&[(3, 3.0)]))];
+    let good = batch::encode(&frames);
+    let request = |path: &str, content_type: &str, body: Vec<u8>| {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(bucky_wire::AUTH_HEADER, &root)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let big: Vec<Frame> = (0..6).map(|i| heal_frame(&format!("e.big{i}"), &wsp(&[(1, 1.0)]))).collect();
+    let bomb = snappy(&batch::encode(&[Frame::new("e.bomb", 0, Meta::default(), Bytes::from(vec![0; 200_000]))]));
+    let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
+        ("wrong content type", request(batch::HEAL_PATH, "application/octet-stream", good.clone()), StatusCode::BAD_REQUEST, "Content-Type must be application/x-bucky-batch"),
+        ("no content type", {
+            let mut r = request(batch::HEAL_PATH, "x", good.clone());
+            r.headers_mut().remove(header::CONTENT_TYPE);
+            r
+        }, StatusCode::BAD_REQUEST, "Content-Type must be application/x-bucky-batch"),
+        ("bad magic", request(batch::HEAL_PATH, batch::CONTENT_TYPE, [b"BKB2", &good[4..]].concat()), StatusCode::BAD_REQUEST, "not a bucky batch"),
+        ("truncated", request(batch::HEAL_PATH, batch::CONTENT_TYPE, good[..good.len() - 1].to_vec()), StatusCode::BAD_REQUEST, "truncated batch"),
+        ("truncated read", request(batch::READ_PATH, batch::CONTENT_TYPE, good[..10].to_vec()), StatusCode::BAD_REQUEST, "truncated batch"),
+        ("over --max-body", request(batch::HEAL_PATH, batch::CONTENT_TYPE, batch::encode(&big)), StatusCode::PAYLOAD_TOO_LARGE, "--max-body"),
+        ("over --max-body once decoded", {
+            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, bomb.clone());
+            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+            r
+        }, StatusCode::PAYLOAD_TOO_LARGE, "--max-body"),
+        ("not snappy", {
+            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
+            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+            r
+        }, StatusCode::BAD_REQUEST, "invalid snappy stream"),
+        ("unknown encoding", {
+            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
+            r.headers_mut().insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+            r
+        }, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported Content-Encoding"),
+        ("no token", {
+            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
+            r.headers_mut().remove(bucky_wire::AUTH_HEADER);
+            r
+        }, StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("bad token", {
+            let mut r = request(batch::DELETE_PATH, batch::CONTENT_TYPE, batch::encode(&[ask("e.exists")]));
+            r.headers_mut().insert(bucky_wire::AUTH_HEADER, "garbage".parse().unwrap());
+            r
+        }, StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("GET", {
+            let mut r = request(batch::DELETE_PATH, batch::CONTENT_TYPE, batch::encode(&[ask("e.exists")]));
+            *r.method_mut() = Method::GET;
+            r
+        }, StatusCode::BAD_REQUEST, "Bad request method."),
+        ("PUT", {
+            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
+            *r.method_mut() = Method::PUT;
+            r
+        }, StatusCode::BAD_REQUEST, "Bad request method."),
+    ];
+    for (what, request, status, reason) in cases {
+        let response = f.send(request).await;
+        assert_eq!(response.status(), status, "{what}");
+        let text = text(response).await;
+        assert!(text.contains(reason), "{what}: {text}");
+        assert_eq!(f.tree(), tree, "{what} changed the disk");
+        assert_eq!(f.file("e.exists").unwrap(), existing, "{what}");
+    }
+    // The same body, well sent, goes through.
+    let answers = batch_answer(&f, request(batch::HEAL_PATH, batch::CONTENT_TYPE, good), &["e.new", "e.exists"]).await;
+    assert_eq!(statuses(&answers), [200, 200]);
+}
+
+#[tokio::test]
+async fn batch_entries_are_authorized_one_by_one() {
+    let secret = b"s3cret".to_vec();
+    let f = Fixture::with(|c| c.auth = Some(Auth::new(secret.clone()).unwrap()));
+    let auth = Auth::new(secret).unwrap();
+    let bytes = wsp(&[(1, 1.0)]);
+    f.put_file("sys.cpu", &bytes);
+    f.put_file("app.req", &bytes);
+    let tree = f.tree();
+    let token = auth.sign(&serde_json::json!({"namespaces": ["sys.*"], "ops": ["read", "update"]}));
+    let with_token = |path: &str, frames: &[Frame]| {
+        let mut r = batch_request(path, frames);
+        r.headers_mut().insert(bucky_wire::AUTH_HEADER, token.parse().unwrap());
+        r
+    };
+    let answers = batch_answer(&f, with_token(batch::READ_PATH, &[ask("sys.cpu"), ask("app.req")]), &["sys.cpu", "app.req"]).await;
+    assert_eq!(statuses(&answers), [200, 403]);
+    assert!(error_of(&answers[1]).contains("no access"));
+    assert!(answers[1].data.is_empty());
+    let answers = batch_answer(&f, with_token(batch::DELETE_PATH, &[ask("sys.cpu"), ask("app.req")]), &["sys.cpu", "app.req"]).await;
+    assert_eq!(statuses(&answers), [403, 403]);
+    assert!(error_of(&answers[0]).contains("delete permission"));
+    assert_eq!(f.tree(), tree);
+    let heals = [heal_frame("sys.new", &bytes), heal_frame("app.new", &bytes)];
+    let answers = batch_answer(&f, with_token(batch::HEAL_PATH, &heals), &["sys.new", "app.new"]).await;
+    assert_eq!(statuses(&answers), [200, 403]);
+    assert!(f.file("sys.new").is_some() && f.file("app.new").is_none());
 }
