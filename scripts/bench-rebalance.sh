@@ -2,10 +2,11 @@
 # Benchmarks the bucky CLI (release build). Prints figures and ratios; it is not a pass/fail test.
 #
 #  1. Rebalance: N metrics (default 5,000, schema 1m:1d, 1440 points each) on one agent outside the ring,
-#     drained into a 3-agent ring with `bucky rebalance --delete -w W` (read, heal into the replica, which
-#     answers with the replica as read back from disk (X-Bucky-Read-Back), verify every point, delete with
-#     If-Match), timed end to end (list, plan, copy, verify, delete), next to `cp -r` of the same files plus
-#     one final `sync` (the median of 3 runs). Each cp copy is removed and synced before the next run and
+#     copied into a fresh 3-agent ring with `bucky rebalance` (read, heal into the replica, which answers
+#     with the replica as read back from disk, verify every point; by the batch), then moved into another
+#     fresh ring with `bucky rebalance --delete` (the same, then delete each source with If-Match), each
+#     timed end to end (list, plan, copy, verify[, delete]), next to `cp -r` of the same files plus one
+#     final `sync` (the median of 3 runs). Each cp copy is removed and synced before the next run and
 #     before the rebalance, so that freeing its blocks (discards on a disk mounted with them) is charged to
 #     neither. The agents make new files durable by group commit: concurrent heals share their flushes, so
 #     throughput grows with the heals in flight (-w per source node, --io-concurrency per agent).
@@ -15,13 +16,15 @@
 #
 # Usage: scripts/bench-rebalance.sh [N_METRICS] [M_NAMES]
 # Env: BENCH_TREE (the M-file tree, kept between runs; shared with scripts/bench-agent.sh),
-#      BENCH_WORKERS (bucky -w, default 128), CARGO_TARGET_DIR.
+#      BENCH_WORKERS (bucky -w, default 16), BENCH_BATCH (bucky --batch, default 32), CARGO_TARGET_DIR,
+#      BENCH_PERF (a file: profile the rebalance system-wide with perf record; BENCH_PERF_ARGS adds flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${1:-5000}
 M=${2:-1000000}
-WORKERS=${BENCH_WORKERS:-128}
+WORKERS=${BENCH_WORKERS:-16}
+BATCH=${BENCH_BATCH:-32}
 TREE=${BENCH_TREE:-${TMPDIR:-/tmp}/bucky-bench-tree-$M}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 BUCKY=$TARGET/release/bucky
@@ -103,13 +106,11 @@ for _ in 1 2 3; do
     rm -rf "$WORK/cp-copy"; sync
 done
 CP_SECS=$(printf '%s\n' "${CP_RUNS[@]}" | sort -n | sed -n 2p)
+if [ "${BENCH_SETTLE:-0}" != 0 ]; then
+    say "waiting ${BENCH_SETTLE} s"
+    sleep "$BENCH_SETTLE"
+fi
 
-say "starting 3 ring agents and the source agent on ${IPS[*]} port $PORT"
-RING=("${IPS[0]}" "${IPS[1]}" "${IPS[2]}")
-for i in 0 1 2; do start_agent "${IPS[$i]}" "$WORK/node$i/whisper" "${RING[@]}"; done
-start_agent "${IPS[3]}" "$SRC" "${IPS[3]}"
-
-say "bucky rebalance --delete of $N metrics from ${IPS[3]} into the 3-node ring (-w $WORKERS)"
 cpu_of_agents() { # user+system seconds of every agent so far
     local total=0 pid
     for pid in "${PIDS[@]}"; do
@@ -117,41 +118,60 @@ cpu_of_agents() { # user+system seconds of every agent so far
     done
     echo "$total"
 }
-AGENTS_CPU0=$(cpu_of_agents)
-if [ -n "${BENCH_PERF:-}" ]; then # system-wide profile of the rebalance into $BENCH_PERF (perf report -i)
-    perf record -a -e cpu-clock ${BENCH_PERF_ARGS:-} -o "$BENCH_PERF" 2>/dev/null &
-    PERF_PID=$!
-    sleep 0.5
-fi
-t0=$(now)
-BUCKY_NO_PROGRESS=1 /usr/bin/time -f "%U %S" -o "$WORK/client-cpu" \
-    "$BUCKY" rebalance -h "${IPS[0]}:$PORT" --delete -w "$WORKERS" -j "${IPS[3]}:$PORT" >"$WORK/summary.json"
-t1=$(now)
-if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
-AGENTS_CPU=$(calc "round($(cpu_of_agents) - $AGENTS_CPU0, 2)")
-CLIENT_CPU=$(awk '{print $1 + $2}' "$WORK/client-cpu")
-REB_SECS=$(calc "round($t1 - $t0, 3)")
-python3 - "$WORK/summary.json" "$N" "$BYTES" "$REB_SECS" "$CP_SECS" "${CP_RUNS[*]}" "$WORKERS" "$CLIENT_CPU" "$AGENTS_CPU" <<'EOF'
+
+# One rebalance of the source into 3 fresh ring agents: `rebalance_run copy` (heal + verify, sources kept:
+# the same work as cp) or `rebalance_run move` (--delete: each source deleted after verification).
+rebalance_run() {
+    local kind=$1 flags=()
+    [ "$kind" = move ] && flags=(--delete)
+    say "rebalance ($kind): $N metrics from ${IPS[3]} into a fresh 3-node ring (-w $WORKERS --batch $BATCH ${flags[*]})"
+    local ring=("${IPS[0]}" "${IPS[1]}" "${IPS[2]}") i
+    for i in 0 1 2; do start_agent "${IPS[$i]}" "$WORK/$kind$i/whisper" "${ring[@]}"; done
+    start_agent "${IPS[3]}" "$SRC" "${IPS[3]}"
+    local cpu0 perf_pid="" t0 t1
+    cpu0=$(cpu_of_agents)
+    if [ -n "${BENCH_PERF:-}" ]; then # system-wide profile into $BENCH_PERF.$kind (perf report -i)
+        perf record -a -e cpu-clock ${BENCH_PERF_ARGS:-} -o "$BENCH_PERF.$kind" 2>/dev/null &
+        perf_pid=$!
+        sleep 0.5
+    fi
+    t0=$(now)
+    BUCKY_NO_PROGRESS=1 /usr/bin/time -f "%U %S" -o "$WORK/client-cpu" "$BUCKY" rebalance -h "${IPS[0]}:$PORT" \
+        "${flags[@]}" -w "$WORKERS" --batch "$BATCH" -j "${IPS[3]}:$PORT" >"$WORK/summary.json"
+    t1=$(now)
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+    local agents_cpu client_cpu
+    agents_cpu=$(calc "round($(cpu_of_agents) - $cpu0, 2)")
+    client_cpu=$(awk '{print $1 + $2}' "$WORK/client-cpu")
+    python3 - "$WORK/summary.json" "$kind" "$N" "$BYTES" "$(calc "round($t1 - $t0, 3)")" "$CP_SECS" "$client_cpu" \
+        "$agents_cpu" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
-n, size, reb, cp = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-runs, workers = sys.argv[6].split(), sys.argv[7]
-client_cpu, agents_cpu = float(sys.argv[8]), float(sys.argv[9])
-assert s["errors"] == 0 and s["moved"] == n and s["deleted"] == n, s
+kind, n, size, reb, cp = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+client_cpu, agents_cpu = float(sys.argv[7]), float(sys.argv[8])
+assert s["errors"] == 0 and s["moved"] == n and s["deleted"] == (n if kind == "move" else 0), s
 mb = size / 1e6
-print(f"rebalance: {n} metrics, {mb:.1f} MB in {reb:.2f} s with -w {workers} (whole command: list, plan, copy, "
-      f"verify, delete)")
+what = "copy, verify, delete" if kind == "move" else "copy, verify; sources kept"
+print(f"rebalance ({kind}): {n} metrics, {mb:.1f} MB in {reb:.2f} s (whole command: list, plan, {what})")
 print(f"  {n / reb:,.0f} metrics/s, {mb / reb:.1f} MB/s; engine only: {s['metrics_per_second']:,.0f} metrics/s, "
       f"{s['bytes_per_second'] / 1e6:.1f} MB/s; {s['points_verified']:,} points verified")
-print(f"  CPU: client {client_cpu:.2f} s, 4 agents {agents_cpu:.2f} s: {1e6 * (client_cpu + agents_cpu) / n:.0f} µs a metric "
-      f"({100 * (client_cpu + agents_cpu) / reb:.0f} % of one core over the run)")
-print(f"cp -r:     {n} files, {mb:.1f} MB in {cp:.2f} s: {n / cp:,.0f} files/s, {mb / cp:.1f} MB/s "
-      f"(cp -r + sync, median of {' / '.join(runs)} s)")
-print(f"ratio:     bucky rebalance = {100 * (mb / reb) / (mb / cp):.0f} % of cp -r's bytes/s")
+print(f"  CPU: client {client_cpu:.2f} s, 4 agents {agents_cpu:.2f} s: {1e6 * (client_cpu + agents_cpu) / n:.0f} µs a "
+      f"metric ({100 * (client_cpu + agents_cpu) / reb:.0f} % of one core over the run)")
+print(f"  ratio: {100 * (mb / reb) / (mb / cp):.0f} % of cp -r's bytes/s")
 EOF
-for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-wait 2>/dev/null || true
-PIDS=()
+    for i in "${PIDS[@]}"; do kill "$i" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    PIDS=()
+}
+
+python3 - "$N" "$BYTES" "$CP_SECS" "${CP_RUNS[*]}" "$WORKERS" "$BATCH" <<'EOF'
+import sys
+n, mb, cp, runs = int(sys.argv[1]), int(sys.argv[2]) / 1e6, float(sys.argv[3]), sys.argv[4].split()
+print(f"cp -r: {n} files, {mb:.1f} MB in {cp:.2f} s: {n / cp:,.0f} files/s, {mb / cp:.1f} MB/s "
+      f"(cp -r + sync, median of {' / '.join(runs)} s); bucky -w {sys.argv[5]} --batch {sys.argv[6]}:")
+EOF
+rebalance_run copy
+rebalance_run move
 
 if [ ! -f "$TREE/.complete" ]; then
     say "creating $M empty .wsp files in $TREE (once; kept for later runs)"

@@ -31,9 +31,11 @@ use crate::error::AgentError;
 use crate::etag::{etag_of, IfMatch};
 
 mod commit;
+mod reap;
 
 pub use commit::Flush;
 use commit::{Answer, Committer, Work, MAX_BATCH};
+use reap::Reaper;
 
 /// How often a heal retries when the file keeps appearing and disappearing under it, or looks half-written.
 const ATTEMPTS: u32 = 5;
@@ -84,6 +86,7 @@ pub struct Store {
     root: PathBuf,
     options: StoreOptions,
     committer: Arc<Committer>,
+    reaper: Arc<Reaper>,
 }
 
 /// A file read under its shared lock: a consistent copy.
@@ -123,7 +126,7 @@ impl Store {
     /// A store rooted at `root` (which must exist).
     pub fn new(root: impl Into<PathBuf>, options: StoreOptions) -> Store {
         let committer = Arc::new(Committer::new(options.flush));
-        Store { root: root.into(), options, committer }
+        Store { root: root.into(), options, committer, reaper: Arc::default() }
     }
 
     /// The root directory.
@@ -310,19 +313,28 @@ impl Store {
     pub fn delete(&self, name: &MetricName, if_match: Option<&IfMatch>) -> Result<(), AgentError> {
         let path = self.path(name);
         let parents = self.parents_with_mtimes(&path);
-        match if_match {
+        // Unlinked while held open, then closed by the reaper: freeing the file waits for nobody.
+        let held = match if_match {
             None => {
                 let meta = fs::symlink_metadata(&path).map_err(|e| AgentError::io(&path, e))?;
                 if meta.is_dir() {
                     return Err(AgentError::NotFound);
                 }
+                let held = if meta.is_file() { File::open(&path).ok() } else { None };
                 fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))?;
+                held
             }
-            Some(_) => self.locked(&path, LockMode::Exclusive, false, |file| {
-                let current = read_all(file, &path)?;
-                check_precondition(if_match, &current)?;
-                fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))
-            })?,
+            Some(_) => {
+                let ((), file) = self.locked_keep(&path, LockMode::Exclusive, false, |file| {
+                    let current = read_all(file, &path)?;
+                    check_precondition(if_match, &current)?;
+                    fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))
+                })?;
+                Some(file)
+            }
+        };
+        if let Some(file) = held {
+            self.reaper.close(file);
         }
         if let Some(grace) = self.options.prune_grace {
             prune(&parents, grace);
@@ -337,20 +349,35 @@ impl Store {
         path: &Path,
         mode: LockMode,
         write: bool,
-        mut f: impl FnMut(&File) -> Result<T, AgentError>,
+        f: impl FnMut(&File) -> Result<T, AgentError>,
     ) -> Result<T, AgentError> {
+        self.locked_keep(path, mode, write, f).map(|(result, _)| result)
+    }
+
+    /// [`Store::locked`], also returning the file (unlocked) when `f` succeeded.
+    fn locked_keep<T>(
+        &self,
+        path: &Path,
+        mode: LockMode,
+        write: bool,
+        mut f: impl FnMut(&File) -> Result<T, AgentError>,
+    ) -> Result<(T, File), AgentError> {
         for _ in 0..ATTEMPTS {
             let file = OpenOptions::new().read(true).write(write).open(path).map_err(|e| AgentError::io(path, e))?;
             let meta = file.metadata().map_err(|e| AgentError::io(path, e))?;
             if !meta.is_file() {
                 return Err(AgentError::NotFound);
             }
-            let _lock = WhisperLock::acquire(&file, path, mode, self.options.lock_timeout).map_err(AgentError::whisper)?;
-            let now_at_path = fs::metadata(path).map_err(|e| AgentError::io(path, e))?;
-            if (now_at_path.dev(), now_at_path.ino()) != (meta.dev(), meta.ino()) {
-                continue; // replaced while we waited: lock the new one
-            }
-            return f(&file);
+            let result = {
+                let _lock =
+                    WhisperLock::acquire(&file, path, mode, self.options.lock_timeout).map_err(AgentError::whisper)?;
+                let now_at_path = fs::metadata(path).map_err(|e| AgentError::io(path, e))?;
+                if (now_at_path.dev(), now_at_path.ino()) != (meta.dev(), meta.ino()) {
+                    continue; // replaced while we waited: lock the new one
+                }
+                f(&file)?
+            };
+            return Ok((result, file));
         }
         Err(AgentError::Unavailable(format!("{}: the file keeps being replaced; retry", path.display())))
     }
