@@ -50,14 +50,15 @@ impl Run {
     pub(super) async fn batch(&self, jobs: &[Job]) -> Vec<Outcome> {
         let mut progress: Vec<Progress> = jobs.iter().map(|_| Progress::default()).collect();
         self.batch_steps(jobs, &mut progress).await;
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for (job, p) in jobs.iter().zip(progress) {
-            outcomes.push(match p.outcome {
+        // The jobs handed back run alone side by side, as many as the batch held: when a node is down,
+        // each of them waits out its own retries.
+        futures_util::future::join_all(jobs.iter().zip(progress).map(|(job, p)| async move {
+            match p.outcome {
                 Some(outcome) if !p.alone => outcome,
                 _ => self.job(job).await,
-            });
-        }
-        outcomes
+            }
+        }))
+        .await
     }
 
     async fn batch_steps(&self, jobs: &[Job], progress: &mut [Progress]) {
