@@ -10,7 +10,7 @@ use crate::error::AgentError;
 
 /// The strong ETag (quoted) of a file's content.
 pub fn etag_of(bytes: &[u8]) -> String {
-    format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(bytes))
+    bucky_wire::content_etag(bytes)
 }
 
 /// A parsed `If-Match` (or `If-None-Match`) header.

@@ -98,6 +98,8 @@ pub struct Upload {
     plain: Bytes,
     /// The snappy-framed body and its `X-Metric-Stat`.
     snappy: Option<(String, Bytes)>,
+    /// The plain body's [`bucky_wire::content_etag`], when computed ([`Upload::with_etag`]).
+    etag: Option<String>,
 }
 
 impl Upload {
@@ -117,7 +119,14 @@ impl Upload {
             None
         };
         stat.encoding = bucky_wire::ENCODING_IDENTITY;
-        Ok(Upload { plain_stat: stat.to_header_value(), plain: data, snappy: compressed })
+        Ok(Upload { plain_stat: stat.to_header_value(), plain: data, snappy: compressed, etag: None })
+    }
+
+    /// The same upload, knowing its content's ETag: a batch heal then leaves out of its answer a replica
+    /// read back identical to it (see [`Healed::identical`]).
+    pub fn with_etag(mut self) -> Upload {
+        self.etag = Some(bucky_wire::content_etag(&self.plain));
+        self
     }
 
     /// The `X-Metric-Stat`, body and whether it is snappy: compressed if prepared so and `snappy`.
@@ -144,6 +153,9 @@ pub struct Healed {
     /// The replica as the agent read it back from its final path after the heal, when asked for and the
     /// agent supports it (`X-Bucky-Read-Back`, bucky-agent only).
     pub replica: Option<Fetched>,
+    /// The replica as read back is byte for byte the upload: the agent's ETag of it, computed from the file
+    /// read back, is the upload's own (a batch heal then sends no copy, and `replica` is `None`).
+    pub identical: bool,
 }
 
 /// What a DELETE did.
@@ -499,10 +511,10 @@ impl Client {
                 .and_then(|v| serde_json::from_slice(v.as_bytes()).ok())
                 .unwrap_or_default();
             let replica = fetched(addr, &format!("read back {name}"), &headers, answer)?;
-            return Ok(Healed { report, sent, replica: Some(replica) });
+            return Ok(Healed { report, sent, replica: Some(replica), identical: false });
         }
         // buckyd (jj) answers with an empty body; the fork and bucky-agent with a report.
-        Ok(Healed { report: serde_json::from_slice(&answer).unwrap_or_default(), sent, replica: None })
+        Ok(Healed { report: serde_json::from_slice(&answer).unwrap_or_default(), sent, replica: None, identical: false })
     }
 
     /// `DELETE /metrics/<name>`, only if the file is still at version `if_match` when given.
@@ -627,7 +639,8 @@ impl Client {
             .iter()
             .map(|(name, upload)| {
                 let stat = MetricStat::from_header_value(&upload.plain_stat).unwrap_or_default();
-                Frame::new(*name, 0, Meta { stat: Some(stat), ..Meta::default() }, upload.plain.clone())
+                let meta = Meta { stat: Some(stat), etag: upload.etag.clone(), ..Meta::default() };
+                Frame::new(*name, 0, meta, upload.plain.clone())
             })
             .collect();
         let Some(answers) = self.batch(addr, batch::HEAL_PATH, &frames).await? else { return Ok(None) };
@@ -642,11 +655,17 @@ impl Client {
                     }
                     let report = frame.meta.report.clone().unwrap_or_default();
                     let sent = upload.plain.len() as u64;
+                    let identical = frame.data.is_empty()
+                        && upload.etag.is_some()
+                        && frame.meta.etag == upload.etag
+                        && frame.meta.stat.as_ref().is_some_and(|s| s.size == upload.plain.len() as i64);
                     let replica = match frame.meta.stat {
-                        Some(_) => Some(entry_file(addr, &format!("read back {}", frame.name), frame.meta, frame.data)?),
-                        None => None,
+                        Some(_) if !identical => {
+                            Some(entry_file(addr, &format!("read back {}", frame.name), frame.meta, frame.data)?)
+                        }
+                        _ => None,
                     };
-                    Ok(Healed { report, sent, replica })
+                    Ok(Healed { report, sent, replica, identical })
                 })
                 .collect(),
         ))

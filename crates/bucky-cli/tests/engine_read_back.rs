@@ -237,6 +237,9 @@ async fn a_batch_moves_every_metric_with_one_request_per_step() {
     let out = rebalance_many(Mode::Honour, 20, 8).await;
     assert_eq!((out.summary.moved, out.summary.deleted, out.summary.errors), (20, 20, 0), "{:?}", out.summary);
     assert!(out.summary.points_verified >= 60, "{:?}", out.summary);
+    // Each copy read back identical to what was sent comes back as its ETag alone: on the wire, each file
+    // crossed twice (read, heal), not three times.
+    assert_eq!(out.summary.wire_bytes, 2 * out.summary.bytes, "{:?}", out.summary);
     // 20 metrics in batches of 8: 3 reads and 3 deletes on the source, 3 heals on the destination.
     assert_eq!(out.source.batches.load(Ordering::SeqCst), 6);
     assert_eq!(out.dest.batches.load(Ordering::SeqCst), 3);

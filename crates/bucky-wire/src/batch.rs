@@ -9,7 +9,7 @@
 //! | route | request frames | answer frames (same order) |
 //! |---|---|---|
 //! | `POST /batch/read` | `name` | `200` + `Stat`, `ETag`, the file; or an error |
-//! | `POST /batch/heal` | `name`, `Stat` (`ModTime`, `Size`), the file | `200` + `Report`, and the replica read back from disk: `Stat`, `ETag`, the file; or an error |
+//! | `POST /batch/heal` | `name`, `Stat` (`ModTime`, `Size`), the file, optional `ETag` | `200` + `Report`, and the replica read back from disk: `Stat`, `ETag`, the file (left out when its `ETag` is the one given: the replica is then byte for byte the upload); or an error |
 //! | `POST /batch/delete` | `name`, optional `IfMatch` | `200`; or an error (`404`, `412`, …) |
 //!
 //! Each entry is one metric with the same meaning, checks and status codes as its single-metric
@@ -57,7 +57,8 @@ pub struct Meta {
     /// The file's stat: of an upload (heal request), or of the file sent back (read and heal answers).
     #[serde(rename = "Stat", skip_serializing_if = "Option::is_none")]
     pub stat: Option<MetricStat>,
-    /// The strong ETag of the file sent back, as a `GET` gives it.
+    /// The strong ETag of the file sent back, as a `GET` gives it ([`crate::content_etag`]). In a heal
+    /// request: the upload's own, so that a replica read back identical to it is not sent back.
     #[serde(rename = "ETag", skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Delete only if the file's ETag is one of these (an `If-Match` header value).

@@ -53,6 +53,12 @@ pub const READ_BACK_HEADER: &str = "X-Bucky-Read-Back";
 /// is the file).
 pub const HEAL_REPORT_HEADER: &str = "X-Bucky-Heal-Report";
 
+/// The strong ETag (quoted) bucky-agent gives a file: XXH3-128 of its whole content, so it changes whenever
+/// any byte does, and a client can tell from it alone that a file holds exactly the bytes it has.
+pub fn content_etag(bytes: &[u8]) -> String {
+    format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(bytes))
+}
+
 /// `Encoding` value of an uncompressed body.
 pub const ENCODING_IDENTITY: i64 = 0;
 

@@ -197,17 +197,18 @@ fn checked_upload(stat: Option<MetricStat>, data: Bytes, limit: u64) -> Result<(
 fn heal_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
     let now = unix_now();
     let mut answers: Vec<Frame> = Vec::with_capacity(frames.len());
-    // The entries to heal: their place in the answer and the time their check took.
-    let mut pending: Vec<(usize, u64)> = Vec::new();
+    // The entries to heal: their place in the answer, the time their check took, and the upload's ETag.
+    let mut pending: Vec<(usize, u64, Option<String>)> = Vec::new();
     let mut items: Vec<(MetricName, WhisperBuf, i64)> = Vec::new();
     for frame in frames {
         let started = Instant::now();
         let Frame { name, meta, data, .. } = frame;
+        let known = meta.etag.clone();
         let checked = admit(context.grant, Op::Update, &name)
             .and_then(|metric| checked_upload(meta.stat, data, context.limit).map(|(buf, mtime)| (metric, buf, mtime)));
         match checked {
             Ok(item) => {
-                pending.push((answers.len(), nanos(started)));
+                pending.push((answers.len(), nanos(started), known));
                 items.push(item);
                 // Replaced below by the heal's answer.
                 answers.push(Frame::error(name, 500, "batch heal: the entry was not healed"));
@@ -220,7 +221,7 @@ fn heal_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
     let took = nanos(started);
     // The uploads are dropped before the read-back: two copies of the files at once are enough.
     let metrics: Vec<MetricName> = items.into_iter().map(|(metric, ..)| metric).collect();
-    for ((index, dump), (metric, result)) in pending.into_iter().zip(metrics.iter().zip(healed)) {
+    for ((index, dump, known), (metric, result)) in pending.into_iter().zip(metrics.iter().zip(healed)) {
         let Some(slot) = answers.get_mut(index) else { continue };
         let name = std::mem::take(&mut slot.name);
         *slot = match result {
@@ -237,7 +238,7 @@ fn heal_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
                         report.fill = took;
                     }
                 }
-                read_back(context.store, metric, name, report)
+                read_back(context.store, metric, name, report, known.as_deref())
             }
             Err(e) => failed(name, &e),
         };
@@ -246,13 +247,15 @@ fn heal_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
 }
 
 /// The answer of a healed entry: the report, and the replica as read back from disk (no stat, ETag or data
-/// if that read fails: the client then GETs, which reports why).
-fn read_back(store: &Store, metric: &MetricName, name: String, report: HealReport) -> Frame {
+/// if that read fails: the client then GETs, which reports why). The data is left out when the replica's
+/// ETag is `known` (the upload's): the client has those very bytes.
+fn read_back(store: &Store, metric: &MetricName, name: String, report: HealReport, known: Option<&str>) -> Frame {
     match store.read(metric) {
         Ok(snapshot) => {
+            let data = if known == Some(snapshot.etag.as_str()) { Bytes::new() } else { Bytes::from(snapshot.bytes) };
             let meta =
                 Meta { stat: Some(snapshot.stat), etag: Some(snapshot.etag), report: Some(report), ..Meta::default() };
-            Frame::new(name, 200, meta, Bytes::from(snapshot.bytes))
+            Frame::new(name, 200, meta, data)
         }
         Err(e) => {
             tracing::debug!(metric = %metric.as_str(), error = %e, "heal read-back failed; the client will GET");

@@ -1059,6 +1059,38 @@ async fn batch_heal_round_trips_snappy_and_commits_many_entries() {
 }
 
 #[tokio::test]
+async fn batch_heal_leaves_out_a_replica_identical_to_the_upload() {
+    let f = Fixture::new();
+    let bytes = wsp(&[(1, 1.0), (2, 2.0)]);
+    f.put_file("e.filled", &wsp(&[(3, 3.0)]));
+    let with_etag = |name: &str, tag: String| {
+        let mut frame = heal_frame(name, &bytes);
+        frame.meta.etag = Some(tag);
+        frame
+    };
+    let frames = vec![
+        with_etag("e.created", bucky_wire::content_etag(&bytes)),
+        with_etag("e.stale_tag", crate::etag::etag_of(b"another content")),
+        // A fill makes the replica differ from the upload: it is sent back whatever the tag.
+        with_etag("e.filled", bucky_wire::content_etag(&bytes)),
+    ];
+    let answers = batch_answer(&f, batch_request(batch::HEAL_PATH, &frames), &["e.created", "e.stale_tag", "e.filled"]).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    // Identical to the upload: ETag and stat, no bytes.
+    assert!(answers[0].data.is_empty());
+    assert_eq!(answers[0].meta.etag.as_deref(), Some(bucky_wire::content_etag(&bytes).as_str()));
+    assert_eq!(answers[0].meta.stat.as_ref().map(|s| s.size), Some(bytes.len() as i64));
+    assert_eq!(f.file("e.created").as_deref(), Some(&bytes[..]));
+    // Another tag given: the replica is sent.
+    assert_eq!(answers[1].data, bytes[..]);
+    // Filled: the replica read back (holding both its own point and the upload's) is sent.
+    let filled = f.file("e.filled").unwrap();
+    assert_ne!(filled, bytes);
+    assert_eq!(answers[2].data, filled[..]);
+    assert_eq!(answers[2].meta.etag.as_deref(), Some(crate::etag::etag_of(&filled).as_str()));
+}
+
+#[tokio::test]
 async fn batch_delete_answers_each_entry_as_a_delete() {
     let f = Fixture::new();
     let bytes = wsp(&[(1, 1.0)]);
