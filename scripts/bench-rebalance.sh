@@ -16,14 +16,14 @@
 #
 # Usage: scripts/bench-rebalance.sh [N_METRICS] [M_NAMES]
 # Env: BENCH_TREE (the M-file tree, kept between runs; shared with scripts/bench-agent.sh),
-#      BENCH_WORKERS (bucky -w, default 16), BENCH_BATCH (bucky --batch, default 32), CARGO_TARGET_DIR,
+#      BENCH_WORKERS (bucky -w, default 5), BENCH_BATCH (bucky --batch, default 32), CARGO_TARGET_DIR,
 #      BENCH_PERF (a file: profile the rebalance system-wide with perf record; BENCH_PERF_ARGS adds flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${1:-5000}
 M=${2:-1000000}
-WORKERS=${BENCH_WORKERS:-16}
+WORKERS=${BENCH_WORKERS:-5}   # bucky's defaults
 BATCH=${BENCH_BATCH:-32}
 TREE=${BENCH_TREE:-${TMPDIR:-/tmp}/bucky-bench-tree-$M}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
