@@ -13,7 +13,7 @@
 //! | `PUT /metrics/<name>` | replace, never delete-then-write: in place (same layout) or temp + rename; honours `If-Match` |
 //! | `DELETE /metrics/<name>` | 200, 404 `Metric not found.`, 412 when `If-Match` does not match |
 //! | `POST /batch/read` | bucky extension: many `GET`s in one request ([`bucky_wire::batch`] frames in and out); per entry 200 + `Stat`, `ETag`, the file, or its own error (404, 400 invalid name, 403, 503, 413 once the answer's files reach `--max-body`) |
-//! | `POST /batch/heal` | bucky extension: many `POST`s with `X-Bucky-Read-Back: 1`, healed with one group commit; per entry 200 + `Report` and the replica read back (`Stat`, `ETag`, the file; only the report if the read-back fails), or its own error (400 invalid name or upload, 403, 409, 503) |
+//! | `POST /batch/heal` | bucky extension: many `POST`s with `X-Bucky-Read-Back: 1`, healed with one group commit; per entry 200 + `Report` and the replica read back (`Stat`, `ETag`, the file, which is left out when its `ETag` is the one the entry gave; only the report if the read-back fails), or its own error (400 invalid name or upload, 403, 409, 503) |
 //! | `POST /batch/delete` | bucky extension: many `DELETE`s, each with an optional `IfMatch`; per entry 200, or its own error (404, 412, 400, 403) |
 //!
 //! Wrong methods are 400 (as buckyd). A batch answers 200 with one frame per request frame, in order, the
