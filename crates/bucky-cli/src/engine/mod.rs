@@ -9,7 +9,7 @@
 //!
 //! Batches: with agents that take them (bucky-agent), `--batch` jobs of one source node move together,
 //! with one request to read their sources, one per destination to heal and read back, and one to delete
-//! (see [`batch`]); anything that goes wrong with a job in a batch hands it to the one-job path, which is
+//! (see `engine/batch.rs`); anything that goes wrong with a job in a batch hands it to the one-job path, which is
 //! also the path for buckyd.
 //!
 //! Concurrency: `--workers` requests (each a batch, or one job) in flight per source node, and at most
