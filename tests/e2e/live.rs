@@ -202,7 +202,8 @@ fn raw_request(addr: &str, method: &str, path: &[u8], headers: &[(&str, String)]
     let _ = stream.write_all(&request);
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let status = std::str::from_utf8(&response)
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
+    let status = std::str::from_utf8(&response[..head_end])
         .ok()
         .and_then(|text| text.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
@@ -378,7 +379,7 @@ impl Rng {
 
 /// Scenario 4: thousands of hostile requests against running agents (one with JWT auth): random and
 /// malicious names, truncated and random whisper bodies, wrong `X-Metric-Stat`, oversized bodies, snappy
-/// garbage, bad tokens. The agents stay up, answer every request with a 4xx, and nothing on disk changes,
+/// garbage, bad tokens, and the same inside batch requests (plus broken batch bodies). The agents stay up, answer every request with a 4xx, and nothing on disk changes,
 /// inside or outside their prefixes.
 #[test]
 fn live_hostile_requests_change_nothing() {
@@ -448,6 +449,12 @@ fn live_hostile_requests_change_nothing() {
     for n in 0..requests {
         let (agent_index, authed) = if rng.below(4) == 0 { (1, true) } else { (0, false) };
         let addr = agents[agent_index].1.clone();
+        if rng.below(5) == 0 {
+            let token = authed.then(|| tokens[rng.below(tokens.len())].clone());
+            let status = hostile_batch(&mut rng, &addr, token, &hostile_names, &ok_names, &valid, seed, n);
+            *statuses.entry(status).or_default() += 1;
+            continue;
+        }
         let method = methods[rng.below(methods.len())];
         // Hostile names get valid bodies; valid names get hostile bodies: nothing may be accepted.
         let hostile_name = rng.below(2) == 0 || method == "GET" || method == "HEAD" || method == "DELETE";
@@ -533,6 +540,110 @@ fn live_hostile_requests_change_nothing() {
         .collect();
     assert!(changed.is_empty(), "hostile requests changed files (seed {seed}): {changed:?}");
     eprintln!("live hostile: {requests} requests (seed {seed}), statuses {statuses:?}, nothing changed on disk");
+}
+
+/// One hostile batch request (`/batch/read`, `/batch/heal`, `/batch/delete`): hostile names with valid
+/// files, valid names with broken files, or a broken body. The agent must refuse the whole request (4xx) or
+/// answer 200 with every entry refused, except reads of existing metrics; returns the HTTP status.
+#[allow(clippy::too_many_arguments)]
+fn hostile_batch(
+    rng: &mut Rng,
+    addr: &str,
+    token: Option<String>,
+    hostile_names: &[Vec<u8>],
+    ok_names: &[String],
+    valid: &[u8],
+    seed: u64,
+    n: usize,
+) -> u16 {
+    use bucky_wire::batch::{self, Frame, Meta};
+    let path = [batch::READ_PATH, batch::HEAL_PATH, batch::DELETE_PATH][rng.below(3)];
+    let mut frames = Vec::new();
+    for _ in 0..1 + rng.below(5) {
+        let hostile = rng.below(2) == 0 || path == batch::DELETE_PATH;
+        let name = if hostile {
+            // The URL forms decoded: a batch carries names as they are, not in a URL.
+            String::from_utf8_lossy(&percent_decode(&hostile_names[rng.below(hostile_names.len())])).into_owned()
+        } else {
+            ok_names[rng.below(ok_names.len())].clone()
+        };
+        let data: Vec<u8> = match (path, hostile, rng.below(3)) {
+            (p, _, _) if p != batch::HEAL_PATH => Vec::new(),
+            (_, true, _) => valid.to_vec(),
+            (_, false, 0) => valid[..rng.below(valid.len())].to_vec(),
+            (_, false, 1) => {
+                let len = 1 + rng.below(3000);
+                rng.bytes(len)
+            }
+            (_, false, _) => {
+                let mut b = valid.to_vec();
+                b[rng.below(8)] ^= 0xff; // aggregation type or maxRetention: always an invalid header
+                b
+            }
+        };
+        let stat = (path == batch::HEAL_PATH).then(|| bucky_wire::MetricStat {
+            name: name.clone(),
+            size: data.len() as i64,
+            ..bucky_wire::MetricStat::default()
+        });
+        let if_match = (rng.below(2) == 0).then(|| "\"nope\"".to_owned());
+        frames.push(Frame::new(name, 0, Meta { stat, if_match, ..Meta::default() }, data.into()));
+    }
+    let mut body = batch::encode(&frames);
+    match rng.below(6) {
+        0 => body.truncate(rng.below(body.len())),
+        1 => {
+            let at = rng.below(batch::MAGIC.len());
+            body[at] ^= 0x5a; // not a batch
+        }
+        _ => {}
+    }
+    let mut headers = vec![("Content-Type", batch::CONTENT_TYPE.to_owned())];
+    if let Some(token) = token {
+        headers.push(("X-Buckyd-Authorization", token));
+    }
+    let (status, reply) = raw_request(addr, "POST", path.as_bytes(), &headers, &body);
+    assert!(
+        status == 200 || (400..500).contains(&status),
+        "batch request {n} (seed {seed}): {path} answered {status}: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(!reply.windows(6).any(|w| w == b"SECRET"), "batch request {n} (seed {seed}) leaked a file outside the prefix");
+    if status == 200 {
+        let answers = batch::decode(reply.into(), &batch::Limits::default())
+            .unwrap_or_else(|e| panic!("batch request {n} (seed {seed}): {path}: unreadable answer: {e}"));
+        for answer in answers {
+            let read_ok = path == batch::READ_PATH && ok_names.contains(&answer.name) && answer.status == 200;
+            assert!(
+                read_ok || (400..500).contains(&answer.status),
+                "batch request {n} (seed {seed}): {path} accepted entry {:?}: {} {:?}",
+                answer.name,
+                answer.status,
+                answer.meta.error
+            );
+        }
+    }
+    status
+}
+
+/// `%XX` escapes decoded (anything else kept as it is).
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A carbon-c-relay in front of the nodes (Debian's package), restarted to change its ring.
