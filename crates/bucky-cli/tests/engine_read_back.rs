@@ -148,6 +148,11 @@ async fn rebalance(mode: Mode) -> Outcome {
 
 /// Moves `count` metrics, `batch` per request.
 async fn rebalance_many(mode: Mode, count: usize, batch: usize) -> Outcome {
+    rebalance_to(mode, count, batch, true).await
+}
+
+/// [`rebalance_many`]; without `to_dest`, the jobs have no destination at all.
+async fn rebalance_to(mode: Mode, count: usize, batch: usize, to_dest: bool) -> Outcome {
     let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
     for (i, name) in names.iter().enumerate() {
@@ -186,7 +191,7 @@ async fn rebalance_many(mode: Mode, count: usize, batch: usize) -> Outcome {
             name: name.clone(),
             source_name: name.clone(),
             source: source_addr.clone(),
-            dests: vec![dest_addr.clone()],
+            dests: if to_dest { vec![dest_addr.clone()] } else { Vec::new() },
             keep_source: false,
         })
         .collect();
@@ -279,5 +284,17 @@ async fn a_batch_read_back_missing_points_keeps_every_source() {
     assert_eq!(out.source.deletes.load(Ordering::SeqCst), 0, "never deleted");
     for (i, source) in out.source_files.iter().enumerate() {
         assert_eq!(source.as_deref(), Some(&content(i)[..]), "metric {i} kept as it was");
+    }
+}
+
+#[tokio::test]
+async fn a_job_without_destinations_never_deletes_its_source() {
+    for batch in [1, 8] {
+        let out = rebalance_to(Mode::Honour, 3, batch, false).await;
+        assert_eq!(out.summary.deleted, 0, "batch {batch}: {:?}", out.summary);
+        assert_eq!(out.source.deletes.load(Ordering::SeqCst), 0, "batch {batch}");
+        for (i, source) in out.source_files.iter().enumerate() {
+            assert_eq!(source.as_deref(), Some(&content(i)[..]), "batch {batch}: metric {i} kept");
+        }
     }
 }

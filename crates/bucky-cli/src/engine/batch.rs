@@ -167,7 +167,7 @@ impl Run {
             if !p.in_batch() {
                 continue;
             }
-            if !self.options.delete || job.keep_source {
+            if !self.options.delete || !job.deletes_source() {
                 let note = (p.unplaceable > 0).then(|| unplaceable_note(p.unplaceable));
                 p.outcome = Some(self.moved(job, copy.bytes, p.wire, p.healed, p.verified, false, note));
             } else if p.unplaceable > 0 {

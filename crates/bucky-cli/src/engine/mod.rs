@@ -59,6 +59,14 @@ pub struct Job {
     pub keep_source: bool,
 }
 
+impl Job {
+    /// Whether the source goes once every destination verified: not for a replica or a kept source, and
+    /// never for a job without destinations (nothing would hold the data).
+    pub fn deletes_source(&self) -> bool {
+        !self.keep_source && !self.dests.is_empty()
+    }
+}
+
 fn ser_addr<S: serde::Serializer>(addr: &Addr, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&addr.to_string())
 }
@@ -544,7 +552,7 @@ impl Run {
         }
         let mut note = None;
         let mut deleted = false;
-        if self.options.delete && !job.keep_source {
+        if self.options.delete && job.deletes_source() {
             if unplaceable > 0 {
                 return Err(Retry::Never(unplaceable_kept(unplaceable)));
             }
@@ -674,7 +682,7 @@ pub fn print_plan(printer: &Printer, jobs: &[Job], delete: bool) -> std::io::Res
             job: &'a Job,
             delete: bool,
         }
-        let plan: Vec<Planned<'_>> = jobs.iter().map(|job| Planned { job, delete: delete && !job.keep_source }).collect();
+        let plan: Vec<Planned<'_>> = jobs.iter().map(|job| Planned { job, delete: delete && job.deletes_source() }).collect();
         return printer.print_json(&plan);
     }
     let mut out = printer.stdout();
