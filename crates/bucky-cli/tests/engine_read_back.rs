@@ -153,6 +153,11 @@ async fn rebalance_many(mode: Mode, count: usize, batch: usize) -> Outcome {
 
 /// [`rebalance_many`]; without `to_dest`, the jobs have no destination at all.
 async fn rebalance_to(mode: Mode, count: usize, batch: usize, to_dest: bool) -> Outcome {
+    rebalance_with(mode, count, batch, to_dest, false).await
+}
+
+/// [`rebalance_to`]; with `dest_down`, nothing listens at the destination's address.
+async fn rebalance_with(mode: Mode, count: usize, batch: usize, to_dest: bool, dest_down: bool) -> Outcome {
     let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
     for (i, name) in names.iter().enumerate() {
@@ -160,7 +165,11 @@ async fn rebalance_to(mode: Mode, count: usize, batch: usize, to_dest: bool) -> 
         std::fs::write(path(src_dir.path(), name), content(i)).unwrap();
     }
     let (source_addr, source) = start(src_dir.path(), Mode::Honour).await;
-    let (dest_addr, dest) = start(dst_dir.path(), mode).await;
+    let (mut dest_addr, dest) = start(dst_dir.path(), mode).await;
+    if dest_down {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        dest_addr.port = closed.local_addr().unwrap().port();
+    }
     let config = Config {
         seed: dest_addr.clone(),
         workers: 2,
@@ -296,5 +305,20 @@ async fn a_job_without_destinations_never_deletes_its_source() {
         for (i, source) in out.source_files.iter().enumerate() {
             assert_eq!(source.as_deref(), Some(&content(i)[..]), "batch {batch}: metric {i} kept");
         }
+    }
+}
+
+#[tokio::test]
+async fn jobs_needing_a_node_found_down_fail_at_once() {
+    let out = rebalance_with(Mode::Honour, 40, 8, true, true).await;
+    assert_eq!((out.summary.moved, out.summary.deleted, out.summary.errors), (0, 0, 40), "{:?}", out.summary);
+    assert!(out.summary.failures.iter().any(|f| f.reason.contains("is down")), "{:?}", out.summary.failures);
+    // The two workers' first batches found the destination unreachable; no job read its source after that,
+    // alone or in a batch.
+    assert!(out.source.batches.load(Ordering::SeqCst) <= 4, "{}", out.source.batches.load(Ordering::SeqCst));
+    assert_eq!(out.source.gets.load(Ordering::SeqCst), 0);
+    assert_eq!(out.source.deletes.load(Ordering::SeqCst), 0);
+    for (i, source) in out.source_files.iter().enumerate() {
+        assert_eq!(source.as_deref(), Some(&content(i)[..]), "metric {i} kept");
     }
 }

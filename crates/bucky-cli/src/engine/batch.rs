@@ -69,15 +69,31 @@ impl Run {
             progress.iter_mut().for_each(|p| p.alone = true);
         };
 
+        // Jobs needing a node found down fail at once (see `health`).
+        for (job, p) in jobs.iter().zip(progress.iter_mut()) {
+            if let Some(why) = self.health.refuse(job.nodes()) {
+                p.outcome = Some(Outcome::Failed { reason: why, wire: 0 });
+            }
+        }
+        if progress.iter().all(|p| !p.in_batch()) {
+            return;
+        }
+
         // 1. Read every source.
         let names: Vec<&str> = jobs.iter().map(|j| j.source_name.as_str()).collect();
-        let reads = match client.get_many(source, &names).await {
+        let reads = client.get_many(source, &names).await;
+        self.health.saw(source, &reads);
+        let reads = match reads {
             Ok(Some(reads)) => reads,
             Ok(None) => return alone(progress, "the source takes no batches"),
             Err(e) => return alone(progress, &short_error(&e)),
         };
         let mut copies: Vec<Option<Copy>> = Vec::with_capacity(jobs.len());
         for ((job, read), p) in jobs.iter().zip(reads).zip(progress.iter_mut()) {
+            if !p.in_batch() {
+                copies.push(None);
+                continue;
+            }
             copies.push(match read {
                 Ok(Some(fetched)) => match prepare(job, fetched, p) {
                     Ok(copy) => Some(copy),
@@ -113,7 +129,9 @@ impl Run {
                 .iter()
                 .filter_map(|&i| Some((jobs[i].name.as_str(), &copies[i].as_ref()?.upload)))
                 .collect();
-            (d, indices, client.heal_many(d, &uploads).await)
+            let answer = client.heal_many(d, &uploads).await;
+            self.health.saw(d, &answer);
+            (d, indices, answer)
         }))
         .await;
         let now = unix_now();
@@ -182,7 +200,9 @@ impl Run {
             return;
         }
         let request: Vec<(&str, Option<&str>)> = deletes.iter().map(|&(_, name, tag)| (name, Some(tag))).collect();
-        let answers = match client.delete_many(source, &request).await {
+        let answers = client.delete_many(source, &request).await;
+        self.health.saw(source, &answers);
+        let answers = match answers {
             Ok(Some(answers)) => answers,
             Ok(None) | Err(_) => {
                 deletes.iter().for_each(|&(i, ..)| progress[i].alone = true);

@@ -17,6 +17,7 @@
 //! jobs (one JSON line each) so a rerun skips them; `--error-file` lists failed ones.
 
 mod batch;
+pub mod health;
 pub mod state;
 pub mod verify;
 
@@ -37,6 +38,7 @@ use crate::config::Addr;
 use crate::printer::{human_bytes, Printer};
 use crate::UsageError;
 
+use self::health::Health;
 use self::state::{ErrorLog, StateLog};
 
 /// One unit of work: heal `source_name` from `source` into `name` on every destination.
@@ -60,6 +62,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// Every node the job needs: its source, then its destinations.
+    pub fn nodes(&self) -> impl Iterator<Item = &Addr> {
+        std::iter::once(&self.source).chain(&self.dests)
+    }
+
     /// Whether the source goes once every destination verified: not for a replica or a kept source, and
     /// never for a job without destinations (nothing would hold the data).
     pub fn deletes_source(&self) -> bool {
@@ -247,6 +254,7 @@ struct Run {
     stop: AtomicBool,
     summary: Mutex<Summary>,
     started_jobs: AtomicU64,
+    health: Health,
 }
 
 /// Paces job starts at `rate` per second.
@@ -319,6 +327,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             ..Summary::default()
         }),
         started_jobs: AtomicU64::new(0),
+        health: Health::default(),
         options,
     });
     let progress = Arc::new(progress);
@@ -483,6 +492,9 @@ impl Run {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            if let Some(why) = self.health.refuse(job.nodes()) {
+                return Outcome::Failed { reason: why, wire };
+            }
             match self.attempt(job, &mut wire).await {
                 Ok(Some(outcome)) => return outcome,
                 Ok(None) => return Outcome::SourceGone,
@@ -501,7 +513,9 @@ impl Run {
 
     async fn attempt(&self, job: &Job, wire: &mut u64) -> Result<Option<Outcome>, Retry> {
         let client = &self.client;
-        let Some(fetched) = client.get(&job.source, &job.source_name).await.map_err(Retry::from)? else {
+        let read = client.get(&job.source, &job.source_name).await;
+        self.health.saw(&job.source, &read);
+        let Some(fetched) = read.map_err(Retry::from)? else {
             return Ok(None);
         };
         *wire += fetched.wire_bytes;
@@ -519,16 +533,16 @@ impl Run {
         let upload = &upload;
         let copies = futures_util::future::join_all(job.dests.iter().map(|d| async move {
             let _slot = self.slot(d).await;
-            let healed = client
-                .heal_read_back(d, &job.name, upload)
-                .await
-                .map_err(|e| Retry::Again(format!("heal into {d}: {}", short_error(&e))))?;
+            let healed = client.heal_read_back(d, &job.name, upload).await;
+            self.health.saw(d, &healed);
+            let healed = healed.map_err(|e| Retry::Again(format!("heal into {d}: {}", short_error(&e))))?;
             let replica = match healed.replica {
                 Some(replica) => Some(replica),
-                None => client
-                    .get(d, &job.name)
-                    .await
-                    .map_err(|e| Retry::Again(format!("verify {d}: {}", short_error(&e))))?,
+                None => {
+                    let read = client.get(d, &job.name).await;
+                    self.health.saw(d, &read);
+                    read.map_err(|e| Retry::Again(format!("verify {d}: {}", short_error(&e))))?
+                }
             };
             Ok::<_, Retry>((healed.report.points_written, healed.sent, replica))
         }))
@@ -560,14 +574,18 @@ impl Run {
                 Some(tag) => Some(tag.as_str()),
                 None => {
                     // buckyd sends no ETag: compare the source with what we copied right before deleting.
-                    match client.get(&job.source, &job.source_name).await.map_err(Retry::from)? {
+                    let again = client.get(&job.source, &job.source_name).await;
+                    self.health.saw(&job.source, &again);
+                    match again.map_err(Retry::from)? {
                         Some(again) if again.data == source.as_bytes() => None,
                         Some(_) => return Err(Retry::Again("the source changed since it was read".into())),
                         None => return Ok(Some(self.moved(job, bytes, *wire, healed, verified, false, None))),
                     }
                 }
             };
-            match client.delete(&job.source, &job.source_name, condition).await {
+            let answer = client.delete(&job.source, &job.source_name, condition).await;
+            self.health.saw(&job.source, &answer);
+            match answer {
                 Ok(Deleted::Removed) => deleted = true,
                 Ok(Deleted::Absent) => {}
                 Err(ClientError::Changed { .. }) => {

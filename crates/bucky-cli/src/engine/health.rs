@@ -1,0 +1,94 @@
+//! Nodes that stopped answering during a run.
+//!
+//! A request to a node that is down fails only after the client's retries (about 1.5 s), and a job retries
+//! that a few times more: every job that needs the node would wait that long, and a rebalance of millions
+//! of metrics with one node down would take days to fail. So once a request finds a node unreachable, the
+//! jobs that need it fail at once ("down", source kept, listed in `--error-file`; a rerun with
+//! `--state-file` does them once the node is back). Every [`PROBE_AFTER`] the jobs try the node again,
+//! and any answer from it clears the mark.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::client::ClientError;
+use crate::config::Addr;
+
+/// How long a node found unreachable is skipped before jobs try it again.
+pub const PROBE_AFTER: Duration = Duration::from_secs(10);
+
+/// When a node down was first and last found unreachable.
+#[derive(Debug, Clone, Copy)]
+struct Down {
+    since: Instant,
+    last: Instant,
+}
+
+/// The nodes found down during a run.
+#[derive(Debug, Default)]
+pub struct Health {
+    down: Mutex<HashMap<Addr, Down>>,
+}
+
+impl Health {
+    /// Takes note of the outcome of a request to `addr`: unreachable marks it down, any answer (even an
+    /// error status) clears the mark.
+    pub fn saw<T>(&self, addr: &Addr, result: &Result<T, ClientError>) {
+        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Err(ClientError::Unreachable { .. }) => {
+                let now = Instant::now();
+                down.entry(addr.clone()).and_modify(|d| d.last = now).or_insert(Down { since: now, last: now });
+            }
+            _ => {
+                down.remove(addr);
+            }
+        }
+    }
+
+    /// Why a job needing `nodes` must not start now: the first of them found unreachable less than
+    /// [`PROBE_AFTER`] ago.
+    pub fn refuse<'a>(&self, nodes: impl IntoIterator<Item = &'a Addr>) -> Option<String> {
+        let down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.into_iter().find_map(|node| {
+            let d = down.get(node)?;
+            (d.last.elapsed() < PROBE_AFTER).then(|| {
+                format!(
+                    "{node} is down (unreachable for {} s): source kept; rerun once it is back",
+                    d.since.elapsed().as_secs()
+                )
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable(addr: &Addr) -> Result<(), ClientError> {
+        // A real connection error: nothing listens on port 9 of this loopback address.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let source = runtime
+            .block_on(reqwest::Client::new().get(format!("http://{}/", addr.authority())).send())
+            .expect_err("nothing listens there");
+        Err(ClientError::Unreachable { addr: addr.to_string(), what: "test".into(), source })
+    }
+
+    #[test]
+    fn an_unreachable_node_is_refused_until_it_answers_again() {
+        let health = Health::default();
+        let (a, b) = (Addr { host: "127.0.0.1".into(), port: 9 }, Addr { host: "127.0.0.2".into(), port: 9 });
+        assert_eq!(health.refuse([&a, &b]), None);
+        health.saw(&a, &unreachable(&a));
+        let why = health.refuse([&b, &a]).expect("a is down");
+        assert!(why.starts_with("127.0.0.1:9 is down"), "{why}");
+        assert_eq!(health.refuse([&b]), None, "only the node that failed");
+        // An answer, even an error status, means the node is up.
+        health.saw::<()>(&a, &Err(ClientError::Status { addr: a.to_string(), what: "x".into(), status: 503, body: String::new() }));
+        assert_eq!(health.refuse([&a]), None);
+        health.saw(&a, &unreachable(&a));
+        health.saw(&a, &Ok(()));
+        assert_eq!(health.refuse([&a]), None);
+    }
+}
