@@ -17,7 +17,9 @@
 # Usage: scripts/bench-rebalance.sh [N_METRICS] [M_NAMES]
 # Env: BENCH_TREE (the M-file tree, kept between runs; shared with scripts/bench-agent.sh),
 #      BENCH_WORKERS (bucky -w, default 5), BENCH_BATCH (bucky --batch, default 32), CARGO_TARGET_DIR,
-#      BENCH_PERF (a file: profile the rebalance system-wide with perf record; BENCH_PERF_ARGS adds flags).
+#      BENCH_PERF (a file: profile the rebalance system-wide with perf record; BENCH_PERF_ARGS adds flags),
+#      BENCH_SETTLE (seconds to wait between the cp baseline and the rebalances: on ext4 without a journal,
+#      creating inodes right after many deletions costs more, as the allocator skips recently freed ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
