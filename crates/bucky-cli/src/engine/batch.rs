@@ -50,8 +50,8 @@ impl Run {
     pub(super) async fn batch(&self, jobs: &[Job]) -> Vec<Outcome> {
         let mut progress: Vec<Progress> = jobs.iter().map(|_| Progress::default()).collect();
         self.batch_steps(jobs, &mut progress).await;
-        // The jobs handed back run alone side by side, as many as the batch held: when a node is down,
-        // each of them waits out its own retries.
+        // The jobs handed back run alone side by side, as many as the batch held (each with its own
+        // retries, unless `health` knows a node it needs is down).
         futures_util::future::join_all(jobs.iter().zip(progress).map(|(job, p)| async move {
             match p.outcome {
                 Some(outcome) if !p.alone => outcome,
@@ -66,7 +66,7 @@ impl Run {
         let client = &self.client;
         let alone = |progress: &mut [Progress], why: &str| {
             self.printer.verbose(format!("batch of {} from {source}: {why}; one by one", progress.len()));
-            progress.iter_mut().for_each(|p| p.alone = true);
+            progress.iter_mut().filter(|p| p.in_batch()).for_each(|p| p.alone = true);
         };
 
         // Jobs needing a node found down fail at once (see `health`).
