@@ -15,7 +15,7 @@
 //! - nothing changes when a precondition (`If-Match`) fails.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -152,9 +152,8 @@ impl Store {
     /// Reads the whole file under a shared flock.
     pub fn read(&self, name: &MetricName) -> Result<Snapshot, AgentError> {
         let path = self.path(name);
-        self.locked(&path, LockMode::Shared, false, |file| {
-            let bytes = read_all(file, &path)?;
-            let meta = file.metadata().map_err(|e| AgentError::io(&path, e))?;
+        self.locked(&path, LockMode::Shared, false, |file, meta| {
+            let bytes = read_all(file, meta, &path)?;
             let modified = meta.modified().unwrap_or(UNIX_EPOCH);
             Ok(Snapshot {
                 stat: stat_of(name, &meta, bytes.len() as u64),
@@ -281,8 +280,8 @@ impl Store {
                     return Ok(Replaced::Created);
                 }
             }
-            let result = self.locked(&path, LockMode::Exclusive, true, |file| {
-                let current = read_all(file, &path)?;
+            let result = self.locked(&path, LockMode::Exclusive, true, |file, meta| {
+                let current = read_all(file, meta, &path)?;
                 check_precondition(if_match, &current)?;
                 if same_layout(&current, src, &path) {
                     rewrite_in_place(file, &current, src.as_bytes(), &path)?;
@@ -325,8 +324,8 @@ impl Store {
                 held
             }
             Some(_) => {
-                let ((), file) = self.locked_keep(&path, LockMode::Exclusive, false, |file| {
-                    let current = read_all(file, &path)?;
+                let ((), file) = self.locked_keep(&path, LockMode::Exclusive, false, |file, meta| {
+                    let current = read_all(file, meta, &path)?;
                     check_precondition(if_match, &current)?;
                     fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))
                 })?;
@@ -342,14 +341,15 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `f` on the file at `path` opened and locked in `mode`, making sure the locked inode is still the
-    /// one at `path` (a replace may have renamed a new file over it while we waited for the lock).
+    /// Runs `f` on the file at `path` opened and locked in `mode`, with its metadata as of under the lock,
+    /// making sure the locked inode is still the one at `path` (a replace may have renamed a new file over
+    /// it while we waited for the lock).
     fn locked<T>(
         &self,
         path: &Path,
         mode: LockMode,
         write: bool,
-        f: impl FnMut(&File) -> Result<T, AgentError>,
+        f: impl FnMut(&File, &fs::Metadata) -> Result<T, AgentError>,
     ) -> Result<T, AgentError> {
         self.locked_keep(path, mode, write, f).map(|(result, _)| result)
     }
@@ -360,7 +360,7 @@ impl Store {
         path: &Path,
         mode: LockMode,
         write: bool,
-        mut f: impl FnMut(&File) -> Result<T, AgentError>,
+        mut f: impl FnMut(&File, &fs::Metadata) -> Result<T, AgentError>,
     ) -> Result<(T, File), AgentError> {
         for _ in 0..ATTEMPTS {
             let file = OpenOptions::new().read(true).write(write).open(path).map_err(|e| AgentError::io(path, e))?;
@@ -375,7 +375,7 @@ impl Store {
                 if (now_at_path.dev(), now_at_path.ino()) != (meta.dev(), meta.ino()) {
                     continue; // replaced while we waited: lock the new one
                 }
-                f(&file)?
+                f(&file, &now_at_path)?
             };
             return Ok((result, file));
         }
@@ -403,9 +403,9 @@ impl Store {
     ) -> Result<(u64, Option<File>), AgentError> {
         let mut attempt = 0;
         loop {
-            let outcome = self.locked(path, LockMode::Exclusive, true, |file| {
-                let before = file.metadata().map_err(|e| AgentError::io(path, e))?.mtime();
-                let bytes = read_all(file, path)?;
+            let outcome = self.locked(path, LockMode::Exclusive, true, |file, meta| {
+                let before = meta.mtime();
+                let bytes = read_all(file, meta, path)?;
                 let mut dst = match WhisperBuf::from_bytes(bytes) {
                     Ok(dst) => dst,
                     Err(e) => return Ok(Err(e)),
@@ -548,10 +548,21 @@ fn exists(path: &Path) -> Result<bool, AgentError> {
     }
 }
 
-fn read_all(mut file: &File, path: &Path) -> Result<Vec<u8>, AgentError> {
-    let len = file.metadata().map_err(|e| AgentError::io(path, e))?.len();
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file.read_to_end(&mut bytes).map_err(|e| AgentError::io(path, e))?;
+/// The whole file of `meta`'s size (taken under the lock): one `pread` in the usual case. A file found
+/// shorter is returned as it is (its parse reports the truncation).
+fn read_all(file: &File, meta: &fs::Metadata, path: &Path) -> Result<Vec<u8>, AgentError> {
+    let len = usize::try_from(meta.len()).map_err(|e| AgentError::internal(path.display().to_string(), e))?;
+    let mut bytes = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut bytes[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(AgentError::io(path, e)),
+        }
+    }
+    bytes.truncate(filled);
     Ok(bytes)
 }
 
