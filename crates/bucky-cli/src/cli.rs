@@ -198,6 +198,11 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch: usize,
 
+    /// Most MiB of files read per batch request: a batch of large files is cut short, the rest goes in
+    /// the next batch, so the memory used stays bounded (about this times -w times 3 per source node).
+    #[arg(long, default_value_t = crate::engine::DEFAULT_BATCH_MIB, value_name = "MIB")]
+    pub batch_mib: u64,
+
     /// Attempts per metric (heal, verify, delete) before it is reported as failed.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub attempts: u32,

@@ -548,7 +548,13 @@ impl Client {
     /// One batch request (`/batch/read`, `/batch/heal`, `/batch/delete`): the answer's frames, one per
     /// request frame and in the same order; `None` if the agent does not take batches (buckyd answers 404),
     /// which is remembered so later calls return `None` at once.
-    async fn batch(&self, addr: &Addr, path: &str, frames: &[Frame]) -> Result<Option<Vec<Frame>>, ClientError> {
+    async fn batch(
+        &self,
+        addr: &Addr,
+        path: &str,
+        frames: &[Frame],
+        max_answer: Option<u64>,
+    ) -> Result<Option<Vec<Frame>>, ClientError> {
         if !self.batches(addr) {
             return Ok(None);
         }
@@ -564,7 +570,10 @@ impl Client {
             .map_err(|e| invalid(format!("bad address: {e}")))?;
         let (status, headers, answer) = self
             .exchange(addr, &what, || {
-                let request = self.http.post(url.clone()).header(CONTENT_TYPE, batch::CONTENT_TYPE).body(body.clone());
+                let mut request = self.http.post(url.clone()).header(CONTENT_TYPE, batch::CONTENT_TYPE).body(body.clone());
+                if let Some(bytes) = max_answer {
+                    request = request.header(batch::MAX_ANSWER_HEADER, bytes);
+                }
                 if snappy {
                     request.header(CONTENT_ENCODING, "snappy").header(ACCEPT_ENCODING, "snappy")
                 } else {
@@ -608,14 +617,17 @@ impl Client {
     }
 
     /// Reads `names` in one request: per name the file, `None` if it does not exist, or the error that
-    /// a `GET` would have given. `None` if the agent does not take batches.
+    /// a `GET` would have given. The answer holds at most `max_bytes` of files (the first file found is
+    /// always sent); the names beyond are answered 413 (read them in another batch). `None` if the agent
+    /// does not take batches.
     pub async fn get_many(
         &self,
         addr: &Addr,
         names: &[&str],
+        max_bytes: u64,
     ) -> Result<Option<Vec<Result<Option<Fetched>, ClientError>>>, ClientError> {
         let frames: Vec<Frame> = names.iter().map(|n| Frame::new(*n, 0, Meta::default(), Bytes::new())).collect();
-        let Some(answers) = self.batch(addr, batch::READ_PATH, &frames).await? else { return Ok(None) };
+        let Some(answers) = self.batch(addr, batch::READ_PATH, &frames, Some(max_bytes)).await? else { return Ok(None) };
         Ok(Some(
             answers
                 .into_iter()
@@ -643,7 +655,7 @@ impl Client {
                 Frame::new(*name, 0, meta, upload.plain.clone())
             })
             .collect();
-        let Some(answers) = self.batch(addr, batch::HEAL_PATH, &frames).await? else { return Ok(None) };
+        let Some(answers) = self.batch(addr, batch::HEAL_PATH, &frames, None).await? else { return Ok(None) };
         Ok(Some(
             answers
                 .into_iter()
@@ -684,7 +696,7 @@ impl Client {
                 Frame::new(*name, 0, Meta { if_match: tag.map(str::to_owned), ..Meta::default() }, Bytes::new())
             })
             .collect();
-        let Some(answers) = self.batch(addr, batch::DELETE_PATH, &frames).await? else { return Ok(None) };
+        let Some(answers) = self.batch(addr, batch::DELETE_PATH, &frames, None).await? else { return Ok(None) };
         Ok(Some(
             answers
                 .into_iter()

@@ -148,17 +148,33 @@ async fn rebalance(mode: Mode) -> Outcome {
 
 /// Moves `count` metrics, `batch` per request.
 async fn rebalance_many(mode: Mode, count: usize, batch: usize) -> Outcome {
-    rebalance_to(mode, count, batch, true).await
+    Scenario::new(mode, count, batch).run().await
 }
 
-/// [`rebalance_many`]; without `to_dest`, the jobs have no destination at all.
-async fn rebalance_to(mode: Mode, count: usize, batch: usize, to_dest: bool) -> Outcome {
-    rebalance_with(mode, count, batch, to_dest, false).await
+/// A move of `count` metrics from a source agent to a destination agent treating read-back as `mode`.
+#[derive(Clone, Copy)]
+struct Scenario {
+    mode: Mode,
+    count: usize,
+    /// `--batch`.
+    batch: usize,
+    /// `--batch-mib`, in bytes.
+    batch_bytes: u64,
+    /// Without it, the jobs have no destination at all.
+    to_dest: bool,
+    /// Nothing listens at the destination's address.
+    dest_down: bool,
 }
 
-/// [`rebalance_to`]; with `dest_down`, nothing listens at the destination's address.
-async fn rebalance_with(mode: Mode, count: usize, batch: usize, to_dest: bool, dest_down: bool) -> Outcome {
-    let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+impl Scenario {
+    fn new(mode: Mode, count: usize, batch: usize) -> Scenario {
+        let batch_bytes = engine::DEFAULT_BATCH_MIB << 20;
+        Scenario { mode, count, batch, batch_bytes, to_dest: true, dest_down: false }
+    }
+
+    async fn run(self) -> Outcome {
+        let Scenario { mode, count, batch, batch_bytes, to_dest, dest_down } = self;
+        let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
     for (i, name) in names.iter().enumerate() {
         std::fs::create_dir_all(path(src_dir.path(), name).parent().unwrap()).unwrap();
@@ -188,6 +204,7 @@ async fn rebalance_with(mode: Mode, count: usize, batch: usize, to_dest: bool, d
         delete: true,
         workers: 2,
         batch,
+        batch_bytes,
         attempts: 2,
         max_rate: None,
         state_file: None,
@@ -211,6 +228,7 @@ async fn rebalance_with(mode: Mode, count: usize, batch: usize, to_dest: bool, d
         dest,
         source_files: names.iter().map(|name| std::fs::read(path(src_dir.path(), name)).ok()).collect(),
         dest_files: names.iter().map(|name| std::fs::read(path(dst_dir.path(), name)).ok()).collect(),
+    }
     }
 }
 
@@ -299,7 +317,7 @@ async fn a_batch_read_back_missing_points_keeps_every_source() {
 #[tokio::test]
 async fn a_job_without_destinations_never_deletes_its_source() {
     for batch in [1, 8] {
-        let out = rebalance_to(Mode::Honour, 3, batch, false).await;
+        let out = Scenario { to_dest: false, ..Scenario::new(Mode::Honour, 3, batch) }.run().await;
         assert_eq!(out.summary.deleted, 0, "batch {batch}: {:?}", out.summary);
         assert_eq!(out.source.deletes.load(Ordering::SeqCst), 0, "batch {batch}");
         for (i, source) in out.source_files.iter().enumerate() {
@@ -310,7 +328,7 @@ async fn a_job_without_destinations_never_deletes_its_source() {
 
 #[tokio::test]
 async fn jobs_needing_a_node_found_down_fail_at_once() {
-    let out = rebalance_with(Mode::Honour, 40, 8, true, true).await;
+    let out = Scenario { dest_down: true, ..Scenario::new(Mode::Honour, 40, 8) }.run().await;
     assert_eq!((out.summary.moved, out.summary.deleted, out.summary.errors), (0, 0, 40), "{:?}", out.summary);
     assert!(out.summary.failures.iter().any(|f| f.reason.contains("is down")), "{:?}", out.summary.failures);
     // The two workers' first batches found the destination unreachable; no job read its source after that,
@@ -320,5 +338,26 @@ async fn jobs_needing_a_node_found_down_fail_at_once() {
     assert_eq!(out.source.deletes.load(Ordering::SeqCst), 0);
     for (i, source) in out.source_files.iter().enumerate() {
         assert_eq!(source.as_deref(), Some(&content(i)[..]), "metric {i} kept");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_whose_files_outgrow_its_read_continues_in_the_next_batch() {
+    // Two files fit in the read's answer (--batch-mib), not three: batches of 8 move 2 metrics each, the
+    // rest lead the worker's next batch rather than running alone (which would hold every file at once).
+    let size = content(0).len() as u64;
+    let out = Scenario { batch_bytes: 2 * size + size / 2, ..Scenario::new(Mode::Honour, 20, 8) }.run().await;
+    assert_eq!((out.summary.moved, out.summary.deleted, out.summary.errors), (20, 20, 0), "{:?}", out.summary);
+    assert_eq!(out.summary.not_started, 0, "{:?}", out.summary);
+    // 10 reads and 10 deletes on the source, 10 heals on the destination; nothing alone.
+    assert_eq!(out.source.batches.load(Ordering::SeqCst), 20);
+    assert_eq!(out.dest.batches.load(Ordering::SeqCst), 10);
+    for agent in [&out.source, &out.dest] {
+        let single = [&agent.gets, &agent.heals, &agent.deletes].map(|c| c.load(Ordering::SeqCst));
+        assert_eq!(single, [0, 0, 0], "no request per metric");
+    }
+    assert!(out.source_files.iter().all(Option::is_none));
+    for (i, dest) in out.dest_files.iter().enumerate() {
+        assert_eq!(dest.as_deref(), Some(&content(i)[..]), "metric {i}");
     }
 }

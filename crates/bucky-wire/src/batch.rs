@@ -22,6 +22,10 @@
 //! 0. `Content-Type` is [`CONTENT_TYPE`]; the whole body may be snappy framed (`Content-Encoding:
 //! snappy`, and `Accept-Encoding: snappy` for the answer).
 //!
+//! A read answer holds at most `--max-body` bytes of files, or fewer if the request's
+//! [`MAX_ANSWER_HEADER`] asks: the entries beyond are answered `413` (read them in another batch). The
+//! first file found is always sent, whatever its size, so every batch read makes progress.
+//!
 //! ```
 //! use bucky_wire::batch::{decode, encode, Frame, Limits, Meta};
 //!
@@ -48,6 +52,10 @@ pub const READ_PATH: &str = "/batch/read";
 pub const HEAL_PATH: &str = "/batch/heal";
 /// Path of the batch delete.
 pub const DELETE_PATH: &str = "/batch/delete";
+
+/// Request header of a batch read: the most bytes of files the client wants in the answer (a decimal
+/// number), so that its memory stays bounded whatever the size of the files.
+pub const MAX_ANSWER_HEADER: &str = "X-Bucky-Batch-Max-Bytes";
 
 /// What an entry says besides its name, status and data. Every field is optional; each route uses the
 /// ones named in the module's table.

@@ -66,6 +66,8 @@ struct Context<'a> {
     cache: &'a MetricCache,
     /// `--max-body`.
     limit: u64,
+    /// The most bytes of files in a read answer: `--max-body`, or less if the client asks.
+    answer_limit: u64,
 }
 
 /// Checks the request, reads its body, then serves every entry and encodes the answer in one blocking task.
@@ -78,6 +80,12 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
     let snappy = is_snappy(headers.get(header::CONTENT_ENCODING))?;
     let snappy_answer = wants_snappy(&headers);
     let limit = state.config().body_limit;
+    let answer_limit = match headers.get(batch::MAX_ANSWER_HEADER) {
+        None => limit,
+        Some(value) => value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+            AgentError::BadRequest(format!("{} must be a number of bytes.", batch::MAX_ANSWER_HEADER))
+        })?.min(limit),
+    };
     // The decoded body is bounded by --max-body; a snappy stream may be slightly longer than what it decodes to.
     let raw_limit = max_encoded_len(limit, snappy);
     let declared = headers
@@ -92,7 +100,7 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
     let answer = state
         .blocking(move |store| {
             let frames = decode(body, snappy, limit)?;
-            let context = Context { store, grant: grant.as_ref(), cache: &cache, limit };
+            let context = Context { store, grant: grant.as_ref(), cache: &cache, limit, answer_limit };
             let answers = match route {
                 Route::Read => read_entries(&context, frames),
                 Route::Heal => heal_entries(&context, frames),
@@ -154,11 +162,12 @@ fn read_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
             let read = admit(context.grant, Op::Read, &frame.name).and_then(|name| context.store.read(&name));
             let snapshot = read.and_then(|snapshot| {
                 let len = snapshot.bytes.len() as u64;
-                if total > 0 && total.saturating_add(len) > context.limit {
+                if total > 0 && total.saturating_add(len) > context.answer_limit {
+                    let whose = if context.answer_limit < context.limit { batch::MAX_ANSWER_HEADER } else { "--max-body" };
                     return Err(AgentError::PayloadTooLarge(format!(
-                        "the batch's answer would be larger than the {}-byte limit (--max-body); read this \
-                         metric in another batch",
-                        context.limit
+                        "the batch's answer would be larger than the {}-byte limit ({whose}); read this metric \
+                         in another batch",
+                        context.answer_limit
                     )));
                 }
                 total = total.saturating_add(len);

@@ -954,6 +954,37 @@ async fn batch_read_answers_stay_within_max_body() {
 }
 
 #[tokio::test]
+async fn batch_read_answers_stay_within_the_clients_cap() {
+    let f = Fixture::with(|c| c.body_limit = 40_000);
+    let bytes = wsp(&[(1, 1.0)]); // 17,308 bytes
+    for name in ["c.a", "c.b", "c.c"] {
+        f.put_file(name, &bytes);
+    }
+    let asked = ["c.a", "c.b", "c.c"];
+    let frames: Vec<Frame> = asked.iter().map(|n| ask(n)).collect();
+    let capped = |cap: &str| {
+        let mut request = batch_request(batch::READ_PATH, &frames);
+        request.headers_mut().insert(batch::MAX_ANSWER_HEADER, cap.parse().unwrap());
+        request
+    };
+    // Under --max-body, the client's cap decides: one file fits in 20,000 bytes.
+    let answers = batch_answer(&f, capped("20000"), &asked).await;
+    assert_eq!(statuses(&answers), [200, 413, 413]);
+    assert!(error_of(&answers[1]).contains(batch::MAX_ANSWER_HEADER), "{}", error_of(&answers[1]));
+    // The first file is sent whatever the cap: every batch makes progress.
+    assert_eq!(statuses(&batch_answer(&f, capped("0"), &asked).await), [200, 413, 413]);
+    // A cap above --max-body does not raise it.
+    assert_eq!(statuses(&batch_answer(&f, capped("1000000"), &asked).await), [200, 200, 413]);
+    // A cap that is not a number is refused as a whole.
+    for bad in ["-1", "lots", ""] {
+        let response = f.send(capped(bad)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "cap {bad:?}");
+        let text = String::from_utf8(body(response).await).unwrap();
+        assert!(text.contains(batch::MAX_ANSWER_HEADER), "{text}");
+    }
+}
+
+#[tokio::test]
 async fn batch_heal_creates_fills_and_fails_each_entry_on_its_own() {
     let f = Fixture::new();
     let existing = wsp(&[(1, 1.0), (2, 2.0)]);

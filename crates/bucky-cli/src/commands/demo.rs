@@ -332,6 +332,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         delete: true,
         workers: 8,
         batch: 32,
+        batch_bytes: engine::DEFAULT_BATCH_MIB << 20,
         attempts: 3,
         max_rate: None,
         state_file: None,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use whisper::WhisperBuf;
 
 use super::{check_copy, shared_upload, unix_now, unplaceable_kept, unplaceable_note, Job, Outcome, Retry, Run};
-use crate::client::{Deleted, Fetched, Upload};
+use crate::client::{ClientError, Deleted, Fetched, Upload};
 use crate::cluster::short_error;
 use crate::config::Addr;
 
@@ -33,6 +33,8 @@ struct Progress {
     outcome: Option<Outcome>,
     /// Hand the job to [`Run::job`].
     alone: bool,
+    /// Its source did not fit in the batch read's answer (`--batch-mib`): move it in a later batch.
+    later: bool,
     wire: u64,
     healed: u64,
     verified: u64,
@@ -41,21 +43,23 @@ struct Progress {
 
 impl Progress {
     fn in_batch(&self) -> bool {
-        self.outcome.is_none() && !self.alone
+        self.outcome.is_none() && !self.alone && !self.later
     }
 }
 
 impl Run {
-    /// Runs `jobs` (all from one source node) and returns their outcomes in order.
-    pub(super) async fn batch(&self, jobs: &[Job]) -> Vec<Outcome> {
+    /// Runs `jobs` (all from one source node) and returns their outcomes in order: `None` for a job whose
+    /// source did not fit in the batch read's answer, to be moved in a later batch.
+    pub(super) async fn batch(&self, jobs: &[Job]) -> Vec<Option<Outcome>> {
         let mut progress: Vec<Progress> = jobs.iter().map(|_| Progress::default()).collect();
         self.batch_steps(jobs, &mut progress).await;
         // The jobs handed back run alone side by side, as many as the batch held (each with its own
         // retries, unless `health` knows a node it needs is down).
         futures_util::future::join_all(jobs.iter().zip(progress).map(|(job, p)| async move {
             match p.outcome {
-                Some(outcome) if !p.alone => outcome,
-                _ => self.job(job).await,
+                _ if p.later => None,
+                Some(outcome) if !p.alone => Some(outcome),
+                _ => Some(self.job(job).await),
             }
         }))
         .await
@@ -81,7 +85,7 @@ impl Run {
 
         // 1. Read every source.
         let names: Vec<&str> = jobs.iter().map(|j| j.source_name.as_str()).collect();
-        let reads = client.get_many(source, &names).await;
+        let reads = client.get_many(source, &names, self.options.batch_bytes).await;
         self.health.saw(source, &reads);
         let reads = match reads {
             Ok(Some(reads)) => reads,
@@ -106,11 +110,20 @@ impl Run {
                     p.outcome = Some(Outcome::SourceGone);
                     None
                 }
+                // The answer was full: the agent sent the first file found, so the batch is not empty.
+                Err(ClientError::Status { status: 413, .. }) => {
+                    p.later = true;
+                    None
+                }
                 Err(_) => {
                     p.alone = true;
                     None
                 }
             });
+        }
+        if copies.iter().all(Option::is_none) {
+            // Nothing was read (the agent always sends one file): 413s here are not a full answer.
+            progress.iter_mut().filter(|p| p.later).for_each(|p| (p.later, p.alone) = (false, true));
         }
 
         // 2. Heal: one request per destination, each copy verified against its source as read back.

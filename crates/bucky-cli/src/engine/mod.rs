@@ -10,7 +10,8 @@
 //! Batches: with agents that take them (bucky-agent), `--batch` jobs of one source node move together,
 //! with one request to read their sources, one per destination to heal and read back, and one to delete
 //! (see `engine/batch.rs`); anything that goes wrong with a job in a batch hands it to the one-job path, which is
-//! also the path for buckyd.
+//! also the path for buckyd. A batch read holds at most `--batch-mib` of files: the jobs whose sources did
+//! not fit lead the worker's next batch.
 //!
 //! Concurrency: `--workers` requests (each a batch, or one job) in flight per source node, and at most
 //! `--workers` requests at once to each destination node. `--max-rate` paces the jobs started per source node. `--state-file` records finished
@@ -82,6 +83,9 @@ fn ser_addrs<S: serde::Serializer>(addrs: &[Addr], s: S) -> Result<S::Ok, S::Err
     s.collect_seq(addrs.iter().map(ToString::to_string))
 }
 
+/// `--batch-mib`'s default: 64 MiB of files per batch read.
+pub const DEFAULT_BATCH_MIB: u64 = 64;
+
 /// What to do with the jobs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -93,6 +97,8 @@ pub struct Options {
     pub workers: usize,
     /// Metrics moved per request to agents that take batches (bucky-agent); 1 = one request per metric.
     pub batch: usize,
+    /// Most bytes of files read per batch request.
+    pub batch_bytes: u64,
     /// Attempts per job.
     pub attempts: u32,
     /// Jobs started per second per source node.
@@ -116,6 +122,9 @@ impl Options {
         if args.batch == 0 {
             return Err(UsageError("--batch must be at least 1".into()).into());
         }
+        if args.batch_mib == 0 {
+            return Err(UsageError("--batch-mib must be at least 1".into()).into());
+        }
         if args.attempts == 0 {
             return Err(UsageError("--attempts must be at least 1".into()).into());
         }
@@ -124,6 +133,7 @@ impl Options {
             delete,
             workers,
             batch: args.batch,
+            batch_bytes: args.batch_mib.saturating_mul(1 << 20),
             attempts: args.attempts,
             max_rate: args.max_rate,
             state_file: args.state_file.clone(),
@@ -346,28 +356,38 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             let (run, queue, pacer, progress, source) =
                 (Arc::clone(&run), Arc::clone(&queue), pacer.clone(), Arc::clone(&progress), source.to_string());
             tasks.spawn(async move {
+                // Jobs of this worker's last batch that did not fit in its read (--batch-mib) lead its next.
+                let mut carried: Vec<Job> = Vec::new();
                 loop {
                     if run.stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let jobs: Vec<Job> = {
+                    let fresh: Vec<Job> = {
                         let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
-                        let n = queue.len().min(batch);
+                        let n = queue.len().min(batch.saturating_sub(carried.len()));
                         queue.drain(..n).collect()
                     };
-                    if jobs.is_empty() {
-                        break;
-                    }
                     if let Some(p) = &pacer {
-                        for _ in &jobs {
+                        for _ in &fresh {
                             p.wait().await;
                         }
                     }
-                    run.started_jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                    let outcomes = if jobs.len() > 1 { run.batch(&jobs).await } else { vec![run.job(&jobs[0]).await] };
-                    for (job, outcome) in jobs.iter().zip(outcomes) {
-                        run.record(job, outcome);
-                        progress.inc(&source);
+                    run.started_jobs.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+                    let mut jobs = std::mem::take(&mut carried);
+                    jobs.extend(fresh);
+                    if jobs.is_empty() {
+                        break;
+                    }
+                    let outcomes =
+                        if jobs.len() > 1 { run.batch(&jobs).await } else { vec![Some(run.job(&jobs[0]).await)] };
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        match outcome {
+                            Some(outcome) => {
+                                run.record(&job, outcome);
+                                progress.inc(&source);
+                            }
+                            None => carried.push(job),
+                        }
                     }
                 }
             });
