@@ -26,7 +26,8 @@
 #      FILE.moveR; BENCH_PERF_ARGS adds flags),
 #      BENCH_ROUNDS (default 3), BENCH_SETTLE (default 65), BENCH_KINDS (default "copy move"; "move" alone
 #      moves files never copied), BENCH_AGENT_LOG (the agents' RUST_LOG, their log kept in
-#      /tmp/bench-agents.log; e.g. "warn,bucky_agent::store::commit=trace" logs every group commit).
+#      /tmp/bench-agents.log; e.g. "warn,bucky_agent::store::commit=trace" logs every group commit),
+#      BENCH_AGENT_ARGS (more bucky-agent flags, e.g. "--flush fsync").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,7 +79,9 @@ EOF
 start_agent() { # ip prefix ring...
     local ip=$1 prefix=$2; shift 2
     mkdir -p "$prefix"
-    RUST_LOG=${BENCH_AGENT_LOG:-warn} "$AGENT" -b "$ip:$PORT" -n "$ip" -p "$prefix" "$@" 2>>"$WORK/agents.log" &
+    # shellcheck disable=SC2086 # BENCH_AGENT_ARGS is a list of flags
+    RUST_LOG=${BENCH_AGENT_LOG:-warn} "$AGENT" -b "$ip:$PORT" -n "$ip" -p "$prefix" ${BENCH_AGENT_ARGS:-} "$@" \
+        2>>"$WORK/agents.log" &
     PIDS+=($!)
     for _ in $(seq 200); do
         curl -sf "http://$ip:$PORT/hashring" >/dev/null 2>&1 && return 0

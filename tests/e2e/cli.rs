@@ -441,6 +441,18 @@ fn local_commands_json_and_gentestmetrics() {
     assert_eq!(run_bucky(&["list", "-r"], b"").status.code(), Some(2));
     let help = ok(&run_bucky(&["list", "--help"], b""));
     assert!(help.contains("--host") && help.contains("BUCKYHOST"), "{help}");
+    // Logs (RUST_LOG) to a stderr that is not a terminal carry no colour codes.
+    let mut child = Command::new(bin("bucky"))
+        .args(["servers", "-h", "127.0.0.1:1", "--timeout", "1"])
+        .env("RUST_LOG", "debug")
+        .env("BUCKY_NO_PROGRESS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = text(&wait_output(&mut child, b"", Duration::from_secs(60), "bucky servers").stderr);
+    assert!(logs.contains("DEBUG") && !logs.contains('\x1b'), "{logs}");
 }
 
 #[test]
