@@ -12,7 +12,10 @@
 #     inodes: so nothing is deleted between the timed steps of a round (cp's copies and the rings are kept
 #     until the end), and each round after the first waits BENCH_SETTLE seconds (default 65) after the
 #     previous round's move. Wait a minute between two runs of this script for the same reason. The move
-#     still pays for its own deletions, as it would on a real node. The agents make new files
+#     still pays for its own deletions, as it would on a real node, so it is also compared with `cp -r`
+#     then `rm -r` of the originals (each + sync), timed at the end of the round after the same settle. On
+#     a filesystem mounted with `discard` (this VM's), freeing a deleted file's blocks waits for the disk
+#     to discard them, which is most of what the move costs more than the copy here. The agents make new files
 #     durable by group commit: concurrent heals share their flushes, so throughput grows with the heals in
 #     flight (-w per source node, --io-concurrency per agent).
 #  2. Listing: peak RSS of the client listing M names (default 1,000,000 empty .wsp files served by one
@@ -27,7 +30,8 @@
 #      BENCH_ROUNDS (default 3), BENCH_SETTLE (default 65), BENCH_KINDS (default "copy move"; "move" alone
 #      moves files never copied), BENCH_AGENT_LOG (the agents' RUST_LOG, their log kept in
 #      /tmp/bench-agents.log; e.g. "warn,bucky_agent::store::commit=trace" logs every group commit),
-#      BENCH_AGENT_ARGS (more bucky-agent flags, e.g. "--flush fsync").
+#      BENCH_AGENT_ARGS (more bucky-agent flags, e.g. "--flush fsync"), BENCH_MV_BASELINE (default 1: also
+#      time cp -r + rm -r, the baseline of a move, after a settle; 0 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +41,7 @@ WORKERS=${BENCH_WORKERS:-5}   # bucky's defaults
 ROUNDS=${BENCH_ROUNDS:-3}
 KINDS=${BENCH_KINDS:-copy move}
 SETTLE=${BENCH_SETTLE:-65}
+MV_BASELINE=${BENCH_MV_BASELINE:-1}
 BATCH=${BENCH_BATCH:-32}
 TREE=${BENCH_TREE:-${TMPDIR:-/tmp}/bucky-bench-tree-$M}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -185,6 +190,16 @@ for round in $(seq "$ROUNDS"); do
     echo "$round cp $secs" >>"$WORK/results"
     printf 'round %s: cp -r + sync: %.2f s, %.1f MB/s\n' "$round" "$secs" "$(calc "$BYTES / 1e6 / $secs")"
     for kind in $KINDS; do rebalance_run "$kind" "$round"; done
+    if [ "$MV_BASELINE" != 0 ]; then
+        # The move's own baseline: cp -r + sync, then rm -r of the originals + sync (a move between
+        # filesystems), after the same settle, as the move started with no recent deletion.
+        [ "$SETTLE" != 0 ] && { say "waiting $SETTLE s before cp -r + rm -r"; sleep "$SETTLE"; }
+        say "round $round: cp -r + sync + rm -r + sync"
+        t0=$(now); cp -r "$WORK/cp$round" "$WORK/mv$round"; sync; rm -r "$WORK/cp$round"; sync; t1=$(now)
+        secs=$(calc "round($t1 - $t0, 3)")
+        echo "$round cprm $secs" >>"$WORK/results"
+        printf '  cp -r + sync + rm -r + sync: %.2f s, %.1f MB/s\n' "$secs" "$(calc "$BYTES / 1e6 / $secs")"
+    fi
 done
 python3 - "$WORK/results" "$N" "$BYTES" "$WORKERS" "$BATCH" <<'EOF'
 import collections, statistics, sys
@@ -206,6 +221,11 @@ for kind in ("copy", "move"):
     print(f"  rebalance ({kind}) {spread(times, lambda x: f'{x:.2f} s')}, {spread([n / t for t in times], lambda x: f'{x:,.0f}')}"
           f" metrics/s, {spread([mb / t for t in times], lambda x: f'{x:.1f}')} MB/s")
     print(f"    % of its round's cp -r bytes/s: {spread(ratios, lambda x: f'{x:.0f} %')}")
+if "cprm" in secs:
+    print(f"  cp -r + rm -r       {spread(list(secs['cprm'].values()), lambda x: f'{x:.2f} s')}")
+    if "move" in secs:
+        ratios = [100 * secs["cprm"][r] / t for r, t in secs["move"].items() if r in secs["cprm"]]
+        print(f"    rebalance (move), % of its round's cp -r + rm -r bytes/s: {spread(ratios, lambda x: f'{x:.0f} %')}")
 EOF
 [ "$M" = 0 ] && exit 0 # M_NAMES=0: no listing benchmark
 
