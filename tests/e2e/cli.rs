@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bucky_e2e::bin;
 use serde_json::Value;
 
-use crate::cluster::{now_minute, run_bucky, wait_output, TestCluster};
+use crate::cluster::{now_minute, run_bucky, run_bucky_with, TestCluster};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -213,16 +213,7 @@ fn servers_health_and_a_node_down() {
     assert_eq!(report["replication"], 2);
     assert_eq!(report["members"].as_object().unwrap().len(), 3);
     // $BUCKYHOST is the default seed.
-    let mut child = Command::new(bin("bucky"))
-        .args(["servers", "-j"])
-        .env("BUCKYHOST", cluster.seed())
-        .env("BUCKY_NO_PROGRESS", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(&mut child, b"", Duration::from_secs(60), "bucky servers");
+    let out = run_bucky_with(&["servers", "-j"], &[("BUCKYHOST", &cluster.seed())], b"");
     assert_eq!(json(&out)["healthy"], true);
 
     // One node down: named, exit 1, never a crash.
@@ -442,16 +433,8 @@ fn local_commands_json_and_gentestmetrics() {
     let help = ok(&run_bucky(&["list", "--help"], b""));
     assert!(help.contains("--host") && help.contains("BUCKYHOST"), "{help}");
     // Logs (RUST_LOG) to a stderr that is not a terminal carry no colour codes.
-    let mut child = Command::new(bin("bucky"))
-        .args(["servers", "-h", "127.0.0.1:1", "--timeout", "1"])
-        .env("RUST_LOG", "debug")
-        .env("BUCKY_NO_PROGRESS", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = text(&wait_output(&mut child, b"", Duration::from_secs(60), "bucky servers").stderr);
+    let out = run_bucky_with(&["servers", "-h", "127.0.0.1:1", "--timeout", "1"], &[("RUST_LOG", "debug")], b"");
+    let logs = text(&out.stderr);
     assert!(logs.contains("DEBUG") && !logs.contains('\x1b'), "{logs}");
 }
 

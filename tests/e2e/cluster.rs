@@ -231,11 +231,17 @@ pub(crate) fn read_points(root: &Path, name: &str) -> Option<BTreeMap<i64, f64>>
 
 /// Runs the `bucky` binary with a deadline; kills it and panics if it hangs.
 pub(crate) fn run_bucky(args: &[&str], stdin: &[u8]) -> Output {
+    run_bucky_with(args, &[], stdin)
+}
+
+/// [`run_bucky`] with more environment variables (`env` is set after `BUCKYHOST` is removed).
+pub(crate) fn run_bucky_with(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut child = Command::new(bin("bucky"))
         .args(args)
         .env("BUCKY_NO_PROGRESS", "1")
         .env_remove("BUCKYHOST")
         .env_remove("BUCKY_TOKEN_FILE")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
