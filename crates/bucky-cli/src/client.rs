@@ -19,6 +19,7 @@ use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE
 use reqwest::{RequestBuilder, StatusCode, Url};
 
 use crate::config::{Addr, Config};
+use crate::health::Health;
 use crate::names::JsonArrayParser;
 
 /// Why a request failed.
@@ -186,6 +187,8 @@ pub struct Client {
     cache_wait: Duration,
     /// Agents that answered a batch request with 404 (buckyd, older bucky-agents): one request per metric.
     no_batch: Arc<Mutex<HashSet<Addr>>>,
+    /// The agents found unreachable (and not heard from since).
+    health: Arc<Health>,
 }
 
 /// Largest error body kept for messages.
@@ -212,7 +215,13 @@ impl Client {
             attempts: 4,
             cache_wait: config.cache_wait,
             no_batch: Arc::default(),
+            health: Arc::default(),
         })
+    }
+
+    /// The agents this client found unreachable.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Whether transfers are snappy-compressed (with agents not on loopback, see [`Client::snappy_for`]).
@@ -247,8 +256,20 @@ impl Client {
         }
     }
 
-    /// Sends with retries; reads the whole body. Network errors and 5xx are retried.
+    /// Sends with retries; reads the whole body. Network errors and 5xx are retried. The outcome is noted
+    /// in [`Client::health`].
     async fn exchange(
+        &self,
+        addr: &Addr,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+        let result = self.exchange_with_retries(addr, what, build).await;
+        self.health.saw(addr, &result);
+        result
+    }
+
+    async fn exchange_with_retries(
         &self,
         addr: &Addr,
         what: &str,

@@ -73,9 +73,9 @@ impl Run {
             progress.iter_mut().filter(|p| p.in_batch()).for_each(|p| p.alone = true);
         };
 
-        // Jobs needing a node found down fail at once (see `health`).
+        // Jobs needing a node found down fail at once (see `crate::health`).
         for (job, p) in jobs.iter().zip(progress.iter_mut()) {
-            if let Some(why) = self.health.refuse(job.nodes()) {
+            if let Some(why) = self.client.health().refuse(job.nodes()) {
                 p.outcome = Some(Outcome::Failed { reason: why, wire: 0 });
             }
         }
@@ -85,9 +85,7 @@ impl Run {
 
         // 1. Read every source.
         let names: Vec<&str> = jobs.iter().map(|j| j.source_name.as_str()).collect();
-        let reads = client.get_many(source, &names, self.options.batch_bytes).await;
-        self.health.saw(source, &reads);
-        let reads = match reads {
+        let reads = match client.get_many(source, &names, self.options.batch_bytes).await {
             Ok(Some(reads)) => reads,
             Ok(None) => return alone(progress, "the source takes no batches"),
             Err(e) => return alone(progress, &short_error(&e)),
@@ -142,9 +140,7 @@ impl Run {
                 .iter()
                 .filter_map(|&i| Some((jobs[i].name.as_str(), &copies[i].as_ref()?.upload)))
                 .collect();
-            let answer = client.heal_many(d, &uploads).await;
-            self.health.saw(d, &answer);
-            (d, indices, answer)
+            (d, indices, client.heal_many(d, &uploads).await)
         }))
         .await;
         let now = unix_now();
@@ -213,9 +209,7 @@ impl Run {
             return;
         }
         let request: Vec<(&str, Option<&str>)> = deletes.iter().map(|&(_, name, tag)| (name, Some(tag))).collect();
-        let answers = client.delete_many(source, &request).await;
-        self.health.saw(source, &answers);
-        let answers = match answers {
+        let answers = match client.delete_many(source, &request).await {
             Ok(Some(answers)) => answers,
             Ok(None) | Err(_) => {
                 deletes.iter().for_each(|&(i, ..)| progress[i].alone = true);

@@ -18,7 +18,6 @@
 //! jobs (one JSON line each) so a rerun skips them; `--error-file` lists failed ones.
 
 mod batch;
-pub mod health;
 pub mod state;
 pub mod verify;
 
@@ -39,7 +38,6 @@ use crate::config::Addr;
 use crate::printer::{human_bytes, Printer};
 use crate::UsageError;
 
-use self::health::Health;
 use self::state::{ErrorLog, StateLog};
 
 /// One unit of work: heal `source_name` from `source` into `name` on every destination.
@@ -264,7 +262,6 @@ struct Run {
     stop: AtomicBool,
     summary: Mutex<Summary>,
     started_jobs: AtomicU64,
-    health: Health,
 }
 
 /// Paces job starts at `rate` per second.
@@ -337,7 +334,6 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             ..Summary::default()
         }),
         started_jobs: AtomicU64::new(0),
-        health: Health::default(),
         options,
     });
     let progress = Arc::new(progress);
@@ -512,7 +508,7 @@ impl Run {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            if let Some(why) = self.health.refuse(job.nodes()) {
+            if let Some(why) = self.client.health().refuse(job.nodes()) {
                 return Outcome::Failed { reason: why, wire };
             }
             match self.attempt(job, &mut wire).await {
@@ -533,9 +529,7 @@ impl Run {
 
     async fn attempt(&self, job: &Job, wire: &mut u64) -> Result<Option<Outcome>, Retry> {
         let client = &self.client;
-        let read = client.get(&job.source, &job.source_name).await;
-        self.health.saw(&job.source, &read);
-        let Some(fetched) = read.map_err(Retry::from)? else {
+        let Some(fetched) = client.get(&job.source, &job.source_name).await.map_err(Retry::from)? else {
             return Ok(None);
         };
         *wire += fetched.wire_bytes;
@@ -553,16 +547,16 @@ impl Run {
         let upload = &upload;
         let copies = futures_util::future::join_all(job.dests.iter().map(|d| async move {
             let _slot = self.slot(d).await;
-            let healed = client.heal_read_back(d, &job.name, upload).await;
-            self.health.saw(d, &healed);
-            let healed = healed.map_err(|e| Retry::Again(format!("heal into {d}: {}", short_error(&e))))?;
+            let healed = client
+                .heal_read_back(d, &job.name, upload)
+                .await
+                .map_err(|e| Retry::Again(format!("heal into {d}: {}", short_error(&e))))?;
             let replica = match healed.replica {
                 Some(replica) => Some(replica),
-                None => {
-                    let read = client.get(d, &job.name).await;
-                    self.health.saw(d, &read);
-                    read.map_err(|e| Retry::Again(format!("verify {d}: {}", short_error(&e))))?
-                }
+                None => client
+                    .get(d, &job.name)
+                    .await
+                    .map_err(|e| Retry::Again(format!("verify {d}: {}", short_error(&e))))?,
             };
             Ok::<_, Retry>((healed.report.points_written, healed.sent, replica))
         }))
@@ -594,18 +588,14 @@ impl Run {
                 Some(tag) => Some(tag.as_str()),
                 None => {
                     // buckyd sends no ETag: compare the source with what we copied right before deleting.
-                    let again = client.get(&job.source, &job.source_name).await;
-                    self.health.saw(&job.source, &again);
-                    match again.map_err(Retry::from)? {
+                    match client.get(&job.source, &job.source_name).await.map_err(Retry::from)? {
                         Some(again) if again.data == source.as_bytes() => None,
                         Some(_) => return Err(Retry::Again("the source changed since it was read".into())),
                         None => return Ok(Some(self.moved(job, bytes, *wire, healed, verified, false, None))),
                     }
                 }
             };
-            let answer = client.delete(&job.source, &job.source_name, condition).await;
-            self.health.saw(&job.source, &answer);
-            match answer {
+            match client.delete(&job.source, &job.source_name, condition).await {
                 Ok(Deleted::Removed) => deleted = true,
                 Ok(Deleted::Absent) => {}
                 Err(ClientError::Changed { .. }) => {

@@ -1,9 +1,9 @@
-//! Nodes that stopped answering during a run.
+//! Nodes that stopped answering: every request of a [`crate::client::Client`] is noted here.
 //!
 //! A request to a node that is down fails only after the client's retries (about 1.5 s), and a job retries
 //! that a few times more: every job that needs the node would wait that long, and a rebalance of millions
 //! of metrics with one node down would take days to fail. So once a request finds a node unreachable, the
-//! jobs that need it fail at once ("down", source kept, listed in `--error-file`; a rerun with
+//! engine's jobs that need it fail at once ("down", source kept, listed in `--error-file`; a rerun with
 //! `--state-file` does them once the node is back). Every [`PROBE_AFTER`] the jobs try the node again,
 //! and any answer from it clears the mark.
 
