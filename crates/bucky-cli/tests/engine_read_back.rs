@@ -99,8 +99,11 @@ async fn start(root: &Path, mode: Mode) -> (Addr, Arc<Agent>) {
     (Addr { host: "127.0.0.1".into(), port }, agent)
 }
 
+/// The minute every file of this process is written relative to: taken once, so that `content(i)` built
+/// for an assertion equals the file written at set-up even when a minute boundary falls in between.
 fn now() -> i64 {
-    bucky_cli::engine::unix_now() / 60 * 60
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| bucky_cli::engine::unix_now() / 60 * 60)
 }
 
 /// A `1m:1d` file holding `points` (minutes ago, value).
@@ -182,10 +185,16 @@ impl Scenario {
     }
     let (source_addr, source) = start(src_dir.path(), Mode::Honour).await;
     let (mut dest_addr, dest) = start(dst_dir.path(), mode).await;
-    if dest_down {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        dest_addr.port = closed.local_addr().unwrap().port();
-    }
+    // Bound but never listening: connections are refused, and (unlike a port bound then released) no
+    // agent of a test running beside this one can be given the port while this run uses it.
+    let _closed = if dest_down {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        dest_addr.port = socket.local_addr().unwrap().port();
+        Some(socket)
+    } else {
+        None
+    };
     let config = Config {
         seed: dest_addr.clone(),
         workers: 2,

@@ -806,8 +806,11 @@ async fn uploads_larger_than_the_memory_budget_still_go_through_one_at_a_time() 
 
 #[tokio::test]
 async fn offload_refuses_incomplete_forms_and_servers_outside_the_ring() {
-    // A port nothing listens on, as the only agent port.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A port nothing listens on, as the only agent port: bound (so no test beside this one is given it)
+    // but never listening.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = socket.local_addr().unwrap().port();
     let f = Fixture::with(|c| c.peer_ports = vec![closed]);
     let tree = f.tree();
     let offload = |form: &str| {
