@@ -188,14 +188,13 @@ fn agent_lists_202_then_200_and_tracks_its_own_changes() {
     assert_eq!(response.text().unwrap(), "Cache update in progress.\n");
     assert_eq!(agent.list(&client, ""), ["a.b.c", "a.b.d", "carbon.agents.x.cpu"]);
     assert_eq!(agent.list(&client, "?regex=%5Ea%5C."), ["a.b.c", "a.b.d"]);
-    let response = client
-        .post(agent.url("/metrics"))
-        .form(&[("list", r#"["a.b.d","zz"]"#)])
-        .send()
-        .unwrap();
+    let response = client.post(agent.url("/metrics")).form(&[("list", r#"["a.b.d","zz"]"#)]).send().unwrap();
     assert_eq!(response.text().unwrap(), r#"["a.b.d"]"#);
     // The agent's own creates and deletes show at once.
-    assert_eq!(upload(&client, reqwest::Method::POST, &agent.url("/metrics/new.m"), "new.m", &wsp(&[(1, 1.0)])).status(), StatusCode::OK);
+    assert_eq!(
+        upload(&client, reqwest::Method::POST, &agent.url("/metrics/new.m"), "new.m", &wsp(&[(1, 1.0)])).status(),
+        StatusCode::OK
+    );
     assert_eq!(client.delete(agent.url("/metrics/a.b.c")).send().unwrap().status(), StatusCode::OK);
     assert_eq!(agent.list(&client, ""), ["a.b.d", "carbon.agents.x.cpu", "new.m"]);
     // A file carbon-cache creates shows after the next rescan.
@@ -214,7 +213,13 @@ fn agent_serves_get_head_post_put_delete_over_http() {
     let ip = "127.0.0.4";
     let port = free_port(ip);
     // Go-style flags, as in a buckyd unit file.
-    let agent = TestAgent::start(ip, port, &root, &[&format!("{ip}:2003=a")], &["-hash", "jump_fnv1a", "-replicas", "1", "-timeout", "60", "-sparse"]);
+    let agent = TestAgent::start(
+        ip,
+        port,
+        &root,
+        &[&format!("{ip}:2003=a")],
+        &["-hash", "jump_fnv1a", "-replicas", "1", "-timeout", "60", "-sparse"],
+    );
     let client = client();
     let url = agent.url("/metrics/srv.web1.cpu");
     let first = wsp(&[(1, 1.0), (2, 2.0)]);
@@ -485,7 +490,8 @@ fn agent_killed_in_the_middle_of_a_create_leaves_no_partial_file() {
     let restarted = TestAgent::start(ip, free_port(ip), &root, &[ip], &[]);
     let client = client();
     assert!(!restarted.list(&client, "").contains(&"crash.metric".to_owned()));
-    let response = upload(&client, reqwest::Method::POST, &restarted.url("/metrics/crash.metric"), "crash.metric", &bytes);
+    let response =
+        upload(&client, reqwest::Method::POST, &restarted.url("/metrics/crash.metric"), "crash.metric", &bytes);
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(fs::read(&final_path).unwrap(), bytes);
 }

@@ -312,7 +312,12 @@ fn tar_restore_round_trips_every_point() {
         for (name, copies) in &layout {
             let want = union(copies);
             for &node in &homes[name] {
-                assert_eq!(target.points(node, name), Some(want.clone()), "{name} on {node} from {}", archive.display());
+                assert_eq!(
+                    target.points(node, name),
+                    Some(want.clone()),
+                    "{name} on {node} from {}",
+                    archive.display()
+                );
             }
         }
         assert!(inconsistent_set(&target).is_empty());
@@ -406,7 +411,8 @@ fn backfill_copy_du_stat_list_locate() {
 fn local_commands_json_and_gentestmetrics() {
     let out = run_bucky(&["json"], b"a.b\n\nc.d\n");
     assert_eq!(ok(&out).trim(), r#"["a.b","c.d"]"#);
-    let out = run_bucky(&["gentestmetrics", "-c", "2", "-x", "2", "-i", "60", "-s", "1000030", "-v", "7", "-p", "t."], b"");
+    let out =
+        run_bucky(&["gentestmetrics", "-c", "2", "-x", "2", "-i", "60", "-s", "1000030", "-v", "7", "-p", "t."], b"");
     assert_eq!(ok(&out), "t.000000 7 999960\nt.000001 7 999960\nt.000000 7 1000020\nt.000001 7 1000020\n");
     let names = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(names.path(), "x.y\n\nz\n").unwrap();
@@ -523,7 +529,8 @@ fn rebalance_writes_only_to_allowed_destinations() {
     }
     cluster.start();
     let homes = placement(&cluster, &names);
-    let (to_node1, elsewhere): (Vec<&String>, Vec<&String>) = names.iter().filter(|n| homes[*n][0] != 0).partition(|n| homes[*n][0] == 1);
+    let (to_node1, elsewhere): (Vec<&String>, Vec<&String>) =
+        names.iter().filter(|n| homes[*n][0] != 0).partition(|n| homes[*n][0] == 1);
     assert!(!to_node1.is_empty() && !elsewhere.is_empty(), "the test needs metrics bound to both other nodes");
 
     let summary = json(&cluster.bucky(&["rebalance", "--delete", "-j", "-f", "--allowed-dsts", &cluster.addr(1)]));

@@ -67,7 +67,15 @@ impl TestCluster {
         for i in 0..n {
             std::fs::create_dir_all(dir.path().join(format!("node{i}/whisper"))).unwrap();
         }
-        TestCluster { dir, ips, port, hash: hash.into(), replicas, agents: (0..n).map(|_| None).collect(), generation: 0 }
+        TestCluster {
+            dir,
+            ips,
+            port,
+            hash: hash.into(),
+            replicas,
+            agents: (0..n).map(|_| None).collect(),
+            generation: 0,
+        }
     }
 
     /// Node `i`'s whisper root.

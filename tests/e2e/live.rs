@@ -84,7 +84,14 @@ struct LiveNode {
 
 impl LiveNode {
     /// Starts carbon-cache on `ip` (line receiver on `line_port`) and, if `ring` is not empty, an agent.
-    fn start(ip: &str, root: &Path, line_port: u16, agent_port: u16, ring: &[String], agent_flags: &[&str]) -> LiveNode {
+    fn start(
+        ip: &str,
+        root: &Path,
+        line_port: u16,
+        agent_port: u16,
+        ring: &[String],
+        agent_flags: &[&str],
+    ) -> LiveNode {
         let prefix = root.join("storage/whisper");
         for dir in ["conf", "storage/whisper", "storage/lists", "log", "run"] {
             std::fs::create_dir_all(root.join(dir)).expect("node dirs");
@@ -104,11 +111,8 @@ impl LiveNode {
             root = root.display()
         );
         std::fs::write(root.join("conf/carbon.conf"), conf).expect("carbon.conf");
-        std::fs::write(
-            root.join("conf/storage-schemas.conf"),
-            format!("[all]\npattern = .*\nretentions = {SCHEMA}\n"),
-        )
-        .expect("schemas");
+        std::fs::write(root.join("conf/storage-schemas.conf"), format!("[all]\npattern = .*\nretentions = {SCHEMA}\n"))
+            .expect("schemas");
         std::fs::write(
             root.join("conf/storage-aggregation.conf"),
             "[all]\npattern = .*\nxFilesFactor = 0\naggregationMethod = average\n",
@@ -117,10 +121,12 @@ impl LiveNode {
         let python = oracle_python();
         let carbon_cache = python.parent().expect("venv bin").join("carbon-cache.py");
         let mut command = Command::new(&python);
-        command
-            .arg(&carbon_cache)
-            .args(["--config", &root.join("conf/carbon.conf").to_string_lossy()])
-            .args(["--nodaemon", "--pidfile", &root.join("run/carbon.pid").to_string_lossy(), "start"]);
+        command.arg(&carbon_cache).args(["--config", &root.join("conf/carbon.conf").to_string_lossy()]).args([
+            "--nodaemon",
+            "--pidfile",
+            &root.join("run/carbon.pid").to_string_lossy(),
+            "start",
+        ]);
         for (key, _) in std::env::vars() {
             if key.starts_with("GRAPHITE_") {
                 command.env_remove(key);
@@ -176,8 +182,12 @@ fn encoded(metric: usize, t: i64) -> f64 {
 fn whisper_bytes(points: &[(i64, f64)], now: i64) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("body.wsp");
-    create(&path, &Retention::parse_list(SCHEMA).expect("schema"), &CreateOptions { x_files_factor: 0.0, ..Default::default() })
-        .expect("create body");
+    create(
+        &path,
+        &Retention::parse_list(SCHEMA).expect("schema"),
+        &CreateOptions { x_files_factor: 0.0, ..Default::default() },
+    )
+    .expect("create body");
     let pts: Vec<Point> = points.iter().copied().map(Point::from).collect();
     whisper::WhisperFile::open_rw(&path).expect("open body").update_many(&pts, now).expect("fill body");
     std::fs::read(&path).expect("read body")
@@ -208,11 +218,8 @@ fn raw_request(addr: &str, method: &str, path: &[u8], headers: &[(&str, String)]
         .and_then(|text| text.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| response[at + 4..].to_vec())
-        .unwrap_or_default();
+    let body =
+        response.windows(4).position(|w| w == b"\r\n\r\n").map(|at| response[at + 4..].to_vec()).unwrap_or_default();
     (status, body)
 }
 
@@ -244,13 +251,15 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn live_heal_while_carbon_cache_writes_the_same_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ip = "127.0.0.51";
-    let node = LiveNode::start(ip, dir.path(), free_port(ip), free_port(ip), &[ip.to_owned()], &["--lock-timeout", "20"]);
+    let node =
+        LiveNode::start(ip, dir.path(), free_port(ip), free_port(ip), &[ip.to_owned()], &["--lock-timeout", "20"]);
     let metrics: Vec<String> = (0..12).map(|i| format!("live.flock.m{i}")).collect();
 
     // carbon creates the files first (a heal that creates a file carbon is about to create would make
     // carbon drop its batch: that race is rebalance's business, verified there by content).
     let start = now();
-    let first: String = metrics.iter().enumerate().map(|(i, m)| format!("{m} {} {start}\n", encoded(i, start))).collect();
+    let first: String =
+        metrics.iter().enumerate().map(|(i, m)| format!("{m} {} {start}\n", encoded(i, start))).collect();
     node.send(&first);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !metrics.iter().all(|m| node.prefix.join(m.replace('.', "/") + ".wsp").exists()) {
@@ -385,9 +394,10 @@ impl Rng {
 fn live_hostile_requests_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    let seed = std::env::var("BUCKY_HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
-    });
+    let seed = std::env::var("BUCKY_HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1);
     let mut rng = Rng(seed);
     let requests: usize = std::env::var("BUCKY_HOSTILE_REQUESTS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
 
@@ -406,7 +416,13 @@ fn live_hostile_requests_change_nothing() {
     let before = snapshot(root);
 
     let mut agents = Vec::new();
-    for (ip, flags) in [("127.0.0.61", vec![]), ("127.0.0.62", vec!["--auth-jwt-secret-file".to_owned(), root.join("jwt.secret").to_string_lossy().into_owned()])] {
+    for (ip, flags) in [
+        ("127.0.0.61", vec![]),
+        (
+            "127.0.0.62",
+            vec!["--auth-jwt-secret-file".to_owned(), root.join("jwt.secret").to_string_lossy().into_owned()],
+        ),
+    ] {
         let addr = format!("{ip}:{}", free_port(ip));
         let mut command = Command::new(bin("bucky-agent"));
         command
@@ -420,9 +436,30 @@ fn live_hostile_requests_change_nothing() {
     }
 
     let hostile_names: Vec<Vec<u8>> = [
-        "..", "../secret", "..%2fsecret", "%2e%2e/secret", "%2e%2e%2fsecret", "a..b", ".", "a/../../secret",
-        "/etc/passwd", "%2Fetc%2Fpasswd", "a%00b", "ok.m0%00", "a%01b", "a%0ab", "a%0d%0aX-Injected:%201", ".hidden",
-        "a.", ".a", "a.b..", "ok/../../secret", "%2e", "ok.%2e%2e.secret", "a\\..\\secret", "%5c..%5csecret",
+        "..",
+        "../secret",
+        "..%2fsecret",
+        "%2e%2e/secret",
+        "%2e%2e%2fsecret",
+        "a..b",
+        ".",
+        "a/../../secret",
+        "/etc/passwd",
+        "%2Fetc%2Fpasswd",
+        "a%00b",
+        "ok.m0%00",
+        "a%01b",
+        "a%0ab",
+        "a%0d%0aX-Injected:%201",
+        ".hidden",
+        "a.",
+        ".a",
+        "a.b..",
+        "ok/../../secret",
+        "%2e",
+        "ok.%2e%2e.secret",
+        "a\\..\\secret",
+        "%5c..%5csecret",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
@@ -608,7 +645,10 @@ fn hostile_batch(
         "batch request {n} (seed {seed}): {path} answered {status}: {}",
         String::from_utf8_lossy(&reply)
     );
-    assert!(!reply.windows(6).any(|w| w == b"SECRET"), "batch request {n} (seed {seed}) leaked a file outside the prefix");
+    assert!(
+        !reply.windows(6).any(|w| w == b"SECRET"),
+        "batch request {n} (seed {seed}) leaked a file outside the prefix"
+    );
     if status == 200 {
         let answers = batch::decode(reply.into(), &batch::Limits::default())
             .unwrap_or_else(|e| panic!("batch request {n} (seed {seed}): {path}: unreadable answer: {e}"));
@@ -687,7 +727,11 @@ fn bucky(args: &[&str]) -> (bool, String, String) {
         .stdin(Stdio::null())
         .output()
         .expect("run bucky");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Scenarios 1 and 2: grow a ring from 2 to 3 nodes while `bucky gentestmetrics --send` feeds a real
@@ -695,7 +739,14 @@ fn bucky(args: &[&str]) -> (bool, String, String) {
 /// With `kill_agent`, one agent is killed -9 in the middle of the rebalance, restarted, and the rebalance
 /// is rerun from its `--state-file`. Afterwards every sent point is present on the metric's replicas,
 /// `inconsistent` is empty, and every whisper file on every node is whole.
-fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_agent: bool, metrics: usize, warmup: Duration) {
+fn grow_ring_under_traffic(
+    hash: &str,
+    agent_hash: &str,
+    replicas: usize,
+    kill_agent: bool,
+    metrics: usize,
+    warmup: Duration,
+) {
     let (_guard, root) = live_dir();
     let ips = ["127.0.0.71", "127.0.0.72", "127.0.0.73"].map(|ip| ip.to_owned());
     let line_port = free_port(&ips[0]);
@@ -740,8 +791,21 @@ fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_a
                 }
                 round += 1;
                 let (ok, _, err) = bucky(&[
-                    "gentestmetrics", "-f", &names_file.to_string_lossy(), "-p", "", "-x", "1", "-i", "1", "-s", &t.to_string(),
-                    "-v", &round.to_string(), "--send", &relay_addr,
+                    "gentestmetrics",
+                    "-f",
+                    &names_file.to_string_lossy(),
+                    "-p",
+                    "",
+                    "-x",
+                    "1",
+                    "-i",
+                    "1",
+                    "-s",
+                    &t.to_string(),
+                    "-v",
+                    &round.to_string(),
+                    "--send",
+                    &relay_addr,
                 ]);
                 assert!(ok, "gentestmetrics --send failed: {err}");
                 sent.lock().unwrap_or_else(|e| e.into_inner()).push((t, round));
@@ -769,7 +833,18 @@ fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_a
     if kill_agent {
         // A slow rebalance, killed -9 at a source agent part-way, then resumed from the state file.
         let mut child = Command::new(bin("bucky"))
-            .args(["rebalance", "--delete", "-f", "-h", &seed, "--state-file", &state, "--max-rate", "20", "--no-progress"])
+            .args([
+                "rebalance",
+                "--delete",
+                "-f",
+                "-h",
+                &seed,
+                "--state-file",
+                &state,
+                "--max-rate",
+                "20",
+                "--no-progress",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -781,7 +856,8 @@ fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_a
         let _ = child.wait();
         nodes[0].start_agent(&members, &flags);
     }
-    let (ok, out, err) = bucky(&["rebalance", "--delete", "-f", "-h", &seed, "--state-file", &state, "--json", "--no-progress"]);
+    let (ok, out, err) =
+        bucky(&["rebalance", "--delete", "-f", "-h", &seed, "--state-file", &state, "--json", "--no-progress"]);
     assert!(ok, "rebalance failed:\n{out}\n{err}");
     let rebalance_time = started.elapsed();
     let summary: serde_json::Value = serde_json::Deserializer::from_str(&out)
@@ -828,7 +904,8 @@ fn grow_ring_under_traffic(hash: &str, agent_hash: &str, replicas: usize, kill_a
                 let response = client.get(format!("http://{}/metrics/{name}", agent_of(member))).send().expect("GET");
                 if response.status() != 200 {
                     let status = response.status();
-                    missing.push(format!("{name} absent from {member}: {status} {}", response.text().unwrap_or_default()));
+                    missing
+                        .push(format!("{name} absent from {member}: {status} {}", response.text().unwrap_or_default()));
                     continue;
                 }
                 let file = WhisperBuf::from_bytes(response.bytes().expect("body").to_vec()).expect("valid file");

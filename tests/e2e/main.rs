@@ -2,7 +2,7 @@
 //! Each module covers one area and starts the real binaries it needs.
 
 mod agent;
-mod live;
 mod cli;
 mod cluster;
+mod live;
 mod pickle_relay;

@@ -43,7 +43,12 @@ impl Proc {
             if let Some(s) = self.child.try_wait().expect("wait") {
                 return s;
             }
-            assert!(Instant::now() < deadline, "{} did not exit within {within:?} of SIGTERM:\n{}", self.name, self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?} of SIGTERM:\n{}",
+                self.name,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -131,7 +136,11 @@ fn c_relay(dir: &Path, port: u16, sink: u16) -> Proc {
         format!("cluster sink forward {IP}:{sink} ;\nmatch * send to sink ;\nlisten type linemode {IP}:{port} proto tcp ;\n"),
     )
     .unwrap();
-    let mut p = spawn("carbon-c-relay", Command::new(exe).arg("-s").args(["-q", "2000000", "-H", "e2e"]).arg("-f").arg(&conf), dir);
+    let mut p = spawn(
+        "carbon-c-relay",
+        Command::new(exe).arg("-s").args(["-q", "2000000", "-H", "e2e"]).arg("-f").arg(&conf),
+        dir,
+    );
     wait_listening(port, &mut p);
     p
 }
@@ -178,7 +187,12 @@ fn assert_exact(expect: &Path, sink: &LineSink, prefix: &str) -> usize {
         let ts: f64 = f[2].parse().unwrap_or_else(|_| panic!("timestamp of {line:?}"));
         let key = (f[0].to_owned(), ts.to_bits());
         let expected = want.get(&key).unwrap_or_else(|| panic!("unexpected point {line:?}"));
-        assert_eq!(value.to_bits(), *expected, "{line:?}: value must be bit-exact (expected {})", f64::from_bits(*expected));
+        assert_eq!(
+            value.to_bits(),
+            *expected,
+            "{line:?}: value must be bit-exact (expected {})",
+            f64::from_bits(*expected)
+        );
         seen += 1;
     }
     assert_eq!(seen, want.len(), "every point arrives once");
@@ -187,7 +201,12 @@ fn assert_exact(expect: &Path, sink: &LineSink, prefix: &str) -> usize {
 
 fn rss_of(pid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0) * 1024
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+        * 1024
 }
 
 /// bucky-pickle-relay → carbon-c-relay → sink, all running.
@@ -216,11 +235,20 @@ fn carbon_pickles_arrive_bit_exact_through_carbon_c_relay_and_sigterm_flushes() 
     let Chain { dir, sink, _crelay, mut relay, port } = Chain::start(&["-i", "1", "-p", "e2e.self"]);
 
     // carbon's own client (protocol 2, 4 connections), then other senders' protocols 0, 1 and 4.
-    let carbon = python_send(dir.path(), port, "e2e.carbon", &["--metrics", "500", "--points", "40", "--connections", "4"]);
+    let carbon =
+        python_send(dir.path(), port, "e2e.carbon", &["--metrics", "500", "--points", "40", "--connections", "4"]);
     let mut others = Vec::new();
     for p in ["0", "1", "4"] {
         let prefix = format!("e2e.proto{p}");
-        others.push((python_send(dir.path(), port, &prefix, &["--metrics", "100", "--points", "10", "--protocol", p, "--seed", p]), prefix));
+        others.push((
+            python_send(
+                dir.path(),
+                port,
+                &prefix,
+                &["--metrics", "100", "--points", "10", "--protocol", p, "--seed", p],
+            ),
+            prefix,
+        ));
     }
     // Stop right away: SIGTERM must flush the queue before exiting.
     let status = relay.terminate(Duration::from_secs(30));
@@ -300,7 +328,8 @@ fn hostile_senders_are_refused_and_the_relay_stays_up_and_small() {
     assert!(rss < 64 << 20, "RSS {} MiB with 300 slow connections", rss >> 20);
 
     // Meanwhile an honest carbon sender is served in full.
-    let expect = python_send(dir.path(), port, "e2e.honest", &["--metrics", "200", "--points", "10", "--connections", "2"]);
+    let expect =
+        python_send(dir.path(), port, "e2e.honest", &["--metrics", "200", "--points", "10", "--connections", "2"]);
     sink.wait_for("e2e.honest.", 2_000, Duration::from_secs(30));
     drop(loris);
     assert!(relay.alive(), "relay died:\n{}", relay.log());
@@ -328,7 +357,17 @@ fn relay_down_then_up_loses_nothing_within_the_queue_bound() {
         "pickle_sender",
         Command::new(oracle_python())
             .arg(sender_script())
-            .args(["--port", &port.to_string(), "--prefix", "e2e.late", "--metrics", "1000", "--points", "20", "--expect"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--prefix",
+                "e2e.late",
+                "--metrics",
+                "1000",
+                "--points",
+                "20",
+                "--expect",
+            ])
             .arg(&expect),
         dir.path(),
     );

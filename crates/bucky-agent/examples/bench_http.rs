@@ -33,9 +33,8 @@ fn main() -> anyhow::Result<()> {
     let header = whisper::header_for(&Retention::parse_list("1m:1d")?, &CreateOptions::default())?;
     let image = |parity: i64, seed: usize| -> anyhow::Result<Vec<u8>> {
         let mut buf = WhisperBuf::empty(header.clone());
-        let points: Vec<Point> = (0..720)
-            .map(|i| Point::new(now - (2 * i + parity) * 60, (seed * 1000 + i as usize) as f64))
-            .collect();
+        let points: Vec<Point> =
+            (0..720).map(|i| Point::new(now - (2 * i + parity) * 60, (seed * 1000 + i as usize) as f64)).collect();
         buf.update_many(&points, now)?;
         Ok(buf.into_bytes())
     };
@@ -99,14 +98,18 @@ fn main() -> anyhow::Result<()> {
         let (client, base, source) = (client.clone(), base.clone(), Arc::clone(&source));
         run(
             "POST heal (fills 720 points, fsync)",
-            Arc::new(move |i| upload(&client, format!("{base}/metrics/bench.m{i}"), format!("bench.m{i}"), Arc::clone(&source))),
+            Arc::new(move |i| {
+                upload(&client, format!("{base}/metrics/bench.m{i}"), format!("bench.m{i}"), Arc::clone(&source))
+            }),
         )?
     };
     {
         let (client, base, source) = (client.clone(), base.clone(), Arc::clone(&source));
         run(
             "POST create (temp, fsync, link, dir fsync)",
-            Arc::new(move |i| upload(&client, format!("{base}/metrics/fresh.m{i}"), format!("fresh.m{i}"), Arc::clone(&source))),
+            Arc::new(move |i| {
+                upload(&client, format!("{base}/metrics/fresh.m{i}"), format!("fresh.m{i}"), Arc::clone(&source))
+            }),
         )?;
     }
     println!(

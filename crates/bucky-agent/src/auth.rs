@@ -103,7 +103,8 @@ impl Auth {
             .ok_or_else(|| unauthorized("missing X-Buckyd-Authorization token"))?;
         let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
         let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(unauthorized("malformed token (want header.payload.signature)"));
         };
@@ -135,7 +136,10 @@ impl Auth {
         let namespaces = claims
             .namespaces
             .iter()
-            .map(|ns| Glob::new(ns).map_err(|e| AgentError::Forbidden(format!("forbidden: broken namespace {ns:?} in token: {e}"))))
+            .map(|ns| {
+                Glob::new(ns)
+                    .map_err(|e| AgentError::Forbidden(format!("forbidden: broken namespace {ns:?} in token: {e}")))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Grant { namespaces, ops: claims.ops })
     }
@@ -220,7 +224,11 @@ impl Glob {
                         }
                         first = false;
                         let escaped = |c: char, chars: &mut std::str::Chars<'_>| {
-                            if c == '\\' { chars.next().ok_or("trailing backslash") } else { Ok(c) }
+                            if c == '\\' {
+                                chars.next().ok_or("trailing backslash")
+                            } else {
+                                Ok(c)
+                            }
                         };
                         if c == ']' || c == '-' {
                             return Err("bad character in '[...]'");

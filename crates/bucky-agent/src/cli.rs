@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser};
-use hashring::{Hash, Node, Router, RingSpec};
+use hashring::{Hash, Node, RingSpec, Router};
 
 use crate::auth::Auth;
 use crate::config::{Config, DEFAULT_PREFIX};
@@ -315,14 +315,54 @@ mod tests {
     #[test]
     fn go_style_flags_are_rewritten() {
         let got = go_style_args(os(&[
-            "bucky-agent", "-prefix", "/data", "-hash=jump_fnv1a", "-replicas", "2", "-sparse", "-tmpdir", "/tmp",
-            "-timeout", "60", "-p", "/x", "-b", ":4242", "-node", "a", "-mtime", "--bind", "1.2.3.4:1", "-q",
-            "--", "-prefix",
+            "bucky-agent",
+            "-prefix",
+            "/data",
+            "-hash=jump_fnv1a",
+            "-replicas",
+            "2",
+            "-sparse",
+            "-tmpdir",
+            "/tmp",
+            "-timeout",
+            "60",
+            "-p",
+            "/x",
+            "-b",
+            ":4242",
+            "-node",
+            "a",
+            "-mtime",
+            "--bind",
+            "1.2.3.4:1",
+            "-q",
+            "--",
+            "-prefix",
         ]));
         let want = os(&[
-            "bucky-agent", "--prefix", "/data", "--hash=jump_fnv1a", "--replicas", "2", "--sparse", "--tmpdir",
-            "/tmp", "--timeout", "60", "-p", "/x", "-b", ":4242", "--node", "a", "--mtime", "--bind", "1.2.3.4:1",
-            "-q", "--", "-prefix",
+            "bucky-agent",
+            "--prefix",
+            "/data",
+            "--hash=jump_fnv1a",
+            "--replicas",
+            "2",
+            "--sparse",
+            "--tmpdir",
+            "/tmp",
+            "--timeout",
+            "60",
+            "-p",
+            "/x",
+            "-b",
+            ":4242",
+            "--node",
+            "a",
+            "--mtime",
+            "--bind",
+            "1.2.3.4:1",
+            "-q",
+            "--",
+            "-prefix",
         ]);
         assert_eq!(got, want);
     }
@@ -371,7 +411,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = dir.path().to_str().unwrap();
         let parse = |args: &[&str]| Cli::try_parse_from(go_style_args(os(args))).unwrap().into_config();
-        let config = parse(&["a", "-prefix", prefix, "-n", "h1", "-hash", "fnv1a_ch", "h1:2003=a", "h2:2003=b"]).unwrap();
+        let config =
+            parse(&["a", "-prefix", prefix, "-n", "h1", "-hash", "fnv1a_ch", "h1:2003=a", "h2:2003=b"]).unwrap();
         assert_eq!(config.ring.nodes().len(), 2);
         assert_eq!(config.peer_ports, vec![4242]);
         let err = parse(&["a", "-p", prefix, "-n", "h3", "h1", "h2"]).unwrap_err().to_string();

@@ -88,9 +88,9 @@ impl AgentError {
     pub(crate) fn whisper(err: whisper::Error) -> AgentError {
         match err {
             whisper::Error::LockTimeout { .. } => AgentError::Unavailable(err.to_string()),
-            whisper::Error::Corrupt { .. } => AgentError::Conflict(format!(
-                "{err}; replace it with PUT, or move it aside and POST again"
-            )),
+            whisper::Error::Corrupt { .. } => {
+                AgentError::Conflict(format!("{err}; replace it with PUT, or move it aside and POST again"))
+            }
             whisper::Error::Io { path, source } => AgentError::io(&path, source),
             other => AgentError::internal("whisper", other),
         }

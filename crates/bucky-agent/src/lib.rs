@@ -141,10 +141,7 @@ impl AppState {
     /// reserves them until the permit drops.
     pub(crate) async fn reserve_upload(&self, bytes: u64) -> Result<OwnedSemaphorePermit, AgentError> {
         let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.0.upload_kib);
-        Arc::clone(&self.0.uploads)
-            .acquire_many_owned(kib)
-            .await
-            .map_err(|e| AgentError::internal("upload memory", e))
+        Arc::clone(&self.0.uploads).acquire_many_owned(kib).await.map_err(|e| AgentError::internal("upload memory", e))
     }
 
     /// Runs `f` on the blocking pool once an I/O slot is free. The slot stays taken until `f` returns,
@@ -154,10 +151,7 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
     {
-        let permit = Arc::clone(&self.0.io)
-            .acquire_owned()
-            .await
-            .map_err(|e| AgentError::internal("I/O slots", e))?;
+        let permit = Arc::clone(&self.0.io).acquire_owned().await.map_err(|e| AgentError::internal("I/O slots", e))?;
         let state = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

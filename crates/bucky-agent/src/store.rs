@@ -155,12 +155,7 @@ impl Store {
         self.locked(&path, LockMode::Shared, false, |file, meta| {
             let bytes = read_all(file, meta, &path)?;
             let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-            Ok(Snapshot {
-                stat: stat_of(name, &meta, bytes.len() as u64),
-                etag: etag_of(&bytes),
-                bytes,
-                modified,
-            })
+            Ok(Snapshot { stat: stat_of(name, &meta, bytes.len() as u64), etag: etag_of(&bytes), bytes, modified })
         })
     }
 
@@ -203,7 +198,12 @@ impl Store {
     }
 
     /// [`Store::heal_many`] of at most [`MAX_BATCH`] items, appending their results to `results`.
-    fn heal_chunk(&self, items: &[(MetricName, WhisperBuf, i64)], now: i64, results: &mut Vec<Result<Healed, AgentError>>) {
+    fn heal_chunk(
+        &self,
+        items: &[(MetricName, WhisperBuf, i64)],
+        now: i64,
+        results: &mut Vec<Result<Healed, AgentError>>,
+    ) {
         /// Where an item stands once staged or filled: the index of its work for the committer, if any.
         enum Step {
             Done(Result<Healed, AgentError>),
@@ -218,13 +218,16 @@ impl Store {
             let path = self.path(name);
             let step = match exists(&path) {
                 Err(e) => Step::Done(Err(e)),
-                Ok(false) => match self.ensure_parent(&path).and_then(|()| self.temp_with(&path, src.as_bytes(), *remote_mtime)) {
-                    Ok(temp) => {
-                        works.push(Work::Publish { temp, dest: path });
-                        Step::Create(works.len() - 1)
+                Ok(false) => {
+                    match self.ensure_parent(&path).and_then(|()| self.temp_with(&path, src.as_bytes(), *remote_mtime))
+                    {
+                        Ok(temp) => {
+                            works.push(Work::Publish { temp, dest: path });
+                            Step::Create(works.len() - 1)
+                        }
+                        Err(e) => Step::Done(Err(e)),
                     }
-                    Err(e) => Step::Done(Err(e)),
-                },
+                }
                 Ok(true) => match self.fill_locked(&path, src, *remote_mtime, now) {
                     Ok((written, Some(file))) => {
                         works.push(Work::Sync { file, path });
@@ -242,7 +245,10 @@ impl Store {
         }
         let mut answers: Vec<Option<Answer>> = self.committer.submit_many(works).into_iter().map(Some).collect();
         let mut answer = |i: usize| {
-            answers.get_mut(i).and_then(Option::take).unwrap_or_else(|| Err(AgentError::internal("group commit", "no answer")))
+            answers
+                .get_mut(i)
+                .and_then(Option::take)
+                .unwrap_or_else(|| Err(AgentError::internal("group commit", "no answer")))
         };
         for ((name, src, remote_mtime), step) in items.iter().zip(steps) {
             results.push(match step {
@@ -271,9 +277,7 @@ impl Store {
         for _ in 0..ATTEMPTS {
             if !exists(&path)? {
                 if if_match.is_some() {
-                    return Err(AgentError::PreconditionFailed(
-                        "If-Match given but the metric does not exist".into(),
-                    ));
+                    return Err(AgentError::PreconditionFailed("If-Match given but the metric does not exist".into()));
                 }
                 self.ensure_parent(&path)?;
                 if self.create_new(&path, src.as_bytes(), remote_mtime)? {

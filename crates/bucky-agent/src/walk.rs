@@ -55,9 +55,7 @@ pub fn scan(root: &Path, threads: usize) -> Scan {
     let queue = Mutex::new(Queue { jobs: vec![Job { dir: root.to_owned(), prefix: String::new() }], busy: 0 });
     let ready = Condvar::new();
     let parts: Vec<Scan> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads.max(1))
-            .map(|_| s.spawn(|| worker(&queue, &ready)))
-            .collect();
+        let workers: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(|| worker(&queue, &ready))).collect();
         workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     });
     let mut total = Scan::default();

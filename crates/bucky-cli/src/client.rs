@@ -535,7 +535,12 @@ impl Client {
             return Ok(Healed { report, sent, replica: Some(replica), identical: false });
         }
         // buckyd (jj) answers with an empty body; the fork and bucky-agent with a report.
-        Ok(Healed { report: serde_json::from_slice(&answer).unwrap_or_default(), sent, replica: None, identical: false })
+        Ok(Healed {
+            report: serde_json::from_slice(&answer).unwrap_or_default(),
+            sent,
+            replica: None,
+            identical: false,
+        })
     }
 
     /// `DELETE /metrics/<name>`, only if the file is still at version `if_match` when given.
@@ -591,7 +596,8 @@ impl Client {
             .map_err(|e| invalid(format!("bad address: {e}")))?;
         let (status, headers, answer) = self
             .exchange(addr, &what, || {
-                let mut request = self.http.post(url.clone()).header(CONTENT_TYPE, batch::CONTENT_TYPE).body(body.clone());
+                let mut request =
+                    self.http.post(url.clone()).header(CONTENT_TYPE, batch::CONTENT_TYPE).body(body.clone());
                 if let Some(bytes) = max_answer {
                     request = request.header(batch::MAX_ANSWER_HEADER, bytes);
                 }
@@ -648,7 +654,9 @@ impl Client {
         max_bytes: u64,
     ) -> Result<Option<Vec<Result<Option<Fetched>, ClientError>>>, ClientError> {
         let frames: Vec<Frame> = names.iter().map(|n| Frame::new(*n, 0, Meta::default(), Bytes::new())).collect();
-        let Some(answers) = self.batch(addr, batch::READ_PATH, &frames, Some(max_bytes)).await? else { return Ok(None) };
+        let Some(answers) = self.batch(addr, batch::READ_PATH, &frames, Some(max_bytes)).await? else {
+            return Ok(None);
+        };
         Ok(Some(
             answers
                 .into_iter()
@@ -762,10 +770,7 @@ fn snappy_frame(data: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 fn is_snappy(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("snappy"))
+    headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("snappy"))
 }
 
 /// A file in an answer (GET, or a heal's read-back): `X-Metric-Stat`, decoded body (snappy or not), ETag.

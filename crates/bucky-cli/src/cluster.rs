@@ -179,7 +179,9 @@ impl Cluster {
             .iter()
             .filter_map(|m| match &m.state {
                 MemberState::Agrees => None,
-                MemberState::Disagrees(diff) => Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr)),
+                MemberState::Disagrees(diff) => {
+                    Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr))
+                }
                 MemberState::Unreachable(why) => Some(format!("{} ({}) is unreachable: {why}", m.server, m.addr)),
             })
             .collect()
@@ -190,11 +192,7 @@ impl Cluster {
         if self.healthy() {
             return Ok(());
         }
-        Err(UsageError(format!(
-            "the cluster is not healthy, refusing to go on: {}",
-            self.problems().join("; ")
-        ))
-        .into())
+        Err(UsageError(format!("the cluster is not healthy, refusing to go on: {}", self.problems().join("; "))).into())
     }
 
     /// The agent address of a ring node.
@@ -357,10 +355,7 @@ mod tests {
     fn info(nodes: &[(&str, u16, &str)], algo: &str, replicas: u32) -> RingInfo {
         RingInfo {
             name: "x".into(),
-            nodes: nodes
-                .iter()
-                .map(|&(s, p, i)| RingNode { server: s.into(), port: p, instance: i.into() })
-                .collect(),
+            nodes: nodes.iter().map(|&(s, p, i)| RingNode { server: s.into(), port: p, instance: i.into() }).collect(),
             algo: algo.into(),
             replicas,
             router: None,

@@ -160,7 +160,16 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        let loopback = ["127.0.0.1", "127.0.77.4", "::1", "[::1]:5000", "::ffff:127.0.0.1", "localhost", "LocalHost.", "a.localhost"];
+        let loopback = [
+            "127.0.0.1",
+            "127.0.77.4",
+            "::1",
+            "[::1]:5000",
+            "::ffff:127.0.0.1",
+            "localhost",
+            "LocalHost.",
+            "a.localhost",
+        ];
         for host in loopback {
             assert!(Addr::parse(host, 4242).unwrap().is_loopback(), "{host}");
         }

@@ -85,7 +85,10 @@ mod tests {
         assert!(why.starts_with("127.0.0.1:9 is down"), "{why}");
         assert_eq!(health.refuse([&b]), None, "only the node that failed");
         // An answer, even an error status, means the node is up.
-        health.saw::<()>(&a, &Err(ClientError::Status { addr: a.to_string(), what: "x".into(), status: 503, body: String::new() }));
+        health.saw::<()>(
+            &a,
+            &Err(ClientError::Status { addr: a.to_string(), what: "x".into(), status: 503, body: String::new() }),
+        );
         assert_eq!(health.refuse([&a]), None);
         health.saw(&a, &unreachable(&a));
         health.saw(&a, &Ok(()));

@@ -94,9 +94,7 @@ pub fn exit_code(result: anyhow::Result<ExitStatus>) -> ExitCode {
         Ok(ExitStatus::Usage) => ExitCode::from(2),
         Err(err) => {
             let broken_pipe = err.chain().any(|cause| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             });
             if broken_pipe {
                 return ExitCode::SUCCESS;

@@ -208,7 +208,8 @@ impl NameArena {
             return;
         }
         order.sort_unstable_by(|&a, &b| self.get(a).cmp(self.get(b)));
-        let mut out = NameArena { bytes: Vec::with_capacity(self.bytes.len()), starts: Vec::with_capacity(order.len()) };
+        let mut out =
+            NameArena { bytes: Vec::with_capacity(self.bytes.len()), starts: Vec::with_capacity(order.len()) };
         let mut last: Option<&str> = None;
         for &i in &order {
             let name = self.get(i);
@@ -222,7 +223,10 @@ impl NameArena {
 }
 
 /// Merges sorted, deduplicated arenas into one sorted stream without duplicates.
-pub fn merge_sorted<'a>(lists: &'a [&'a NameArena], mut emit: impl FnMut(&'a str) -> std::io::Result<()>) -> std::io::Result<()> {
+pub fn merge_sorted<'a>(
+    lists: &'a [&'a NameArena],
+    mut emit: impl FnMut(&'a str) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let mut heap = BinaryHeap::new();

@@ -178,66 +178,66 @@ impl Scenario {
     async fn run(self) -> Outcome {
         let Scenario { mode, count, batch, batch_bytes, to_dest, dest_down } = self;
         let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
-    for (i, name) in names.iter().enumerate() {
-        std::fs::create_dir_all(path(src_dir.path(), name).parent().unwrap()).unwrap();
-        std::fs::write(path(src_dir.path(), name), content(i)).unwrap();
-    }
-    let (source_addr, source) = start(src_dir.path(), Mode::Honour).await;
-    let (mut dest_addr, dest) = start(dst_dir.path(), mode).await;
-    // Bound but never listening: connections are refused, and (unlike a port bound then released) no
-    // agent of a test running beside this one can be given the port while this run uses it.
-    let _closed = if dest_down {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        dest_addr.port = socket.local_addr().unwrap().port();
-        Some(socket)
-    } else {
-        None
-    };
-    let config = Config {
-        seed: dest_addr.clone(),
-        workers: 2,
-        json: false,
-        verbose: false,
-        force: false,
-        timeout: Duration::from_secs(10),
-        cache_wait: Duration::from_secs(10),
-        snappy: true,
-        token: None,
-        progress: false,
-    };
-    let client = Client::new(&config).unwrap();
-    let options = Options {
-        op: "rebalance",
-        delete: true,
-        workers: 2,
-        batch,
-        batch_bytes,
-        attempts: 2,
-        max_rate: None,
-        state_file: None,
-        error_file: None,
-        error_tolerance: 0,
-    };
-    let jobs = names
-        .iter()
-        .map(|name| Job {
-            name: name.clone(),
-            source_name: name.clone(),
-            source: source_addr.clone(),
-            dests: if to_dest { vec![dest_addr.clone()] } else { Vec::new() },
-            keep_source: false,
-        })
-        .collect();
-    let summary = engine::execute(&client, &Printer::new(false, false, false), options, jobs).await.unwrap();
-    Outcome {
-        summary,
-        source,
-        dest,
-        source_files: names.iter().map(|name| std::fs::read(path(src_dir.path(), name)).ok()).collect(),
-        dest_files: names.iter().map(|name| std::fs::read(path(dst_dir.path(), name)).ok()).collect(),
-    }
+        let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
+        for (i, name) in names.iter().enumerate() {
+            std::fs::create_dir_all(path(src_dir.path(), name).parent().unwrap()).unwrap();
+            std::fs::write(path(src_dir.path(), name), content(i)).unwrap();
+        }
+        let (source_addr, source) = start(src_dir.path(), Mode::Honour).await;
+        let (mut dest_addr, dest) = start(dst_dir.path(), mode).await;
+        // Bound but never listening: connections are refused, and (unlike a port bound then released) no
+        // agent of a test running beside this one can be given the port while this run uses it.
+        let _closed = if dest_down {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            dest_addr.port = socket.local_addr().unwrap().port();
+            Some(socket)
+        } else {
+            None
+        };
+        let config = Config {
+            seed: dest_addr.clone(),
+            workers: 2,
+            json: false,
+            verbose: false,
+            force: false,
+            timeout: Duration::from_secs(10),
+            cache_wait: Duration::from_secs(10),
+            snappy: true,
+            token: None,
+            progress: false,
+        };
+        let client = Client::new(&config).unwrap();
+        let options = Options {
+            op: "rebalance",
+            delete: true,
+            workers: 2,
+            batch,
+            batch_bytes,
+            attempts: 2,
+            max_rate: None,
+            state_file: None,
+            error_file: None,
+            error_tolerance: 0,
+        };
+        let jobs = names
+            .iter()
+            .map(|name| Job {
+                name: name.clone(),
+                source_name: name.clone(),
+                source: source_addr.clone(),
+                dests: if to_dest { vec![dest_addr.clone()] } else { Vec::new() },
+                keep_source: false,
+            })
+            .collect();
+        let summary = engine::execute(&client, &Printer::new(false, false, false), options, jobs).await.unwrap();
+        Outcome {
+            summary,
+            source,
+            dest,
+            source_files: names.iter().map(|name| std::fs::read(path(src_dir.path(), name)).ok()).collect(),
+            dest_files: names.iter().map(|name| std::fs::read(path(dst_dir.path(), name)).ok()).collect(),
+        }
     }
 }
 

@@ -10,9 +10,9 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use support::bucky;
 use rand::Rng;
 use serde_json::{json, Value};
+use support::bucky;
 
 const NOW: i64 = 1_700_000_000;
 
@@ -52,7 +52,12 @@ fn run_cli_op(op: &Value, dir: &Path) -> Value {
         "create" => {
             let mut a = vec!["create".into(), s(&path("file")).into()];
             a.extend(op["retentions"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()));
-            a.extend(["--agg".into(), op["agg"].as_str().unwrap().into(), "--xff".into(), format!("{}", vf(&op["xff"]))]);
+            a.extend([
+                "--agg".into(),
+                op["agg"].as_str().unwrap().into(),
+                "--xff".into(),
+                format!("{}", vf(&op["xff"])),
+            ]);
             if op["sparse"].as_bool() == Some(true) {
                 a.push("--sparse".into());
             }
@@ -69,14 +74,16 @@ fn run_cli_op(op: &Value, dir: &Path) -> Value {
         ),
         "fetch" => {
             let until = if op["until"].is_null() { "now".to_owned() } else { num(&op["until"]) };
-            let mut a = vec!["fetch".into(), s(&path("file")).into(), num(&op["from"]), until, "--now".into(), num(&op["now"])];
+            let mut a =
+                vec!["fetch".into(), s(&path("file")).into(), num(&op["from"]), until, "--now".into(), num(&op["now"])];
             if let Some(spec) = op["archive"].as_str() {
                 a.extend(["--archive".into(), spec.into()]);
             }
             (a, String::new())
         }
         "merge" => {
-            let mut a = vec!["merge".into(), s(&path("src")).into(), s(&path("dst")).into(), "--now".into(), num(&op["now"])];
+            let mut a =
+                vec!["merge".into(), s(&path("src")).into(), s(&path("dst")).into(), "--now".into(), num(&op["now"])];
             if !op["from"].is_null() {
                 a.extend(["--from".into(), num(&op["from"])]);
             }
@@ -86,7 +93,14 @@ fn run_cli_op(op: &Value, dir: &Path) -> Value {
             (a, String::new())
         }
         "fill" => {
-            let mut a = vec!["fill".into(), s(&path("src")).into(), s(&path("dst")).into(), "--now".into(), num(&op["now"]), "--carbonate".into()];
+            let mut a = vec![
+                "fill".into(),
+                s(&path("src")).into(),
+                s(&path("dst")).into(),
+                "--now".into(),
+                num(&op["now"]),
+                "--carbonate".into(),
+            ];
             if op["overwrite"].as_bool() == Some(true) {
                 a.push("--overwrite".into());
             }
@@ -107,7 +121,11 @@ fn run_cli_op(op: &Value, dir: &Path) -> Value {
             };
             if !op["xff"].is_null() {
                 let xff = vf(&op["xff"]).to_string();
-                a.extend(if op["positional"].as_bool() == Some(true) { vec![xff] } else { vec![format!("--xff={xff}")] });
+                a.extend(if op["positional"].as_bool() == Some(true) {
+                    vec![xff]
+                } else {
+                    vec![format!("--xff={xff}")]
+                });
             }
             (a, String::new())
         }
@@ -123,7 +141,8 @@ fn run_cli_op(op: &Value, dir: &Path) -> Value {
     let mut result = if out.status.success() {
         match op["op"].as_str().unwrap() {
             "fetch" => {
-                let parsed: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("fetch printed {stdout:?}: {e}"));
+                let parsed: Value =
+                    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("fetch printed {stdout:?}: {e}"));
                 if parsed.is_null() {
                     json!({"result": null})
                 } else {
@@ -162,7 +181,9 @@ fn resize_args(op: &Value, file: &str) -> Vec<String> {
     let now = op["now"].to_string();
     if let Some(index) = op["modify_index"].as_u64() {
         let spec = op["retentions"][index as usize].as_str().unwrap().to_owned();
-        return ["modify", "-f", file, "-index", &index.to_string(), "-retention", &spec, "-now", &now].map(str::to_owned).to_vec();
+        return ["modify", "-f", file, "-index", &index.to_string(), "-retention", &spec, "-now", &now]
+            .map(str::to_owned)
+            .to_vec();
     }
     let whisper_spelling = op["whisper_spelling"].as_bool() == Some(true);
     let mut a = vec!["resize".to_owned(), file.to_owned()];
@@ -195,7 +216,9 @@ fn compare_cli(ops: &[Value], ours: &[Value], theirs: &[Value]) -> Result<(), St
                 if let Some(r) = t.get("result").filter(|_| op["op"] != "info") {
                     let mut r = r.clone();
                     if let Some(bits) = r.get_mut("bits").and_then(Value::as_array_mut) {
-                        for b in bits.iter_mut().filter(|b| b.as_str().is_some_and(|h| f64::from_bits(u64::from_str_radix(h, 16).unwrap()).is_nan())) {
+                        for b in bits.iter_mut().filter(|b| {
+                            b.as_str().is_some_and(|h| f64::from_bits(u64::from_str_radix(h, 16).unwrap()).is_nan())
+                        }) {
                             *b = json!("NaN");
                         }
                     }
@@ -225,10 +248,16 @@ fn compare_cli(ops: &[Value], ours: &[Value], theirs: &[Value]) -> Result<(), St
                 return Ok(()); // the reference corrupted its file: histories differ from here on
             }
             (Some(code), None) => {
-                return Err(format!("op {i} {op}: bucky refused ({code}: {}) what the reference accepts", o["message"]));
+                return Err(format!(
+                    "op {i} {op}: bucky refused ({code}: {}) what the reference accepts",
+                    o["message"]
+                ));
             }
             (None, Some(class)) => {
-                return Err(format!("op {i} {op}: bucky accepted what the reference refuses ({class}: {})", t["message"]));
+                return Err(format!(
+                    "op {i} {op}: bucky accepted what the reference refuses ({class}: {})",
+                    t["message"]
+                ));
             }
         }
     }
@@ -241,7 +270,8 @@ fn overflow_refused(o: &Value) -> bool {
     let message = o["message"].as_str().unwrap_or_default();
     let Some(rest) = message.split("refusing to write ").nth(1) else { return false };
     let numbers: Vec<u64> = rest.split(' ').filter_map(|w| w.parse().ok()).take(2).collect();
-    message.contains("two full cycles of future timestamps") && matches!(numbers[..], [points, capacity] if points > capacity)
+    message.contains("two full cycles of future timestamps")
+        && matches!(numbers[..], [points, capacity] if points > capacity)
 }
 
 fn check_refusal(op: &Value, o: &Value, code: &Value) -> Result<(), String> {
@@ -284,7 +314,11 @@ fn cli_matches_the_reference() {
             }
             let later = now + g.rng.gen_range(0..=schema.max_retention() / 4 + 1);
             if g.chance(0.5) {
-                let from = if g.chance(0.5) { Value::Null } else { json!(later - g.rng.gen_range(0..=schema.max_retention())) };
+                let from = if g.chance(0.5) {
+                    Value::Null
+                } else {
+                    json!(later - g.rng.gen_range(0..=schema.max_retention()))
+                };
                 ops.push(json!({"op": "merge", "src": "a", "dst": "b", "from": from, "to": null, "now": later}));
             } else {
                 let window = g.chance(0.3);
@@ -380,7 +414,8 @@ fn cli_resize_and_aggregation_match_the_reference() {
             }
             let later = at + g.rng.gen_range(0..=current.spp(0) * 3);
             // Scattered points (g.batch can make a run of future points that bucky deliberately refuses).
-            let batch: Vec<(i64, f64)> = (0..g.rng.gen_range(1..=10)).map(|_| (g.timestamp(&current, later), g.value())).collect();
+            let batch: Vec<(i64, f64)> =
+                (0..g.rng.gen_range(1..=10)).map(|_| (g.timestamp(&current, later), g.value())).collect();
             ops.push(g.update_many_op("a", &batch, later));
             ops.push(g.fetch_op("a", &current, later));
             ops.push(json!({"op": "info", "file": "a"}));
@@ -400,7 +435,9 @@ fn cli_resize_and_aggregation_match_the_reference() {
             *changed.entry(command).or_default() += 1;
         }
     });
-    eprintln!("cli_resize_and_aggregation_match_the_reference: {count} cases; commands that changed the file: {changed:?}");
+    eprintln!(
+        "cli_resize_and_aggregation_match_the_reference: {count} cases; commands that changed the file: {changed:?}"
+    );
 }
 
 /// `dump --json` lists, per archive, every slot with a non-zero timestamp sorted by time: checked against
@@ -419,7 +456,12 @@ fn check_dump(path: &Path) {
             .map(|at| (word(at), bits(f64::from_be_bytes(bytes[at + 4..at + 12].try_into().unwrap()))))
             .collect();
         expected.sort_by_key(|p| p.0);
-        let got: Vec<u32> = dumped["data"][a].as_array().expect("data per archive").iter().map(|p| p[0].as_u64().unwrap() as u32).collect();
+        let got: Vec<u32> = dumped["data"][a]
+            .as_array()
+            .expect("data per archive")
+            .iter()
+            .map(|p| p[0].as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(got, expected.iter().map(|p| p.0).collect::<Vec<_>>(), "dump of archive {a} of {}", path.display());
     }
 }
@@ -428,8 +470,14 @@ fn check_dump(path: &Path) {
 
 /// Everything in `dir` with its bytes, to prove that a refusal changed nothing (no new 0-byte or temp file).
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).map(|p| { let b = std::fs::read(&p).unwrap_or_default(); (p, b) }).collect();
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap_or_default();
+            (p, b)
+        })
+        .collect();
     files.sort();
     files
 }
@@ -517,7 +565,9 @@ fn refusals_change_nothing() {
     refuse(d, 1, &["update", a_s, "--now", &now], &future);
     // Corrupt and truncated files: every command refuses with exit 1 and touches nothing.
     let bytes = std::fs::read(&a).unwrap();
-    for (name, broken) in [("truncated", bytes[..bytes.len() - 12].to_vec()), ("garbage", vec![0xff; 100]), ("empty", vec![])] {
+    for (name, broken) in
+        [("truncated", bytes[..bytes.len() - 12].to_vec()), ("garbage", vec![0xff; 100]), ("empty", vec![])]
+    {
         let c = d.join(format!("{name}.wsp"));
         std::fs::write(&c, &broken).unwrap();
         let c_s = s(&c);
@@ -542,7 +592,12 @@ fn refusals_change_nothing() {
 /// The header's retentions and method, as `info --json` prints them.
 fn layout(path: &Path) -> (Vec<(u64, u64)>, String, f64) {
     let info: Value = serde_json::from_str(&ok(&["info", s(path), "--json"], "")).unwrap();
-    let archives = info["archives"].as_array().unwrap().iter().map(|a| (a["secondsPerPoint"].as_u64().unwrap(), a["points"].as_u64().unwrap())).collect();
+    let archives = info["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["secondsPerPoint"].as_u64().unwrap(), a["points"].as_u64().unwrap()))
+        .collect();
     (archives, info["aggregationMethod"].as_str().unwrap().to_owned(), info["xFilesFactor"].as_f64().unwrap())
 }
 
@@ -556,14 +611,22 @@ fn resize_modify_and_set_aggregation_keep_backups_and_refuse_cleanly() {
     let (a_s, bak) = (s(&a), whisper::backup_path(&a));
     let now = NOW.to_string();
     let read = |p: &Path| std::fs::read(p).unwrap();
-    let names = || snapshot(d).into_iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>();
+    let names = || {
+        snapshot(d).into_iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>()
+    };
     ok(&["create", a_s, "60:10", "300:12", "--agg", "sum", "--xff", "0"], "");
     ok(&["update", a_s, "--now", &now], &(0..20).map(|i| format!("{} {i}\n", NOW - 60 * i)).collect::<String>());
 
     // resize: the original becomes a.wsp.bak, the data moves over.
     let original = read(&a);
     let printed = ok(&["resize", a_s, "60:20", "600:10", "--now", &now], "");
-    assert_eq!(printed, format!("Resized {a_s}: 60:10,300:12 sum xff 0 -> 60:20,600:10 sum xff 0, original kept as {}\n", bak.display()));
+    assert_eq!(
+        printed,
+        format!(
+            "Resized {a_s}: 60:10,300:12 sum xff 0 -> 60:20,600:10 sum xff 0, original kept as {}\n",
+            bak.display()
+        )
+    );
     assert_eq!(read(&bak), original);
     assert_eq!(names(), ["a.wsp", "a.wsp.bak"]);
     assert_eq!(layout(&a).0, [(60, 20), (600, 10)]);
@@ -579,7 +642,10 @@ fn resize_modify_and_set_aggregation_keep_backups_and_refuse_cleanly() {
     // modify -agg: the method changes in place, stored values stay; the previous file is the backup.
     let before = read(&a);
     let printed = ok(&["modify", "-f", a_s, "-agg", "max"], "");
-    assert_eq!(printed, format!("Updated aggregation method: {a_s} (sum -> max), original kept as {}\n", bak.display()));
+    assert_eq!(
+        printed,
+        format!("Updated aggregation method: {a_s} (sum -> max), original kept as {}\n", bak.display())
+    );
     assert_eq!(read(&bak), before);
     assert_eq!(read(&a)[16..], before[16..]);
     assert_eq!(layout(&a).1, "max");

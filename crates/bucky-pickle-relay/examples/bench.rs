@@ -101,8 +101,9 @@ fn main() {
     // Pre-built frames: realistic paths, a timestamp per step, varied values.
     let frames: Vec<Vec<u8>> = (0..64)
         .map(|f| {
-            let names: Vec<String> =
-                (0..a.batch).map(|i| format!("bench.host{:02}.cpu{}.metric_{:05}", f % 16, i % 8, (f * a.batch + i) % 20_000)).collect();
+            let names: Vec<String> = (0..a.batch)
+                .map(|i| format!("bench.host{:02}.cpu{}.metric_{:05}", f % 16, i % 8, (f * a.batch + i) % 20_000))
+                .collect();
             let metrics: Vec<(&str, i64, f64)> = names
                 .iter()
                 .enumerate()

@@ -215,7 +215,26 @@ mod tests {
 
     #[test]
     fn flags_of_the_original() {
-        let cli = Cli::try_parse_from(["bucky-pickle-relay", "-b", ":2005", "-p", "relays.me.", "-x", "2097152", "-q", "0", "-i", "10", "-t", "5", "-s", "3", "-d", "relay:2003"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "bucky-pickle-relay",
+            "-b",
+            ":2005",
+            "-p",
+            "relays.me.",
+            "-x",
+            "2097152",
+            "-q",
+            "0",
+            "-i",
+            "10",
+            "-t",
+            "5",
+            "-s",
+            "3",
+            "-d",
+            "relay:2003",
+        ])
+        .unwrap();
         let c = cli.config().unwrap();
         assert_eq!(c.prefix, "relays.me");
         assert_eq!(c.max_message, 2 << 20);

@@ -202,8 +202,16 @@ enum Val {
     /// An integer beyond 64 bits, rounded to f64 (infinite when Python's `float()` would overflow).
     BigInt(f64),
     /// A string: `owned` ones live in the scratch buffer, the others in the frame.
-    Str { start: u32, len: u32, owned: bool },
-    Tuple { start: u32, len: u32, depth: u8 },
+    Str {
+        start: u32,
+        len: u32,
+        owned: bool,
+    },
+    Tuple {
+        start: u32,
+        len: u32,
+        depth: u8,
+    },
     List(u32),
     /// A memo slot never written.
     Unset,
@@ -597,7 +605,8 @@ impl Decoder {
                 }
                 BINSTRING => {
                     let n = i32::from_le_bytes(r.array("BINSTRING", offset)?);
-                    let n = u64::try_from(n).map_err(|_| DecodeError::Malformed { what: "BINSTRING length", offset })?;
+                    let n =
+                        u64::try_from(n).map_err(|_| DecodeError::Malformed { what: "BINSTRING length", offset })?;
                     let n = r.len_arg(n, "BINSTRING", offset)?;
                     self.push_str(r.pos, n);
                     r.pos += n;
@@ -861,7 +870,9 @@ fn push_char(out: &mut Vec<u8>, cp: u32) {
     match char::from_u32(cp) {
         Some(c) => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
         // A surrogate: the generalized UTF-8 form (invalid UTF-8, rejected later as a bad path).
-        None => out.extend_from_slice(&[0xe0 | (cp >> 12) as u8, 0x80 | ((cp >> 6) & 0x3f) as u8, 0x80 | (cp & 0x3f) as u8]),
+        None => {
+            out.extend_from_slice(&[0xe0 | (cp >> 12) as u8, 0x80 | ((cp >> 6) & 0x3f) as u8, 0x80 | (cp & 0x3f) as u8])
+        }
     }
 }
 

@@ -90,7 +90,13 @@ impl QueueTx {
         (count.clamp(1, self.metric_cap), bytes.clamp(1, self.byte_cap))
     }
 
-    fn send(&self, lines: Vec<u8>, count: u32, counted: bool, permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>) -> Pushed {
+    fn send(
+        &self,
+        lines: Vec<u8>,
+        count: u32,
+        counted: bool,
+        permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    ) -> Pushed {
         let batch = Batch { lines, count, counted, permits };
         let metrics = batch.metrics();
         Stats::add(&self.stats.queued, metrics);

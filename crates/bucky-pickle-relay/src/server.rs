@@ -52,7 +52,8 @@ pub async fn run_with(listener: TcpListener, config: Config, shutdown: impl Futu
     let (queue, rx) = queue::channel(config.queue, config.queue_bytes, config.drop_when_full, stats.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
-    let upstream = Upstream::new(config.relay.clone(), config.send_timeout, config.replay_bytes, stats.clone(), drain_rx);
+    let upstream =
+        Upstream::new(config.relay.clone(), config.send_timeout, config.replay_bytes, stats.clone(), drain_rx);
     let upstream = tokio::spawn(upstream.run(rx));
     let reporter = config
         .interval
@@ -129,7 +130,10 @@ impl LogLimiter {
         if self.second.swap(now, Relaxed) != now {
             let last = self.count.swap(0, Relaxed);
             if last > Self::PER_SECOND {
-                warn!(suppressed = last - Self::PER_SECOND, "similar warnings suppressed (see the self-metrics for counts)");
+                warn!(
+                    suppressed = last - Self::PER_SECOND,
+                    "similar warnings suppressed (see the self-metrics for counts)"
+                );
             }
         }
         self.count.fetch_add(1, Relaxed) < Self::PER_SECOND
@@ -233,11 +237,17 @@ impl Conn {
             };
             match got {
                 Err(_) => {
-                    return End::Refused(format!("frame not complete within --timeout ({} of {len} bytes)", frame.len()))
+                    return End::Refused(format!(
+                        "frame not complete within --timeout ({} of {len} bytes)",
+                        frame.len()
+                    ))
                 }
                 Ok(Err(e)) => return End::Refused(format!("read error inside a frame: {e}")),
                 Ok(Ok(())) if frame.len() < len => {
-                    return End::Refused(format!("truncated frame: connection closed after {} of {len} bytes", frame.len()))
+                    return End::Refused(format!(
+                        "truncated frame: connection closed after {} of {len} bytes",
+                        frame.len()
+                    ))
                 }
                 Ok(Ok(())) => {}
             }

@@ -204,7 +204,9 @@ impl Upstream {
                     }
                     continue;
                 }
-                Ok(Err(e)) => warn!(relay = %self.addr, cause = %e, retry_in = ?self.backoff, "cannot connect to relay"),
+                Ok(Err(e)) => {
+                    warn!(relay = %self.addr, cause = %e, retry_in = ?self.backoff, "cannot connect to relay")
+                }
                 Err(_) => warn!(relay = %self.addr, retry_in = ?self.backoff, "connecting to relay timed out"),
             }
             let mut wake = self.draining.clone();

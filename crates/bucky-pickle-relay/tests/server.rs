@@ -154,8 +154,11 @@ fn frames(tag: &str, count: usize, per: usize) -> (Vec<u8>, Vec<String>) {
     let mut lines = Vec::new();
     for f in 0..count {
         let names: Vec<String> = (0..per).map(|i| format!("{tag}.f{f}.m{i}")).collect();
-        let metrics: Vec<(&str, i64, f64)> =
-            names.iter().enumerate().map(|(i, n)| (n.as_str(), 1_700_000_000 + f as i64, i as f64 / 7.0 + f as f64)).collect();
+        let metrics: Vec<(&str, i64, f64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), 1_700_000_000 + f as i64, i as f64 / 7.0 + f as f64))
+            .collect();
         for (n, t, v) in &metrics {
             lines.push(format!("{n} {v} {t}"));
         }
@@ -403,13 +406,23 @@ async fn self_metrics_are_written_into_the_stream() {
     sleep(Duration::from_millis(500)).await;
     let summary = relay.stop().await;
     let lines = sink.lines();
-    for name in ["seenPickles", "seenMetrics", "sentMetrics", "queueLength", "droppedMetrics", "decodeErrors", "skippedMetrics", "rss"] {
+    for name in [
+        "seenPickles",
+        "seenMetrics",
+        "sentMetrics",
+        "queueLength",
+        "droppedMetrics",
+        "decodeErrors",
+        "skippedMetrics",
+        "rss",
+    ] {
         assert!(lines.iter().any(|l| l.starts_with(&format!("self.relay.{name} "))), "{name} missing: {lines:?}");
     }
     // The last sample (at shutdown) has the final pickle count.
     let last_seen = lines.iter().rev().find(|l| l.starts_with("self.relay.seenMetrics ")).unwrap();
     assert_eq!(last_seen.split(' ').nth(1), Some("30"));
-    let rss: u64 = lines.iter().find(|l| l.starts_with("self.relay.rss ")).unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let rss: u64 =
+        lines.iter().find(|l| l.starts_with("self.relay.rss ")).unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     assert!(rss > 1 << 20, "rss in bytes: {rss}");
     assert_eq!(summary.metrics_sent, 30, "self-metrics are not counted as sent metrics");
 }

@@ -173,7 +173,8 @@ pub enum BatchError {
 
 /// Encodes frames into a body.
 pub fn encode(frames: &[Frame]) -> Vec<u8> {
-    let metas: Vec<Vec<u8>> = frames.iter().map(|f| serde_json::to_vec(&f.meta).expect("Meta always serializes")).collect();
+    let metas: Vec<Vec<u8>> =
+        frames.iter().map(|f| serde_json::to_vec(&f.meta).expect("Meta always serializes")).collect();
     let size = MAGIC.len()
         + frames.iter().zip(&metas).map(|(f, m)| 4 + f.name.len() + 2 + 4 + m.len() + 8 + f.data.len()).sum::<usize>();
     let mut out = BytesMut::with_capacity(size);
@@ -272,7 +273,13 @@ mod tests {
                 "x.y",
                 200,
                 Meta {
-                    stat: Some(MetricStat { name: "x.y".into(), size: 5, mode: 420, mod_time: 1_700_000_000, ..MetricStat::default() }),
+                    stat: Some(MetricStat {
+                        name: "x.y".into(),
+                        size: 5,
+                        mode: 420,
+                        mod_time: 1_700_000_000,
+                        ..MetricStat::default()
+                    }),
                     etag: Some("\"abc\"".into()),
                     report: Some(HealReport { created: true, ..HealReport::default() }),
                     ..Meta::default()

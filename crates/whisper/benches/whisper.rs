@@ -32,11 +32,8 @@ fn populate(path: &Path, skip: impl Fn(i64) -> bool) {
     create(path, &Retention::parse_list(SCHEMA).unwrap(), &CreateOptions::default()).unwrap();
     let file = WhisperFile::open_rw(path).unwrap();
     for (step, span) in [(300, 365 * 86400), (60, 30 * 86400), (10, 86400)] {
-        let points: Vec<Point> = (0..span / step)
-            .map(|i| NOW - i * step)
-            .filter(|&t| !skip(t))
-            .map(|t| Point::new(t, value(t)))
-            .collect();
+        let points: Vec<Point> =
+            (0..span / step).map(|i| NOW - i * step).filter(|&t| !skip(t)).map(|t| Point::new(t, value(t))).collect();
         file.update_many(&points, NOW).unwrap();
     }
 }
@@ -135,14 +132,21 @@ fn side_by_side() {
         Some(carbonate) => {
             println!("carbonate fill_archives          {:>10.3} ms", carbonate * 1e3);
             // carbonate never fsyncs; the like-for-like figure is bucky without fsync.
-            println!("ratio carbonate / bucky safe     {:>10.1}x  (target >= 200x; both without fsync)", carbonate / safe_nosync);
+            println!(
+                "ratio carbonate / bucky safe     {:>10.1}x  (target >= 200x; both without fsync)",
+                carbonate / safe_nosync
+            );
             println!("ratio carbonate / bucky safe     {:>10.1}x  (bucky with its default fsync)", carbonate / safe);
             println!("ratio carbonate / bucky coalesced{:>10.1}x  (both without fsync)", carbonate / safe_coalesced);
             println!("ratio carbonate / bucky carbonate{:>10.1}x  (both without fsync)", carbonate / carbonate_mode);
         }
         None => println!("carbonate: unavailable (run scripts/test.sh to create the venv)"),
     }
-    println!("ratio bucky safe / cp            {:>10.2}x  (target <= 3x; cp does not fsync; with fsync: {:.2}x)", safe_nosync / cp, safe / cp);
+    println!(
+        "ratio bucky safe / cp            {:>10.2}x  (target <= 3x; cp does not fsync; with fsync: {:.2}x)",
+        safe_nosync / cp,
+        safe / cp
+    );
 
     println!("\n== update_many of 1,000 points, schema {SCHEMA} ==");
     let ours = time_on_copies(&f.update_template, 200, |path| {

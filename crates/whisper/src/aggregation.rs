@@ -85,12 +85,8 @@ impl AggregationMethod {
             // and a later NaN is ignored.
             AggregationMethod::Max => known.fold(first, |best, v| if v > best { v } else { best }),
             AggregationMethod::Min => known.fold(first, |best, v| if v < best { v } else { best }),
-            AggregationMethod::AbsMax => {
-                known.fold(first, |best, v| if v.abs() > best.abs() { v } else { best })
-            }
-            AggregationMethod::AbsMin => {
-                known.fold(first, |best, v| if v.abs() < best.abs() { v } else { best })
-            }
+            AggregationMethod::AbsMax => known.fold(first, |best, v| if v.abs() > best.abs() { v } else { best }),
+            AggregationMethod::AbsMin => known.fold(first, |best, v| if v.abs() < best.abs() { v } else { best }),
             AggregationMethod::AvgZero => {
                 // `x or 0`: None, 0.0 and -0.0 count as 0; NaN is truthy and stays.
                 let sum = neighbours.iter().fold(0.0, |s, v| py_add(s, v.unwrap_or(0.0)));
@@ -143,10 +139,7 @@ impl FromStr for AggregationMethod {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| Error::InvalidAggregationMethod(s.to_owned()))
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| Error::InvalidAggregationMethod(s.to_owned()))
     }
 }
 

@@ -50,10 +50,7 @@ impl Series {
     /// `(timestamp, value)` for every non-empty slot.
     pub fn points(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
         let step = i64::from(self.step);
-        self.values
-            .iter()
-            .enumerate()
-            .filter_map(move |(i, v)| v.map(|v| (self.from + i as i64 * step, v)))
+        self.values.iter().enumerate().filter_map(move |(i, v)| v.map(|v| (self.from + i as i64 * step, v)))
     }
 }
 
@@ -147,11 +144,8 @@ impl WhisperBuf {
         if self.journal.is_some() {
             return operation(self);
         }
-        self.journal = Some(Journal {
-            dirty_len: self.dirty.len(),
-            last_dirty: self.dirty.last().cloned(),
-            ..Journal::default()
-        });
+        self.journal =
+            Some(Journal { dirty_len: self.dirty.len(), last_dirty: self.dirty.last().cloned(), ..Journal::default() });
         let result = operation(self);
         let journal = self.journal.take().unwrap_or_default();
         if result.is_err() {
@@ -201,9 +195,7 @@ impl WhisperBuf {
     /// the slot after `until` for a zero-length range, and the count wrapping for over-long spans).
     pub fn archive_fetch(&self, index: usize, from: i64, until: i64) -> Result<Series> {
         let archive = self.header.archives[index];
-        let read = |start, count| -> Result<Vec<(u32, f64)>> {
-            Ok(self.read_slots(&archive, start, count).collect())
-        };
+        let read = |start, count| -> Result<Vec<(u32, f64)>> { Ok(self.read_slots(&archive, start, count).collect()) };
         archive_fetch(&archive, from, until, self.base(&archive), read)
     }
 
@@ -219,10 +211,8 @@ impl WhisperBuf {
             .archives
             .iter()
             .map(|a| {
-                let mut points: Vec<(u32, f64)> = self
-                    .read_slots(a, a.offset as usize, a.points as usize)
-                    .filter(|&(t, _)| t != 0)
-                    .collect();
+                let mut points: Vec<(u32, f64)> =
+                    self.read_slots(a, a.offset as usize, a.points as usize).filter(|&(t, _)| t != 0).collect();
                 points.sort_by_key(|&(t, _)| t);
                 points
             })
@@ -326,7 +316,6 @@ impl WhisperBuf {
         let (ts, v) = self.point_at(Self::slot_offset(&archive, base, t));
         (i64::from(ts) == t && ts != 0).then_some(v)
     }
-
 }
 
 impl Store for WhisperBuf {
@@ -462,11 +451,9 @@ pub(crate) fn select_archive(
     let diff = now - from;
     let index = match archive {
         // archiveToSelect = 0 is falsy in Python and means "no selection".
-        Some(spp) if spp != 0 => header
-            .archives
-            .iter()
-            .position(|a| a.seconds_per_point == spp)
-            .ok_or(Error::InvalidGranularity(spp))?,
+        Some(spp) if spp != 0 => {
+            header.archives.iter().position(|a| a.seconds_per_point == spp).ok_or(Error::InvalidGranularity(spp))?
+        }
         _ => header
             .archives
             .iter()

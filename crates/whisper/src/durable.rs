@@ -125,10 +125,8 @@ fn at_unique_name<T>(dest: &Path, mut make: impl FnMut(&Path) -> io::Result<T>) 
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = dir.join(format!(".{name}.bucky-tmp.{}.{n}.{nanos:x}", std::process::id()));
         match make(&path) {
             Ok(made) => return Ok((path, made)),

@@ -66,11 +66,7 @@ pub(crate) fn update<S: Store>(s: &mut S, value: f64, timestamp: i64, now: i64) 
     crate::buf::check_clock(now)?;
     let age = i128::from(now) - i128::from(timestamp);
     if !(age >= 0 && age < i128::from(s.header().max_retention)) {
-        return Err(Error::TimestampNotCovered {
-            timestamp,
-            now,
-            max_retention: s.header().max_retention,
-        });
+        return Err(Error::TimestampNotCovered { timestamp, now, max_retention: s.header().max_retention });
     }
     let index = s
         .header()
@@ -151,10 +147,7 @@ pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &m
     for &(interval, bytes) in &runs {
         let offset = slot_offset_i64(&archive, base, interval);
         if offset + bytes.len() > end + size {
-            return Err(Error::ArchiveOverflow {
-                points: bytes.len() / POINT_SIZE,
-                capacity: archive.points,
-            });
+            return Err(Error::ArchiveOverflow { points: bytes.len() / POINT_SIZE, capacity: archive.points });
         }
     }
     for &(interval, bytes) in &runs {
@@ -343,11 +336,7 @@ fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower_index: us
     let lower = s.header().archives[lower_index];
     let lower_start = align(timestamp, lower.seconds_per_point)?;
     let higher_base = base(s, &higher)?;
-    let first = if higher_base == 0 {
-        higher.offset as usize
-    } else {
-        slot_offset(&higher, higher_base, lower_start)
-    };
+    let first = if higher_base == 0 { higher.offset as usize } else { slot_offset(&higher, higher_base, lower_start) };
     // k higher slots, read with the reference's single wrap: for k > points it gets fewer.
     let k = (lower.seconds_per_point / higher.seconds_per_point) as u64;
     let relative_first = (first - higher.offset as usize) as u64;
@@ -401,4 +390,3 @@ fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower_index: us
     write_point(s, lower_index, lower_start, value)?;
     Ok(true)
 }
-

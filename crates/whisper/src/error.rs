@@ -24,7 +24,9 @@ pub enum Error {
         source: io::Error,
     },
     /// The bytes are not a valid whisper file (bad header, truncated, overlapping archives, ...).
-    #[error("{path}: corrupt whisper file: {reason}; the file was left untouched (check it with `bucky whisper info`)")]
+    #[error(
+        "{path}: corrupt whisper file: {reason}; the file was left untouched (check it with `bucky whisper info`)"
+    )]
     Corrupt {
         /// The file involved (`<memory>` for in-memory data).
         path: PathBuf,
@@ -33,7 +35,9 @@ pub enum Error {
     },
     /// A file whisper.py would accept but whose structure is impossible (archives overlapping, beyond the
     /// end of the file, out of order, ...): refused rather than read as garbage.
-    #[error("{path}: malformed whisper file: {reason}; the file was left untouched (check it with `bucky whisper info`)")]
+    #[error(
+        "{path}: malformed whisper file: {reason}; the file was left untouched (check it with `bucky whisper info`)"
+    )]
     Malformed {
         /// The file involved (`<memory>` for in-memory data).
         path: PathBuf,
@@ -55,7 +59,9 @@ pub enum Error {
         reason: String,
     },
     /// Unknown aggregation method name.
-    #[error("unrecognized aggregation method '{0}' (use one of average, sum, last, max, min, avg_zero, absmax, absmin)")]
+    #[error(
+        "unrecognized aggregation method '{0}' (use one of average, sum, last, max, min, avg_zero, absmax, absmin)"
+    )]
     InvalidAggregationMethod(String),
     /// xFilesFactor outside `[0, 1]`.
     #[error("invalid xFilesFactor {0}, not between 0 and 1")]
@@ -64,7 +70,9 @@ pub enum Error {
     #[error("{0}: file already exists; remove it first or heal into it with `bucky whisper fill`")]
     AlreadyExists(PathBuf),
     /// `update` of a timestamp outside the file's retention (whisper's `TimestampNotCovered`).
-    #[error("timestamp {timestamp} not covered by any archive in this database (now {now}, max retention {max_retention}s)")]
+    #[error(
+        "timestamp {timestamp} not covered by any archive in this database (now {now}, max retention {max_retention}s)"
+    )]
     TimestampNotCovered {
         /// The rejected timestamp.
         timestamp: i64,
@@ -127,9 +135,7 @@ impl Error {
             Error::Io { .. } => "IOError",
             Error::Corrupt { .. } => "CorruptWhisperFile",
             Error::InvalidConfiguration(_) | Error::AlreadyExists(_) => "InvalidConfiguration",
-            Error::InvalidRetention { .. } | Error::InvalidGranularity(_) | Error::InvalidArgument(_) => {
-                "ValueError"
-            }
+            Error::InvalidRetention { .. } | Error::InvalidGranularity(_) | Error::InvalidArgument(_) => "ValueError",
             Error::InvalidAggregationMethod(_) => "InvalidAggregationMethod",
             Error::InvalidXFilesFactor(_) => "InvalidXFilesFactor",
             Error::TimestampNotCovered { .. } => "TimestampNotCovered",

@@ -40,13 +40,16 @@ impl WhisperFile {
     }
 
     fn open_with(path: &Path, writable: bool) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let file = OpenOptions::new().read(true).write(writable).open(path).map_err(|e| Error::io(path, e))?;
         let (header, header_bytes) = read_header(&file, path)?;
-        Ok(WhisperFile { path: path.to_owned(), file, header, header_bytes, writable, cursor: std::sync::Mutex::new(()) })
+        Ok(WhisperFile {
+            path: path.to_owned(),
+            file,
+            header,
+            header_bytes,
+            writable,
+            cursor: std::sync::Mutex::new(()),
+        })
     }
 
     /// The header as read at open.
@@ -153,9 +156,7 @@ impl WhisperFile {
     /// place, as whisper's `__writeHeaderMetadata`; `header` must be [`WhisperFile::current_header`] with
     /// only those fields changed, under the exclusive lock.
     pub(crate) fn write_metadata(&self, header: &Header) -> Result<()> {
-        self.file
-            .write_all_at(&header.to_bytes()[..METADATA_SIZE], 0)
-            .map_err(|e| Error::io(&self.path, e))
+        self.file.write_all_at(&header.to_bytes()[..METADATA_SIZE], 0).map_err(|e| Error::io(&self.path, e))
     }
 
     /// fsyncs the file's data.
@@ -320,9 +321,10 @@ impl<'a> PagedFile<'a> {
         let (mut at, end) = (offset, offset + len);
         while at < end {
             let within = at % PAGE;
-            let page = self.pages.get_mut(at / PAGE).and_then(|p| p.as_deref_mut()).ok_or_else(|| {
-                Error::corrupt(&self.file.path, format!("offset {at} is beyond the end of the file"))
-            })?;
+            let page =
+                self.pages.get_mut(at / PAGE).and_then(|p| p.as_deref_mut()).ok_or_else(|| {
+                    Error::corrupt(&self.file.path, format!("offset {at} is beyond the end of the file"))
+                })?;
             let n = (page.bytes.len() - within).min(end - at);
             if n == 0 {
                 return Err(Error::corrupt(&self.file.path, format!("offset {at} is beyond the end of the file")));
@@ -364,10 +366,7 @@ impl<'a> PagedFile<'a> {
                 bytes.extend_from_slice(&page[within..within + n]);
                 offset += n;
             }
-            self.file
-                .file
-                .write_all_at(&bytes, range.start as u64)
-                .map_err(|e| Error::io(&self.file.path, e))?;
+            self.file.file.write_all_at(&bytes, range.start as u64).map_err(|e| Error::io(&self.file.path, e))?;
         }
         Ok(())
     }

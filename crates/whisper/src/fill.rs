@@ -211,7 +211,11 @@ fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> R
                 let start = src_window_start(b)?;
                 let candidates = src.values_from(b, first, count).enumerate().map(|(i, v)| {
                     let t = first + i as i64 * spp;
-                    if t >= start { v } else { None }
+                    if t >= start {
+                        v
+                    } else {
+                        None
+                    }
                 });
                 dst.fill_empty_slots(index, first, candidates)?
             }
@@ -249,7 +253,9 @@ impl CarbonateFill<'_> {
             if from_time >= start_from {
                 continue;
             }
-            let Some(series) = self.dst.fetch(from_time.trunc() as i64, Some(start_from.trunc() as i64), self.now_i(), None)? else {
+            let Some(series) =
+                self.dst.fetch(from_time.trunc() as i64, Some(start_from.trunc() as i64), self.now_i(), None)?
+            else {
                 return Err(Error::InvalidArgument(format!(
                     "carbonate fill: fetch({from_time}, {start_from}) of the destination returned None"
                 )));

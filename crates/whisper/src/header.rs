@@ -61,20 +61,13 @@ pub struct Header {
 
 impl Header {
     /// The header `create` writes for these (already validated, sorted) retentions.
-    pub fn for_retentions(
-        retentions: &[Retention],
-        aggregation: AggregationMethod,
-        x_files_factor: f32,
-    ) -> Header {
+    pub fn for_retentions(retentions: &[Retention], aggregation: AggregationMethod, x_files_factor: f32) -> Header {
         let mut offset = (METADATA_SIZE + ARCHIVE_INFO_SIZE * retentions.len()) as u64;
         let archives = retentions
             .iter()
             .map(|r| {
-                let info = ArchiveInfo {
-                    offset: offset as u32,
-                    seconds_per_point: r.seconds_per_point,
-                    points: r.points,
-                };
+                let info =
+                    ArchiveInfo { offset: offset as u32, seconds_per_point: r.seconds_per_point, points: r.points };
                 offset += info.size();
                 info
             })
@@ -133,9 +126,7 @@ impl Header {
     pub fn parse(bytes: &[u8], file_len: u64, path: &Path) -> Result<Header> {
         let corrupt = |reason: String| Error::corrupt(path, reason);
         if bytes.len() < METADATA_SIZE || file_len < METADATA_SIZE as u64 {
-            return Err(corrupt(format!(
-                "Unable to read header: {file_len} bytes is shorter than the 16-byte header"
-            )));
+            return Err(corrupt(format!("Unable to read header: {file_len} bytes is shorter than the 16-byte header")));
         }
         let type_code = be_u32(&bytes[0..4]);
         let aggregation = AggregationMethod::from_type_code(type_code)
@@ -207,18 +198,13 @@ impl Header {
         by_offset.sort_by_key(|a| a.offset);
         for pair in by_offset.windows(2) {
             if pair[0].end() > u64::from(pair[1].offset) {
-                return Err(malformed(format!(
-                    "archives at bytes {} and {} overlap",
-                    pair[0].offset, pair[1].offset
-                )));
+                return Err(malformed(format!("archives at bytes {} and {} overlap", pair[0].offset, pair[1].offset)));
             }
         }
         let header = Header { aggregation, max_retention, x_files_factor, archives };
         let expected_len = header.file_size();
         if expected_len != file_len {
-            return Err(malformed(format!(
-                "the archives end at byte {expected_len} but the file is {file_len} bytes"
-            )));
+            return Err(malformed(format!("the archives end at byte {expected_len} but the file is {file_len} bytes")));
         }
         let largest = header.archives.iter().map(ArchiveInfo::retention).max().unwrap_or(0);
         if u64::from(max_retention) != largest {
@@ -239,11 +225,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Header {
-        Header::for_retentions(
-            &[Retention::new(60, 10), Retention::new(300, 12)],
-            AggregationMethod::Sum,
-            0.3,
-        )
+        Header::for_retentions(&[Retention::new(60, 10), Retention::new(300, 12)], AggregationMethod::Sum, 0.3)
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub use header::{ArchiveInfo, Header, POINT_SIZE};
 pub use lock::{LockMode, WhisperLock, DEFAULT_LOCK_TIMEOUT};
 pub use merge::{merge, merge_buf};
 pub use modify::{
-    backup_path, resize, resize_archive, resize_buf, set_aggregation, set_aggregation_method, AggregationChange, ResizeOptions,
+    backup_path, resize, resize_archive, resize_buf, set_aggregation, set_aggregation_method, AggregationChange,
+    ResizeOptions,
 };
 pub use retention::{validate_archive_list, Retention};

@@ -311,7 +311,10 @@ mod tests {
         let err = resize(&path, &invalid, &ResizeOptions::new(NOW)).unwrap_err();
         assert!(matches!(err, Error::InvalidConfiguration(_)), "{err}");
         let nan = ResizeOptions { x_files_factor: Some(f64::NAN), ..ResizeOptions::new(NOW) };
-        assert_eq!(resize(&path, &Retention::parse_list("60:20").unwrap(), &nan).unwrap_err().reference_class(), "bucky");
+        assert_eq!(
+            resize(&path, &Retention::parse_list("60:20").unwrap(), &nan).unwrap_err().reference_class(),
+            "bucky"
+        );
         let err = set_aggregation_method(&path, AggregationMethod::Sum, Some(1.5)).unwrap_err();
         assert!(matches!(err, Error::InvalidXFilesFactor(_)), "{err}");
         // Someone else (carbon-cache with WHISPER_LOCK_WRITES) holds the lock: both give up in time.

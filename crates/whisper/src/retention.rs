@@ -57,10 +57,7 @@ impl Retention {
 
     /// Parses a comma- or whitespace-separated list (`10s:1d,1m:30d`).
     pub fn parse_list(spec: &str) -> Result<Vec<Self>> {
-        spec.split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-            .map(Retention::parse)
-            .collect()
+        spec.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()).map(Retention::parse).collect()
     }
 }
 
@@ -96,9 +93,7 @@ fn parse_duration(s: &str) -> std::result::Result<u64, String> {
         return Err(format!("invalid specification '{s}'"));
     }
     let multiplier = unit_seconds(unit).ok_or_else(|| format!("invalid unit '{unit}'"))?;
-    parse_number(digits)?
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("'{s}' is too large"))
+    parse_number(digits)?.checked_mul(multiplier).ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// The first of whisper's unit names that starts with `unit`.
@@ -118,9 +113,7 @@ fn unit_seconds(unit: &str) -> Option<u64> {
 /// checks the reference forgets (zero precision or points, sizes that overflow the 32-bit header).
 pub fn validate_archive_list(archives: &mut [Retention]) -> Result<()> {
     if archives.is_empty() {
-        return Err(Error::InvalidConfiguration(
-            "You must specify at least one archive configuration!".into(),
-        ));
+        return Err(Error::InvalidConfiguration("You must specify at least one archive configuration!".into()));
     }
     archives.sort_by_key(|r| r.seconds_per_point);
     for (i, pair) in archives.windows(2).enumerate() {
@@ -174,9 +167,7 @@ pub fn validate_archive_list(archives: &mut [Retention]) -> Result<()> {
             )));
         }
     }
-    let total: u64 = archives.iter().map(|r| u64::from(r.points) * 12).sum::<u64>()
-        + 16
-        + 12 * archives.len() as u64;
+    let total: u64 = archives.iter().map(|r| u64::from(r.points) * 12).sum::<u64>() + 16 + 12 * archives.len() as u64;
     if u32::try_from(total).is_err() {
         return Err(Error::Refused(format!(
             "the file would be {total} bytes, beyond the 4 GiB that whisper's 32-bit offsets can address"

@@ -77,10 +77,13 @@ fn invalid_headers() -> Vec<(&'static str, Vec<u8>)> {
         ("points u32::MAX", with(&|b| put_u32(b, 36, u32::MAX))),
         ("points 2^28 (3 GiB claimed)", with(&|b| put_u32(b, 36, 1 << 28))),
         ("same spp twice", with(&|b| put_u32(b, 32, 60))),
-        ("coarse archive first", with(&|b| {
-            put_u32(b, 20, 300);
-            put_u32(b, 32, 60);
-        })),
+        (
+            "coarse archive first",
+            with(&|b| {
+                put_u32(b, 20, 300);
+                put_u32(b, 32, 60);
+            }),
+        ),
         ("one byte appended", with(&|b| b.push(0))),
         ("one point appended", with(&|b| b.extend_from_slice(&[0; 12]))),
         ("empty", Vec::new()),
@@ -102,7 +105,8 @@ fn exercise(buf: &WhisperBuf, other: &WhisperBuf, g: &mut Gen, absurd: bool) -> 
             eprintln!("{what}");
         }
         if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
-            let message = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            let message =
+                e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
             panics.push(format!("{what}: panicked: {}", message.unwrap_or_default()));
         }
     };
@@ -113,16 +117,20 @@ fn exercise(buf: &WhisperBuf, other: &WhisperBuf, g: &mut Gen, absurd: bool) -> 
         clocks.extend([1e30, -1e30, f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
     }
     let pick = |g: &mut Gen| if g.chance(0.5) { NOW + g.rng.gen_range(-100_000..100_000) } else { g.pick(&times) };
-    let specs = buf.header().archives.iter().map(|a| a.seconds_per_point).chain([0, 1, 7, u32::MAX]).collect::<Vec<_>>();
+    let specs =
+        buf.header().archives.iter().map(|a| a.seconds_per_point).chain([0, 1, 7, u32::MAX]).collect::<Vec<_>>();
     for _ in 0..6 {
         let (from, now) = (pick(g), pick(g));
         let until = if g.chance(0.3) { None } else { Some(pick(g)) };
         let archive = if g.chance(0.3) { Some(g.pick(&specs)) } else { None };
-        guard(format!("fetch({from}, {until:?}, now {now}, archive {archive:?}) on {:?}", buf.header().archives), &mut || {
-            if let Ok(Some(series)) = buf.fetch(from, until, now, archive) {
-                let _ = series.points().count();
-            }
-        });
+        guard(
+            format!("fetch({from}, {until:?}, now {now}, archive {archive:?}) on {:?}", buf.header().archives),
+            &mut || {
+                if let Ok(Some(series)) = buf.fetch(from, until, now, archive) {
+                    let _ = series.points().count();
+                }
+            },
+        );
         for i in 0..buf.header().archives.len() {
             let t = pick(g);
             guard(format!("value_at({i}, {t})"), &mut || {
@@ -161,15 +169,20 @@ fn exercise(buf: &WhisperBuf, other: &WhisperBuf, g: &mut Gen, absurd: bool) -> 
             }
             options.overwrite = g.chance(0.2);
             let mut copy = dst.clone();
-            guard(format!("fill_buf {:?} -> {:?}: {options:?}", src.header().archives, dst.header().archives), &mut || {
-                if whisper::fill_buf(src, &mut copy, &options).is_err() {
-                    assert_eq!(copy.as_bytes(), dst.as_bytes(), "a refused fill changed the buffer");
-                }
-            });
+            guard(
+                format!("fill_buf {:?} -> {:?}: {options:?}", src.header().archives, dst.header().archives),
+                &mut || {
+                    if whisper::fill_buf(src, &mut copy, &options).is_err() {
+                        assert_eq!(copy.as_bytes(), dst.as_bytes(), "a refused fill changed the buffer");
+                    }
+                },
+            );
         }
     }
     for _ in 0..2 {
-        let retentions = Retention::parse_list(g.pick(&["60:20,600:10", "1:30", "5:4,10:3,30:5,60:4", "60:10,60:20", "300:1"])).unwrap();
+        let retentions =
+            Retention::parse_list(g.pick(&["60:20,600:10", "1:30", "5:4,10:3,30:5,60:4", "60:10,60:20", "300:1"]))
+                .unwrap();
         let mut options = ResizeOptions::new(pick(g));
         options.aggregate = g.chance(0.5);
         options.x_files_factor = g.chance(0.3).then(|| g.pick(&[0.0, 0.3, 1.0, 2.0, f64::NAN]));
@@ -180,7 +193,8 @@ fn exercise(buf: &WhisperBuf, other: &WhisperBuf, g: &mut Gen, absurd: bool) -> 
     }
     for (src, dst) in [(buf, other), (other, buf), (buf, buf)] {
         let mut copy = dst.clone();
-        let (from, to) = (if g.chance(0.5) { None } else { Some(pick(g)) }, if g.chance(0.5) { None } else { Some(pick(g)) });
+        let (from, to) =
+            (if g.chance(0.5) { None } else { Some(pick(g)) }, if g.chance(0.5) { None } else { Some(pick(g)) });
         let now = pick(g);
         guard(format!("merge_buf({from:?}, {to:?}, now {now})"), &mut || {
             if whisper::merge_buf(src, &mut copy, from, to, now).is_err() {
@@ -220,12 +234,25 @@ fn expect_refused(name: &str, bytes: &[u8], dir: &Path) {
         let retentions = [Retention::new(60, 20), Retention::new(600, 10)];
         assert!(whisper::resize(&path, &retentions, &options).is_err(), "{name}: resize succeeded");
     }
-    assert!(whisper::set_aggregation_method(&path, AggregationMethod::Max, None).is_err(), "{name}: set_aggregation_method succeeded");
-    let change = AggregationChange { method: AggregationMethod::Sum, x_files_factor: Some(0.1), backup: true, lock_timeout: Duration::ZERO };
+    assert!(
+        whisper::set_aggregation_method(&path, AggregationMethod::Max, None).is_err(),
+        "{name}: set_aggregation_method succeeded"
+    );
+    let change = AggregationChange {
+        method: AggregationMethod::Sum,
+        x_files_factor: Some(0.1),
+        backup: true,
+        lock_timeout: Duration::ZERO,
+    };
     assert!(whisper::set_aggregation(&path, &change).is_err(), "{name}: set_aggregation with a backup succeeded");
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}: a refused operation changed the hostile file");
-    assert_eq!(std::fs::read(&good).unwrap(), valid_file().as_bytes(), "{name}: a refused operation changed the good file");
-    let names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        std::fs::read(&good).unwrap(),
+        valid_file().as_bytes(),
+        "{name}: a refused operation changed the good file"
+    );
+    let names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.len(), 2, "{name}: files left behind: {names:?}");
 }
 
@@ -251,7 +278,9 @@ fn invalid_headers_are_refused() {
 fn reference_refusals_keep_their_class() {
     let base = valid_file().into_bytes();
     for (name, bytes) in invalid_headers() {
-        let shared = name.starts_with("aggregation type") || name.starts_with("xff") || name == "empty"
+        let shared = name.starts_with("aggregation type")
+            || name.starts_with("xff")
+            || name == "empty"
             || name.starts_with("short");
         if shared {
             let class = WhisperBuf::from_bytes(bytes).unwrap_err().reference_class();
@@ -282,7 +311,8 @@ fn garbage_data_in_valid_files() {
             put_u32(&mut bytes, slot, t);
             bytes[slot + 4..slot + 12].copy_from_slice(&g.value().to_be_bytes());
         }
-        let buf = WhisperBuf::from_bytes(bytes).unwrap_or_else(|e| panic!("round {round}: data made the file invalid: {e}"));
+        let buf =
+            WhisperBuf::from_bytes(bytes).unwrap_or_else(|e| panic!("round {round}: data made the file invalid: {e}"));
         let panics = exercise(&buf, &other, &mut g, false);
         assert!(panics.is_empty(), "round {round}:\n{}", panics.join("\n"));
     }
@@ -315,7 +345,12 @@ fn absurd_clocks_and_ranges_child() {
         let key = format!("{op}: {}", p.rsplit("panicked: ").next().unwrap_or_default());
         distinct.entry(key).or_insert(p);
     }
-    assert!(distinct.is_empty(), "{} kinds of panic:\n{}", distinct.len(), distinct.values().cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        distinct.is_empty(),
+        "{} kinds of panic:\n{}",
+        distinct.len(),
+        distinct.values().cloned().collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// Runs the ignored test `name` of this binary in a child process limited to 1 GiB of address space;
@@ -323,11 +358,13 @@ fn absurd_clocks_and_ranges_child() {
 fn run_child(name: &str, env: &[(&str, &Path)]) -> (bool, String) {
     let exe = std::env::current_exe().unwrap();
     let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
-        .arg(&exe)
-        .args(["--ignored", "--exact", name, "--test-threads=1", "--nocapture"]);
+    command.arg("-c").arg("ulimit -v 1048576 && exec \"$0\" \"$@\"").arg(&exe).args([
+        "--ignored",
+        "--exact",
+        name,
+        "--test-threads=1",
+        "--nocapture",
+    ]);
     for (k, v) in env {
         command.env(k, v);
     }

@@ -94,7 +94,8 @@ fn merge() {
         let other = if g.chance(0.85) { schema.clone() } else { g.schema() };
         let now = g.now(&schema);
         let mut ops = vec![g.create_op("a", &schema), g.create_op("b", &other)];
-        let (now_a, now_b) = (now - g.rng.gen_range(0..=schema.spp(0) * 3), now - g.rng.gen_range(0..=schema.spp(0) * 3));
+        let (now_a, now_b) =
+            (now - g.rng.gen_range(0..=schema.spp(0) * 3), now - g.rng.gen_range(0..=schema.spp(0) * 3));
         ops.extend(g.random_history("a", &schema, now_a));
         ops.extend(g.random_history("b", &other, now_b));
         let max = schema.max_retention();
@@ -251,8 +252,10 @@ fn set_aggregation() {
 #[test]
 fn retention_parsing() {
     run_differential("retention_parsing", CASES, |g| {
-        let units = ["", "s", "sec", "seconds", "m", "min", "mi", "minute", "h", "hour", "d", "day", "w", "week",
-                     "y", "year", "mo", "M", "x", "secondss"];
+        let units = [
+            "", "s", "sec", "seconds", "m", "min", "mi", "minute", "h", "hour", "d", "day", "w", "week", "y", "year",
+            "mo", "M", "x", "secondss",
+        ];
         (0..5)
             .map(|_| {
                 let spec = match g.rng.gen_range(0..6) {
@@ -262,9 +265,12 @@ fn retention_parsing() {
                     }
                     // Durations stay below 2^32 points: bucky's Retention is 32-bit and refuses more (see
                     // reference_edge_cases for that difference).
-                    1 => g.pick(&["1min:1h", "7s:1m", "5m:1y", "60:1440", " 10s:1d ", "1m:30s", "0:10", "0s:1",
-                                  "60", "60:", ":60", "0:1h", "1.5:10", "-1:10", "60:abc", "60:1x", "1h:", "60 :10",
-                                  "60: 10", "1:2:3", "1w:1y", "1d:1y", "1y:2y", "1s:0s"])
+                    1 => g
+                        .pick(&[
+                            "1min:1h", "7s:1m", "5m:1y", "60:1440", " 10s:1d ", "1m:30s", "0:10", "0s:1", "60", "60:",
+                            ":60", "0:1h", "1.5:10", "-1:10", "60:abc", "60:1x", "1h:", "60 :10", "60: 10", "1:2:3",
+                            "1w:1y", "1d:1y", "1y:2y", "1s:0s",
+                        ])
                         .to_owned(),
                     _ => format!(
                         "{}{}:{}{}",
@@ -286,19 +292,34 @@ fn retention_parsing() {
 #[test]
 fn deliberate_refusals_are_marked_bucky() {
     let cases: Vec<(&str, Vec<Value>)> = vec![
-        ("xff NaN", vec![json!({"op": "create", "file": "a", "retentions": ["60:10"], "xff": "NaN", "agg": "average"})]),
-        ("zero-point archive 60:0", vec![json!({"op": "create", "file": "a", "retentions": ["60:0"], "xff": 0.5, "agg": "sum"})]),
-        ("zero-point archive 1m:30s", vec![json!({"op": "create", "file": "a", "retentions": ["1m:30s"], "xff": 0.5, "agg": "sum"})]),
+        (
+            "xff NaN",
+            vec![json!({"op": "create", "file": "a", "retentions": ["60:10"], "xff": "NaN", "agg": "average"})],
+        ),
+        (
+            "zero-point archive 60:0",
+            vec![json!({"op": "create", "file": "a", "retentions": ["60:0"], "xff": 0.5, "agg": "sum"})],
+        ),
+        (
+            "zero-point archive 1m:30s",
+            vec![json!({"op": "create", "file": "a", "retentions": ["1m:30s"], "xff": 0.5, "agg": "sum"})],
+        ),
         ("precision 0", vec![json!({"op": "create", "file": "a", "retentions": ["0:10"], "xff": 0.5, "agg": "sum"})]),
-        ("set_aggregation with xff NaN", vec![
-            json!({"op": "create", "file": "a", "retentions": ["60:10"], "xff": 0.5, "agg": "average"}),
-            json!({"op": "set_aggregation", "file": "a", "agg": "sum", "xff": "NaN"}),
-        ]),
-        ("25 future points into 60:10", vec![
-            json!({"op": "create", "file": "a", "retentions": ["60:10", "300:12"], "xff": 0.0, "agg": "sum"}),
-            json!({"op": "update_many", "file": "a", "now": 1_700_000_000i64,
+        (
+            "set_aggregation with xff NaN",
+            vec![
+                json!({"op": "create", "file": "a", "retentions": ["60:10"], "xff": 0.5, "agg": "average"}),
+                json!({"op": "set_aggregation", "file": "a", "agg": "sum", "xff": "NaN"}),
+            ],
+        ),
+        (
+            "25 future points into 60:10",
+            vec![
+                json!({"op": "create", "file": "a", "retentions": ["60:10", "300:12"], "xff": 0.0, "agg": "sum"}),
+                json!({"op": "update_many", "file": "a", "now": 1_700_000_000i64,
                    "points": (1..=25).map(|i| json!([1_700_000_000i64 + 60 * i, i])).collect::<Vec<_>>()}),
-        ]),
+            ],
+        ),
     ];
     let batch: Vec<Value> = cases.iter().enumerate().map(|(i, (_, ops))| json!({"id": i, "ops": ops})).collect();
     let theirs = run_oracle(&batch);
@@ -353,7 +374,13 @@ fn same_bits(a: Option<f64>, b: Option<f64>) -> bool {
 }
 
 /// Checks one safe fill of `src` into `before` (giving `after`); returns the first violated property.
-fn check_safe_fill(src: &WhisperBuf, before: &WhisperBuf, after: &WhisperBuf, options: &FillOptions, written: u64) -> Result<(), String> {
+fn check_safe_fill(
+    src: &WhisperBuf,
+    before: &WhisperBuf,
+    after: &WhisperBuf,
+    options: &FillOptions,
+    written: u64,
+) -> Result<(), String> {
     let (b, a) = (before.as_bytes(), after.as_bytes());
     if b.len() != a.len() || before.header() != after.header() {
         return Err("the header or the length changed".into());
@@ -400,7 +427,10 @@ fn check_safe_fill(src: &WhisperBuf, before: &WhisperBuf, after: &WhisperBuf, op
             let src_ret = src.header().archives[j].retention() as i64;
             let strictly_inside = t > options.end_at as i64 && t > options.now.floor() as i64 - src_ret;
             if old.is_none() && strictly_inside && src.value_at(j, t).is_some() && !same_bits(new, src.value_at(j, t)) {
-                return Err(format!("archive {i}: empty t={t} not filled with src's {:?} (now {new:?})", src.value_at(j, t)));
+                return Err(format!(
+                    "archive {i}: empty t={t} not filled with src's {:?} (now {new:?})",
+                    src.value_at(j, t)
+                ));
             }
         }
     }
@@ -471,7 +501,9 @@ fn safe_fill_properties() {
                     let agree = p[i].iter().all(|(t, v)| q[i].get(t).is_none_or(|w| w == v));
                     let keys = |m: &std::collections::BTreeMap<i64, u64>| m.keys().copied().collect::<Vec<_>>();
                     if keys(&x[i]) != keys(&y[i]) {
-                        return Err(format!("archive {i}: the two replicas hold different times after filling each other"));
+                        return Err(format!(
+                            "archive {i}: the two replicas hold different times after filling each other"
+                        ));
                     }
                     if agree && x[i] != y[i] {
                         return Err(format!("archive {i}: replicas that agreed differ after filling each other"));
@@ -487,16 +519,28 @@ fn safe_fill_properties() {
             ));
         }
     }
-    eprintln!("safe_fill_properties: {count} cases, {} failures, {:.1}s (seed {seed})", failures.len(), started.elapsed().as_secs_f64());
-    assert!(failures.is_empty(), "{} of {count} safe fills violate a property (seed {seed}):\n{}", failures.len(), failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n"));
+    eprintln!(
+        "safe_fill_properties: {count} cases, {} failures, {:.1}s (seed {seed})",
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {count} safe fills violate a property (seed {seed}):\n{}",
+        failures.len(),
+        failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n")
+    );
 }
 
 /// whisper-resize with xff NaN: the script writes the new file with it, then cannot read that file back
 /// (CorruptWhisperFile) and leaves the original alone; bucky refuses before writing anything.
 #[test]
 fn resize_with_nan_xff_is_refused() {
-    let ops = vec![create("a", &["60:10"], "sum", 0.5), update_many("a", 1_700_000_000, &[(1_699_999_940, 1.0)]),
-                   resize_op(&["60:20"], 1_700_000_000, false, Some(f64::NAN))];
+    let ops = vec![
+        create("a", &["60:10"], "sum", 0.5),
+        update_many("a", 1_700_000_000, &[(1_699_999_940, 1.0)]),
+        resize_op(&["60:20"], 1_700_000_000, false, Some(f64::NAN)),
+    ];
     let theirs = run_oracle(&[json!({"id": 0, "ops": ops})]);
     let scratch = scratch_dir();
     let ours = run_ours(&ops, scratch.path(), 0);
@@ -528,7 +572,14 @@ fn resize_op(retentions: &[&str], now: i64, aggregate: bool, xff: Option<f64>) -
 }
 
 /// A hand-made file: header fields as given (not necessarily consistent), `len` bytes, points poked in.
-fn raw_file(agg: u32, max_retention: u32, xff: f32, infos: &[(u32, u32, u32)], len: usize, points: &[(usize, u32, f64)]) -> Value {
+fn raw_file(
+    agg: u32,
+    max_retention: u32,
+    xff: f32,
+    infos: &[(u32, u32, u32)],
+    len: usize,
+    points: &[(usize, u32, f64)],
+) -> Value {
     let mut b = Vec::new();
     b.extend_from_slice(&agg.to_be_bytes());
     b.extend_from_slice(&max_retention.to_be_bytes());
@@ -556,124 +607,184 @@ fn reference_edge_cases() {
     let t0 = NOW - 36; // aligned to 4
     let mut cases: Vec<Vec<Value>> = vec![
         // xff compared in f64 against the widened f32: 3/10 < 0.30000001192 → no propagation; 4/10 → yes.
-        vec![create("a", &["1:20", "10:3"], "average", 0.3),
-             update_many("a", NOW, &[(NOW - 19, 1.0), (NOW - 18, 2.0), (NOW - 17, 3.0)]),
-             update_many("a", NOW, &[(NOW - 16, 4.0)])],
+        vec![
+            create("a", &["1:20", "10:3"], "average", 0.3),
+            update_many("a", NOW, &[(NOW - 19, 1.0), (NOW - 18, 2.0), (NOW - 17, 3.0)]),
+            update_many("a", NOW, &[(NOW - 16, 4.0)]),
+        ],
         // xff 1 needs all 10; xff 0 still needs one known point.
-        vec![create("a", &["1:20", "10:3"], "sum", 1.0),
-             update_many("a", NOW, &(1..=9).map(|i| (NOW - 20 + i, 1.0)).collect::<Vec<_>>()),
-             update_many("a", NOW, &[(NOW - 20, 5.0)])],
+        vec![
+            create("a", &["1:20", "10:3"], "sum", 1.0),
+            update_many("a", NOW, &(1..=9).map(|i| (NOW - 20 + i, 1.0)).collect::<Vec<_>>()),
+            update_many("a", NOW, &[(NOW - 20, 5.0)]),
+        ],
         // CPython 3.11 plain summation: sum([0.1] * 10) = 0.9999999999999999.
-        vec![create("a", &["1:10", "10:2"], "sum", 0.0),
-             update_many("a", NOW - 1, &(0..10).map(|i| (NOW - 10 + i, 0.1)).collect::<Vec<_>>())],
+        vec![
+            create("a", &["1:10", "10:2"], "sum", 0.0),
+            update_many("a", NOW - 1, &(0..10).map(|i| (NOW - 10 + i, 0.1)).collect::<Vec<_>>()),
+        ],
         // NaN: max/min poisoned only by a first NaN; absmax keeps the first of equal magnitudes.
-        vec![create("a", &["1:8", "4:4"], "max", 0.0),
-             update_many("a", NOW, &[(NOW - 8, f64::NAN), (NOW - 7, 1.0), (NOW - 4, 1.0), (NOW - 3, f64::NAN), (NOW - 2, 7.0)])],
-        vec![create("a", &["1:8", "4:4"], "absmax", 0.0),
-             update_many("a", NOW, &[(NOW - 8, -3.0), (NOW - 7, 3.0), (NOW - 4, 2.0), (NOW - 3, -2.0)])],
-        vec![create("a", &["1:8", "4:4"], "absmin", 0.0),
-             update_many("a", NOW, &[(NOW - 8, 2.0), (NOW - 7, -1.0), (NOW - 6, 1.0)])],
-        vec![create("a", &["1:8", "4:4"], "avg_zero", 0.0),
-             update_many("a", NOW, &[(NOW - 8, 4.0), (NOW - 6, 0.0), (NOW - 5, -0.0)])],
+        vec![
+            create("a", &["1:8", "4:4"], "max", 0.0),
+            update_many(
+                "a",
+                NOW,
+                &[(NOW - 8, f64::NAN), (NOW - 7, 1.0), (NOW - 4, 1.0), (NOW - 3, f64::NAN), (NOW - 2, 7.0)],
+            ),
+        ],
+        vec![
+            create("a", &["1:8", "4:4"], "absmax", 0.0),
+            update_many("a", NOW, &[(NOW - 8, -3.0), (NOW - 7, 3.0), (NOW - 4, 2.0), (NOW - 3, -2.0)]),
+        ],
+        vec![
+            create("a", &["1:8", "4:4"], "absmin", 0.0),
+            update_many("a", NOW, &[(NOW - 8, 2.0), (NOW - 7, -1.0), (NOW - 6, 1.0)]),
+        ],
+        vec![
+            create("a", &["1:8", "4:4"], "avg_zero", 0.0),
+            update_many("a", NOW, &[(NOW - 8, 4.0), (NOW - 6, 0.0), (NOW - 5, -0.0)]),
+        ],
         // The sign of a NaN that meets another NaN in an aggregate: inf + -inf gives -NaN (x86 default NaN);
         // CPython's a + b with two NaNs returns b. Sum, average and avg_zero of [-NaN, +NaN].
-        vec![create("a", &["1:8", "2:8", "4:8"], "sum", 0.0),
-             update_many("a", t0 + 3, &[(t0, f64::INFINITY), (t0 + 1, f64::NEG_INFINITY), (t0 + 2, f64::NAN)])],
-        vec![create("a", &["1:8", "2:8", "4:8"], "average", 0.0),
-             update_many("a", t0 + 3, &[(t0, f64::INFINITY), (t0 + 1, f64::NEG_INFINITY), (t0 + 2, f64::NAN)])],
-        vec![create("a", &["1:8", "2:8", "4:8"], "avg_zero", 0.0),
-             update_many("a", t0 + 3, &[(t0, f64::INFINITY), (t0 + 1, f64::NEG_INFINITY), (t0 + 2, f64::NAN)])],
+        vec![
+            create("a", &["1:8", "2:8", "4:8"], "sum", 0.0),
+            update_many("a", t0 + 3, &[(t0, f64::INFINITY), (t0 + 1, f64::NEG_INFINITY), (t0 + 2, f64::NAN)]),
+        ],
+        vec![
+            create("a", &["1:8", "2:8", "4:8"], "average", 0.0),
+            update_many("a", t0 + 3, &[(t0, f64::INFINITY), (t0 + 1, f64::NEG_INFINITY), (t0 + 2, f64::NAN)]),
+        ],
+        vec![
+            create("a", &["1:8", "2:8", "4:8"], "avg_zero", 0.0),
+            update_many("a", t0 + 3, &[(t0, f64::INFINITY), (t0 + 1, f64::NEG_INFINITY), (t0 + 2, f64::NAN)]),
+        ],
         // Duplicates: identical raw times → first in input wins; same bucket → newest raw time wins.
-        vec![create("a", &["60:10", "300:4"], "sum", 0.0),
-             update_many("a", NOW, &[(NOW - 60, 1.0), (NOW - 60, 2.0), (NOW - 119, 3.0), (NOW - 100, 4.0)])],
+        vec![
+            create("a", &["60:10", "300:4"], "sum", 0.0),
+            update_many("a", NOW, &[(NOW - 60, 1.0), (NOW - 60, 2.0), (NOW - 119, 3.0), (NOW - 100, 4.0)]),
+        ],
         // age == retention goes to that archive and shares the now slot; future points go to archive 0.
-        vec![create("a", &["60:10", "300:12"], "last", 0.0),
-             update_many("a", NOW, &[(NOW, 1.0), (NOW - 600, 2.0), (NOW + 60, 3.0), (NOW - 3600, 4.0), (NOW - 3601, 5.0)])],
+        vec![
+            create("a", &["60:10", "300:12"], "last", 0.0),
+            update_many(
+                "a",
+                NOW,
+                &[(NOW, 1.0), (NOW - 600, 2.0), (NOW + 60, 3.0), (NOW - 3600, 4.0), (NOW - 3601, 5.0)],
+            ),
+        ],
         // single update: future and age == maxRetention raise TimestampNotCovered; age == retention(0) is fine.
-        vec![create("a", &["60:10", "300:12"], "last", 0.0),
-             json!({"op": "update", "file": "a", "t": NOW + 1, "v": 1.0, "now": NOW}),
-             json!({"op": "update", "file": "a", "t": NOW - 3600, "v": 1.0, "now": NOW}),
-             json!({"op": "update", "file": "a", "t": NOW - 600, "v": 2.0, "now": NOW}),
-             json!({"op": "update", "file": "a", "t": NOW - 3599, "v": 3.0, "now": NOW})],
+        vec![
+            create("a", &["60:10", "300:12"], "last", 0.0),
+            json!({"op": "update", "file": "a", "t": NOW + 1, "v": 1.0, "now": NOW}),
+            json!({"op": "update", "file": "a", "t": NOW - 3600, "v": 1.0, "now": NOW}),
+            json!({"op": "update", "file": "a", "t": NOW - 600, "v": 2.0, "now": NOW}),
+            json!({"op": "update", "file": "a", "t": NOW - 3599, "v": 3.0, "now": NOW}),
+        ],
         // A time beyond 2^32 after alignment: struct.error.
         vec![create("a", &["60:10"], "sum", 0.5), update_many("a", NOW, &[(4_294_967_340, 1.0)])],
         // Zero-length fetch returns the next slot; archiveToSelect over a span longer than the archive
         // returns (count mod N) values; from > until; from in the future; until before the retention.
-        vec![create("a", &["60:10", "300:12"], "sum", 0.0),
-             update_many("a", NOW, &(0..10).map(|i| (NOW - 60 * i, i as f64)).collect::<Vec<_>>()),
-             fetch_op("a", NOW - 120, Some(NOW - 120), NOW, None),
-             fetch_op("a", NOW - 3000, None, NOW, Some("60")),
-             fetch_op("a", NOW - 3000, None, NOW, Some("1m")),
-             fetch_op("a", NOW - 3000, None, NOW, Some("120")),
-             fetch_op("a", NOW - 100, Some(NOW - 200), NOW, None),
-             fetch_op("a", NOW + 10, None, NOW, None),
-             fetch_op("a", NOW - 5000, Some(NOW - 4000), NOW, None)],
+        vec![
+            create("a", &["60:10", "300:12"], "sum", 0.0),
+            update_many("a", NOW, &(0..10).map(|i| (NOW - 60 * i, i as f64)).collect::<Vec<_>>()),
+            fetch_op("a", NOW - 120, Some(NOW - 120), NOW, None),
+            fetch_op("a", NOW - 3000, None, NOW, Some("60")),
+            fetch_op("a", NOW - 3000, None, NOW, Some("1m")),
+            fetch_op("a", NOW - 3000, None, NOW, Some("120")),
+            fetch_op("a", NOW - 100, Some(NOW - 200), NOW, None),
+            fetch_op("a", NOW + 10, None, NOW, None),
+            fetch_op("a", NOW - 5000, Some(NOW - 4000), NOW, None),
+        ],
         // merge of unalike layouts.
-        vec![create("a", &["60:10"], "sum", 0.0), create("b", &["60:11"], "sum", 0.0),
-             json!({"op": "merge", "src": "a", "dst": "b", "from": null, "to": null, "now": NOW})],
+        vec![
+            create("a", &["60:10"], "sum", 0.0),
+            create("b", &["60:11"], "sum", 0.0),
+            json!({"op": "merge", "src": "a", "dst": "b", "from": null, "to": null, "now": NOW}),
+        ],
         // carbonate cross-fill (spec §7 a): dst missing old data, now % 60 != 0, 60:26,300:30 summed.
         {
             let now = 1_700_000_130;
             let src: Vec<(i64, f64)> = (0..26).map(|i| (align(now, 60) - 60 * i, (i % 7) as f64 + 1.0)).collect();
             let dst: Vec<(i64, f64)> = (0..6).map(|i| (align(now, 60) - 60 * i, 10.0)).collect();
-            vec![create("a", &["60:26", "300:30"], "sum", 0.0), create("b", &["60:26", "300:30"], "sum", 0.0),
-                 update_many("a", now, &src), update_many("b", now, &dst),
-                 json!({"op": "fill", "src": "a", "dst": "b", "now": now as f64 + 0.7, "startFrom": null, "endAt": 0, "overwrite": false})]
+            vec![
+                create("a", &["60:26", "300:30"], "sum", 0.0),
+                create("b", &["60:26", "300:30"], "sum", 0.0),
+                update_many("a", now, &src),
+                update_many("b", now, &dst),
+                json!({"op": "fill", "src": "a", "dst": "b", "now": now as f64 + 0.7, "startFrom": null, "endAt": 0, "overwrite": false}),
+            ]
         },
         // carbonate boundary point (spec §7 b): now - ret(0) aligned to 300, dst archive 1 missing.
         {
             let now = 1_700_000_100;
             let src: Vec<(i64, f64)> = (0..60).map(|i| (now - 60 * i, 1.0 + i as f64)).collect();
             let dst: Vec<(i64, f64)> = (0..25).map(|i| (now - 60 * i, 1000.0)).collect();
-            vec![create("a", &["60:25", "300:30"], "sum", 0.0), create("b", &["60:25", "300:30"], "sum", 1.0),
-                 update_many("a", now, &src), update_many("b", now, &dst),
-                 json!({"op": "fill", "src": "a", "dst": "b", "now": now, "startFrom": null, "endAt": 0, "overwrite": false})]
+            vec![
+                create("a", &["60:25", "300:30"], "sum", 0.0),
+                create("b", &["60:25", "300:30"], "sum", 1.0),
+                update_many("a", now, &src),
+                update_many("b", now, &dst),
+                json!({"op": "fill", "src": "a", "dst": "b", "now": now, "startFrom": null, "endAt": 0, "overwrite": false}),
+            ]
         },
         // resize fetches each old archive's window `now - retention + spp` with fetch's archive choice:
         // for 300:3 behind 60:10 that window (600 s) is served by the 60 s archive.
-        vec![create("a", &["60:10", "300:3"], "sum", 0.0),
-             update_many("a", NOW, &(0..15).map(|i| (NOW - 60 * i, i as f64)).collect::<Vec<_>>()),
-             resize_op(&["60:5", "300:4"], NOW + 30, false, None)],
+        vec![
+            create("a", &["60:10", "300:3"], "sum", 0.0),
+            update_many("a", NOW, &(0..15).map(|i| (NOW - 60 * i, i as f64)).collect::<Vec<_>>()),
+            resize_op(&["60:5", "300:4"], NOW + 30, false, None),
+        ],
         // A one-point archive: its window is zero-length, and fetch returns the slot after `now` (here a
         // stored future point, which the resize writes again).
-        vec![create("a", &["60:1"], "last", 0.0),
-             update_many("a", NOW, &[(NOW + 60, 5.0)]),
-             resize_op(&["60:4", "120:3"], NOW, false, None)],
+        vec![
+            create("a", &["60:1"], "last", 0.0),
+            update_many("a", NOW, &[(NOW + 60, 5.0)]),
+            resize_op(&["60:4", "120:3"], NOW, false, None),
+        ],
         // --aggregate compares the given xff unrounded: 3 of 10 known passes 0.3 there, while the new file's
         // propagation (0.3 stored as f32) would not.
-        vec![create("a", &["1:30"], "sum", 0.0),
-             update_many("a", NOW, &[(NOW - 19, 1.0), (NOW - 18, 2.0), (NOW - 17, 3.0)]),
-             resize_op(&["10:3"], NOW, true, Some(0.3))],
+        vec![
+            create("a", &["1:30"], "sum", 0.0),
+            update_many("a", NOW, &[(NOW - 19, 1.0), (NOW - 18, 2.0), (NOW - 17, 3.0)]),
+            resize_op(&["10:3"], NOW, true, Some(0.3)),
+        ],
         // --aggregate where the coarse window (10:10,60:2: now-60.., served by the 10 s archive) has no
         // point older than the fine one's: the script appends it whole, so the old points are duplicated
         // and unsorted, and bisect runs on an unsorted list.
-        vec![create("a", &["10:10", "60:2"], "average", 0.0),
-             update_many("a", NOW, &(0..12).map(|i| (NOW - 10 * i, i as f64)).collect::<Vec<_>>()),
-             resize_op(&["5:30", "30:10"], NOW + 7, true, Some(0.0))],
+        vec![
+            create("a", &["10:10", "60:2"], "average", 0.0),
+            update_many("a", NOW, &(0..12).map(|i| (NOW - 10 * i, i as f64)).collect::<Vec<_>>()),
+            resize_op(&["5:30", "30:10"], NOW + 7, true, Some(0.0)),
+        ],
         // bucky's Retention is 32-bit: the reference parses more points than a header can hold.
         vec![json!({"op": "parse", "spec": "1s:200y"})],
     ];
     // Hand-made headers. 60:10,300:12 laid out by create: offsets 40 and 160, 304 bytes, maxRetention 3600.
     let layout = [(40, 60, 10), (160, 300, 12)];
     let data = [(40, (NOW - 60) as u32, 1.0), (52, NOW as u32, 2.0), (160, (NOW - 300) as u32, 3.0)];
-    let reads = || vec![json!({"op": "info", "file": "a"}), fetch_op("a", NOW - 3000, None, NOW, None),
-                        update_many("a", NOW, &[(NOW - 120, 9.0)])];
+    let reads = || {
+        vec![
+            json!({"op": "info", "file": "a"}),
+            fetch_op("a", NOW - 3000, None, NOW, None),
+            update_many("a", NOW, &[(NOW - 120, 9.0)]),
+        ]
+    };
     let hand_made = [
-        raw_file(2, 3600, 0.5, &layout, 304, &data),                              // valid (control)
-        raw_file(2, 7200, 0.5, &layout, 304, &data),                              // maxRetention > retentions
-        raw_file(2, 3600, 0.5, &layout, 292, &data),                              // truncated by one point
-        raw_file(2, 3600, 0.5, &layout, 300, &data),                              // truncated mid-point
-        raw_file(2, 3600, 0.5, &[(40, 60, 10), (40, 300, 12)], 304, &data),       // overlapping archives
-        raw_file(2, 3600, 0.5, &[(40, 300, 12), (184, 60, 10)], 304, &data),      // coarse archive first
-        raw_file(2, 3600, 0.5, &[(28, 60, 10), (148, 300, 12)], 304, &data),      // archive inside the header
-        raw_file(2, 3600, 0.5, &[(40, 60, 10), (160, 60, 12)], 304, &data),       // two archives of 60 s
-        raw_file(2, 3600, 0.5, &[(40, 60, 10), (160, 0, 12)], 304, &data),        // spp 0
-        raw_file(2, 3600, 0.5, &[], 16, &[]),                                     // no archives
-        raw_file(9, 3600, 0.5, &layout, 304, &data),                              // unknown method
-        raw_file(2, 3600, f32::NAN, &layout, 304, &data),                         // NaN xff
-        raw_file(2, 3600, 1.5, &layout, 304, &data),                              // xff > 1
-        raw_file(2, 3600, 0.5, &layout, 12, &[]),                                 // shorter than the metadata
-        raw_file(2, 3600, 0.5, &layout, 30, &[]),                                 // short archive info
+        raw_file(2, 3600, 0.5, &layout, 304, &data), // valid (control)
+        raw_file(2, 7200, 0.5, &layout, 304, &data), // maxRetention > retentions
+        raw_file(2, 3600, 0.5, &layout, 292, &data), // truncated by one point
+        raw_file(2, 3600, 0.5, &layout, 300, &data), // truncated mid-point
+        raw_file(2, 3600, 0.5, &[(40, 60, 10), (40, 300, 12)], 304, &data), // overlapping archives
+        raw_file(2, 3600, 0.5, &[(40, 300, 12), (184, 60, 10)], 304, &data), // coarse archive first
+        raw_file(2, 3600, 0.5, &[(28, 60, 10), (148, 300, 12)], 304, &data), // archive inside the header
+        raw_file(2, 3600, 0.5, &[(40, 60, 10), (160, 60, 12)], 304, &data), // two archives of 60 s
+        raw_file(2, 3600, 0.5, &[(40, 60, 10), (160, 0, 12)], 304, &data), // spp 0
+        raw_file(2, 3600, 0.5, &[], 16, &[]),        // no archives
+        raw_file(9, 3600, 0.5, &layout, 304, &data), // unknown method
+        raw_file(2, 3600, f32::NAN, &layout, 304, &data), // NaN xff
+        raw_file(2, 3600, 1.5, &layout, 304, &data), // xff > 1
+        raw_file(2, 3600, 0.5, &layout, 12, &[]),    // shorter than the metadata
+        raw_file(2, 3600, 0.5, &layout, 30, &[]),    // short archive info
     ];
     // The header count says 3 archives but holds 2 (the third ArchiveInfo is read from data bytes).
     let mut extra = raw_file(2, 3600, 0.5, &layout, 304, &data);
@@ -681,7 +792,10 @@ fn reference_edge_cases() {
     bytes[15] = 3;
     extra["hex"] = json!(hex(&bytes));
     // Each hand-made file is read, resized and given a new method, in separate cases.
-    let changes = [resize_op(&["60:20", "600:10"], NOW, false, None), json!({"op": "set_aggregation", "file": "a", "agg": "max", "xff": 0.2})];
+    let changes = [
+        resize_op(&["60:20", "600:10"], NOW, false, None),
+        json!({"op": "set_aggregation", "file": "a", "agg": "max", "xff": 0.2}),
+    ];
     for put in hand_made.into_iter().chain([extra]) {
         cases.push(std::iter::once(put.clone()).chain(reads()).collect());
         cases.extend(changes.iter().map(|change| vec![put.clone(), change.clone()]));

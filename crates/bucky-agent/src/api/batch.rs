@@ -47,15 +47,27 @@ enum Route {
     Delete,
 }
 
-pub(super) async fn read(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, AgentError> {
+pub(super) async fn read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
     serve(state, headers, body, Route::Read).await
 }
 
-pub(super) async fn heal(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, AgentError> {
+pub(super) async fn heal(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
     serve(state, headers, body, Route::Heal).await
 }
 
-pub(super) async fn delete(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, AgentError> {
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
     serve(state, headers, body, Route::Delete).await
 }
 
@@ -82,16 +94,17 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
     let limit = state.config().body_limit;
     let answer_limit = match headers.get(batch::MAX_ANSWER_HEADER) {
         None => limit,
-        Some(value) => value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
-            AgentError::BadRequest(format!("{} must be a number of bytes.", batch::MAX_ANSWER_HEADER))
-        })?.min(limit),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| AgentError::BadRequest(format!("{} must be a number of bytes.", batch::MAX_ANSWER_HEADER)))?
+            .min(limit),
     };
     // The decoded body is bounded by --max-body; a snappy stream may be slightly longer than what it decodes to.
     let raw_limit = max_encoded_len(limit, snappy);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     // A heal holds the body and the checked copy of each file at once.
     let copies = if route == Route::Heal { 2 } else { 1 };
     let memory = state.reserve_upload(declared.unwrap_or(limit).min(raw_limit).saturating_mul(copies)).await?;
@@ -163,7 +176,8 @@ fn read_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
             let snapshot = read.and_then(|snapshot| {
                 let len = snapshot.bytes.len() as u64;
                 if total > 0 && total.saturating_add(len) > context.answer_limit {
-                    let whose = if context.answer_limit < context.limit { batch::MAX_ANSWER_HEADER } else { "--max-body" };
+                    let whose =
+                        if context.answer_limit < context.limit { batch::MAX_ANSWER_HEADER } else { "--max-body" };
                     return Err(AgentError::PayloadTooLarge(format!(
                         "the batch's answer would be larger than the {}-byte limit ({whose}); read this metric \
                          in another batch",

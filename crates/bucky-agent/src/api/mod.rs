@@ -76,10 +76,8 @@ async fn access_log(request: Request, next: Next) -> Response {
     if !tracing::enabled!(target: "bucky_agent::access", tracing::Level::INFO) {
         return next.run(request).await;
     }
-    let remote = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "-".to_owned(), |c| c.0.to_string());
+    let remote =
+        request.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "-".to_owned(), |c| c.0.to_string());
     let method = request.method().clone();
     let uri = request.uri().clone();
     let started = Instant::now();
@@ -125,11 +123,10 @@ pub(crate) fn admit(grant: Option<&Grant>, op: Op, name: &str) -> Result<MetricN
 
 /// Reads a request body of at most `limit` bytes (413 beyond).
 pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, AgentError> {
-    let too_large = || AgentError::PayloadTooLarge(format!("request body larger than the {limit}-byte limit (--max-body)"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let too_large =
+        || AgentError::PayloadTooLarge(format!("request body larger than the {limit}-byte limit (--max-body)"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
@@ -166,9 +163,9 @@ pub(crate) fn is_snappy(content_encoding: Option<&HeaderValue>) -> Result<bool, 
         None => Ok(false),
         Some(e) if e.is_empty() || e == "identity" => Ok(false),
         Some(e) if e == "snappy" => Ok(true),
-        Some(e) => Err(AgentError::UnsupportedMediaType(format!(
-            "unsupported Content-Encoding {e:?} (use snappy or none)"
-        ))),
+        Some(e) => {
+            Err(AgentError::UnsupportedMediaType(format!("unsupported Content-Encoding {e:?} (use snappy or none)")))
+        }
     }
 }
 
@@ -240,8 +237,6 @@ pub(crate) fn nanos(since: Instant) -> u64 {
 /// A plain-text response (Go `http.Error` style) with a given status.
 pub(crate) fn text(status: StatusCode, body: &str) -> Response {
     let mut response = (status, format!("{body}\n")).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }

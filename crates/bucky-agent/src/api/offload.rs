@@ -57,10 +57,7 @@ pub(super) async fn fetch(
     check_peer(state, server)?;
 
     let mut url = reqwest::Url::parse(&format!("http://{server}/")).map_err(fetch_error)?;
-    url.path_segments_mut()
-        .map_err(|()| fetch_error("bad server address"))?
-        .push("metrics")
-        .push(metric.as_str());
+    url.path_segments_mut().map_err(|()| fetch_error("bad server address"))?.push("metrics").push(metric.as_str());
     let mut request = state.0.client.get(url);
     if !no_encoding {
         request = request.header(header::ACCEPT_ENCODING, "snappy");
@@ -112,9 +109,8 @@ fn check_peer(state: &AppState, server: &str) -> Result<(), AgentError> {
     let Some((host, port)) = split else {
         return Err(AgentError::BadRequest(format!("offload: server {server:?} must be HOST:PORT")));
     };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| AgentError::BadRequest(format!("offload: server {server:?} has a bad port")))?;
+    let port: u16 =
+        port.parse().map_err(|_| AgentError::BadRequest(format!("offload: server {server:?} has a bad port")))?;
     if !config.ring.nodes().iter().any(|n| n.server.eq_ignore_ascii_case(host)) {
         return Err(AgentError::BadRequest(format!(
             "offload: server {server:?} is not a ring member (members: {})",

@@ -111,8 +111,14 @@ async fn text(response: Response) -> String {
 }
 
 fn stat_for(name: &str, bytes: &[u8]) -> String {
-    MetricStat { name: name.into(), size: bytes.len() as i64, mode: 420, mod_time: 1_600_000_000, ..MetricStat::default() }
-        .to_header_value()
+    MetricStat {
+        name: name.into(),
+        size: bytes.len() as i64,
+        mode: 420,
+        mod_time: 1_600_000_000,
+        ..MetricStat::default()
+    }
+    .to_header_value()
 }
 
 fn upload(method: Method, name: &str, bytes: &[u8]) -> Request<Body> {
@@ -154,9 +160,15 @@ async fn hashring_echoes_the_ring() {
     assert_eq!(info.name, "localhost");
     assert_eq!((info.algo.as_str(), info.replicas, info.router.as_deref()), ("carbon", 1, Some("carbon")));
     assert_eq!(info.nodes.len(), 2);
-    assert_eq!((info.nodes[1].server.as_str(), info.nodes[1].port, info.nodes[1].instance.as_str()), ("127.0.0.1", 2003, "b"));
+    assert_eq!(
+        (info.nodes[1].server.as_str(), info.nodes[1].port, info.nodes[1].instance.as_str()),
+        ("127.0.0.1", 2003, "b")
+    );
     let raw = text(f.get("/hashring").await).await;
-    assert!(raw.starts_with(r#"{"Name":"localhost","Nodes":[{"Server":"localhost","Port":2003,"Instance":"a"}"#), "{raw}");
+    assert!(
+        raw.starts_with(r#"{"Name":"localhost","Nodes":[{"Server":"localhost","Port":2003,"Instance":"a"}"#),
+        "{raw}"
+    );
 }
 
 #[tokio::test]
@@ -497,78 +509,123 @@ async fn hostile_bodies_are_refused_before_the_disk_changes() {
     garbage[12..16].copy_from_slice(&[0xff; 4]); // archive count
     let big = wsp_with("1s:3h", &[]);
     let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
-        ("no content type", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            r.headers_mut().remove(header::CONTENT_TYPE);
-            r
-        }, StatusCode::BAD_REQUEST),
-        ("wrong content type", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            r.headers_mut().insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
-            r
-        }, StatusCode::BAD_REQUEST),
-        ("no stat", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            r.headers_mut().remove(bucky_wire::METRIC_STAT_HEADER);
-            r
-        }, StatusCode::BAD_REQUEST),
-        ("stat not json", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, "{nope".parse().unwrap());
-            r
-        }, StatusCode::BAD_REQUEST),
-        ("stat size lies", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &good[1..]).parse().unwrap());
-            r
-        }, StatusCode::BAD_REQUEST),
+        (
+            "no content type",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                r.headers_mut().remove(header::CONTENT_TYPE);
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wrong content type",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                r.headers_mut().insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no stat",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                r.headers_mut().remove(bucky_wire::METRIC_STAT_HEADER);
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "stat not json",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, "{nope".parse().unwrap());
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "stat size lies",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &good[1..]).parse().unwrap());
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
         ("tiny", upload(Method::POST, "new.m", &good[..28]), StatusCode::BAD_REQUEST),
         ("truncated file", upload(Method::POST, "new.m", &good[..good.len() - 12]), StatusCode::BAD_REQUEST),
         ("garbage header", upload(Method::POST, "new.m", &garbage), StatusCode::BAD_REQUEST),
         ("garbage into existing", upload(Method::POST, "exists.m", &garbage), StatusCode::BAD_REQUEST),
         ("garbage replace", upload(Method::PUT, "exists.m", &garbage), StatusCode::BAD_REQUEST),
-        ("bad snappy", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
-            r
-        }, StatusCode::BAD_REQUEST),
-        ("snappy bomb", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            *r.body_mut() = Body::from(snappy(&vec![0u8; 10 * good.len()]));
-            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
-            r
-        }, StatusCode::BAD_REQUEST),
-        ("unknown encoding", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            r.headers_mut().insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
-            r
-        }, StatusCode::UNSUPPORTED_MEDIA_TYPE),
-        ("body longer than its stat", {
-            let mut r = upload(Method::POST, "new.m", &big);
-            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &good).parse().unwrap());
-            r
-        }, StatusCode::BAD_REQUEST),
-        ("body over the limit", {
-            // Incompressible bytes: the snappy body is longer than the 100,000-byte limit.
-            let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-            let noise: Vec<u8> = (0..120_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 32) as u8
-                })
-                .collect();
-            let mut r = upload(Method::POST, "new.m", &snappy(&noise));
-            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
-            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &noise[..99_000]).parse().unwrap());
-            r
-        }, StatusCode::PAYLOAD_TOO_LARGE),
-        ("stat size over the limit", {
-            let mut r = upload(Method::POST, "new.m", &good);
-            r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &big).parse().unwrap());
-            r
-        }, StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            "bad snappy",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "snappy bomb",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                *r.body_mut() = Body::from(snappy(&vec![0u8; 10 * good.len()]));
+                r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown encoding",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                r.headers_mut().insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+                r
+            },
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "body longer than its stat",
+            {
+                let mut r = upload(Method::POST, "new.m", &big);
+                r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &good).parse().unwrap());
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "body over the limit",
+            {
+                // Incompressible bytes: the snappy body is longer than the 100,000-byte limit.
+                let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+                let noise: Vec<u8> = (0..120_000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x >> 32) as u8
+                    })
+                    .collect();
+                let mut r = upload(Method::POST, "new.m", &snappy(&noise));
+                r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+                r.headers_mut()
+                    .insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &noise[..99_000]).parse().unwrap());
+                r
+            },
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "stat size over the limit",
+            {
+                let mut r = upload(Method::POST, "new.m", &good);
+                r.headers_mut().insert(bucky_wire::METRIC_STAT_HEADER, stat_for("x", &big).parse().unwrap());
+                r
+            },
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
     ];
     for (what, request, status) in cases {
         let response = f.send(request).await;
@@ -637,9 +694,8 @@ async fn hostile_names_are_refused_for_every_method() {
     let response = f.get("/metrics/a%FFb").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // The offload source name goes through the same checker.
-    let request = Request::post("/metrics/a.c?fetch_offload=true&server=127.0.0.1:4242&metric=a..b")
-        .body(Body::empty())
-        .unwrap();
+    let request =
+        Request::post("/metrics/a.c?fetch_offload=true&server=127.0.0.1:4242&metric=a..b").body(Body::empty()).unwrap();
     assert_eq!(f.send(request).await.status(), StatusCode::BAD_REQUEST);
     assert_eq!(f.tree(), tree);
 }
@@ -799,7 +855,8 @@ async fn auth_checks_tokens_operations_and_namespaces() {
 async fn uploads_larger_than_the_memory_budget_still_go_through_one_at_a_time() {
     let f = Fixture::with(|c| c.upload_memory = 1024);
     let (a, b) = (wsp(&[(1, 1.0)]), wsp(&[(2, 2.0)]));
-    let (ra, rb) = tokio::join!(f.send(upload(Method::POST, "budget.a", &a)), f.send(upload(Method::POST, "budget.b", &b)));
+    let (ra, rb) =
+        tokio::join!(f.send(upload(Method::POST, "budget.a", &a)), f.send(upload(Method::POST, "budget.b", &b)));
     assert_eq!((ra.status(), rb.status()), (StatusCode::OK, StatusCode::OK));
     assert_eq!((f.file("budget.a").unwrap(), f.file("budget.b").unwrap()), (a, b));
 }
@@ -863,12 +920,21 @@ fn ask(name: &str) -> Frame {
 }
 
 fn heal_frame(name: &str, bytes: &[u8]) -> Frame {
-    let stat = MetricStat { name: name.into(), size: bytes.len() as i64, mode: 420, mod_time: 1_600_000_000, ..MetricStat::default() };
+    let stat = MetricStat {
+        name: name.into(),
+        size: bytes.len() as i64,
+        mode: 420,
+        mod_time: 1_600_000_000,
+        ..MetricStat::default()
+    };
     Frame::new(name, 0, Meta { stat: Some(stat), ..Meta::default() }, Bytes::copy_from_slice(bytes))
 }
 
 fn batch_request(path: &str, frames: &[Frame]) -> Request<Body> {
-    Request::post(path).header(header::CONTENT_TYPE, batch::CONTENT_TYPE).body(Body::from(batch::encode(frames))).unwrap()
+    Request::post(path)
+        .header(header::CONTENT_TYPE, batch::CONTENT_TYPE)
+        .body(Body::from(batch::encode(frames)))
+        .unwrap()
 }
 
 /// Sends a batch request that must succeed as a whole; returns its frames, checked to answer the request's
@@ -1050,10 +1116,7 @@ async fn batch_heal_creates_fills_and_fails_each_entry_on_its_own() {
     assert_eq!(report(1).points_written, 2);
     assert!(answers[2..9].iter().all(|a| a.meta.report.is_none() && a.data.is_empty()));
     // Nothing else was created (no temp file, nothing for the refused entries), and the list knows the new ones.
-    assert_eq!(
-        f.tree(),
-        ["h", "h/fill.wsp", "h/new", "h/new/one.wsp", "h/new/two.wsp", "h/single.wsp"]
-    );
+    assert_eq!(f.tree(), ["h", "h/fill.wsp", "h/new", "h/new/one.wsp", "h/new/two.wsp", "h/single.wsp"]);
     let listed = f.list("").await;
     assert!(listed.contains(&"h.new.one".to_owned()) && listed.contains(&"h.new.two".to_owned()), "{listed:?}");
 }
@@ -1061,7 +1124,8 @@ async fn batch_heal_creates_fills_and_fails_each_entry_on_its_own() {
 #[tokio::test]
 async fn batch_heal_round_trips_snappy_and_commits_many_entries() {
     let f = Fixture::new();
-    let files: Vec<(String, Vec<u8>)> = (0..100).map(|i| (format!("s.d{}.m{i}", i % 5), wsp(&[(i % 50, i as f64)]))).collect();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..100).map(|i| (format!("s.d{}.m{i}", i % 5), wsp(&[(i % 50, i as f64)]))).collect();
     let frames: Vec<Frame> = files.iter().map(|(name, bytes)| heal_frame(name, bytes)).collect();
     let asked: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
     let plain = batch::encode(&frames);
@@ -1088,7 +1152,9 @@ async fn batch_heal_round_trips_snappy_and_commits_many_entries() {
     assert!(f.tree().iter().all(|p| !p.contains("bucky-tmp")));
     // Healing the same batch again fills nothing and changes nothing.
     let answers = batch_answer(&f, batch_request(batch::HEAL_PATH, &frames), &asked).await;
-    assert!(answers.iter().all(|a| a.status == 200 && a.meta.report.as_ref().is_some_and(|r| !r.created && r.points_written == 0)));
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 && a.meta.report.as_ref().is_some_and(|r| !r.created && r.points_written == 0)));
     assert!(files.iter().all(|(name, bytes)| f.file(name).as_deref() == Some(&bytes[..])));
 }
 
@@ -1108,7 +1174,8 @@ async fn batch_heal_leaves_out_a_replica_identical_to_the_upload() {
         // A fill makes the replica differ from the upload: it is sent back whatever the tag.
         with_etag("e.filled", bucky_wire::content_etag(&bytes)),
     ];
-    let answers = batch_answer(&f, batch_request(batch::HEAL_PATH, &frames), &["e.created", "e.stale_tag", "e.filled"]).await;
+    let answers =
+        batch_answer(&f, batch_request(batch::HEAL_PATH, &frames), &["e.created", "e.stale_tag", "e.filled"]).await;
     assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
     // Identical to the upload: ETag and stat, no bytes.
     assert!(answers[0].data.is_empty());
@@ -1134,7 +1201,9 @@ async fn batch_delete_answers_each_entry_as_a_delete() {
     f.list("").await;
     let current = f.get("/metrics/d.match").await.headers()[header::ETAG].to_str().unwrap().to_owned();
     let stale = crate::etag::etag_of(b"an older content");
-    let with_tag = |name: &str, tag: &str| Frame::new(name, 0, Meta { if_match: Some(tag.into()), ..Meta::default() }, Bytes::new());
+    let with_tag = |name: &str, tag: &str| {
+        Frame::new(name, 0, Meta { if_match: Some(tag.into()), ..Meta::default() }, Bytes::new())
+    };
     let frames = vec![
         with_tag("d.match", &current),
         with_tag("d.stale", &stale),
@@ -1181,51 +1250,116 @@ async fn batch_request_errors_change_nothing() {
     let big: Vec<Frame> = (0..6).map(|i| heal_frame(&format!("e.big{i}"), &wsp(&[(1, 1.0)]))).collect();
     let bomb = snappy(&batch::encode(&[Frame::new("e.bomb", 0, Meta::default(), Bytes::from(vec![0; 200_000]))]));
     let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
-        ("wrong content type", request(batch::HEAL_PATH, "application/octet-stream", good.clone()), StatusCode::BAD_REQUEST, "Content-Type must be application/x-bucky-batch"),
-        ("no content type", {
-            let mut r = request(batch::HEAL_PATH, "x", good.clone());
-            r.headers_mut().remove(header::CONTENT_TYPE);
-            r
-        }, StatusCode::BAD_REQUEST, "Content-Type must be application/x-bucky-batch"),
-        ("bad magic", request(batch::HEAL_PATH, batch::CONTENT_TYPE, [b"BKB2", &good[4..]].concat()), StatusCode::BAD_REQUEST, "not a bucky batch"),
-        ("truncated", request(batch::HEAL_PATH, batch::CONTENT_TYPE, good[..good.len() - 1].to_vec()), StatusCode::BAD_REQUEST, "truncated batch"),
-        ("truncated read", request(batch::READ_PATH, batch::CONTENT_TYPE, good[..10].to_vec()), StatusCode::BAD_REQUEST, "truncated batch"),
-        ("over --max-body", request(batch::HEAL_PATH, batch::CONTENT_TYPE, batch::encode(&big)), StatusCode::PAYLOAD_TOO_LARGE, "--max-body"),
-        ("over --max-body once decoded", {
-            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, bomb.clone());
-            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
-            r
-        }, StatusCode::PAYLOAD_TOO_LARGE, "--max-body"),
-        ("not snappy", {
-            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
-            r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
-            r
-        }, StatusCode::BAD_REQUEST, "invalid snappy stream"),
-        ("unknown encoding", {
-            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
-            r.headers_mut().insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
-            r
-        }, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported Content-Encoding"),
-        ("no token", {
-            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
-            r.headers_mut().remove(bucky_wire::AUTH_HEADER);
-            r
-        }, StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("bad token", {
-            let mut r = request(batch::DELETE_PATH, batch::CONTENT_TYPE, batch::encode(&[ask("e.exists")]));
-            r.headers_mut().insert(bucky_wire::AUTH_HEADER, "garbage".parse().unwrap());
-            r
-        }, StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("GET", {
-            let mut r = request(batch::DELETE_PATH, batch::CONTENT_TYPE, batch::encode(&[ask("e.exists")]));
-            *r.method_mut() = Method::GET;
-            r
-        }, StatusCode::BAD_REQUEST, "Bad request method."),
-        ("PUT", {
-            let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
-            *r.method_mut() = Method::PUT;
-            r
-        }, StatusCode::BAD_REQUEST, "Bad request method."),
+        (
+            "wrong content type",
+            request(batch::HEAL_PATH, "application/octet-stream", good.clone()),
+            StatusCode::BAD_REQUEST,
+            "Content-Type must be application/x-bucky-batch",
+        ),
+        (
+            "no content type",
+            {
+                let mut r = request(batch::HEAL_PATH, "x", good.clone());
+                r.headers_mut().remove(header::CONTENT_TYPE);
+                r
+            },
+            StatusCode::BAD_REQUEST,
+            "Content-Type must be application/x-bucky-batch",
+        ),
+        (
+            "bad magic",
+            request(batch::HEAL_PATH, batch::CONTENT_TYPE, [b"BKB2", &good[4..]].concat()),
+            StatusCode::BAD_REQUEST,
+            "not a bucky batch",
+        ),
+        (
+            "truncated",
+            request(batch::HEAL_PATH, batch::CONTENT_TYPE, good[..good.len() - 1].to_vec()),
+            StatusCode::BAD_REQUEST,
+            "truncated batch",
+        ),
+        (
+            "truncated read",
+            request(batch::READ_PATH, batch::CONTENT_TYPE, good[..10].to_vec()),
+            StatusCode::BAD_REQUEST,
+            "truncated batch",
+        ),
+        (
+            "over --max-body",
+            request(batch::HEAL_PATH, batch::CONTENT_TYPE, batch::encode(&big)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "--max-body",
+        ),
+        (
+            "over --max-body once decoded",
+            {
+                let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, bomb.clone());
+                r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+                r
+            },
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "--max-body",
+        ),
+        (
+            "not snappy",
+            {
+                let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
+                r.headers_mut().insert(header::CONTENT_ENCODING, "snappy".parse().unwrap());
+                r
+            },
+            StatusCode::BAD_REQUEST,
+            "invalid snappy stream",
+        ),
+        (
+            "unknown encoding",
+            {
+                let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
+                r.headers_mut().insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+                r
+            },
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported Content-Encoding",
+        ),
+        (
+            "no token",
+            {
+                let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
+                r.headers_mut().remove(bucky_wire::AUTH_HEADER);
+                r
+            },
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "bad token",
+            {
+                let mut r = request(batch::DELETE_PATH, batch::CONTENT_TYPE, batch::encode(&[ask("e.exists")]));
+                r.headers_mut().insert(bucky_wire::AUTH_HEADER, "garbage".parse().unwrap());
+                r
+            },
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "GET",
+            {
+                let mut r = request(batch::DELETE_PATH, batch::CONTENT_TYPE, batch::encode(&[ask("e.exists")]));
+                *r.method_mut() = Method::GET;
+                r
+            },
+            StatusCode::BAD_REQUEST,
+            "Bad request method.",
+        ),
+        (
+            "PUT",
+            {
+                let mut r = request(batch::HEAL_PATH, batch::CONTENT_TYPE, good.clone());
+                *r.method_mut() = Method::PUT;
+                r
+            },
+            StatusCode::BAD_REQUEST,
+            "Bad request method.",
+        ),
     ];
     for (what, request, status, reason) in cases {
         let response = f.send(request).await;
@@ -1255,11 +1389,15 @@ async fn batch_entries_are_authorized_one_by_one() {
         r.headers_mut().insert(bucky_wire::AUTH_HEADER, token.parse().unwrap());
         r
     };
-    let answers = batch_answer(&f, with_token(batch::READ_PATH, &[ask("sys.cpu"), ask("app.req")]), &["sys.cpu", "app.req"]).await;
+    let answers =
+        batch_answer(&f, with_token(batch::READ_PATH, &[ask("sys.cpu"), ask("app.req")]), &["sys.cpu", "app.req"])
+            .await;
     assert_eq!(statuses(&answers), [200, 403]);
     assert!(error_of(&answers[1]).contains("no access"));
     assert!(answers[1].data.is_empty());
-    let answers = batch_answer(&f, with_token(batch::DELETE_PATH, &[ask("sys.cpu"), ask("app.req")]), &["sys.cpu", "app.req"]).await;
+    let answers =
+        batch_answer(&f, with_token(batch::DELETE_PATH, &[ask("sys.cpu"), ask("app.req")]), &["sys.cpu", "app.req"])
+            .await;
     assert_eq!(statuses(&answers), [403, 403]);
     assert!(error_of(&answers[0]).contains("delete permission"));
     assert_eq!(f.tree(), tree);

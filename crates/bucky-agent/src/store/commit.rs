@@ -478,10 +478,7 @@ mod tests {
                 Work::Sync { file: existing, path: dir.path().join("taken.wsp") },
             ];
             let answers = committer.submit_many(works);
-            assert!(
-                matches!(answers[..], [Ok(true), Ok(false), Ok(true), Ok(true)]),
-                "{flush:?}: {answers:?}"
-            );
+            assert!(matches!(answers[..], [Ok(true), Ok(false), Ok(true), Ok(true)]), "{flush:?}: {answers:?}");
             assert_eq!(std::fs::read(dir.path().join("a.wsp")).unwrap(), b"a");
             assert_eq!(std::fs::read(dir.path().join("b.wsp")).unwrap(), b"b");
             assert_eq!(std::fs::read(dir.path().join("taken.wsp")).unwrap(), b"theirs");

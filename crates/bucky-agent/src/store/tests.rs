@@ -201,9 +201,15 @@ fn heal_many_creates_fills_and_fails_each_entry_on_its_own() {
     for flush in [Flush::Syncfs, Flush::Fsync] {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path(), |o| o.flush = flush);
-        let [new_a, new_b, existing, full, corrupt, twice] =
-            <[MetricName; 6]>::try_from(names(&["many.a", "other.dir.b", "many.existing", "many.full", "many.bad", "many.twice"]))
-                .unwrap();
+        let [new_a, new_b, existing, full, corrupt, twice] = <[MetricName; 6]>::try_from(names(&[
+            "many.a",
+            "other.dir.b",
+            "many.existing",
+            "many.full",
+            "many.bad",
+            "many.twice",
+        ]))
+        .unwrap();
         store.heal(&existing, &buf(&[(1, 1.0), (2, 2.0)]), 0, now()).unwrap();
         store.heal(&full, &buf(&[(1, 1.0), (2, 2.0)]), 0, now()).unwrap();
         let full_before = fs::read(store.path(&full)).unwrap();
@@ -234,7 +240,11 @@ fn heal_many_creates_fills_and_fails_each_entry_on_its_own() {
         assert_eq!(fs::read(store.path(&full)).unwrap(), full_before);
         assert_eq!(fs::read(store.path(&corrupt)).unwrap(), b"garbage garbage garbage garbage");
         assert_eq!(points(&store.path(&twice)), [(1, 1.0), (5, 5.0)]);
-        assert_eq!(entries(&dir.path().join("many")), ["a.wsp", "bad.wsp", "existing.wsp", "full.wsp", "twice.wsp"], "{flush:?}");
+        assert_eq!(
+            entries(&dir.path().join("many")),
+            ["a.wsp", "bad.wsp", "existing.wsp", "full.wsp", "twice.wsp"],
+            "{flush:?}"
+        );
         assert_eq!(entries(&dir.path().join("other/dir")), ["b.wsp"], "{flush:?}: no temp file left");
     }
 }
@@ -272,7 +282,8 @@ fn heal_many_of_more_than_one_commit_batch() {
     let store = store(dir.path(), |_| {});
     let count = MAX_BATCH + 3;
     let src = buf(&[(1, 1.0)]);
-    let items: Vec<_> = (0..count).map(|i| (MetricName::parse(&format!("big.d{}.m{i}", i % 3)).unwrap(), src.clone(), 0)).collect();
+    let items: Vec<_> =
+        (0..count).map(|i| (MetricName::parse(&format!("big.d{}.m{i}", i % 3)).unwrap(), src.clone(), 0)).collect();
     let results = store.heal_many(&items, now());
     assert_eq!(results.len(), count);
     assert!(results.iter().all(|r| matches!(r, Ok(Healed::Created))));

@@ -48,7 +48,13 @@ pub async fn run(args: &CopyArgs) -> anyhow::Result<ExitStatus> {
     let mut jobs = Vec::new();
     ctx.client
         .list(&src, &query, |name| {
-            jobs.push(Job { name: name.clone(), source_name: name, source: src.clone(), dests: vec![dst.clone()], keep_source: true })
+            jobs.push(Job {
+                name: name.clone(),
+                source_name: name,
+                source: src.clone(),
+                dests: vec![dst.clone()],
+                keep_source: true,
+            })
         })
         .await
         .map_err(|e| anyhow::anyhow!("cannot list {src}: {}", short_error(&e)))?;

@@ -174,7 +174,10 @@ async fn wait_ready(client: &Client, agents: &mut Agents, port: u16, dir: &Path)
                 break;
             }
             if Instant::now() > deadline {
-                bail!("the agent on {addr} did not answer within 30 s; see its log in {}", dir.join(ip.as_str()).display());
+                bail!(
+                    "the agent on {addr} did not answer within 30 s; see its log in {}",
+                    dir.join(ip.as_str()).display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

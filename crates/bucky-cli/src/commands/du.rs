@@ -31,10 +31,9 @@ pub async fn stat_each(
     gathered: &Gathered,
     mut each: impl FnMut(&Addr, &str, Result<Option<MetricStat>, ClientError>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let progress = ctx.printer.progress(
-        "stat",
-        &gathered.lists.iter().map(|(a, l)| (a.to_string(), l.len() as u64)).collect::<Vec<_>>(),
-    );
+    let progress = ctx
+        .printer
+        .progress("stat", &gathered.lists.iter().map(|(a, l)| (a.to_string(), l.len() as u64)).collect::<Vec<_>>());
     let width = ctx.config.workers * gathered.lists.len().max(1);
     let copies = gathered.lists.iter().flat_map(|(addr, list)| list.iter().map(move |name| (addr, name)));
     let mut answers = futures_util::stream::iter(copies)

@@ -66,9 +66,8 @@ pub fn run(args: &GenArgs) -> anyhow::Result<ExitStatus> {
             .collect(),
         None => (0..args.count).map(|c| format!("{c:06}")).collect(),
     };
-    let start = args
-        .start
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+    let start =
+        args.start.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
     let iterations = args.iterations.max(1) as i64;
     let mut timestamp = start - start.rem_euclid(args.interval) - args.interval * (iterations - 1);
     let sink: Box<dyn Write> = match &args.send {

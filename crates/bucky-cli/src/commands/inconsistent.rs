@@ -139,8 +139,12 @@ pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
     let cluster = ctx.cluster().await?;
     let found = find_misplaced(&ctx, &cluster, args.regex.clone(), &excludes(&args.exclude), &[]).await;
     if ctx.printer.json() {
-        let map: BTreeMap<String, Vec<&str>> =
-            found.copies.iter().filter(|(_, c)| !c.is_empty()).map(|(a, c)| (a.to_string(), c.iter().collect())).collect();
+        let map: BTreeMap<String, Vec<&str>> = found
+            .copies
+            .iter()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(a, c)| (a.to_string(), c.iter().collect()))
+            .collect();
         ctx.printer.print_json(&map)?;
     } else {
         let mut out = ctx.printer.stdout();

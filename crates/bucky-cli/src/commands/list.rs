@@ -85,10 +85,11 @@ pub async fn gather(ctx: &Ctx, selection: &Selection, targets: &[Addr]) -> Gathe
             }
         }
         Selection::Names(names) => {
-            let answers = futures_util::future::join_all(targets.iter().map(|addr| async move {
-                (addr.clone(), ctx.client.existing(addr, names, ctx.config.force).await)
-            }))
-            .await;
+            let answers =
+                futures_util::future::join_all(targets.iter().map(|addr| async move {
+                    (addr.clone(), ctx.client.existing(addr, names, ctx.config.force).await)
+                }))
+                .await;
             for (addr, result) in answers {
                 match result {
                     Ok(found) => {

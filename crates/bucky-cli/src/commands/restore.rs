@@ -136,7 +136,11 @@ pub async fn run(args: &RestoreArgs) -> anyhow::Result<ExitStatus> {
                     .await
                     .map_err(|e| format!("{}: {}", item.name, short_error(&e)))?;
             }
-            ctx_ref.printer.verbose(format!("{} -> {}", item.name, dests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")));
+            ctx_ref.printer.verbose(format!(
+                "{} -> {}",
+                item.name,
+                dests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ));
             Ok::<_, String>(())
         })
         .buffer_unordered(width));

@@ -45,12 +45,9 @@ pub async fn run(args: &StatArgs) -> anyhow::Result<ExitStatus> {
             first = false;
             serde_json::to_writer(&mut out, &item).map_err(std::io::Error::other)
         }
-        Ok(Some(stat)) => writeln!(
-            out,
-            "{:.2}KiB\t{}\t{addr}\t{name}",
-            stat.size as f64 / 1024.0,
-            rfc3339(stat.mod_time)
-        ),
+        Ok(Some(stat)) => {
+            writeln!(out, "{:.2}KiB\t{}\t{addr}\t{name}", stat.size as f64 / 1024.0, rfc3339(stat.mod_time))
+        }
         Ok(None) => Ok(()),
         Err(e) => {
             errors += 1;

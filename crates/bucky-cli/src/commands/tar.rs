@@ -104,7 +104,10 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
 pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
     let (ctx, cluster, gathered) = open_scope(&args.scope, false, |ctx| {
         if ctx.printer.stdout_is_terminal() {
-            return Err(UsageError("refusing to write a tar archive to a terminal: redirect stdout (> out.tar)".into()).into());
+            return Err(UsageError(
+                "refusing to write a tar archive to a terminal: redirect stdout (> out.tar)".into(),
+            )
+            .into());
         }
         Ok(())
     })

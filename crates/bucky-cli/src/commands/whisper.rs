@@ -251,10 +251,7 @@ pub fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
 }
 
 fn system_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn now_or_clock(now: Option<i64>) -> i64 {
@@ -396,11 +393,8 @@ fn update(args: UpdateArgs) -> Result<ExitStatus> {
         points.push(point);
     }
     let file = WhisperFile::open_rw(&args.path)?;
-    let _lock = if args.lock {
-        Some(file.lock(whisper::LockMode::Exclusive, whisper::DEFAULT_LOCK_TIMEOUT)?)
-    } else {
-        None
-    };
+    let _lock =
+        if args.lock { Some(file.lock(whisper::LockMode::Exclusive, whisper::DEFAULT_LOCK_TIMEOUT)?) } else { None };
     if !args.single {
         file.update_many(&points, now)?;
         return Ok(ExitStatus::Success);
@@ -432,14 +426,13 @@ fn fetch(args: FetchArgs) -> Result<ExitStatus> {
     let now = now_or_clock(args.now);
     let until = match args.until.as_str() {
         "now" => None,
-        text => Some(text.parse::<i64>().map_err(|_| UsageError(format!("UNTIL must be epoch seconds or `now`, got {text:?}")))?),
+        text => Some(
+            text.parse::<i64>()
+                .map_err(|_| UsageError(format!("UNTIL must be epoch seconds or `now`, got {text:?}")))?,
+        ),
     };
-    let archive = args
-        .archive
-        .as_deref()
-        .map(Retention::parse_precision)
-        .transpose()
-        .map_err(|e| UsageError(e.to_string()))?;
+    let archive =
+        args.archive.as_deref().map(Retention::parse_precision).transpose().map_err(|e| UsageError(e.to_string()))?;
     let file = open(&args.path)?;
     let series = file.fetch(args.from, until, now, archive)?;
     writeln!(io::stdout().lock(), "{}", series_json(series.as_ref()))?;
@@ -525,9 +518,19 @@ fn set_aggregation(args: SetAggregationArgs) -> Result<ExitStatus> {
 }
 
 /// whisper-set-aggregation-method's line, and where the backup is.
-fn report_aggregation(path: &Path, old: &whisper::Header, method: AggregationMethod, backup: bool) -> Result<ExitStatus> {
+fn report_aggregation(
+    path: &Path,
+    old: &whisper::Header,
+    method: AggregationMethod,
+    backup: bool,
+) -> Result<ExitStatus> {
     let kept = kept_note(path, backup);
-    writeln!(io::stdout().lock(), "Updated aggregation method: {} ({} -> {method}){kept}", path.display(), old.aggregation)?;
+    writeln!(
+        io::stdout().lock(),
+        "Updated aggregation method: {} ({} -> {method}){kept}",
+        path.display(),
+        old.aggregation
+    )?;
     Ok(ExitStatus::Success)
 }
 

@@ -136,10 +136,8 @@ impl Run {
         let copies = &copies;
         let heals = futures_util::future::join_all(by_dest.into_iter().map(|(d, indices)| async move {
             let _slot = self.slot(d).await;
-            let uploads: Vec<(&str, &Upload)> = indices
-                .iter()
-                .filter_map(|&i| Some((jobs[i].name.as_str(), &copies[i].as_ref()?.upload)))
-                .collect();
+            let uploads: Vec<(&str, &Upload)> =
+                indices.iter().filter_map(|&i| Some((jobs[i].name.as_str(), &copies[i].as_ref()?.upload))).collect();
             (d, indices, client.heal_many(d, &uploads).await)
         }))
         .await;

@@ -114,7 +114,10 @@ impl Options {
     pub fn from_args(op: &'static str, args: &EngineArgs, workers: usize, delete: bool) -> anyhow::Result<Options> {
         if let Some(rate) = args.max_rate {
             if !(rate.is_finite() && rate > 0.0) {
-                return Err(UsageError(format!("--max-rate must be a positive number of metrics per second, not {rate}")).into());
+                return Err(UsageError(format!(
+                    "--max-rate must be a positive number of metrics per second, not {rate}"
+                ))
+                .into());
             }
         }
         if args.batch == 0 {
@@ -327,12 +330,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
         state,
         errors,
         stop: AtomicBool::new(false),
-        summary: Mutex::new(Summary {
-            operation: options.op.to_owned(),
-            planned,
-            skipped,
-            ..Summary::default()
-        }),
+        summary: Mutex::new(Summary { operation: options.op.to_owned(), planned, skipped, ..Summary::default() }),
         started_jobs: AtomicU64::new(0),
         options,
     });
@@ -710,14 +708,21 @@ pub fn print_plan(printer: &Printer, jobs: &[Job], delete: bool) -> std::io::Res
             job: &'a Job,
             delete: bool,
         }
-        let plan: Vec<Planned<'_>> = jobs.iter().map(|job| Planned { job, delete: delete && job.deletes_source() }).collect();
+        let plan: Vec<Planned<'_>> =
+            jobs.iter().map(|job| Planned { job, delete: delete && job.deletes_source() }).collect();
         return printer.print_json(&plan);
     }
     let mut out = printer.stdout();
     for job in jobs {
         let dests = job.dests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         if job.name == job.source_name {
-            let then = if job.keep_source { " (replica sync)" } else if delete { " (then delete)" } else { "" };
+            let then = if job.keep_source {
+                " (replica sync)"
+            } else if delete {
+                " (then delete)"
+            } else {
+                ""
+            };
             writeln!(out, "{} {} => {}{then}", job.source, job.name, dests)?;
         } else {
             writeln!(out, "{} {} => {} {}", job.source, job.source_name, dests, job.name)?;

@@ -47,9 +47,7 @@ pub fn verify(source: &WhisperBuf, replica: &WhisperBuf, now: i64) -> Verdict {
         let window = archive.retention() as i64;
         // Oldest timestamp the source still holds for a while: older ones expire during the run.
         let source_edge = now - window + spp + EDGE_MARGIN;
-        let target = replica_archives
-            .iter()
-            .position(|r| r.seconds_per_point == archive.seconds_per_point);
+        let target = replica_archives.iter().position(|r| r.seconds_per_point == archive.seconds_per_point);
         let start = archive.offset as usize;
         let Some(slots) = bytes.get(start..start + archive.points as usize * POINT_SIZE) else {
             // Not a file WhisperBuf accepts; count it missing so the source is never deleted on it.

@@ -40,7 +40,9 @@ fn code_execution_is_refused() {
     // Protocol 4's STACK_GLOBAL and the object builders.
     let p4 = b"\x80\x04\x8c\x05posix\x94\x8c\x06system\x94\x93\x94.";
     assert!(matches!(refused(p4), DecodeError::Refused { name: "STACK_GLOBAL", .. }));
-    for (op, name) in [(b'R', "REDUCE"), (b'b', "BUILD"), (b'i', "INST"), (b'o', "OBJ"), (0x81, "NEWOBJ"), (b'}', "EMPTY_DICT")] {
+    for (op, name) in
+        [(b'R', "REDUCE"), (b'b', "BUILD"), (b'i', "INST"), (b'o', "OBJ"), (0x81, "NEWOBJ"), (b'}', "EMPTY_DICT")]
+    {
         let bytes = [0x80, 2, b'N', op, b'.'];
         assert!(matches!(refused(&bytes), DecodeError::Refused { name: n, offset: 3, .. } if n == name), "{name}");
     }

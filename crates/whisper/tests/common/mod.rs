@@ -276,7 +276,13 @@ pub fn run_op(op: &Value, dir: &Path) -> Result<Value, whisper::Error> {
             Ok(json!({"result": series_value(series.as_ref())}))
         }
         "merge" => {
-            whisper::merge(&path("src"), &path("dst"), opt_i64(&op["from"]), opt_i64(&op["to"]), op["now"].as_i64().unwrap())?;
+            whisper::merge(
+                &path("src"),
+                &path("dst"),
+                opt_i64(&op["from"]),
+                opt_i64(&op["to"]),
+                op["now"].as_i64().unwrap(),
+            )?;
             Ok(json!({}))
         }
         "fill" => {
@@ -435,11 +441,7 @@ pub fn compare_case(ops: &[Value], ours: &[Value], theirs: &[Value]) -> Result<(
             }
             (Some(oc), None) => {
                 if oc != "bucky" {
-                    return fail(
-                        "refused what the reference accepts",
-                        i,
-                        format!("our error: {oc}: {}", o["message"]),
-                    );
+                    return fail("refused what the reference accepts", i, format!("our error: {oc}: {}", o["message"]));
                 }
                 if target.is_some() && !ours_unchanged() {
                     return fail("refusal changed the file", i, format!("our error: {}", o["message"]));
@@ -484,7 +486,9 @@ pub fn compare_result(i: usize, ours: &Value, theirs: &Value) -> Result<(), Fail
 pub fn json_numbers_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_numbers_equal(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_numbers_equal(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_numbers_equal(v, w)))
         }
@@ -522,7 +526,8 @@ pub fn describe_bytes(ours: &Value, theirs: &Value) -> String {
             };
             let (x, y) = (slot(&o), slot(&t));
             if x.map(|(t, v)| (t, v.to_bits())) != y.map(|(t, v)| (t, v.to_bits())) {
-                let show = |p: Option<(u32, f64)>| p.map_or("-".to_owned(), |(t, v)| format!("({t}, {v} = {})", bits(v)));
+                let show =
+                    |p: Option<(u32, f64)>| p.map_or("-".to_owned(), |(t, v)| format!("({t}, {v} = {})", bits(v)));
                 if shown < 12 {
                     out.push(format!("archive {a} ({spp}s) slot {s}: ours {}, theirs {}", show(x), show(y)));
                 }
@@ -590,7 +595,9 @@ pub fn run_cases(name: &str, seed: Option<u64>, cases: Vec<(usize, Vec<Value>)>)
             let op = op["op"].as_str().unwrap();
             let key = match result.get("error") {
                 Some(class) => format!("{op} refused:{}", class.as_str().unwrap()),
-                None if result.get("before").is_some() && result["before"] != result["bytes"] => format!("{op} changed a file"),
+                None if result.get("before").is_some() && result["before"] != result["bytes"] => {
+                    format!("{op} changed a file")
+                }
                 None if result.get("before").is_some() => format!("{op} wrote nothing"),
                 None => format!("{op} read"),
             };
@@ -815,7 +822,8 @@ impl Gen {
                 }
             }
             4 => {
-                let divisors: Vec<u32> = [2, 3, 5, 10, 60].into_iter().filter(|&d| archives[0].0.is_multiple_of(d)).collect();
+                let divisors: Vec<u32> =
+                    [2, 3, 5, 10, 60].into_iter().filter(|&d| archives[0].0.is_multiple_of(d)).collect();
                 let d = if divisors.is_empty() { 1 } else { self.pick(&divisors) };
                 for a in &mut archives {
                     a.0 /= d;
@@ -851,8 +859,17 @@ impl Gen {
     pub fn resize_op(&mut self, file: &str, schema: &Schema, now: i64) -> Value {
         let retentions = match self.rng.gen_range(0..40) {
             // `[]` is a usage error of the script, not a refusal of the library: not generated.
-            0 => self.pick(&[vec!["60:10", "60:20"], vec!["60:10", "90:20"], vec!["60:100", "300:20"], vec!["60:4", "300:100"],
-                             vec!["1mo:1d"], vec!["60"], vec!["x:1"], vec!["0:1h"]])
+            0 => self
+                .pick(&[
+                    vec!["60:10", "60:20"],
+                    vec!["60:10", "90:20"],
+                    vec!["60:100", "300:20"],
+                    vec!["60:4", "300:100"],
+                    vec!["1mo:1d"],
+                    vec!["60"],
+                    vec!["x:1"],
+                    vec!["0:1h"],
+                ])
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
@@ -976,7 +993,11 @@ impl Gen {
         let mut nows: Vec<i64> = vec![end_now];
         for _ in 1..n {
             let last = *nows.last().unwrap();
-            let step = if self.chance(0.1) { -self.rng.gen_range(0..=3 * schema.spp(0)) } else { self.rng.gen_range(0..=max / 3 + 1) };
+            let step = if self.chance(0.1) {
+                -self.rng.gen_range(0..=3 * schema.spp(0))
+            } else {
+                self.rng.gen_range(0..=max / 3 + 1)
+            };
             nows.push(last - step);
         }
         nows.reverse();
@@ -1088,7 +1109,8 @@ impl Gen {
 
     /// A fill op at a float clock (fractional half the time, as carbonate's time.time()).
     pub fn fill_op(&mut self, src: &str, dst: &str, now: i64, window: bool) -> Value {
-        let now_f = if self.chance(0.5) { now as f64 + f64::from(self.rng.gen_range(1..10u32)) / 10.0 } else { now as f64 };
+        let now_f =
+            if self.chance(0.5) { now as f64 + f64::from(self.rng.gen_range(1..10u32)) / 10.0 } else { now as f64 };
         let mut op = json!({"op": "fill", "src": src, "dst": dst, "now": now_f, "startFrom": null, "endAt": 0,
                             "overwrite": false, "lock": self.chance(0.3)});
         if window {
