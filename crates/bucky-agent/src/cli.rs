@@ -104,9 +104,24 @@ pub struct Cli {
     #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "BYTES")]
     pub max_body: u64,
 
-    /// Memory that uploads in flight may take together (each waits for its decoded size).
-    #[arg(long, default_value = "2GiB", value_parser = parse_size, value_name = "BYTES")]
-    pub upload_memory: u64,
+    /// Memory that all requests may hold together: uploads and batch bodies as their bytes arrive, files
+    /// read for answers, decompressed copies. A request that finds no room waits (--memory-wait), then
+    /// gets 503 + Retry-After; requests that hold no data never wait for it.
+    #[arg(long, alias = "upload-memory", default_value = "2GiB", value_parser = parse_size, value_name = "BYTES")]
+    pub request_memory: u64,
+
+    /// Longest wait of a request for room in --request-memory, in seconds (then 503).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub memory_wait: u64,
+
+    /// Longest wait for the next piece of a request body, in seconds (then 408); a body still arriving after
+    /// this long must also average --min-body-rate.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub body_timeout: u64,
+
+    /// Slowest average rate of a request body once it has taken --body-timeout (then 408), e.g. 1KiB.
+    #[arg(long, default_value = "1KiB", value_parser = parse_size, value_name = "BYTES/S")]
+    pub min_body_rate: u64,
 
     /// Longest wait for a whisper file's flock, in seconds (then 503).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
@@ -244,7 +259,10 @@ impl Cli {
             publish_delay: Duration::from_millis(self.test_publish_delay_ms),
         };
         config.body_limit = self.max_body;
-        config.upload_memory = self.upload_memory;
+        config.request_memory = self.request_memory;
+        config.memory_wait = Duration::from_secs(self.memory_wait);
+        config.body_timeout = Duration::from_secs(self.body_timeout.max(1));
+        config.min_body_rate = self.min_body_rate;
         config.request_timeout = Duration::from_secs(self.request_timeout.max(1));
         config.io_concurrency = self.io_concurrency.max(1);
         if let Some(threads) = self.scan_threads {
@@ -298,8 +316,12 @@ fn raise_open_files_limit() {
     if limit.current.is_some() && limit.maximum.is_some() && limit.current < limit.maximum {
         let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
         match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit"),
-            Err(e) => tracing::warn!(error = %e, current = ?limit.current, "cannot raise the open files limit"),
+            Ok(()) => {
+                tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, current = ?limit.current, "cannot raise the open files limit")
+            }
         }
     }
 }

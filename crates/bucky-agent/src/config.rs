@@ -31,9 +31,16 @@ pub struct Config {
     pub store: StoreOptions,
     /// Largest accepted upload or offload download, decoded (`--max-body`).
     pub body_limit: u64,
-    /// Memory that uploads and offload downloads in flight may take together (`--upload-memory`); a
-    /// request waits for its share (its decoded size) before its body is read.
-    pub upload_memory: u64,
+    /// Memory that all requests may hold together (`--request-memory`): uploads and batch bodies as they
+    /// arrive, files read for answers, decompressed copies (see `budget`).
+    pub request_memory: u64,
+    /// Longest wait of a request for room in the memory budget before it is answered 503 (`--memory-wait`).
+    pub memory_wait: Duration,
+    /// Longest wait for the next piece of a request body (`--body-timeout`); also the time after which a
+    /// body must have kept up `min_body_rate`.
+    pub body_timeout: Duration,
+    /// Slowest average rate at which a request body may arrive, in bytes per second (`--min-body-rate`).
+    pub min_body_rate: u64,
     /// Bound on a whole request (`--request-timeout`).
     pub request_timeout: Duration,
     /// Disk operations run at once (`--io-concurrency`); a create or heal keeps its slot until its group
@@ -60,7 +67,10 @@ impl Config {
             cache_lifetime: Duration::from_secs(3600),
             store: StoreOptions::default(),
             body_limit: DEFAULT_BODY_LIMIT,
-            upload_memory: 2 * DEFAULT_BODY_LIMIT,
+            request_memory: 2 * DEFAULT_BODY_LIMIT,
+            memory_wait: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
             request_timeout: Duration::from_secs(600),
             io_concurrency: 64,
             scan_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),

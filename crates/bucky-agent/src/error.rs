@@ -33,6 +33,9 @@ pub enum AgentError {
     /// 412: `If-Match` did not match the file's current ETag.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// 408: the request body stopped arriving, or arrives too slowly (`--body-timeout`, `--min-body-rate`).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413: the body is larger than the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -42,6 +45,11 @@ pub enum AgentError {
     /// 503: the whisper lock could not be taken in time (carbon-cache busy); retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// An operation that could not go on now (a held flock, a full memory budget, a file being written):
+    /// turned into a retry or the final answer by a [`crate::wait::Waiter`]; answered as 503 if it ever
+    /// reaches a client as it is.
+    #[error("{0}; retry")]
+    Wait(crate::wait::Wait),
     /// 500: something broke on our side.
     #[error("{context}: {message}")]
     Internal {
@@ -67,21 +75,42 @@ impl AgentError {
             AgentError::NotFound | AgentError::NotFoundPath => StatusCode::NOT_FOUND,
             AgentError::Conflict(_) => StatusCode::CONFLICT,
             AgentError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            AgentError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AgentError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AgentError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AgentError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AgentError::Unavailable(_) | AgentError::Wait(_) => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// An I/O error on `path`: a missing file (or missing parent directory) is a 404, anything else a 500.
+    /// An I/O error on `path`: a missing file (or missing parent directory) is a 404, a name too long for
+    /// the filesystem a 400, a symlink on the way a 403, anything else a 500.
     pub(crate) fn io(path: &Path, err: io::Error) -> AgentError {
         match err.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory => {
                 AgentError::NotFound
             }
+            io::ErrorKind::InvalidFilename => AgentError::name_too_long(),
+            _ if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => AgentError::symlink(path),
             _ => AgentError::internal(path.display().to_string(), err),
         }
+    }
+
+    /// 400: the name is valid but its path is longer than the filesystem takes (`ENAMETOOLONG`).
+    pub(crate) fn name_too_long() -> AgentError {
+        AgentError::BadRequest(
+            "invalid metric name: its file path is longer than the filesystem allows (ENAMETOOLONG); use a shorter name"
+                .into(),
+        )
+    }
+
+    /// 403: a symbolic link on the way to the file (the agent never follows one below its prefix).
+    pub(crate) fn symlink(path: &Path) -> AgentError {
+        AgentError::Forbidden(format!(
+            "{}: a symbolic link is on the way to this metric, and the agent follows none below --prefix; \
+             replace the link with the directory it points to",
+            path.display()
+        ))
     }
 
     /// A whisper error on the destination file: lock timeouts are 503, a corrupt file is 409.
@@ -103,7 +132,9 @@ impl AgentError {
         let status = self.status();
         if status.is_server_error() {
             match self {
-                AgentError::Unavailable(reason) => tracing::warn!(%reason, "request not served"),
+                AgentError::Unavailable(_) | AgentError::Wait(_) => {
+                    tracing::warn!(reason = %self, "request not served")
+                }
                 _ => tracing::error!(error = %self, "internal error"),
             }
         } else {

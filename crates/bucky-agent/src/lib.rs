@@ -45,6 +45,7 @@
 
 mod api;
 pub mod auth;
+mod budget;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -53,6 +54,7 @@ pub mod etag;
 pub mod store;
 #[cfg(test)]
 mod testutil;
+mod wait;
 pub mod walk;
 
 use std::future::Future;
@@ -62,15 +64,18 @@ use std::sync::Arc;
 use axum::Router;
 use bucky_wire::{RingInfo, RingNode};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 pub use api::app;
 pub use cli::{run, Cli};
 pub use config::Config;
 pub use error::AgentError;
+pub use wait::Wait;
 
+use crate::budget::Budget;
 use crate::cache::MetricCache;
 use crate::store::Store;
+use crate::wait::Waiter;
 
 /// The shared state of one agent: config, store, metric list, concurrency bound and HTTP client.
 #[derive(Clone, Debug)]
@@ -83,9 +88,8 @@ struct Inner {
     store: Store,
     cache: Arc<MetricCache>,
     io: Arc<Semaphore>,
-    /// Upload memory budget, one permit per KiB.
-    uploads: Arc<Semaphore>,
-    upload_kib: u32,
+    /// What requests may hold in memory together (`--request-memory`).
+    budget: Budget,
     client: reqwest::Client,
 }
 
@@ -109,7 +113,9 @@ impl AppState {
             router: Some(config.ring.router().name().to_owned()),
             diverse: config.ring.diverse(),
         };
-        let store = Store::new(config.prefix.clone(), config.store.clone());
+        let budget = Budget::new(config.request_memory);
+        // The store reports what it would wait for instead of waiting in an I/O slot (see `wait`).
+        let store = Store::new(config.prefix.clone(), config.store.clone()).reporting_waits(budget.clone());
         let cache = MetricCache::new(config.prefix.clone(), config.cache_lifetime, config.scan_threads);
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -117,9 +123,7 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let io = Arc::new(Semaphore::new(config.io_concurrency.max(1)));
-        let upload_kib = u32::try_from(config.upload_memory / 1024).unwrap_or(u32::MAX).max(1);
-        let uploads = Arc::new(Semaphore::new(upload_kib as usize));
-        Ok(AppState(Arc::new(Inner { config, ring_info, store, cache, io, uploads, upload_kib, client })))
+        Ok(AppState(Arc::new(Inner { config, ring_info, store, cache, io, budget, client })))
     }
 
     /// The agent's configuration.
@@ -137,19 +141,56 @@ impl AppState {
         &self.0.store
     }
 
-    /// Waits until `bytes` of upload memory are free (all of it for uploads larger than the budget) and
-    /// reserves them until the permit drops.
-    pub(crate) async fn reserve_upload(&self, bytes: u64) -> Result<OwnedSemaphorePermit, AgentError> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.0.upload_kib);
-        Arc::clone(&self.0.uploads).acquire_many_owned(kib).await.map_err(|e| AgentError::internal("upload memory", e))
+    /// The memory budget of requests.
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.0.budget
     }
 
-    /// Runs `f` on the blocking pool once an I/O slot is free. The slot stays taken until `f` returns,
-    /// even if the request is abandoned meanwhile (the operation always runs to completion).
+    /// A new waiter for one request (or one batch): `--lock-timeout` and `--memory-wait`.
+    pub(crate) fn waiter(&self) -> Waiter {
+        Waiter::new(self.config().store.lock_timeout, self.config().memory_wait, self.0.budget.clone())
+    }
+
+    /// Runs `f` on the blocking pool once an I/O slot is free, and again each time it reports a [`Wait`]
+    /// (with its slot given back meanwhile: see [`wait`]) until it is done or its waiter gives up. A try
+    /// that started runs to completion even if the request is abandoned; the waits between tries end with
+    /// the request.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, AgentError>
     where
         T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
+        F: FnMut(&Store) -> Result<T, AgentError> + Send + 'static,
+    {
+        let mut waiter = self.waiter();
+        let mut f = f;
+        loop {
+            let (given_back, result) = self.blocking_once(f).await?;
+            f = given_back;
+            match result {
+                Err(AgentError::Wait(wait)) => waiter.wait(&wait).await?,
+                other => return other,
+            }
+        }
+    }
+
+    /// One try of `f` in an I/O slot; gives `f` back for the next.
+    async fn blocking_once<T, F>(&self, mut f: F) -> Result<(F, Result<T, AgentError>), AgentError>
+    where
+        T: Send + 'static,
+        F: FnMut(&Store) -> Result<T, AgentError> + Send + 'static,
+    {
+        self.in_slot(move |store| {
+            let result = f(store);
+            (f, result)
+        })
+        .await
+    }
+
+    /// Runs `f` once on the blocking pool, in an I/O slot. The slot stays taken until `f` returns, even if
+    /// the request is abandoned meanwhile (a started operation always runs to completion).
+    pub(crate) async fn in_slot<T, F>(&self, f: F) -> Result<T, AgentError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
     {
         let permit = Arc::clone(&self.0.io).acquire_owned().await.map_err(|e| AgentError::internal("I/O slots", e))?;
         let state = self.clone();
@@ -158,7 +199,7 @@ impl AppState {
             f(&state.0.store)
         })
         .await
-        .map_err(|e| AgentError::internal("blocking task", e))?
+        .map_err(|e| AgentError::internal("blocking task", e))
     }
 }
 

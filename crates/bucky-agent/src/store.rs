@@ -12,14 +12,23 @@
 //!   is *still* at the path (a file replaced meanwhile is re-opened), so no write lands in an unlinked inode;
 //! - a heal never overwrites a point (`whisper::fill_buf`, safe mode) and never replaces a file: if the file
 //!   appears while we create it (another heal, or carbon-cache), we heal into it instead;
-//! - nothing changes when a precondition (`If-Match`) fails.
+//! - nothing changes when a precondition (`If-Match`) fails;
+//! - no symbolic link is followed below the root (the root itself may be one): every directory on the way
+//!   to a file is resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (or an `lstat` walk on
+//!   kernels without it), and files are opened with `O_NOFOLLOW`. A link found there is a 403, so a link
+//!   placed in the tree can never make the agent read or write outside it;
+//! - with [`Store::reporting_waits`] (as the agent uses it) the store never waits: a held flock, a full
+//!   memory budget or a half-written file is reported as [`AgentError::Wait`] before anything changed, and
+//!   the caller waits outside its I/O slot (see `crate::wait`).
 
+use std::borrow::Borrow;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,8 +36,10 @@ use bucky_wire::{go_file_mode, MetricName, MetricStat};
 use whisper::durable::{sync_dir, TempFile};
 use whisper::{FillOptions, Header, LockMode, WhisperBuf, WhisperLock};
 
+use crate::budget::{Budget, Charge};
 use crate::error::AgentError;
 use crate::etag::{etag_of, IfMatch};
+use crate::wait::Wait;
 
 mod commit;
 mod reap;
@@ -43,6 +54,9 @@ const ATTEMPTS: u32 = 5;
 const COALESCE_GAP: usize = 64 * 1024;
 /// Block size for the in-place rewrite of a replaced file (only differing blocks are written).
 const BLOCK: usize = 4096;
+
+/// One upload of [`Store::heal_many`]: the metric, its file, and the upload's `ModTime`.
+pub type HealItem = (MetricName, WhisperBuf, i64);
 
 /// Options of the store (from the agent's flags).
 #[derive(Debug, Clone)]
@@ -87,6 +101,12 @@ pub struct Store {
     options: StoreOptions,
     committer: Arc<Committer>,
     reaper: Arc<Reaper>,
+    /// Charged for every file read into memory.
+    budget: Budget,
+    /// Report [`Wait`]s instead of waiting (see [`Store::reporting_waits`]).
+    report_waits: bool,
+    /// The root, opened once: the anchor of `openat2(RESOLVE_BENEATH)`.
+    root_fd: Arc<OnceLock<Option<OwnedFd>>>,
 }
 
 /// A file read under its shared lock: a consistent copy.
@@ -100,6 +120,8 @@ pub struct Snapshot {
     pub etag: String,
     /// Its modification time.
     pub modified: SystemTime,
+    /// The memory budget `bytes` is charged to.
+    pub(crate) charge: Charge,
 }
 
 /// What a heal (POST) did.
@@ -126,7 +148,25 @@ impl Store {
     /// A store rooted at `root` (which must exist).
     pub fn new(root: impl Into<PathBuf>, options: StoreOptions) -> Store {
         let committer = Arc::new(Committer::new(options.flush));
-        Store { root: root.into(), options, committer, reaper: Arc::default() }
+        Store {
+            root: root.into(),
+            options,
+            committer,
+            reaper: Arc::default(),
+            budget: Budget::unlimited(),
+            report_waits: false,
+            root_fd: Arc::default(),
+        }
+    }
+
+    /// The store as the agent uses it: files read into memory are charged to `budget`, and instead of
+    /// waiting for a flock (`lock_timeout`), for room in the budget, or for a half-written file to settle,
+    /// every operation reports [`AgentError::Wait`] before it has changed anything, so that its caller can
+    /// wait without holding an I/O slot and try again.
+    pub(crate) fn reporting_waits(mut self, budget: Budget) -> Store {
+        self.budget = budget;
+        self.report_waits = true;
+        self
     }
 
     /// The root directory.
@@ -141,8 +181,8 @@ impl Store {
 
     /// The file's stat without reading or locking it; [`AgentError::NotFound`] unless it is a regular file.
     pub fn stat(&self, name: &MetricName) -> Result<MetricStat, AgentError> {
-        let path = self.path(name);
-        let meta = fs::metadata(&path).map_err(|e| AgentError::io(&path, e))?;
+        let path = self.located(name, Access::Read)?;
+        let meta = fs::symlink_metadata(&path).map_err(|e| AgentError::io(&path, e))?;
         if !meta.is_file() {
             return Err(AgentError::NotFound);
         }
@@ -151,18 +191,24 @@ impl Store {
 
     /// Reads the whole file under a shared flock.
     pub fn read(&self, name: &MetricName) -> Result<Snapshot, AgentError> {
-        let path = self.path(name);
+        let path = self.located(name, Access::Read)?;
         self.locked(&path, LockMode::Shared, false, |file, meta| {
-            let bytes = read_all(file, meta, &path)?;
+            let (bytes, charge) = self.read_all(file, meta, &path)?;
             let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-            Ok(Snapshot { stat: stat_of(name, &meta, bytes.len() as u64), etag: etag_of(&bytes), bytes, modified })
+            Ok(Snapshot {
+                stat: stat_of(name, meta, bytes.len() as u64),
+                etag: etag_of(&bytes),
+                bytes,
+                modified,
+                charge,
+            })
         })
     }
 
     /// Heals `src` into the metric's file (POST): creates it durably if missing, otherwise fills its empty
     /// slots under the exclusive flock. `remote_mtime` is the upload's `ModTime` (used with `--mtime`).
     pub fn heal(&self, name: &MetricName, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<Healed, AgentError> {
-        let path = self.path(name);
+        let path = self.located(name, Access::Write)?;
         for _ in 0..ATTEMPTS {
             if !exists(&path)? {
                 self.ensure_parent(&path)?;
@@ -189,7 +235,7 @@ impl Store {
     /// between its staging and its publish (another heal, carbon-cache) is healed into by [`Store::heal`],
     /// as is a file deleted between the check and its fill. Returns one result per item, in order; one
     /// failing does not stop the others.
-    pub fn heal_many(&self, items: &[(MetricName, WhisperBuf, i64)], now: i64) -> Vec<Result<Healed, AgentError>> {
+    pub fn heal_many<T: Borrow<HealItem>>(&self, items: &[T], now: i64) -> Vec<Result<Healed, AgentError>> {
         let mut results = Vec::with_capacity(items.len());
         for chunk in items.chunks(MAX_BATCH) {
             self.heal_chunk(chunk, now, &mut results);
@@ -198,12 +244,7 @@ impl Store {
     }
 
     /// [`Store::heal_many`] of at most [`MAX_BATCH`] items, appending their results to `results`.
-    fn heal_chunk(
-        &self,
-        items: &[(MetricName, WhisperBuf, i64)],
-        now: i64,
-        results: &mut Vec<Result<Healed, AgentError>>,
-    ) {
+    fn heal_chunk<T: Borrow<HealItem>>(&self, items: &[T], now: i64, results: &mut Vec<Result<Healed, AgentError>>) {
         /// Where an item stands once staged or filled: the index of its work for the committer, if any.
         enum Step {
             Done(Result<Healed, AgentError>),
@@ -214,11 +255,10 @@ impl Store {
         }
         let mut works = Vec::new();
         let mut steps = Vec::with_capacity(items.len());
-        for (name, src, remote_mtime) in items {
-            let path = self.path(name);
-            let step = match exists(&path) {
+        for (name, src, remote_mtime) in items.iter().map(Borrow::borrow) {
+            let step = match self.located(name, Access::Write).and_then(|path| Ok((exists(&path)?, path))) {
                 Err(e) => Step::Done(Err(e)),
-                Ok(false) => {
+                Ok((false, path)) => {
                     match self.ensure_parent(&path).and_then(|()| self.temp_with(&path, src.as_bytes(), *remote_mtime))
                     {
                         Ok(temp) => {
@@ -228,7 +268,7 @@ impl Store {
                         Err(e) => Step::Done(Err(e)),
                     }
                 }
-                Ok(true) => match self.fill_locked(&path, src, *remote_mtime, now) {
+                Ok((true, path)) => match self.fill_locked(&path, src, *remote_mtime, now) {
                     Ok((written, Some(file))) => {
                         works.push(Work::Sync { file, path });
                         Step::Fill(written, works.len() - 1)
@@ -250,7 +290,7 @@ impl Store {
                 .and_then(Option::take)
                 .unwrap_or_else(|| Err(AgentError::internal("group commit", "no answer")))
         };
-        for ((name, src, remote_mtime), step) in items.iter().zip(steps) {
+        for ((name, src, remote_mtime), step) in items.iter().map(Borrow::borrow).zip(steps) {
             results.push(match step {
                 Step::Done(result) => result,
                 Step::Create(i) => match answer(i) {
@@ -273,7 +313,7 @@ impl Store {
         if_match: Option<&IfMatch>,
         remote_mtime: i64,
     ) -> Result<Replaced, AgentError> {
-        let path = self.path(name);
+        let path = self.located(name, Access::Write)?;
         for _ in 0..ATTEMPTS {
             if !exists(&path)? {
                 if if_match.is_some() {
@@ -285,7 +325,7 @@ impl Store {
                 }
             }
             let result = self.locked(&path, LockMode::Exclusive, true, |file, meta| {
-                let current = read_all(file, meta, &path)?;
+                let (current, _charge) = self.read_all(file, meta, &path)?;
                 check_precondition(if_match, &current)?;
                 if same_layout(&current, src, &path) {
                     rewrite_in_place(file, &current, src.as_bytes(), &path)?;
@@ -314,13 +354,13 @@ impl Store {
     /// Deletes the metric's file. With `If-Match`, only if its content is unchanged (checked and unlinked
     /// under the exclusive flock). With pruning on, removes parents left empty (see [`StoreOptions`]).
     pub fn delete(&self, name: &MetricName, if_match: Option<&IfMatch>) -> Result<(), AgentError> {
-        let path = self.path(name);
+        let path = self.located(name, Access::Read)?;
         let parents = self.parents_with_mtimes(&path);
         // Unlinked while held open, then closed by the reaper: freeing the file waits for nobody.
         let held = match if_match {
             None => {
                 let meta = fs::symlink_metadata(&path).map_err(|e| AgentError::io(&path, e))?;
-                if meta.is_dir() {
+                if meta.is_dir() || meta.is_symlink() {
                     return Err(AgentError::NotFound);
                 }
                 let held = if meta.is_file() { File::open(&path).ok() } else { None };
@@ -329,7 +369,7 @@ impl Store {
             }
             Some(_) => {
                 let ((), file) = self.locked_keep(&path, LockMode::Exclusive, false, |file, meta| {
-                    let current = read_all(file, meta, &path)?;
+                    let (current, _charge) = self.read_all(file, meta, &path)?;
                     check_precondition(if_match, &current)?;
                     fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))
                 })?;
@@ -343,6 +383,60 @@ impl Store {
             prune(&parents, grace);
         }
         Ok(())
+    }
+
+    /// The path of a metric's file once every directory on the way to it is known to be a real directory
+    /// below the root, not a symbolic link (403). A regular file where a directory should be is a 409 for
+    /// a write and a 404 for a read; a missing directory is fine (a write creates it, a read finds nothing).
+    fn located(&self, name: &MetricName, access: Access) -> Result<PathBuf, AgentError> {
+        let path = self.path(name);
+        let relative = name.relative_path();
+        let Some(dirs) = relative.parent().filter(|d| !d.as_os_str().is_empty()) else {
+            return Ok(path);
+        };
+        let result = match self.root_fd() {
+            Some(root) => beneath(root, dirs),
+            None => lstat_walk(&self.root, dirs),
+        };
+        match result {
+            Ok(()) => Ok(path),
+            Err(e) => match e.kind() {
+                io::ErrorKind::NotFound => Ok(path),
+                io::ErrorKind::NotADirectory if access == Access::Write => Err(in_the_way(&path)),
+                io::ErrorKind::NotADirectory => Err(AgentError::NotFound),
+                io::ErrorKind::InvalidFilename => Err(AgentError::name_too_long()),
+                _ if is_symlink_error(&e) => Err(AgentError::symlink(&path)),
+                _ => Err(AgentError::internal(path.display().to_string(), e)),
+            },
+        }
+    }
+
+    /// The root directory, opened once (`None` if it cannot be: then the `lstat` walk is used).
+    fn root_fd(&self) -> Option<&OwnedFd> {
+        self.root_fd
+            .get_or_init(|| {
+                use rustix::fs::{open, Mode, OFlags};
+                open(&self.root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()
+            })
+            .as_ref()
+    }
+
+    /// Takes whisper's flock on `file`: waiting up to `--lock-timeout` in place, or, when waits are reported,
+    /// trying once and reporting [`Wait::Lock`] if it is held.
+    fn lock<'f>(&self, file: &'f File, path: &Path, mode: LockMode) -> Result<WhisperLock<'f>, AgentError> {
+        let timeout = if self.report_waits { Duration::ZERO } else { self.options.lock_timeout };
+        WhisperLock::acquire(file, path, mode, timeout).map_err(|e| match e {
+            whisper::Error::LockTimeout { .. } if self.report_waits => {
+                AgentError::Wait(Wait::Lock { path: path.to_owned() })
+            }
+            other => AgentError::whisper(other),
+        })
+    }
+
+    /// [`read_whole`], charged to the memory budget first ([`Wait::Memory`] when it has no room).
+    fn read_all(&self, file: &File, meta: &fs::Metadata, path: &Path) -> Result<(Vec<u8>, Charge), AgentError> {
+        let charge = self.budget.try_charge(meta.len())?;
+        Ok((read_whole(file, meta, path)?, charge))
     }
 
     /// Runs `f` on the file at `path` opened and locked in `mode`, with its metadata as of under the lock,
@@ -367,15 +461,19 @@ impl Store {
         mut f: impl FnMut(&File, &fs::Metadata) -> Result<T, AgentError>,
     ) -> Result<(T, File), AgentError> {
         for _ in 0..ATTEMPTS {
-            let file = OpenOptions::new().read(true).write(write).open(path).map_err(|e| AgentError::io(path, e))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+                .map_err(|e| AgentError::io(path, e))?;
             let meta = file.metadata().map_err(|e| AgentError::io(path, e))?;
             if !meta.is_file() {
                 return Err(AgentError::NotFound);
             }
             let result = {
-                let _lock =
-                    WhisperLock::acquire(&file, path, mode, self.options.lock_timeout).map_err(AgentError::whisper)?;
-                let now_at_path = fs::metadata(path).map_err(|e| AgentError::io(path, e))?;
+                let _lock = self.lock(&file, path, mode)?;
+                let now_at_path = fs::symlink_metadata(path).map_err(|e| AgentError::io(path, e))?;
                 if (now_at_path.dev(), now_at_path.ino()) != (meta.dev(), meta.ino()) {
                     continue; // replaced while we waited: lock the new one
                 }
@@ -409,7 +507,7 @@ impl Store {
         loop {
             let outcome = self.locked(path, LockMode::Exclusive, true, |file, meta| {
                 let before = meta.mtime();
-                let bytes = read_all(file, meta, path)?;
+                let (bytes, _charge) = self.read_all(file, meta, path)?;
                 let mut dst = match WhisperBuf::from_bytes(bytes) {
                     Ok(dst) => dst,
                     Err(e) => return Ok(Err(e)),
@@ -436,7 +534,15 @@ impl Store {
             })?;
             match outcome {
                 Ok(filled) => return Ok(filled),
-                // carbon-cache without WHISPER_LOCK_WRITES may be creating it right now: give it a moment.
+                // carbon-cache without WHISPER_LOCK_WRITES may be creating it right now: give it a moment
+                // (outside the I/O slot when waits are reported).
+                Err(e) if self.report_waits => {
+                    let reason = match corrupt_at(e, path) {
+                        whisper::Error::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    return Err(AgentError::Wait(Wait::Unsettled { path: path.to_owned(), reason }));
+                }
                 Err(_) if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
                     thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
@@ -486,6 +592,10 @@ impl Store {
                 Ok(()) if self.options.flush == Flush::Fsync => sync_dir(&dir).map_err(AgentError::whisper)?,
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory) => {
+                    return Err(in_the_way(&next));
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidFilename => return Err(AgentError::name_too_long()),
                 Err(e) => return Err(AgentError::internal(format!("mkdir {}", next.display()), e)),
             }
             dir = next;
@@ -541,20 +651,29 @@ fn write_spans(ranges: Vec<Range<usize>>, coalesce: bool) -> Vec<Range<usize>> {
 
 /// Whether a regular file is at `path`; a directory or other special file there is a 409.
 fn exists(path: &Path) -> Result<bool, AgentError> {
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(true),
-        Ok(_) => Err(AgentError::Conflict(format!(
-            "{}: something other than a regular file is in the way; move it aside",
-            path.display()
-        ))),
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),
+        Ok(meta) if meta.is_symlink() => Err(AgentError::symlink(path)),
+        Ok(_) => Err(in_the_way(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(in_the_way(path)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidFilename => Err(AgentError::name_too_long()),
         Err(e) => Err(AgentError::internal(path.display().to_string(), e)),
     }
 }
 
+/// The 409 of a path taken by something that is not what the metric needs (a directory or device where its
+/// file goes, a file where a directory goes).
+fn in_the_way(path: &Path) -> AgentError {
+    AgentError::Conflict(format!(
+        "{}: something other than a whisper file or a directory is in the way of this metric; move it aside",
+        path.display()
+    ))
+}
+
 /// The whole file of `meta`'s size (taken under the lock): one `pread` in the usual case. A file found
 /// shorter is returned as it is (its parse reports the truncation).
-fn read_all(file: &File, meta: &fs::Metadata, path: &Path) -> Result<Vec<u8>, AgentError> {
+fn read_whole(file: &File, meta: &fs::Metadata, path: &Path) -> Result<Vec<u8>, AgentError> {
     let len = usize::try_from(meta.len()).map_err(|e| AgentError::internal(path.display().to_string(), e))?;
     let mut bytes = vec![0; len];
     let mut filled = 0;
@@ -568,6 +687,54 @@ fn read_all(file: &File, meta: &fs::Metadata, path: &Path) -> Result<Vec<u8>, Ag
     }
     bytes.truncate(filled);
     Ok(bytes)
+}
+
+/// What a request does with a metric's path (a file in the way of a directory means different things).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Resolves `dirs` below `root` with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: `ELOOP`/`EXDEV` if a
+/// symbolic link (or `..`) is on the way. Falls back to an `lstat` walk on kernels without `openat2`.
+fn beneath(root: &OwnedFd, dirs: &Path) -> io::Result<()> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    loop {
+        match openat2(root, dirs, flags, Mode::empty(), resolve) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::NOSYS) => {
+                let root = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(root)))?;
+                return lstat_walk(&root, dirs);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// [`beneath`] by hand: `lstat` of each directory on the way, a symbolic link being `ELOOP`.
+fn lstat_walk(root: &Path, dirs: &Path) -> io::Result<()> {
+    let mut dir = root.to_owned();
+    for part in dirs.components() {
+        dir.push(part);
+        let meta = fs::symlink_metadata(&dir)?;
+        if meta.is_symlink() {
+            return Err(io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error()));
+        }
+        if !meta.is_dir() {
+            return Err(io::Error::from_raw_os_error(rustix::io::Errno::NOTDIR.raw_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an error of `openat2`/`open(O_NOFOLLOW)` means a symbolic link was met.
+fn is_symlink_error(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::LOOP.raw_os_error()) || code == Some(rustix::io::Errno::XDEV.raw_os_error())
 }
 
 fn stat_of(name: &MetricName, meta: &fs::Metadata, size: u64) -> MetricStat {
@@ -608,7 +775,9 @@ fn rewrite_in_place(file: &File, current: &[u8], new: &[u8], path: &Path) -> Res
 }
 
 fn set_mtime(file: &File, unix_seconds: i64, path: &Path) -> Result<(), AgentError> {
-    let Ok(seconds) = u64::try_from(unix_seconds) else { return Ok(()) };
+    let Ok(seconds) = u64::try_from(unix_seconds) else {
+        return Ok(());
+    };
     let time = UNIX_EPOCH + Duration::from_secs(seconds);
     file.set_times(fs::FileTimes::new().set_modified(time).set_accessed(time))
         .map_err(|e| AgentError::internal(format!("set mtime of {}", path.display()), e))

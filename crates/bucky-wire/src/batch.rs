@@ -35,7 +35,7 @@
 //! # Ok::<(), bucky_wire::batch::BatchError>(())
 //! ```
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use serde::{Deserialize, Serialize};
 
 use crate::{HealReport, MetricStat};
@@ -173,22 +173,27 @@ pub enum BatchError {
 
 /// Encodes frames into a body.
 pub fn encode(frames: &[Frame]) -> Vec<u8> {
-    let metas: Vec<Vec<u8>> =
-        frames.iter().map(|f| serde_json::to_vec(&f.meta).expect("Meta always serializes")).collect();
-    let size = MAGIC.len()
-        + frames.iter().zip(&metas).map(|(f, m)| 4 + f.name.len() + 2 + 4 + m.len() + 8 + f.data.len()).sum::<usize>();
-    let mut out = BytesMut::with_capacity(size);
-    out.put_slice(MAGIC);
-    for (frame, meta) in frames.iter().zip(&metas) {
-        out.put_u32(u32::try_from(frame.name.len()).unwrap_or(u32::MAX));
-        out.put_slice(frame.name.as_bytes());
-        out.put_u16(frame.status);
-        out.put_u32(u32::try_from(meta.len()).unwrap_or(u32::MAX));
-        out.put_slice(meta);
-        out.put_u64(frame.data.len() as u64);
-        out.put_slice(&frame.data);
+    let size = MAGIC.len() + frames.iter().map(|f| 4 + f.name.len() + 2 + 4 + 256 + 8 + f.data.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(MAGIC);
+    for frame in frames {
+        encode_frame(frame, &mut out);
     }
-    out.into()
+    out
+}
+
+/// Appends one frame to a body being written (which starts with [`MAGIC`]): a server streams its answer
+/// frame by frame instead of holding all of it.
+pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
+    let meta = serde_json::to_vec(&frame.meta).expect("Meta always serializes");
+    out.reserve(4 + frame.name.len() + 2 + 4 + meta.len() + 8 + frame.data.len());
+    out.put_u32(u32::try_from(frame.name.len()).unwrap_or(u32::MAX));
+    out.put_slice(frame.name.as_bytes());
+    out.put_u16(frame.status);
+    out.put_u32(u32::try_from(meta.len()).unwrap_or(u32::MAX));
+    out.put_slice(&meta);
+    out.put_u64(frame.data.len() as u64);
+    out.put_slice(&frame.data);
 }
 
 /// Decodes a body; the frames' data are slices of `body` (no copy).

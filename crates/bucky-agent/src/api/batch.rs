@@ -9,16 +9,22 @@
 //! [`CONTENT_TYPE`] (400), an unknown `Content-Encoding` (415), a body over `--max-body` once decoded
 //! (413), a malformed body (400).
 //!
-//! A request costs one trip through the blocking pool whatever its size: the body is decompressed and
-//! decoded, every entry served and the answer encoded in one blocking task, and the heals of a batch share
-//! one group commit ([`Store::heal_many`]).
+//! The entries are served a chunk at a time on the blocking pool (one trip per [`CHUNK`] bytes of answer,
+//! not one per entry), and the heals of a batch share one group commit ([`Store::heal_many`]). The answer
+//! is streamed: the next chunk is made only once the previous one was taken by the connection, so the
+//! memory a batch holds is its body and one chunk, whatever its number of entries, and every byte of it is
+//! charged to the memory budget. A client that goes away stops the batch at the next chunk.
+//!
+//! An entry that has to wait (its file's flock is held, the budget is full) gives its I/O slot back and
+//! waits outside it; the waits of a whole batch share one `--lock-timeout`, after which the entries still
+//! waiting are answered 503 at once.
 //!
 //! The answer data of a read is bounded by `--max-body` too (what could not be sent back in one heal
 //! should not be read in one batch): an entry that would take it beyond is a 413 entry, unless nothing
 //! was read before it (so a batch of one reads what a `GET` reads). The client reads those again, in
 //! another batch or with `GET`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,14 +36,18 @@ use bucky_wire::batch::{self, Frame, Limits, Meta, CONTENT_TYPE};
 use bucky_wire::{HealReport, MetricName, MetricStat};
 use whisper::WhisperBuf;
 
-use super::{admit, authenticate, decode_whisper, is_snappy, max_encoded_len, nanos, read_body, snappy_framed};
+use super::{admit, authenticate, decode_whisper, is_snappy, max_encoded_len, nanos, read_body};
 use super::{unix_now, wants_snappy};
 use crate::auth::{Grant, Op};
-use crate::cache::MetricCache;
+use crate::budget::{Budget, Charge};
 use crate::error::AgentError;
 use crate::etag::IfMatch;
-use crate::store::{Healed, Store};
+use crate::store::{HealItem, Healed, Store};
+use crate::wait::{Wait, Waiter};
 use crate::AppState;
+
+/// Bytes of answer made per trip through the blocking pool (and held at once, besides the body).
+const CHUNK: usize = 256 * 1024;
 
 /// The three batch routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +55,17 @@ enum Route {
     Read,
     Heal,
     Delete,
+}
+
+impl Route {
+    /// The right a token needs for the route's entries.
+    fn op(self) -> Op {
+        match self {
+            Route::Read => Op::Read,
+            Route::Heal => Op::Update,
+            Route::Delete => Op::Delete,
+        }
+    }
 }
 
 pub(super) async fn read(
@@ -71,20 +92,13 @@ pub(super) async fn delete(
     serve(state, headers, body, Route::Delete).await
 }
 
-/// What every entry of one request is served with.
-struct Context<'a> {
-    store: &'a Store,
-    grant: Option<&'a Grant>,
-    cache: &'a MetricCache,
-    /// `--max-body`.
-    limit: u64,
-    /// The most bytes of files in a read answer: `--max-body`, or less if the client asks.
-    answer_limit: u64,
-}
-
-/// Checks the request, reads its body, then serves every entry and encodes the answer in one blocking task.
+/// Checks the request (token and its right first, before anything is read or reserved), reads and decodes
+/// its body, then answers with a stream of the entries' frames.
 async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) -> Result<Response, AgentError> {
     let grant = authenticate(&state, &headers)?;
+    if grant.as_ref().is_some_and(|g| !g.allows(route.op())) {
+        return Err(AgentError::Forbidden(format!("forbidden: token doesn't have {} permission", route.op().as_str())));
+    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(CONTENT_TYPE) {
         return Err(AgentError::BadRequest(format!("Content-Type must be {CONTENT_TYPE}.")));
@@ -102,34 +116,24 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
             .min(limit),
     };
     // The decoded body is bounded by --max-body; a snappy stream may be slightly longer than what it decodes to.
-    let raw_limit = max_encoded_len(limit, snappy);
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    // A heal holds the body and the checked copy of each file at once.
-    let copies = if route == Route::Heal { 2 } else { 1 };
-    let memory = state.reserve_upload(declared.unwrap_or(limit).min(raw_limit).saturating_mul(copies)).await?;
-    let body = read_body(&headers, body, raw_limit).await?;
-    let cache = Arc::clone(state.cache());
-    let answer = state
-        .blocking(move |store| {
-            let frames = decode(body, snappy, limit)?;
-            let context = Context { store, grant: grant.as_ref(), cache: &cache, limit, answer_limit };
-            let answers = match route {
-                Route::Read => read_entries(&context, frames),
-                Route::Heal => heal_entries(&context, frames),
-                Route::Delete => delete_entries(&context, frames),
-            };
-            let body = batch::encode(&answers);
-            drop(answers);
-            if snappy_answer {
-                snappy_framed(&body)
-            } else {
-                Ok(body)
-            }
-        })
-        .await?;
-    drop(memory);
-    let mut response = (StatusCode::OK, Body::from(answer)).into_response();
+    let mut charge = state.budget().charge();
+    let body = read_body(&state, &headers, body, max_encoded_len(limit, snappy), &mut charge).await?;
+    let (frames, charge) = decode_frames(&state, body, snappy, limit, charge).await?;
+    if frames.is_empty() {
+        return Err(AgentError::BadRequest("empty batch: send at least one entry".into()));
+    }
+    let entries: Box<dyn Entries> = match route {
+        Route::Read => Box::new(ReadEntries { frames, grant, total: 0, limit, answer_limit, _body: charge }),
+        Route::Heal => Box::new(heal_entries(&state, frames, grant, limit, charge).await?),
+        Route::Delete => Box::new(DeleteEntries { frames, grant, state: state.clone(), _body: charge }),
+    };
+    let writer = Writer::new(snappy_answer, state.budget().clone());
+    let answer =
+        Answer { state: state.clone(), entries, next: 0, unsent: None, waiter: state.waiter(), writer: Some(writer) };
+    let stream = futures_util::stream::unfold(answer, |mut answer| async move {
+        answer.next_chunk().await.map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), answer))
+    });
+    let mut response = (StatusCode::OK, Body::from_stream(stream)).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     if snappy_answer {
@@ -139,25 +143,52 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
 }
 
 /// The frames of a body (snappy framed if `snappy`), decoded to at most `limit` bytes: 413 beyond, 400 for
-/// a malformed stream or batch.
-fn decode(body: Bytes, snappy: bool, limit: u64) -> Result<Vec<Frame>, AgentError> {
-    let body = if snappy {
-        // Read at most one byte more than allowed: a bomb cannot inflate beyond the limit.
-        let mut decoded = Vec::with_capacity(body.len().saturating_mul(2));
-        snap::read::FrameDecoder::new(&body[..])
-            .take(limit.saturating_add(1))
-            .read_to_end(&mut decoded)
-            .map_err(|e| AgentError::BadRequest(format!("invalid snappy stream: {e}")))?;
+/// a malformed stream or batch. The inflated copy is charged as it grows.
+async fn decode_frames(
+    state: &AppState,
+    body: Bytes,
+    snappy: bool,
+    limit: u64,
+    charge: Charge,
+) -> Result<(Vec<Frame>, Charge), AgentError> {
+    let mut input = Some((body, charge));
+    state
+        .blocking(move |_| {
+            let (body, charge) = input.as_mut().ok_or_else(|| AgentError::internal("batch", "decoded twice"))?;
+            let decoded = if snappy { inflate(body, limit, charge)? } else { body.clone() };
+            let frames =
+                batch::decode(decoded, &Limits::default()).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+            let (_, charge) = input.take().ok_or_else(|| AgentError::internal("batch", "decoded twice"))?;
+            Ok((frames, charge))
+        })
+        .await
+}
+
+/// A snappy framed body inflated to at most `limit` bytes (a bomb cannot inflate beyond it), charged.
+fn inflate(body: &Bytes, limit: u64, charge: &mut Charge) -> Result<Bytes, AgentError> {
+    let mut decoded = Vec::new();
+    let mut decoder = snap::read::FrameDecoder::new(&body[..]).take(limit.saturating_add(1));
+    let mut piece = vec![0; 64 * 1024];
+    loop {
+        let n = match decoder.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(AgentError::BadRequest(format!("invalid snappy stream: {e}"))),
+        };
+        if decoded.len() + n > decoded.capacity() {
+            let capacity = (decoded.len() + n).max(decoded.capacity() * 2);
+            charge.try_grow_to((body.len() + capacity + piece.len()) as u64)?;
+            decoded.reserve_exact(capacity - decoded.len());
+        }
+        decoded.extend_from_slice(&piece[..n]);
         if decoded.len() as u64 > limit {
             return Err(AgentError::PayloadTooLarge(format!(
                 "request body larger than the {limit}-byte limit (--max-body) once decoded"
             )));
         }
-        Bytes::from(decoded)
-    } else {
-        body
-    };
-    batch::decode(body, &Limits::default()).map_err(|e| AgentError::BadRequest(e.to_string()))
+    }
+    Ok(Bytes::from(decoded))
 }
 
 /// The answer frame of a failed entry: the status and message its single-metric route would answer.
@@ -166,36 +197,268 @@ fn failed(name: String, error: &AgentError) -> Frame {
     Frame::error(name, status.as_u16(), message)
 }
 
-/// Each entry as a `GET`: the file read under its shared flock, with its stat and ETag.
-fn read_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
-    let mut total: u64 = 0;
-    frames
-        .into_iter()
-        .map(|frame| {
-            let read = admit(context.grant, Op::Read, &frame.name).and_then(|name| context.store.read(&name));
-            let snapshot = read.and_then(|snapshot| {
-                let len = snapshot.bytes.len() as u64;
-                if total > 0 && total.saturating_add(len) > context.answer_limit {
-                    let whose =
-                        if context.answer_limit < context.limit { batch::MAX_ANSWER_HEADER } else { "--max-body" };
-                    return Err(AgentError::PayloadTooLarge(format!(
-                        "the batch's answer would be larger than the {}-byte limit ({whose}); read this metric \
-                         in another batch",
-                        context.answer_limit
-                    )));
-                }
-                total = total.saturating_add(len);
-                Ok(snapshot)
-            });
-            match snapshot {
-                Ok(snapshot) => {
-                    let meta = Meta { stat: Some(snapshot.stat), etag: Some(snapshot.etag), ..Meta::default() };
-                    Frame::new(frame.name, 200, meta, Bytes::from(snapshot.bytes))
-                }
-                Err(e) => failed(frame.name, &e),
+/// The entries of one batch, answered one at a time, in order.
+trait Entries: Send + 'static {
+    /// How many.
+    fn len(&self) -> usize;
+    /// The answer of entry `i`, or `Err` with the [`Wait`] that keeps it from being served now (nothing
+    /// changed; it is tried again after the wait).
+    fn serve(&mut self, store: &Store, i: usize) -> Result<Frame, Wait>;
+    /// The answer of entry `i` once its waiter gave up with `error`.
+    fn given_up(&mut self, i: usize, error: &AgentError) -> Frame;
+}
+
+/// A batch's answer being made, one chunk per [`Answer::next_chunk`].
+struct Answer {
+    state: AppState,
+    entries: Box<dyn Entries>,
+    /// The next entry to serve.
+    next: usize,
+    /// An entry's answer served but not yet written (the budget had no room for it): it goes first.
+    unsent: Option<Frame>,
+    waiter: Waiter,
+    /// `None` once the last chunk went out.
+    writer: Option<Writer>,
+}
+
+impl Answer {
+    /// The next piece of the answer (`None` when it is complete): the entries served in one trip through
+    /// the blocking pool, until [`CHUNK`] bytes are ready, one of them has to wait, or all are served.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            let mut writer = self.writer.take()?;
+            if self.next >= self.entries.len() && self.unsent.is_none() {
+                return writer.finish();
             }
-        })
-        .collect()
+            let entries = std::mem::replace(&mut self.entries, Box::new(NoEntries));
+            let (mut next, mut unsent) = (self.next, self.unsent.take());
+            let step = self
+                .state
+                .in_slot(move |store| {
+                    let mut entries = entries;
+                    let mut waiting = None;
+                    while writer.pending() < CHUNK {
+                        let frame = match unsent.take() {
+                            Some(frame) => frame,
+                            None if next >= entries.len() => break,
+                            None => match entries.serve(store, next) {
+                                Ok(frame) => {
+                                    next += 1;
+                                    frame
+                                }
+                                Err(wait) => {
+                                    waiting = Some(wait);
+                                    break;
+                                }
+                            },
+                        };
+                        if let Err(wait) = writer.push(&frame) {
+                            unsent = Some(frame);
+                            waiting = Some(wait);
+                            break;
+                        }
+                    }
+                    let chunk = writer.take();
+                    (entries, writer, next, unsent, waiting, chunk)
+                })
+                .await;
+            let Ok((entries, writer, next, unsent, waiting, chunk)) = step else {
+                tracing::error!("batch answer: the blocking task failed; the answer is cut short");
+                return None;
+            };
+            self.entries = entries;
+            self.writer = Some(writer);
+            self.next = next;
+            self.unsent = unsent;
+            if let Some(chunk) = chunk {
+                return Some(chunk);
+            }
+            if let Some(wait) = waiting {
+                // Nothing to send meanwhile: wait here (no I/O slot held), or answer the entry now.
+                if let Err(error) = self.waiter.wait(&wait).await {
+                    match self.unsent.take() {
+                        // The budget stayed full even for a served answer: cut it to its error.
+                        Some(frame) => self.unsent = Some(failed(frame.name, &error)),
+                        None => {
+                            self.unsent = Some(self.entries.given_up(self.next, &error));
+                            self.next += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stands in for an answer's entries while they are on the blocking pool.
+struct NoEntries;
+
+impl Entries for NoEntries {
+    fn len(&self) -> usize {
+        0
+    }
+    fn serve(&mut self, _: &Store, _: usize) -> Result<Frame, Wait> {
+        Err(Wait::Memory { bytes: 0 })
+    }
+    fn given_up(&mut self, _: usize, error: &AgentError) -> Frame {
+        failed(String::new(), error)
+    }
+}
+
+/// Encodes answer frames into chunks (snappy framed if asked), charging them to the budget.
+struct Writer {
+    plain: Vec<u8>,
+    snappy: Option<snap::write::FrameEncoder<Vec<u8>>>,
+    budget: Budget,
+    charge: Option<Charge>,
+    started: bool,
+}
+
+impl Writer {
+    fn new(snappy: bool, budget: Budget) -> Writer {
+        let snappy = snappy.then(|| snap::write::FrameEncoder::new(Vec::new()));
+        Writer { plain: Vec::new(), snappy, budget, charge: None, started: false }
+    }
+
+    /// Bytes ready to go.
+    fn pending(&self) -> usize {
+        self.plain.len() + self.snappy.as_ref().map_or(0, |e| e.get_ref().len())
+    }
+
+    /// Appends a frame, the memory charged first ([`Wait::Memory`] when the budget has no room: send what
+    /// is ready, then try again).
+    fn push(&mut self, frame: &Frame) -> Result<(), Wait> {
+        let len = 4 + frame.name.len() + 2 + 4 + 512 + 8 + frame.data.len();
+        let need = (self.pending() + len) as u64;
+        let charge = self.charge.get_or_insert_with(|| self.budget.charge());
+        if let Err(AgentError::Wait(wait)) = charge.try_grow_to(need) {
+            return Err(wait);
+        }
+        if !self.started {
+            self.plain.extend_from_slice(batch::MAGIC);
+            self.started = true;
+        }
+        batch::encode_frame(frame, &mut self.plain);
+        if let Some(encoder) = &mut self.snappy {
+            // Writing to a Vec cannot fail.
+            let _ = encoder.write_all(&self.plain);
+            let _ = encoder.flush();
+            self.plain.clear();
+        }
+        Ok(())
+    }
+
+    /// What is ready, as one chunk holding its charge until the connection has written it.
+    fn take(&mut self) -> Option<Bytes> {
+        let bytes = match &mut self.snappy {
+            Some(encoder) => std::mem::take(encoder.get_mut()),
+            None => std::mem::take(&mut self.plain),
+        };
+        if bytes.is_empty() {
+            return None;
+        }
+        let charge = self.charge.take()?;
+        Some(charge.hold(bytes))
+    }
+
+    /// The last chunk (the magic alone for an answer with no frame, which a batch never is).
+    fn finish(&mut self) -> Option<Bytes> {
+        if !self.started {
+            self.plain.extend_from_slice(batch::MAGIC);
+            self.started = true;
+            if let Some(encoder) = &mut self.snappy {
+                let _ = encoder.write_all(&self.plain);
+                let _ = encoder.flush();
+                self.plain.clear();
+            }
+        }
+        self.take()
+    }
+}
+
+/// Each entry as a `GET`: the file read under its shared flock, with its stat and ETag.
+struct ReadEntries {
+    frames: Vec<Frame>,
+    grant: Option<Grant>,
+    /// Bytes of files answered so far.
+    total: u64,
+    limit: u64,
+    answer_limit: u64,
+    _body: Charge,
+}
+
+impl Entries for ReadEntries {
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn serve(&mut self, store: &Store, i: usize) -> Result<Frame, Wait> {
+        let name = std::mem::take(&mut self.frames[i].name);
+        let read = admit(self.grant.as_ref(), Op::Read, &name).and_then(|metric| store.read(&metric));
+        let snapshot = read.and_then(|snapshot| {
+            let len = snapshot.bytes.len() as u64;
+            if self.total > 0 && self.total.saturating_add(len) > self.answer_limit {
+                let whose = if self.answer_limit < self.limit { batch::MAX_ANSWER_HEADER } else { "--max-body" };
+                return Err(AgentError::PayloadTooLarge(format!(
+                    "the batch's answer would be larger than the {}-byte limit ({whose}); read this metric \
+                     in another batch",
+                    self.answer_limit
+                )));
+            }
+            Ok(snapshot)
+        });
+        match snapshot {
+            Ok(snapshot) => {
+                self.total = self.total.saturating_add(snapshot.bytes.len() as u64);
+                let meta = Meta { stat: Some(snapshot.stat), etag: Some(snapshot.etag), ..Meta::default() };
+                // The snapshot's charge goes with it: the writer charges the encoded copy.
+                Ok(Frame::new(name, 200, meta, Bytes::from(snapshot.bytes)))
+            }
+            Err(AgentError::Wait(wait)) => {
+                self.frames[i].name = name;
+                Err(wait)
+            }
+            Err(e) => Ok(failed(name, &e)),
+        }
+    }
+
+    fn given_up(&mut self, i: usize, error: &AgentError) -> Frame {
+        failed(std::mem::take(&mut self.frames[i].name), error)
+    }
+}
+
+/// Each entry as a `DELETE`, with its `IfMatch` as the `If-Match` header.
+struct DeleteEntries {
+    frames: Vec<Frame>,
+    grant: Option<Grant>,
+    state: AppState,
+    _body: Charge,
+}
+
+impl Entries for DeleteEntries {
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn serve(&mut self, store: &Store, i: usize) -> Result<Frame, Wait> {
+        let frame = &self.frames[i];
+        let deleted = admit(self.grant.as_ref(), Op::Delete, &frame.name).and_then(|metric| {
+            let condition = frame.meta.if_match.as_deref().map(IfMatch::parse).transpose()?;
+            store.delete(&metric, condition.as_ref())?;
+            self.state.cache().removed(metric.as_str());
+            Ok(())
+        });
+        let name = frame.name.clone();
+        match deleted {
+            Ok(()) => Ok(Frame::new(name, 200, Meta::default(), Bytes::new())),
+            Err(AgentError::Wait(wait)) => Err(wait),
+            Err(e) => Ok(failed(name, &e)),
+        }
+    }
+
+    fn given_up(&mut self, i: usize, error: &AgentError) -> Frame {
+        failed(self.frames[i].name.clone(), error)
+    }
 }
 
 /// An upload entry, checked as a single upload is: its `Stat` is required, its `Size` must be the data's
@@ -211,48 +474,101 @@ fn checked_upload(stat: Option<MetricStat>, data: Bytes, limit: u64) -> Result<(
             stat.encoding
         )));
     }
-    let buf = decode_whisper(&stat, data, false, limit, "")?;
+    // A plain copy of an entry's data: no budget of its own (the caller charged the copies of the batch).
+    let mut unlimited = Budget::unlimited().charge();
+    let buf = decode_whisper(&stat, data, false, limit, "", &mut unlimited)?;
     Ok((buf, stat.mod_time))
 }
 
-/// Each entry as a `POST` with `X-Bucky-Read-Back: 1`: checked, then all healed with one group commit,
-/// then each replica read back from its final path under a shared flock.
-fn heal_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
+/// Each entry as a `POST` with `X-Bucky-Read-Back: 1`: checked, then all healed with one group commit
+/// (entries that must wait are healed again together after the wait), then each replica read back from
+/// its final path under a shared flock, as the answer is streamed.
+async fn heal_entries(
+    state: &AppState,
+    frames: Vec<Frame>,
+    grant: Option<Grant>,
+    limit: u64,
+    mut charge: Charge,
+) -> Result<HealEntries, AgentError> {
+    // The checked copy of each file sits beside the body until the body is dropped.
+    let body_bytes: u64 = frames.iter().map(|f| f.data.len() as u64).sum();
+    charge.grow_to(body_bytes.saturating_mul(2), state.config().memory_wait).await?;
     let now = unix_now();
-    let mut answers: Vec<Frame> = Vec::with_capacity(frames.len());
-    // The entries to heal: their place in the answer, the time their check took, and the upload's ETag.
+    let n = frames.len();
+    let mut answers: Vec<Option<Frame>> = Vec::with_capacity(n);
+    let mut names: Vec<String> = Vec::with_capacity(n);
+    // The entries to heal: their place, the time their check took, the upload's ETag.
     let mut pending: Vec<(usize, u64, Option<String>)> = Vec::new();
-    let mut items: Vec<(MetricName, WhisperBuf, i64)> = Vec::new();
+    let mut items: Vec<HealItem> = Vec::new();
     for frame in frames {
         let started = Instant::now();
         let Frame { name, meta, data, .. } = frame;
         let known = meta.etag.clone();
-        let checked = admit(context.grant, Op::Update, &name)
-            .and_then(|metric| checked_upload(meta.stat, data, context.limit).map(|(buf, mtime)| (metric, buf, mtime)));
+        let checked = admit(grant.as_ref(), Op::Update, &name)
+            .and_then(|metric| checked_upload(meta.stat, data, limit).map(|(buf, mtime)| (metric, buf, mtime)));
         match checked {
             Ok(item) => {
                 pending.push((answers.len(), nanos(started), known));
                 items.push(item);
-                // Replaced below by the heal's answer.
-                answers.push(Frame::error(name, 500, "batch heal: the entry was not healed"));
+                answers.push(None);
             }
-            Err(e) => answers.push(failed(name, &e)),
+            Err(e) => answers.push(Some(failed(name.clone(), &e))),
+        }
+        names.push(name);
+    }
+    // The body's slices are gone: only the checked copies are held now.
+    charge.shrink_to(items.iter().map(|(_, buf, _)| buf.as_bytes().len() as u64).sum());
+    let mut results: Vec<Option<Result<Healed, AgentError>>> = (0..items.len()).map(|_| None).collect();
+    let mut waiter = state.waiter();
+    let mut todo: Vec<usize> = (0..items.len()).collect();
+    let started = Instant::now();
+    let items = Arc::new(items);
+    while !todo.is_empty() {
+        let (batch_items, indices) = (Arc::clone(&items), todo.clone());
+        let healed = state
+            .in_slot(move |store| {
+                let subset: Vec<&HealItem> = indices.iter().map(|&i| &batch_items[i]).collect();
+                store.heal_many(&subset, now)
+            })
+            .await?;
+        let mut waiting = Vec::new();
+        let mut first_wait = None;
+        for (&i, result) in todo.iter().zip(healed) {
+            match result {
+                Err(AgentError::Wait(wait)) => {
+                    waiting.push(i);
+                    results[i] = Some(Err(AgentError::Wait(wait.clone())));
+                    first_wait.get_or_insert(wait);
+                }
+                other => results[i] = Some(other),
+            }
+        }
+        todo = waiting;
+        if let Some(wait) = first_wait {
+            if waiter.wait(&wait).await.is_err() {
+                for &i in &todo {
+                    if let Some(Err(AgentError::Wait(wait))) = &results[i] {
+                        results[i] = Some(Err(waiter.give_up(wait)));
+                    }
+                }
+                break;
+            }
         }
     }
-    let started = Instant::now();
-    let healed = context.store.heal_many(&items, now);
     let took = nanos(started);
-    // The uploads are dropped before the read-back: two copies of the files at once are enough.
-    let metrics: Vec<MetricName> = items.into_iter().map(|(metric, ..)| metric).collect();
-    for ((index, dump, known), (metric, result)) in pending.into_iter().zip(metrics.iter().zip(healed)) {
-        let Some(slot) = answers.get_mut(index) else { continue };
-        let name = std::mem::take(&mut slot.name);
-        *slot = match result {
-            Ok(healed) => {
+    let metrics: Vec<MetricName> = items.iter().map(|(metric, ..)| metric.clone()).collect();
+    drop(items);
+    charge.shrink_to(0);
+    let mut healed = Vec::with_capacity(metrics.len());
+    for ((index, dump, known), (metric, result)) in pending.into_iter().zip(metrics.into_iter().zip(results)) {
+        let name = names[index].clone();
+        let result = result.unwrap_or_else(|| Err(AgentError::internal("batch heal", "the entry was not healed")));
+        match result {
+            Ok(outcome) => {
                 let mut report = HealReport { dump, ..HealReport::default() };
-                match healed {
+                match outcome {
                     Healed::Created => {
-                        context.cache.added(metric.as_str());
+                        state.cache().added(metric.as_str());
                         report.created = true;
                         report.copy = took;
                     }
@@ -261,47 +577,72 @@ fn heal_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
                         report.fill = took;
                     }
                 }
-                read_back(context.store, metric, name, report, known.as_deref())
+                healed.push((index, metric, report, known));
             }
-            Err(e) => failed(name, &e),
+            Err(e) => answers[index] = Some(failed(name, &e)),
+        }
+    }
+    let mut read_backs: Vec<Option<(MetricName, HealReport, Option<String>)>> = (0..n).map(|_| None).collect();
+    for (index, metric, report, known) in healed {
+        read_backs[index] = Some((metric, report, known));
+    }
+    Ok(HealEntries { answers, read_backs, names })
+}
+
+/// Healed entries waiting for their read-back, and the answers already known.
+struct HealEntries {
+    answers: Vec<Option<Frame>>,
+    read_backs: Vec<Option<(MetricName, HealReport, Option<String>)>>,
+    names: Vec<String>,
+}
+
+impl Entries for HealEntries {
+    fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// The answer of a healed entry: the report, and the replica as read back from disk (no stat, ETag or
+    /// data if that read fails: the client then GETs, which reports why). The data is left out when the
+    /// replica's ETag is the upload's: the client has those very bytes.
+    fn serve(&mut self, store: &Store, i: usize) -> Result<Frame, Wait> {
+        if let Some(answer) = self.answers[i].take() {
+            return Ok(answer);
+        }
+        let Some((metric, report, known)) = &self.read_backs[i] else {
+            return Ok(Frame::error(self.names[i].clone(), 500, "batch heal: the entry was not healed"));
         };
-    }
-    answers
-}
-
-/// The answer of a healed entry: the report, and the replica as read back from disk (no stat, ETag or data
-/// if that read fails: the client then GETs, which reports why). The data is left out when the replica's
-/// ETag is `known` (the upload's): the client has those very bytes.
-fn read_back(store: &Store, metric: &MetricName, name: String, report: HealReport, known: Option<&str>) -> Frame {
-    match store.read(metric) {
-        Ok(snapshot) => {
-            let data = if known == Some(snapshot.etag.as_str()) { Bytes::new() } else { Bytes::from(snapshot.bytes) };
-            let meta =
-                Meta { stat: Some(snapshot.stat), etag: Some(snapshot.etag), report: Some(report), ..Meta::default() };
-            Frame::new(name, 200, meta, data)
-        }
-        Err(e) => {
-            tracing::debug!(metric = %metric.as_str(), error = %e, "heal read-back failed; the client will GET");
-            Frame::new(name, 200, Meta { report: Some(report), ..Meta::default() }, Bytes::new())
-        }
-    }
-}
-
-/// Each entry as a `DELETE`, with its `IfMatch` as the `If-Match` header.
-fn delete_entries(context: &Context<'_>, frames: Vec<Frame>) -> Vec<Frame> {
-    frames
-        .into_iter()
-        .map(|frame| {
-            let deleted = admit(context.grant, Op::Delete, &frame.name).and_then(|metric| {
-                let condition = frame.meta.if_match.as_deref().map(IfMatch::parse).transpose()?;
-                context.store.delete(&metric, condition.as_ref())?;
-                context.cache.removed(metric.as_str());
-                Ok(())
-            });
-            match deleted {
-                Ok(()) => Frame::new(frame.name, 200, Meta::default(), Bytes::new()),
-                Err(e) => failed(frame.name, &e),
+        let name = self.names[i].clone();
+        match store.read(metric) {
+            Ok(snapshot) => {
+                let data = if known.as_deref() == Some(snapshot.etag.as_str()) {
+                    Bytes::new()
+                } else {
+                    Bytes::from(snapshot.bytes)
+                };
+                let meta = Meta {
+                    stat: Some(snapshot.stat),
+                    etag: Some(snapshot.etag),
+                    report: Some(report.clone()),
+                    ..Meta::default()
+                };
+                Ok(Frame::new(name, 200, meta, data))
             }
-        })
-        .collect()
+            Err(AgentError::Wait(wait)) => Err(wait),
+            Err(e) => {
+                tracing::debug!(metric = %metric.as_str(), error = %e, "heal read-back failed; the client will GET");
+                Ok(Frame::new(name, 200, Meta { report: Some(report.clone()), ..Meta::default() }, Bytes::new()))
+            }
+        }
+    }
+
+    fn given_up(&mut self, i: usize, error: &AgentError) -> Frame {
+        let name = self.names[i].clone();
+        match &self.read_backs[i] {
+            Some((metric, report, _)) => {
+                tracing::debug!(metric = %metric.as_str(), %error, "heal read-back gave up; the client will GET");
+                Frame::new(name, 200, Meta { report: Some(report.clone()), ..Meta::default() }, Bytes::new())
+            }
+            None => failed(name, error),
+        }
+    }
 }

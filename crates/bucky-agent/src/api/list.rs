@@ -55,7 +55,8 @@ pub(super) async fn list(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"));
     if method == Method::POST && is_form {
-        let form = read_body(&headers, body, FORM_LIMIT).await?;
+        let mut charge = state.budget().charge();
+        let form = read_body(&state, &headers, body, FORM_LIMIT, &mut charge).await?;
         for (k, v) in form_urlencoded::parse(&form) {
             params.entry(k.into_owned()).or_insert_with(|| v.into_owned());
         }

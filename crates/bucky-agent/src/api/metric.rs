@@ -10,14 +10,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bucky_wire::{HealReport, MetricName, MetricStat, HEAL_REPORT_HEADER, METRIC_STAT_HEADER, READ_BACK_HEADER};
-use tokio::sync::OwnedSemaphorePermit;
 use whisper::WhisperBuf;
 
 use super::{
-    authorize, decode_whisper, is_snappy, max_encoded_len, nanos, parse_stat, read_body, snappy_framed, unix_now,
-    wants_snappy,
+    admit, authenticate, authorize, checked_size, decode_whisper, is_snappy, max_encoded_len, nanos, parse_stat,
+    read_body, snappy_framed, unix_now, wants_snappy,
 };
 use crate::auth::Op;
+use crate::budget::Charge;
 use crate::error::AgentError;
 use crate::etag::IfMatch;
 use crate::store::{Healed, Replaced, Snapshot, Store};
@@ -60,6 +60,7 @@ pub(super) async fn get_metric(
     let if_none_match = if_match(&headers, header::IF_NONE_MATCH)?;
     let snappy = wants_snappy(&headers);
     let file = state.blocking(move |store| Encoded::read(store, &name, snappy)).await?;
+    // (a 304 answers without the file: its charge goes back as it is dropped)
     if if_none_match.is_some_and(|m| m.matches(&file.snapshot.etag)) {
         let etag = HeaderValue::from_str(&file.snapshot.etag).map_err(|e| AgentError::internal("ETag", e))?;
         let mut response = StatusCode::NOT_MODIFIED.into_response();
@@ -76,26 +77,36 @@ struct Encoded {
 }
 
 impl Encoded {
-    /// Reads the metric's file (blocking) and compresses it if `snappy`.
+    /// Reads the metric's file (blocking) and compresses it if `snappy`, the compressed copy charged too.
     fn read(store: &Store, name: &MetricName, snappy: bool) -> Result<Encoded, AgentError> {
-        let snapshot = store.read(name)?;
-        let compressed = if snappy { Some(snappy_framed(&snapshot.bytes)?) } else { None };
+        let mut snapshot = store.read(name)?;
+        let compressed = if snappy {
+            let len = snapshot.bytes.len() as u64;
+            snapshot.charge.try_grow_to(len + max_encoded_len(len, true))?;
+            Some(snappy_framed(&snapshot.bytes)?)
+        } else {
+            None
+        };
         Ok(Encoded { snapshot, compressed })
     }
 
-    /// The answer of a GET: the file with its `X-Metric-Stat`, `ETag` and `Last-Modified`.
+    /// The answer of a GET: the file with its `X-Metric-Stat`, `ETag` and `Last-Modified`. The body keeps
+    /// its memory charged until the server has written it.
     fn into_response(self) -> Result<Response, AgentError> {
         let Encoded { snapshot, compressed } = self;
         let etag = HeaderValue::from_str(&snapshot.etag).map_err(|e| AgentError::internal("ETag", e))?;
         let mut stat = snapshot.stat;
+        let mut charge = snapshot.charge;
         let body = match compressed {
             Some(compressed) => {
                 stat.encoding = bucky_wire::ENCODING_SNAPPY;
+                drop(snapshot.bytes);
+                charge.shrink_to(compressed.len() as u64);
                 compressed
             }
             None => snapshot.bytes,
         };
-        let mut response = (StatusCode::OK, Body::from(body)).into_response();
+        let mut response = (StatusCode::OK, Body::from(charge.hold(body))).into_response();
         let h = response.headers_mut();
         h.insert(METRIC_STAT_HEADER, stat_header(&stat)?);
         h.insert(header::ETAG, etag);
@@ -114,7 +125,9 @@ impl Encoded {
 /// Whether a heal's client asked for the replica read back (`X-Bucky-Read-Back: 1`); a value other than
 /// `1`/`true`/`0`/`false` is refused before anything changes.
 fn wants_read_back(headers: &HeaderMap) -> Result<bool, AgentError> {
-    let Some(value) = headers.get(READ_BACK_HEADER) else { return Ok(false) };
+    let Some(value) = headers.get(READ_BACK_HEADER) else {
+        return Ok(false);
+    };
     match value.to_str().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         Ok("1" | "true") => Ok(true),
         Ok("0" | "false") => Ok(false),
@@ -125,12 +138,12 @@ fn wants_read_back(headers: &HeaderMap) -> Result<bool, AgentError> {
 /// Uploads up to this size (decoded) are decoded and checked on the request's own task.
 const INLINE_DECODE: i64 = 64 * 1024;
 
-/// An upload, checked and decoded, with the time it took and its share of the upload memory.
-struct Upload {
-    stat: MetricStat,
-    buf: WhisperBuf,
-    took: u64,
-    memory: OwnedSemaphorePermit,
+/// An upload, checked and decoded, with the time it took and the memory it holds.
+pub(super) struct Upload {
+    pub(super) stat: MetricStat,
+    pub(super) buf: WhisperBuf,
+    pub(super) took: u64,
+    pub(super) charge: Charge,
 }
 
 /// Reads and validates a POST/PUT body: `Content-Type: application/octet-stream`, `X-Metric-Stat`, optional
@@ -144,35 +157,48 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Up
     let stat = parse_stat(headers.get(METRIC_STAT_HEADER))?;
     let snappy = is_snappy(headers.get(header::CONTENT_ENCODING))?;
     let limit = state.config().body_limit;
-    if stat.size as u64 > limit {
-        return Err(AgentError::PayloadTooLarge(format!(
-            "X-Metric-Stat.Size {} is larger than the {limit}-byte limit (--max-body)",
-            stat.size
-        )));
-    }
-    let memory = state.reserve_upload(stat.size.max(0) as u64).await?;
-    // Never read more than the announced file can take: the reservation above is then a real bound.
-    let max = max_encoded_len(stat.size.max(0) as u64, snappy);
-    let body = read_body(headers, body, max.min(limit)).await.map_err(|e| match e {
+    let size = checked_size(&stat, limit, "")?;
+    // Never read more than the announced file can take.
+    let max = max_encoded_len(size, snappy);
+    let mut charge = state.budget().charge();
+    let body = read_body(state, headers, body, max.min(limit), &mut charge).await.map_err(|e| match e {
         AgentError::PayloadTooLarge(_) if max < limit => AgentError::BadRequest(format!(
             "Malformed whisper data: the body is longer than X-Metric-Stat.Size ({}) allows",
             stat.size
         )),
         other => other,
     })?;
-    // Small files decode in microseconds: a trip through the blocking pool would cost more than the work.
-    let (stat, buf) = if stat.size <= INLINE_DECODE {
-        let buf = decode_whisper(&stat, body, snappy, limit, "")?;
-        (stat, buf)
-    } else {
-        state
-            .blocking(move |_| {
-                let buf = decode_whisper(&stat, body, snappy, limit, "")?;
-                Ok((stat, buf))
-            })
-            .await?
-    };
-    Ok(Upload { stat, buf, took: nanos(started), memory })
+    let (stat, buf, charge) = decode(state, stat, body, snappy, charge, "").await?;
+    Ok(Upload { stat, buf, took: nanos(started), charge })
+}
+
+/// Checks and decodes a received body (see [`decode_whisper`]); the charge ends up holding the file.
+pub(super) async fn decode(
+    state: &AppState,
+    stat: MetricStat,
+    body: bytes::Bytes,
+    snappy: bool,
+    charge: Charge,
+    what: &'static str,
+) -> Result<(MetricStat, WhisperBuf, Charge), AgentError> {
+    let limit = state.config().body_limit;
+    // Small plain files decode in microseconds: a trip through the blocking pool would cost more than the work.
+    if !snappy && stat.size <= INLINE_DECODE {
+        let mut charge = charge;
+        let buf = decode_whisper(&stat, body, false, limit, what, &mut charge)?;
+        return Ok((stat, buf, charge));
+    }
+    let mut input = Some((body, charge));
+    state
+        .blocking(move |_| {
+            let (body, charge) =
+                input.as_mut().ok_or_else(|| AgentError::internal("decode", "retried after success"))?;
+            let buf = decode_whisper(&stat, body.clone(), snappy, limit, what, charge)?;
+            let (_, mut charge) = input.take().ok_or_else(|| AgentError::internal("decode", "no input"))?;
+            charge.shrink_to(buf.as_bytes().len() as u64);
+            Ok((stat.clone(), buf, charge))
+        })
+        .await
 }
 
 pub(super) async fn post_metric(
@@ -182,19 +208,25 @@ pub(super) async fn post_metric(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AgentError> {
-    let name = authorize(&state, &headers, Op::Update, &name)?;
+    let grant = authenticate(&state, &headers)?;
+    let name = admit(grant.as_ref(), Op::Update, &name)?;
     let read_back = wants_read_back(&headers)?.then(|| wants_snappy(&headers));
     let query: HashMap<String, String> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
-    let (stat, buf, mut report, memory) = if query.get("fetch_offload").is_some_and(|v| v == "true") {
-        super::offload::fetch(&state, &query, &headers, body).await?
+    let (upload, mut report) = if query.get("fetch_offload").is_some_and(|v| v == "true") {
+        let upload = super::offload::fetch(&state, &query, &headers, body, grant.as_ref()).await?;
+        let report = HealReport { download: upload.took, ..HealReport::default() };
+        (upload, report)
     } else {
         let upload = receive(&state, &headers, body).await?;
-        (upload.stat, upload.buf, HealReport { dump: upload.took, ..HealReport::default() }, upload.memory)
+        let report = HealReport { dump: upload.took, ..HealReport::default() };
+        (upload, report)
     };
-    let replica = heal(&state, name, stat, buf, &mut report, read_back).await?;
-    drop(memory);
-    let Some(replica) = replica else { return Ok(Json(report).into_response()) };
+    let Upload { stat, buf, charge, .. } = upload;
+    let replica = heal(&state, name, stat, buf, charge, &mut report, read_back).await?;
+    let Some(replica) = replica else {
+        return Ok(Json(report).into_response());
+    };
     let report = serde_json::to_string(&report).map_err(|e| AgentError::internal("heal report", e))?;
     let mut response = replica.into_response()?;
     let h = response.headers_mut();
@@ -211,20 +243,23 @@ async fn heal(
     name: MetricName,
     stat: MetricStat,
     buf: WhisperBuf,
+    charge: Charge,
     report: &mut HealReport,
     read_back: Option<bool>,
 ) -> Result<Option<Encoded>, AgentError> {
     let started = Instant::now();
     let cache = Arc::clone(state.cache());
+    let mut upload = Some((buf, charge));
     // The list is updated in the blocking task: it happens even if the request is abandoned meanwhile.
     let (healed, took, replica) = state
         .blocking(move |store| {
-            let healed = store.heal(&name, &buf, stat.mod_time, unix_now())?;
+            let (buf, _) = upload.as_ref().ok_or_else(|| AgentError::internal("heal", "retried after success"))?;
+            let healed = store.heal(&name, buf, stat.mod_time, unix_now())?;
             if healed == Healed::Created {
                 cache.added(name.as_str());
             }
             let took = nanos(started);
-            drop(buf); // before the read-back: two copies of the file at once are enough
+            upload = None; // before the read-back: two copies of the file at once are enough
             let replica = read_back.and_then(|snappy| match Encoded::read(store, &name, snappy) {
                 Ok(replica) => Some(replica),
                 Err(e) => {
@@ -259,7 +294,7 @@ pub(super) async fn put_metric(
     let upload = receive(&state, &headers, body).await?;
     let started = Instant::now();
     let cache = Arc::clone(state.cache());
-    let Upload { stat, buf, took, memory } = upload;
+    let Upload { stat, buf, took, charge } = upload;
     let replaced = state
         .blocking(move |store| {
             let replaced = store.replace(&name, &buf, condition.as_ref(), stat.mod_time)?;
@@ -269,7 +304,7 @@ pub(super) async fn put_metric(
             Ok(replaced)
         })
         .await?;
-    drop(memory);
+    drop(charge);
     let report = HealReport {
         dump: took,
         copy: nanos(started),

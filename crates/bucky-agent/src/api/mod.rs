@@ -1,6 +1,8 @@
 //! The HTTP API: routes, access log, and the request plumbing shared by the handlers.
 
 mod batch;
+#[cfg(test)]
+mod limits_tests;
 mod list;
 mod metric;
 mod offload;
@@ -19,11 +21,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use bucky_wire::{MetricName, MetricStat, METRIC_STAT_HEADER};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tower_http::timeout::TimeoutLayer;
 use whisper::WhisperBuf;
 
 use crate::auth::{Grant, Op};
+use crate::budget::Charge;
 use crate::error::AgentError;
 use crate::AppState;
 
@@ -101,7 +104,9 @@ pub(crate) fn unix_now() -> i64 {
 
 /// The token's grant when authentication is on (`None` when it is off).
 pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Grant>, AgentError> {
-    let Some(auth) = &state.config().auth else { return Ok(None) };
+    let Some(auth) = &state.config().auth else {
+        return Ok(None);
+    };
     let header = headers.get(bucky_wire::AUTH_HEADER).map(|v| v.to_str().unwrap_or(""));
     auth.verify(header, unix_now()).map(Some)
 }
@@ -121,8 +126,17 @@ pub(crate) fn admit(grant: Option<&Grant>, op: Op, name: &str) -> Result<MetricN
     Ok(name)
 }
 
-/// Reads a request body of at most `limit` bytes (413 beyond).
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, AgentError> {
+/// Reads a request body of at most `limit` bytes (413 beyond), charging its bytes to `charge` as they arrive
+/// (never what `Content-Length` announces): a client trickling a body it claims to be huge holds only
+/// what it sent. The body must keep coming: each piece within `--body-timeout`, and on average at least
+/// `--min-body-rate` once it has taken longer than that (408 otherwise).
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    charge: &mut Charge,
+) -> Result<Bytes, AgentError> {
     let too_large =
         || AgentError::PayloadTooLarge(format!("request body larger than the {limit}-byte limit (--max-body)"));
     let declared =
@@ -130,11 +144,50 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Re
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
-    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(AgentError::BadRequest(format!("error reading the request body: {e}"))),
+    let config = state.config();
+    let (idle, min_rate, patience) = (config.body_timeout, config.min_body_rate, config.memory_wait);
+    let mut body = body;
+    let mut bytes: Vec<u8> = Vec::new();
+    let started = Instant::now();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(AgentError::RequestTimeout(format!(
+                    "request body: nothing received for {} s (--body-timeout) after {} bytes",
+                    idle.as_secs(),
+                    bytes.len()
+                )))
+            }
+            Ok(None) => break,
+            Ok(Some(frame)) => {
+                frame.map_err(|e| AgentError::BadRequest(format!("error reading the request body: {e}")))?
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let len = bytes.len() as u64 + data.len() as u64;
+        if len > limit {
+            return Err(too_large());
+        }
+        if len > bytes.capacity() as u64 {
+            // Grow by doubling (bounded by what was announced and by the limit), charged before allocating.
+            let ceiling = declared.filter(|&d| d >= len).unwrap_or(limit);
+            let capacity = len.max((bytes.capacity() as u64).saturating_mul(2)).max(8192).min(ceiling);
+            charge.grow_to(capacity, patience).await?;
+            bytes.reserve_exact(usize::try_from(capacity).unwrap_or(usize::MAX) - bytes.len());
+        }
+        bytes.extend_from_slice(&data);
+        let elapsed = started.elapsed();
+        if elapsed > idle && (bytes.len() as f64) < min_rate as f64 * elapsed.as_secs_f64() {
+            return Err(AgentError::RequestTimeout(format!(
+                "request body arriving too slowly: {} bytes in {:.0} s, below --min-body-rate {min_rate} bytes/s",
+                bytes.len(),
+                elapsed.as_secs_f64()
+            )));
+        }
     }
+    Ok(Bytes::from(bytes))
 }
 
 /// Parses an `X-Metric-Stat` header value.
@@ -169,16 +222,9 @@ pub(crate) fn is_snappy(content_encoding: Option<&HeaderValue>) -> Result<bool, 
     }
 }
 
-/// Decodes and validates an uploaded (or fetched) whisper file before anything on disk changes: the
-/// decoded size must equal `X-Metric-Stat.Size`, and the bytes must be a structurally valid whisper file.
-/// `what` prefixes the messages ("" for uploads).
-pub(crate) fn decode_whisper(
-    stat: &MetricStat,
-    body: Bytes,
-    snappy: bool,
-    limit: u64,
-    what: &str,
-) -> Result<WhisperBuf, AgentError> {
+/// `X-Metric-Stat.Size` of an upload, checked before anything is read: 400 if it cannot be a whisper
+/// file (negative included), 413 beyond `--max-body`.
+pub(crate) fn checked_size(stat: &MetricStat, limit: u64, what: &str) -> Result<u64, AgentError> {
     if stat.size <= 28 {
         return Err(AgentError::BadRequest(format!(
             "{what}Whisper data in request too small: X-Metric-Stat.Size is {}",
@@ -191,14 +237,28 @@ pub(crate) fn decode_whisper(
             "{what}X-Metric-Stat.Size {size} is larger than the {limit}-byte limit (--max-body)"
         )));
     }
+    Ok(size)
+}
+
+/// Decodes and validates an uploaded (or fetched) whisper file before anything on disk changes: the
+/// decoded size must equal `X-Metric-Stat.Size`, and the bytes must be a structurally valid whisper file.
+/// `what` prefixes the messages ("" for uploads). A snappy stream is inflated into memory charged to
+/// `charge` (which holds the body already) as it grows: [`Wait::Memory`](crate::Wait) when the budget
+/// has no room, so run it where waits are handled ([`AppState::blocking`]).
+pub(crate) fn decode_whisper(
+    stat: &MetricStat,
+    body: Bytes,
+    snappy: bool,
+    limit: u64,
+    what: &str,
+    charge: &mut Charge,
+) -> Result<WhisperBuf, AgentError> {
+    let size = checked_size(stat, limit, what)?;
     let bytes = if snappy {
-        // Read at most one byte more than announced: a lying Size cannot make us inflate a bomb.
-        let mut decoded = Vec::with_capacity(size as usize);
-        snap::read::FrameDecoder::new(&body[..])
-            .take(size + 1)
-            .read_to_end(&mut decoded)
-            .map_err(|e| AgentError::BadRequest(format!("{what}invalid snappy stream: {e}")))?;
-        decoded
+        inflate(&body, size, charge).map_err(|e| match e {
+            AgentError::BadRequest(reason) => AgentError::BadRequest(format!("{what}{reason}")),
+            other => other,
+        })?
     } else {
         Vec::from(body) // no copy when the buffer is not shared
     };
@@ -209,6 +269,36 @@ pub(crate) fn decode_whisper(
         )));
     }
     WhisperBuf::from_bytes(bytes).map_err(|e| AgentError::BadRequest(format!("{what}Malformed whisper data: {e}")))
+}
+
+/// A snappy framed stream inflated to at most `size + 1` bytes (a lying `Size` cannot make us inflate a
+/// bomb), each growth of the buffer charged before it is made.
+fn inflate(body: &Bytes, size: u64, charge: &mut Charge) -> Result<Vec<u8>, AgentError> {
+    let ceiling = usize::try_from(size + 1).unwrap_or(usize::MAX);
+    let mut decoder = snap::read::FrameDecoder::new(&body[..]).take(size + 1);
+    let mut decoded: Vec<u8> = Vec::new();
+    loop {
+        if decoded.len() == decoded.capacity() {
+            let capacity = (decoded.capacity().saturating_mul(2)).max(64 * 1024).min(ceiling.max(1));
+            charge.try_grow_to(body.len() as u64 + capacity as u64)?;
+            decoded.reserve_exact(capacity - decoded.len());
+        }
+        let start = decoded.len();
+        let room = decoded.capacity() - start;
+        decoded.resize(start + room, 0);
+        match decoder.read(&mut decoded[start..]) {
+            Ok(0) => {
+                decoded.truncate(start);
+                return Ok(decoded);
+            }
+            Ok(n) => decoded.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => decoded.truncate(start),
+            Err(e) => return Err(AgentError::BadRequest(format!("invalid snappy stream: {e}"))),
+        }
+        if decoded.len() >= ceiling {
+            return Ok(decoded);
+        }
+    }
 }
 
 /// Whether the client asked for snappy (`Accept-Encoding: snappy`, buckyd's exact protocol; a list

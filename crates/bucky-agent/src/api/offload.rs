@@ -4,20 +4,21 @@
 //!
 //! Unlike the fork, `server` must be a ring member (its host a ring node's host, its port one of
 //! `--peer-port`), so the agent cannot be used to fetch arbitrary URLs, and the token it sends along (when
-//! authentication is on) is read-only and short-lived.
+//! authentication is on) is read-only and short-lived. With authentication on, the caller's token must
+//! allow `read` on the *source* metric as well as `update` on the destination: otherwise a token limited to
+//! one namespace could copy any metric into it and read it there.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::http::{header, HeaderMap, StatusCode};
-use bucky_wire::{HealReport, MetricName, MetricStat, METRIC_STAT_HEADER};
-use tokio::sync::OwnedSemaphorePermit;
-use whisper::WhisperBuf;
-
-use super::{decode_whisper, is_snappy, max_encoded_len, parse_stat, read_body, unix_now};
+use super::metric::{decode, Upload};
+use super::{checked_size, is_snappy, max_encoded_len, nanos, parse_stat, read_body, unix_now};
+use crate::auth::{Grant, Op};
 use crate::error::AgentError;
 use crate::AppState;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use bucky_wire::{MetricName, METRIC_STAT_HEADER};
 
 /// Largest offload form body.
 const FORM_LIMIT: u64 = 1 << 20;
@@ -26,13 +27,15 @@ fn fetch_error(reason: impl std::fmt::Display) -> AgentError {
     AgentError::BadRequest(format!("Error fetching metric: {reason}"))
 }
 
-/// Fetches the offload source named by the form; returns it decoded and validated, with the download time.
+/// Fetches the offload source named by the form; returns it decoded and validated, with the download time
+/// (as `took`). `grant` is the caller's token (authentication on): it must allow reading the source.
 pub(super) async fn fetch(
     state: &AppState,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(MetricStat, WhisperBuf, HealReport, OwnedSemaphorePermit), AgentError> {
+    grant: Option<&Grant>,
+) -> Result<Upload, AgentError> {
     let started = Instant::now();
     let mut form: HashMap<String, String> = HashMap::new();
     let is_form = headers
@@ -40,7 +43,8 @@ pub(super) async fn fetch(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"));
     if is_form {
-        let bytes = read_body(headers, body, FORM_LIMIT).await?;
+        let mut charge = state.budget().charge();
+        let bytes = read_body(state, headers, body, FORM_LIMIT, &mut charge).await?;
         for (k, v) in form_urlencoded::parse(&bytes) {
             form.entry(k.into_owned()).or_insert_with(|| v.into_owned());
         }
@@ -53,6 +57,11 @@ pub(super) async fn fetch(
     let metric = field("metric").ok_or_else(|| AgentError::BadRequest("offload: form field metric missing".into()))?;
     let metric = MetricName::parse(metric)
         .map_err(|e| AgentError::BadRequest(format!("offload: invalid source metric name: {e}")))?;
+    if let Some(grant) = grant {
+        grant.authorize(Op::Read, metric.as_str()).map_err(|e| {
+            AgentError::Forbidden(format!("offload: the token may not read the source metric {}: {e}", metric.as_str()))
+        })?;
+    }
     let no_encoding = field("no_encoding") == Some("true");
     check_peer(state, server)?;
 
@@ -76,26 +85,22 @@ pub(super) async fn fetch(
     let stat = parse_stat(response.headers().get(METRIC_STAT_HEADER)).map_err(fetch_error)?;
     let snappy = is_snappy(response.headers().get(header::CONTENT_ENCODING)).map_err(fetch_error)?;
     let limit = state.config().body_limit;
-    if stat.size.max(0) as u64 > limit {
-        return Err(fetch_error(format!("the source is larger than the {limit}-byte limit (--max-body)")));
-    }
-    let memory = state.reserve_upload(stat.size.max(0) as u64).await?;
-    let max = max_encoded_len(stat.size.max(0) as u64, snappy);
+    let size = checked_size(&stat, limit, "Error fetching metric: ")?;
+    let max = max_encoded_len(size, snappy);
+    let patience = state.config().memory_wait;
+    let mut charge = state.budget().charge();
     let mut data = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(fetch_error)? {
-        if (data.len() + chunk.len()) as u64 > max {
+        let len = (data.len() + chunk.len()) as u64;
+        if len > max {
             return Err(fetch_error(format!("the body is longer than X-Metric-Stat.Size ({}) allows", stat.size)));
         }
+        charge.grow_to(len.max(data.capacity() as u64), patience).await?;
         data.extend_from_slice(&chunk);
+        charge.grow_to(data.capacity() as u64, patience).await?;
     }
-    let (stat, buf) = state
-        .blocking(move |_| {
-            let buf = decode_whisper(&stat, data.into(), snappy, limit, "Error fetching metric: ")?;
-            Ok((stat, buf))
-        })
-        .await?;
-    let download = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    Ok((stat, buf, HealReport { download, ..HealReport::default() }, memory))
+    let (stat, buf, charge) = decode(state, stat, data.into(), snappy, charge, "Error fetching metric: ").await?;
+    Ok(Upload { stat, buf, took: nanos(started), charge })
 }
 
 /// Accepts `host:port` only if the host is a ring member's and the port one of `--peer-port`.

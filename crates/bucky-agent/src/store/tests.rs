@@ -289,5 +289,5 @@ fn heal_many_of_more_than_one_commit_batch() {
     assert!(results.iter().all(|r| matches!(r, Ok(Healed::Created))));
     let files: usize = (0..3).map(|d| entries(&dir.path().join(format!("big/d{d}"))).len()).sum();
     assert_eq!(files, count);
-    assert!(store.heal_many(&[], now()).is_empty());
+    assert!(store.heal_many::<HealItem>(&[], now()).is_empty());
 }

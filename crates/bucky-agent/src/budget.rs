@@ -1,0 +1,204 @@
+//! The agent's one memory budget (`--request-memory`): every byte it holds for a request (an upload or a
+//! batch body as it arrives, a file read for an answer, a decompressed copy) is charged here first, and
+//! given back when the bytes are dropped — for an answer, when the server has written them to the socket.
+//!
+//! Charges grow with the bytes actually received or read, never with what a client *announces*: a client
+//! that claims a 1 GiB upload and trickles it holds what it sent so far, not 1 GiB. A charge that cannot
+//! grow waits at most `--memory-wait` (async code), or reports [`Wait::Memory`] (blocking code, which must
+//! not wait while it holds an I/O slot); either way the request ends as a 503 with `Retry-After` rather than
+//! waiting without bound. Requests that hold no data (HEAD, DELETE without `If-Match`, listings) never
+//! touch the budget, so they are never slowed by it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::error::AgentError;
+use crate::wait::Wait;
+
+/// Granularity of the budget: one semaphore permit per KiB.
+const UNIT: u64 = 1024;
+
+/// The memory all requests may hold together.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    permits: Arc<Semaphore>,
+    /// The whole budget, in units: also the most one charge can take.
+    units: u32,
+}
+
+/// Bytes of the budget held by one request; given back on drop.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    budget: Budget,
+    units: u32,
+}
+
+impl Budget {
+    /// A budget of `bytes` (at least one unit).
+    pub(crate) fn new(bytes: u64) -> Budget {
+        let units = u32::try_from(bytes / UNIT).unwrap_or(u32::MAX).clamp(1, Semaphore::MAX_PERMITS as u32);
+        Budget { permits: Arc::new(Semaphore::new(units as usize)), units }
+    }
+
+    /// A budget nothing can exhaust (stores used outside an agent, tests).
+    pub(crate) fn unlimited() -> Budget {
+        Budget::new(u64::MAX)
+    }
+
+    /// Units needed for `bytes`; a single charge larger than the whole budget takes all of it (and so waits
+    /// until nothing else is held) rather than never fitting.
+    fn units(&self, bytes: u64) -> u32 {
+        u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).min(self.units)
+    }
+
+    /// An empty charge, grown as bytes arrive.
+    pub(crate) fn charge(&self) -> Charge {
+        Charge { budget: self.clone(), units: 0 }
+    }
+
+    /// `bytes` charged now, or [`Wait::Memory`] when the budget has no room (blocking code).
+    pub(crate) fn try_charge(&self, bytes: u64) -> Result<Charge, AgentError> {
+        let mut charge = self.charge();
+        charge.try_grow_to(bytes)?;
+        Ok(charge)
+    }
+
+    /// Waits until `bytes` could be charged, at most `patience` (then `false`). Takes nothing: the caller
+    /// tries again, and may find the room taken meanwhile (then it waits again, within its own deadline).
+    pub(crate) async fn room_for(&self, bytes: u64, patience: Duration) -> bool {
+        let units = self.units(bytes);
+        match tokio::time::timeout(patience, self.permits.acquire_many(units)).await {
+            Ok(Ok(permits)) => {
+                drop(permits);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bytes free in the budget now.
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> u64 {
+        self.permits.available_permits() as u64 * UNIT
+    }
+}
+
+impl Charge {
+    /// Grows the charge to cover `bytes` in all, waiting at most `patience` for room; 503 beyond.
+    pub(crate) async fn grow_to(&mut self, bytes: u64, patience: Duration) -> Result<(), AgentError> {
+        let want = self.budget.units(bytes);
+        if want <= self.units {
+            return Ok(());
+        }
+        let more = want - self.units;
+        match tokio::time::timeout(patience, self.budget.permits.acquire_many(more)).await {
+            Ok(Ok(permits)) => {
+                permits.forget();
+                self.units = want;
+                Ok(())
+            }
+            _ => Err(out_of_memory(bytes, patience)),
+        }
+    }
+
+    /// Grows the charge to cover `bytes` in all if the budget has room now; [`Wait::Memory`] otherwise.
+    pub(crate) fn try_grow_to(&mut self, bytes: u64) -> Result<(), AgentError> {
+        let want = self.budget.units(bytes);
+        if want <= self.units {
+            return Ok(());
+        }
+        let more = want - self.units;
+        match self.budget.permits.try_acquire_many(more) {
+            Ok(permits) => {
+                permits.forget();
+                self.units = want;
+                Ok(())
+            }
+            Err(_) => Err(AgentError::Wait(Wait::Memory { bytes })),
+        }
+    }
+
+    /// Gives back what is beyond `bytes`.
+    pub(crate) fn shrink_to(&mut self, bytes: u64) {
+        let keep = self.budget.units(bytes);
+        if keep < self.units {
+            self.budget.permits.add_permits((self.units - keep) as usize);
+            self.units = keep;
+        }
+    }
+
+    /// `bytes`, holding this charge until the last clone of the returned buffer is dropped (for an answer
+    /// body: until the server has written it).
+    pub(crate) fn hold(self, bytes: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Held { bytes, _charge: self })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.units > 0 {
+            self.budget.permits.add_permits(self.units as usize);
+        }
+    }
+}
+
+/// A buffer that keeps its charge for as long as it lives.
+struct Held {
+    bytes: Vec<u8>,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The 503 of a request that found no room in the budget in time.
+pub(crate) fn out_of_memory(bytes: u64, patience: Duration) -> AgentError {
+    AgentError::Unavailable(format!(
+        "the agent's request memory (--request-memory) had no room for {bytes} more bytes within {} s \
+         (--memory-wait): other requests hold it; retry",
+        patience.as_secs_f64()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn charges_grow_shrink_and_come_back_on_drop() {
+        let budget = Budget::new(10 * UNIT);
+        let mut a = budget.charge();
+        a.grow_to(3 * UNIT + 1, Duration::ZERO).await.unwrap();
+        assert_eq!(budget.available(), 6 * UNIT);
+        let b = budget.try_charge(6 * UNIT).unwrap();
+        assert!(matches!(budget.try_charge(1), Err(AgentError::Wait(Wait::Memory { bytes: 1 }))));
+        let refused = budget.charge().grow_to(UNIT, Duration::from_millis(20)).await.unwrap_err();
+        assert!(matches!(refused, AgentError::Unavailable(_)), "{refused}");
+        a.shrink_to(UNIT);
+        assert_eq!(budget.available(), 3 * UNIT);
+        let held = b.hold(vec![7; 10]);
+        let clone = held.clone();
+        drop(held);
+        assert_eq!(budget.available(), 3 * UNIT, "still held by a clone");
+        drop(clone);
+        assert_eq!(budget.available(), 9 * UNIT);
+        drop(a);
+        assert_eq!(budget.available(), 10 * UNIT);
+    }
+
+    #[tokio::test]
+    async fn a_charge_larger_than_the_budget_takes_all_of_it() {
+        let budget = Budget::new(4 * UNIT);
+        let big = budget.try_charge(1 << 30).unwrap();
+        assert_eq!(budget.available(), 0);
+        assert!(!budget.room_for(1, Duration::from_millis(10)).await);
+        drop(big);
+        assert!(budget.room_for(1 << 40, Duration::from_millis(10)).await);
+    }
+}
