@@ -14,8 +14,8 @@ use reqwest::StatusCode;
 use whisper::{CreateOptions, Point, Retention, WhisperBuf};
 
 /// A running `bucky-agent`, killed on drop.
-struct TestAgent {
-    child: Child,
+pub(crate) struct TestAgent {
+    pub(crate) child: Child,
     base: String,
     root: PathBuf,
     log: PathBuf,
@@ -24,7 +24,7 @@ struct TestAgent {
 impl TestAgent {
     /// Starts an agent on `ip:port` serving `root`, whose ring is `ring` (this node is `ip`), with extra
     /// flags, and waits until it answers.
-    fn start(ip: &str, port: u16, root: &Path, ring: &[&str], extra: &[&str]) -> TestAgent {
+    pub(crate) fn start(ip: &str, port: u16, root: &Path, ring: &[&str], extra: &[&str]) -> TestAgent {
         let log = root.with_extension(format!("{port}.log"));
         let mut command = Command::new(bin("bucky-agent"));
         command
@@ -56,11 +56,11 @@ impl TestAgent {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -90,7 +90,7 @@ impl Drop for TestAgent {
     }
 }
 
-fn client() -> Client {
+pub(crate) fn client() -> Client {
     Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
 
@@ -102,7 +102,7 @@ fn now() -> i64 {
 }
 
 /// A `1m:1d` whisper file holding `points` (minutes ago → value).
-fn wsp(points: &[(i64, f64)]) -> Vec<u8> {
+pub(crate) fn wsp(points: &[(i64, f64)]) -> Vec<u8> {
     let header = whisper::header_for(&Retention::parse_list("1m:1d").unwrap(), &CreateOptions::default()).unwrap();
     let mut buf = WhisperBuf::empty(header);
     let now = now();
@@ -123,7 +123,7 @@ fn points(bytes: &[u8]) -> Vec<(i64, f64)> {
     out
 }
 
-fn put_file(root: &Path, name: &str, bytes: &[u8]) {
+pub(crate) fn put_file(root: &Path, name: &str, bytes: &[u8]) {
     let path = root.join(name.replace('.', "/") + ".wsp");
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, bytes).unwrap();
@@ -134,7 +134,7 @@ fn stat_header(name: &str, size: usize) -> String {
         .to_header_value()
 }
 
-fn upload(client: &Client, method: reqwest::Method, url: &str, name: &str, bytes: &[u8]) -> Response {
+pub(crate) fn upload(client: &Client, method: reqwest::Method, url: &str, name: &str, bytes: &[u8]) -> Response {
     client
         .request(method, url)
         .header("Content-Type", "application/octet-stream")
@@ -375,14 +375,22 @@ fn agent_auth_on_and_off() {
     let response = client.delete(&url).header(AUTH_HEADER, &reader).send().unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(a.path_of("sys.load").exists());
-    // Offload with auth: B fetches from A with its own read-only token.
-    let writer = auth.sign(&serde_json::json!({"namespaces": ["copy.*"], "ops": ["update"]}));
-    let response = client
-        .post(b.url("/metrics/copy.load?fetch_offload=true"))
-        .header(AUTH_HEADER, &writer)
-        .form(&[("server", format!("{ip_a}:{port_a}")), ("metric", "sys.load".to_owned())])
-        .send()
-        .unwrap();
+    // Offload with auth: B fetches from A with its own read-only token, only for a caller that may read
+    // the source (a token for copy.* alone must not copy sys.load into its namespace and read it there).
+    let offload = |token: &str| {
+        client
+            .post(b.url("/metrics/copy.load?fetch_offload=true"))
+            .header(AUTH_HEADER, token)
+            .form(&[("server", format!("{ip_a}:{port_a}")), ("metric", "sys.load".to_owned())])
+            .send()
+            .unwrap()
+    };
+    let writer = auth.sign(&serde_json::json!({"namespaces": ["copy.*"], "ops": ["update", "read"]}));
+    let response = offload(&writer);
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "{:?}", response.text());
+    assert!(!b.path_of("copy.load").exists());
+    let mover = auth.sign(&serde_json::json!({"namespaces": ["copy.*", "sys.*"], "ops": ["update", "read"]}));
+    let response = offload(&mover);
     assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text());
     assert_eq!(fs::read(b.path_of("copy.load")).unwrap(), fs::read(a.path_of("sys.load")).unwrap());
     drop((a, b));

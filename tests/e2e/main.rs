@@ -2,6 +2,7 @@
 //! Each module covers one area and starts the real binaries it needs.
 
 mod agent;
+mod agent_limits;
 mod cli;
 mod cluster;
 mod live;

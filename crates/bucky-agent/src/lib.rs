@@ -17,8 +17,11 @@
 //! | `POST /batch/delete` | bucky extension: many `DELETE`s, each with an optional `IfMatch`; per entry 200, or its own error (404, 412, 400, 403) |
 //!
 //! Wrong methods are 400 (as buckyd). A batch answers 200 with one frame per request frame, in order, the
-//! same status and message as the single-metric route; the whole request fails (401/403 token, 400
-//! `Content-Type` or malformed body, 413 over `--max-body` once decoded) before anything changes. The body
+//! same status and message as the single-metric route, streamed a chunk at a time; the whole request fails
+//! (401 token, 403 a token without the route's right, 400 `Content-Type`, malformed or empty body, 413
+//! over `--max-body` once decoded) before anything changes. Every byte a request holds is charged to one
+//! memory budget (`--request-memory`), and waits for a flock or for memory hold no I/O slot (see the
+//! README's "Limits and protections"). The body
 //! may be snappy framed (`Content-Encoding`/`Accept-Encoding: snappy`). Client mistakes are 4xx with the reason; nothing on disk changes
 //! when a request fails, and nothing outside the prefix is ever touched (names go through
 //! [`bucky_wire::MetricName`]). Lock timeouts are 503 with `Retry-After`.
@@ -27,7 +30,8 @@
 //!
 //! [`app`] builds the axum [`Router`] (tests drive it with `oneshot`); [`serve`] runs it on a listener
 //! until a shutdown future resolves; [`run`] is the binary. Disk work, flocks and the directory scan run
-//! on the blocking pool, at most `--io-concurrency` at a time.
+//! on the blocking pool, at most `--io-concurrency` at a time; an operation that would wait (a held flock,
+//! a full memory budget) gives its slot back and waits in async code.
 //!
 //! ```no_run
 //! use bucky_agent::{AppState, Config};

@@ -25,6 +25,8 @@
 //! another batch or with `GET`.
 
 use std::io::{Read, Write};
+
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -130,10 +132,8 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
     let writer = Writer::new(snappy_answer, state.budget().clone());
     let answer =
         Answer { state: state.clone(), entries, next: 0, unsent: None, waiter: state.waiter(), writer: Some(writer) };
-    let stream = futures_util::stream::unfold(answer, |mut answer| async move {
-        answer.next_chunk().await.map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), answer))
-    });
-    let mut response = (StatusCode::OK, Body::from_stream(stream)).into_response();
+    let body = answer.into_body().await;
+    let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     if snappy_answer {
@@ -222,6 +222,25 @@ struct Answer {
 }
 
 impl Answer {
+    /// The answer's body: with a `Content-Length` when it fits in its first chunk (most batches), else
+    /// streamed (chunked) a chunk at a time.
+    async fn into_body(mut self) -> Body {
+        let first = self.next_chunk().await;
+        if self.next >= self.entries.len() && self.unsent.is_none() {
+            let rest = self.next_chunk().await;
+            return match (first, rest) {
+                (Some(first), Some(rest)) => Body::from([first.as_ref(), rest.as_ref()].concat()),
+                (Some(only), None) | (None, Some(only)) => Body::from(only),
+                (None, None) => Body::empty(),
+            };
+        }
+        let rest = futures_util::stream::unfold(self, |mut answer| async move {
+            answer.next_chunk().await.map(|chunk| (chunk, answer))
+        });
+        let chunks = futures_util::stream::iter(first).chain(rest).map(Ok::<Bytes, std::convert::Infallible>);
+        Body::from_stream(chunks)
+    }
+
     /// The next piece of the answer (`None` when it is complete): the entries served in one trip through
     /// the blocking pool, until [`CHUNK`] bytes are ready, one of them has to wait, or all are served.
     async fn next_chunk(&mut self) -> Option<Bytes> {
