@@ -494,10 +494,15 @@ fn agent_killed_in_the_middle_of_a_create_leaves_no_partial_file() {
     request.join().unwrap();
     let final_path = root.join("crash/metric.wsp");
     assert!(!final_path.exists(), "a partial file was published");
-    // After a restart the metric is not listed, and the next upload creates it whole.
+    let left = hidden_temp_files(&root.join("crash"));
+    assert_eq!(left.len(), 1, "the killed agent's temp file: {left:?}");
+    // After a restart the metric is not listed, the killed agent's temp file is gone once the first scan
+    // finished (its maker is dead: no waiting for an hour), and the next upload creates the metric whole.
     let restarted = TestAgent::start(ip, free_port(ip), &root, &[ip], &[]);
     let client = client();
     assert!(!restarted.list(&client, "").contains(&"crash.metric".to_owned()));
+    assert_eq!(hidden_temp_files(&root.join("crash")), Vec::<String>::new(), "{}", restarted.log());
+    assert!(restarted.log().contains("removed a temp file left by an interrupted create"), "{}", restarted.log());
     let response =
         upload(&client, reqwest::Method::POST, &restarted.url("/metrics/crash.metric"), "crash.metric", &bytes);
     assert_eq!(response.status(), StatusCode::OK);

@@ -45,7 +45,7 @@ impl Lcg {
 }
 
 /// Replicas of each name, as node indices, from `bucky locate -j`.
-fn placement(cluster: &TestCluster, names: &[String]) -> BTreeMap<String, Vec<usize>> {
+pub(crate) fn placement(cluster: &TestCluster, names: &[String]) -> BTreeMap<String, Vec<usize>> {
     let input = names.join("\n");
     let located = json(&cluster.bucky_stdin(&["locate", "-j", "-"], input.as_bytes()));
     names

@@ -3,7 +3,9 @@
 
 mod agent;
 mod agent_limits;
+mod agent_server;
 mod cli;
 mod cluster;
 mod live;
+mod node_full;
 mod pickle_relay;

@@ -126,6 +126,87 @@ impl LineSink {
     }
 }
 
+/// A connection of a [`RestartableSink`] and the thread reading it.
+type SinkConn = (TcpStream, std::thread::JoinHandle<()>);
+
+/// A line receiver on a fixed port that can be restarted as a daemon restarts: `restart` stops
+/// listening, closes its connections (after reading what was sent: a clean exit), and listens again on
+/// the same port. Records every line of every connection.
+struct RestartableSink {
+    port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Open connections, to close at a restart, and the threads reading them.
+    conns: Arc<Mutex<Vec<SinkConn>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RestartableSink {
+    fn start() -> RestartableSink {
+        let mut sink = RestartableSink {
+            port: free_port(IP),
+            lines: Arc::default(),
+            conns: Arc::default(),
+            stop: Arc::default(),
+            acceptor: None,
+        };
+        sink.listen();
+        sink
+    }
+
+    fn listen(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = TcpListener::bind((IP, self.port)).expect("bind the sink's port again");
+        listener.set_nonblocking(true).unwrap();
+        self.stop.store(false, Relaxed);
+        let (lines, conns, stop) = (self.lines.clone(), self.conns.clone(), self.stop.clone());
+        self.acceptor = Some(std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        let reader = conn.try_clone().unwrap();
+                        let lines = lines.clone();
+                        let thread = std::thread::spawn(move || {
+                            for line in BufReader::new(reader).lines() {
+                                let Ok(line) = line else { return };
+                                lines.lock().unwrap().push(line);
+                            }
+                        });
+                        conns.lock().unwrap().push((conn, thread));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }));
+    }
+
+    fn restart(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stop.store(true, Relaxed);
+        if let Some(a) = self.acceptor.take() {
+            a.join().unwrap();
+        }
+        for (conn, thread) in self.conns.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+            thread.join().unwrap();
+        }
+        self.listen();
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    fn wait_for(&self, prefix: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count(prefix) < n {
+            assert!(Instant::now() < deadline, "sink has {} of {n} `{prefix}` lines", self.count(prefix));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// carbon-c-relay forwarding everything it receives on `port` (line protocol) to `sink`.
 fn c_relay(dir: &Path, port: u16, sink: u16) -> Proc {
     let exe = Path::new("/usr/bin/carbon-c-relay");
@@ -197,6 +278,31 @@ fn assert_exact(expect: &Path, sink: &LineSink, prefix: &str) -> usize {
     }
     assert_eq!(seen, want.len(), "every point arrives once");
     seen
+}
+
+/// Every expected point under `prefix` arrived with exactly its value (bits), at least once and at
+/// most twice, and nothing else; returns how many arrived twice.
+fn assert_at_least_once_at_most_twice(expect: &Path, lines: &[String], prefix: &str) -> usize {
+    let mut want: HashMap<(String, u64), (u64, u32)> = HashMap::new();
+    for line in std::fs::read_to_string(expect).unwrap().lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let bits = |s: &str| u64::from_str_radix(s, 16).unwrap();
+        want.insert((f[0].to_owned(), bits(f[1])), (bits(f[2]), 0));
+    }
+    for line in lines.iter().filter(|l| l.starts_with(prefix)) {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 3, "malformed line {line:?}");
+        let value: f64 = f[1].parse().unwrap_or_else(|_| panic!("value of {line:?}"));
+        let ts: f64 = f[2].parse().unwrap_or_else(|_| panic!("timestamp of {line:?}"));
+        let (bits, seen) =
+            want.get_mut(&(f[0].to_owned(), ts.to_bits())).unwrap_or_else(|| panic!("unexpected point {line:?}"));
+        assert_eq!(value.to_bits(), *bits, "{line:?}: value must be bit-exact");
+        *seen += 1;
+    }
+    let missing = want.values().filter(|(_, n)| *n == 0).count();
+    let thrice = want.values().filter(|(_, n)| *n > 2).count();
+    assert_eq!((missing, thrice), (0, 0), "`{prefix}`: points missing, points delivered more than twice");
+    want.values().filter(|(_, n)| *n == 2).count()
 }
 
 fn rss_of(pid: &str) -> u64 {
@@ -385,6 +491,46 @@ fn relay_down_then_up_loses_nothing_within_the_queue_bound() {
     sink.wait_for("e2e.late.", 20_000, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(assert_exact(&expect, &sink, "e2e.late."), 20_000);
+}
+
+/// The downstream restarts twice (issue 14: the relay used to resend its whole 4 MiB window at every
+/// reconnect, 307,200 lines for 102,400 metrics). With the default `--replay unacked`, a receiver that
+/// had read and acknowledged everything gets nothing again: every point arrives at least once and at
+/// most twice.
+#[test]
+fn downstream_restarts_deliver_each_point_at_least_once_and_at_most_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = RestartableSink::start();
+    let port = free_port(IP);
+    let mut relay = pickle_relay(dir.path(), port, sink.port, &["-i", "0"]);
+    let mut sent = Vec::new();
+    for (round, (metrics, points)) in [(1024, 100), (100, 10), (100, 10)].into_iter().enumerate() {
+        if round > 0 {
+            // Everything so far was read: restart the receiver; the next points make the relay reconnect.
+            sink.restart();
+        }
+        let prefix = format!("e2e.restart{round}.");
+        let expect = python_send(
+            dir.path(),
+            port,
+            &prefix[..prefix.len() - 1],
+            &["--metrics", &metrics.to_string(), "--points", &points.to_string(), "--seed", &round.to_string()],
+        );
+        sink.wait_for(&prefix, metrics * points, Duration::from_secs(60));
+        sent.push((expect, prefix));
+    }
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", relay.log());
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = sink.lines.lock().unwrap().clone();
+    let twice: usize =
+        sent.iter().map(|(expect, prefix)| assert_at_least_once_at_most_twice(expect, &lines, prefix)).sum();
+    let log = relay.log();
+    assert_eq!(log.matches("relay connection lost").count(), 2, "two restarts seen:\n{log}");
+    eprintln!("{} lines for 104,400 points ({twice} twice)", lines.len());
+    // The receiver had read everything and closed cleanly (its FIN acknowledges all it received): the
+    // unacknowledged tail was empty, so nothing at all was resent.
+    assert_eq!(twice, 0, "{log}");
 }
 
 /// carbon-cache 1.1.10 with its line receiver on `line_port`, writing whisper files under

@@ -148,6 +148,21 @@ pub struct Cli {
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub fetch_timeout: u64,
 
+    /// After SIGTERM or SIGINT, in seconds: new connections are refused at once, the requests in flight
+    /// may finish within this time, then the rest are cancelled (no file is ever left half-written).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub shutdown_grace: u64,
+
+    /// Longest time to receive a request's headers, in seconds, counted from the connection's start or
+    /// from the request's first byte (then the connection is closed: slow clients cannot hold it).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub header_timeout: u64,
+
+    /// Longest time a keep-alive connection may wait for its next request, in seconds (then it is
+    /// closed). Longer than clients' pool idle timeout (90 s for bucky), so that they close first.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub idle_timeout: u64,
+
     /// Fault injection for tests: pause before publishing a new file.
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_publish_delay_ms: u64,
@@ -271,24 +286,29 @@ impl Cli {
         config.auth = auth;
         config.peer_ports = if self.peer_ports.is_empty() { vec![port] } else { self.peer_ports.clone() };
         config.fetch_timeout = Duration::from_secs(self.fetch_timeout.max(1));
+        config.shutdown_grace = Duration::from_secs(self.shutdown_grace);
+        config.header_timeout = Duration::from_secs(self.header_timeout.max(1));
+        config.idle_timeout = Duration::from_secs(self.idle_timeout.max(1));
         Ok(config)
     }
 }
 
-/// The binary: validates the flags, binds, serves until SIGINT/SIGTERM.
+/// The binary: validates the flags, binds, serves until SIGINT/SIGTERM, then shuts down within
+/// `--shutdown-grace` (see [`crate::serve`]).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(tmpdir) = &cli.tmpdir {
         tracing::debug!(tmpdir = %tmpdir.display(), "-tmpdir is accepted for buckyd compatibility and not used");
     }
     let config = cli.into_config()?;
     raise_open_files_limit();
+    crate::server::warn_if_backlog_capped();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bucky-agent")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&config.bind)
+    let served = runtime.block_on(async move {
+        let listener = crate::server::bind_listener(&config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         tracing::info!(
@@ -300,11 +320,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             "bucky-agent listening"
         );
         let state = crate::AppState::new(config)?;
-        crate::serve(listener, state, crate::shutdown_signal()).await.context("server failed")?;
-        tracing::info!("bucky-agent stopped");
-        Ok(())
-    })
+        crate::serve(listener, state, crate::shutdown_signal()).await.context("server failed")
+    });
+    // `serve` has already waited for the disk operations; a task stuck in a system call (a hung mount)
+    // must not hold the process: the runtime gets a moment, then the process exits anyway.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    served?;
+    tracing::info!("bucky-agent stopped");
+    Ok(())
 }
+
+/// How long the runtime's threads get to stop once the server is done.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// Raises the soft limit on open files to the hard one, as Go's runtime does for buckyd: a batch heal keeps
 /// a file open per entry until its group commit, so `--io-concurrency` batches can hold thousands at once,

@@ -54,6 +54,14 @@ pub struct Config {
     pub peer_ports: Vec<u16>,
     /// Bound on one offload fetch (`--fetch-timeout`).
     pub fetch_timeout: Duration,
+    /// After SIGTERM, how long the requests in flight may take before they are cancelled
+    /// (`--shutdown-grace`).
+    pub shutdown_grace: Duration,
+    /// Bound on receiving a request's headers, from the connection's start or the request's first byte
+    /// (`--header-timeout`).
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request (`--idle-timeout`).
+    pub idle_timeout: Duration,
 }
 
 impl Config {
@@ -77,6 +85,9 @@ impl Config {
             auth: None,
             peer_ports: vec![bucky_wire::DEFAULT_PORT],
             fetch_timeout: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +52,10 @@ pub enum AgentError {
     /// reaches a client as it is.
     #[error("{0}; retry")]
     Wait(crate::wait::Wait),
+    /// 507: the device holding the store has no space left (`ENOSPC`) or the quota is used up (`EDQUOT`).
+    /// Nothing was changed (a new file's temp copy is removed); retrying will not help until space is freed.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 500: something broke on our side.
     #[error("{context}: {message}")]
     Internal {
@@ -79,12 +85,13 @@ impl AgentError {
             AgentError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AgentError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AgentError::Unavailable(_) | AgentError::Wait(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AgentError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             AgentError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// An I/O error on `path`: a missing file (or missing parent directory) is a 404, a name too long for
-    /// the filesystem a 400, a symlink on the way a 403, anything else a 500.
+    /// the filesystem a 400, a symlink on the way a 403, a full device a 507, anything else a 500.
     pub(crate) fn io(path: &Path, err: io::Error) -> AgentError {
         match err.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory => {
@@ -92,7 +99,24 @@ impl AgentError {
             }
             io::ErrorKind::InvalidFilename => AgentError::name_too_long(),
             _ if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => AgentError::symlink(path),
-            _ => AgentError::internal(path.display().to_string(), err),
+            _ => AgentError::writing(path.display().to_string(), path, err),
+        }
+    }
+
+    /// An error of a write to `path` (a write, mkdir, link, flush) while `context`: a full device (or
+    /// quota) is a 507 naming the fix, anything else a 500.
+    pub(crate) fn writing(context: impl Into<String>, path: &Path, err: io::Error) -> AgentError {
+        match err.kind() {
+            io::ErrorKind::StorageFull => AgentError::InsufficientStorage(format!(
+                "no space left on the device holding {}: free space or stop sending heals to this node",
+                path.display()
+            )),
+            io::ErrorKind::QuotaExceeded => AgentError::InsufficientStorage(format!(
+                "disk quota exceeded on the device holding {}: free space (or raise the quota) or stop sending \
+                 heals to this node",
+                path.display()
+            )),
+            _ => AgentError::internal(context, err),
         }
     }
 
@@ -133,7 +157,10 @@ impl AgentError {
         if status.is_server_error() {
             match self {
                 AgentError::Unavailable(_) | AgentError::Wait(_) => {
-                    tracing::warn!(reason = %self, "request not served")
+                    tracing::warn!(reason = %self, "request not served");
+                }
+                AgentError::InsufficientStorage(reason) => {
+                    FULL_LOG.note(reason);
                 }
                 _ => tracing::error!(error = %self, "internal error"),
             }
@@ -141,6 +168,42 @@ impl AgentError {
             tracing::debug!(%status, reason = %self, "request refused");
         }
         (status, self.to_string())
+    }
+}
+
+/// 507s less than this apart belong to one burst (a rebalance into a full node sends hundreds a second).
+const FULL_BURST_GAP: Duration = Duration::from_secs(60);
+
+/// The log of 507s: a warning at the start of each burst, the rest at debug level, so that a full disk
+/// fills neither the log nor the disk holding it.
+static FULL_LOG: FullLog = FullLog { last: Mutex::new(None) };
+
+struct FullLog {
+    /// When the last 507 was answered, and how many the current burst has had.
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl FullLog {
+    /// Logs a 507; returns whether it started a burst (and was logged as a warning).
+    fn note(&self, reason: &str) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let (burst_start, refused) = match *last {
+            Some((at, refused)) if now.duration_since(at) < FULL_BURST_GAP => (false, refused + 1),
+            _ => (true, 1),
+        };
+        *last = Some((now, refused));
+        drop(last);
+        if burst_start {
+            tracing::warn!(
+                %reason,
+                "device full: writes are answered 507 Insufficient Storage (logged once until none for {} s)",
+                FULL_BURST_GAP.as_secs()
+            );
+        } else {
+            tracing::debug!(%reason, refused, "507 Insufficient Storage");
+        }
+        burst_start
     }
 }
 
@@ -155,5 +218,34 @@ impl IntoResponse for AgentError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_device_is_a_507_naming_the_fix_and_warned_once_per_burst() {
+        let path = Path::new("/data/whisper/a/b.wsp");
+        for (code, start) in [(28, "no space left on the device holding"), (122, "disk quota exceeded on the device")] {
+            let err = AgentError::io(path, io::Error::from_raw_os_error(code));
+            assert_eq!(err.status(), StatusCode::INSUFFICIENT_STORAGE);
+            let message = err.to_string();
+            assert!(message.starts_with(start) && message.contains("/data/whisper/a/b.wsp"), "{message}");
+            assert!(message.contains("stop sending heals to this node"), "{message}");
+        }
+        let mkdir = AgentError::writing("mkdir /x", Path::new("/x"), io::Error::from_raw_os_error(28));
+        assert_eq!(mkdir.status(), StatusCode::INSUFFICIENT_STORAGE);
+        // Other errors stay what they were.
+        let denied = AgentError::io(path, io::Error::from_raw_os_error(13));
+        assert_eq!(denied.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(matches!(AgentError::io(path, io::Error::from_raw_os_error(2)), AgentError::NotFound));
+
+        let log = FullLog { last: Mutex::new(None) };
+        assert!(log.note("full"), "the first 507 starts a burst");
+        assert!(!log.note("full"), "the next ones are part of it");
+        *log.last.lock().unwrap() = Some((Instant::now() - FULL_BURST_GAP, 2));
+        assert!(log.note("full"), "after a quiet gap, a new burst");
     }
 }

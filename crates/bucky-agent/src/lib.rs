@@ -29,9 +29,10 @@
 //! # Shape
 //!
 //! [`app`] builds the axum [`Router`] (tests drive it with `oneshot`); [`serve`] runs it on a listener
-//! until a shutdown future resolves; [`run`] is the binary. Disk work, flocks and the directory scan run
-//! on the blocking pool, at most `--io-concurrency` at a time; an operation that would wait (a held flock,
-//! a full memory budget) gives its slot back and waits in async code.
+//! (from [`bind_listener`]: a deep backlog) until a shutdown future resolves, then lets the requests in
+//! flight finish within `--shutdown-grace` and cancels the rest; [`run`] is the binary. Disk work, flocks
+//! and the directory scan run on the blocking pool, at most `--io-concurrency` at a time; an operation that
+//! would wait (a held flock, a full memory budget) gives its slot back and waits in async code.
 //!
 //! ```no_run
 //! use bucky_agent::{AppState, Config};
@@ -40,7 +41,7 @@
 //! # async fn example() -> anyhow::Result<()> {
 //! let ring = RingSpec::new(vec![Node::parse("graphite1:2003")?], Hash::CarbonCh).build()?;
 //! let state = AppState::new(Config::new("graphite1", ring, "/opt/graphite/storage/whisper"))?;
-//! let listener = tokio::net::TcpListener::bind("0.0.0.0:4242").await?;
+//! let listener = bucky_agent::bind_listener("0.0.0.0:4242").await?;
 //! bucky_agent::serve(listener, state, bucky_agent::shutdown_signal()).await?;
 //! # Ok(())
 //! # }
@@ -55,6 +56,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod etag;
+mod server;
 pub mod store;
 #[cfg(test)]
 mod testutil;
@@ -62,7 +64,6 @@ mod wait;
 pub mod walk;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -74,6 +75,7 @@ pub use api::app;
 pub use cli::{run, Cli};
 pub use config::Config;
 pub use error::AgentError;
+pub use server::{bind_listener, warn_if_backlog_capped, LISTEN_BACKLOG};
 pub use wait::Wait;
 
 use crate::budget::Budget;
@@ -207,18 +209,25 @@ impl AppState {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in flight. Starts
-/// the first metric scan right away, so the list is ready by the time a client asks.
+/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets the requests in
+/// flight finish within the config's `shutdown_grace`, cancels the rest and waits briefly for the disk
+/// operations already running. Starts the first metric scan right away, so the list is ready by the time
+/// a client asks.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.cache().refresh();
+    let config = state.config();
+    let options = server::Options {
+        shutdown_grace: config.shutdown_grace,
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+    };
+    let disk = server::DiskSlots { slots: Arc::clone(&state.0.io), total: config.io_concurrency.max(1) };
     let app: Router = app(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve_router(listener, app, options, disk, shutdown).await
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -244,5 +253,5 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: finishing the requests in flight");
+    tracing::info!("shutdown signal received");
 }

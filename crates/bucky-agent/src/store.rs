@@ -210,12 +210,9 @@ impl Store {
     pub fn heal(&self, name: &MetricName, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<Healed, AgentError> {
         let path = self.located(name, Access::Write)?;
         for _ in 0..ATTEMPTS {
-            if !exists(&path)? {
-                self.ensure_parent(&path)?;
-                if self.create_new(&path, src.as_bytes(), remote_mtime)? {
-                    return Ok(Healed::Created);
-                }
-                // It appeared meanwhile (another heal, or carbon-cache): heal into it instead.
+            // If it appeared meanwhile (another heal, or carbon-cache), heal into it instead.
+            if !exists(&path)? && self.create_new(&path, src.as_bytes(), remote_mtime)? {
+                return Ok(Healed::Created);
             }
             match self.fill_existing(&path, src, remote_mtime, now) {
                 Err(AgentError::NotFound) => continue, // deleted meanwhile: create it again
@@ -248,7 +245,8 @@ impl Store {
         /// Where an item stands once staged or filled: the index of its work for the committer, if any.
         enum Step {
             Done(Result<Healed, AgentError>),
-            Create(usize),
+            /// The directories made for it go if it fails.
+            Create(usize, Vec<PathBuf>),
             Fill(u64, usize),
             /// Deleted between the check and the fill: heal it on its own (it creates the file again).
             Alone,
@@ -258,16 +256,13 @@ impl Store {
         for (name, src, remote_mtime) in items.iter().map(Borrow::borrow) {
             let step = match self.located(name, Access::Write).and_then(|path| Ok((exists(&path)?, path))) {
                 Err(e) => Step::Done(Err(e)),
-                Ok((false, path)) => {
-                    match self.ensure_parent(&path).and_then(|()| self.temp_with(&path, src.as_bytes(), *remote_mtime))
-                    {
-                        Ok(temp) => {
-                            works.push(Work::Publish { temp, dest: path });
-                            Step::Create(works.len() - 1)
-                        }
-                        Err(e) => Step::Done(Err(e)),
+                Ok((false, path)) => match self.stage_with_parents(&path, src.as_bytes(), *remote_mtime) {
+                    Ok((temp, made)) => {
+                        works.push(Work::Publish { temp, dest: path });
+                        Step::Create(works.len() - 1, made)
                     }
-                }
+                    Err(e) => Step::Done(Err(e)),
+                },
                 Ok((true, path)) => match self.fill_locked(&path, src, *remote_mtime, now) {
                     Ok((written, Some(file))) => {
                         works.push(Work::Sync { file, path });
@@ -280,7 +275,7 @@ impl Store {
             };
             steps.push(step);
         }
-        if steps.iter().any(|step| matches!(step, Step::Create(_))) {
+        if steps.iter().any(|step| matches!(step, Step::Create(..))) {
             self.pause_before_publish();
         }
         let mut answers: Vec<Option<Answer>> = self.committer.submit_many(works).into_iter().map(Some).collect();
@@ -293,11 +288,14 @@ impl Store {
         for ((name, src, remote_mtime), step) in items.iter().map(Borrow::borrow).zip(steps) {
             results.push(match step {
                 Step::Done(result) => result,
-                Step::Create(i) => match answer(i) {
+                Step::Create(i, made) => match answer(i) {
                     Ok(true) => Ok(Healed::Created),
                     // It appeared meanwhile (another heal, or carbon-cache): heal into it instead.
                     Ok(false) => self.heal(name, src, *remote_mtime, now),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        remove_new_dirs(&made);
+                        Err(e)
+                    }
                 },
                 Step::Fill(written, i) => answer(i).map(|_| Healed::Filled(written)),
                 Step::Alone => self.heal(name, src, *remote_mtime, now),
@@ -319,7 +317,6 @@ impl Store {
                 if if_match.is_some() {
                     return Err(AgentError::PreconditionFailed("If-Match given but the metric does not exist".into()));
                 }
-                self.ensure_parent(&path)?;
                 if self.create_new(&path, src.as_bytes(), remote_mtime)? {
                     return Ok(Replaced::Created);
                 }
@@ -328,7 +325,7 @@ impl Store {
                 let (current, _charge) = self.read_all(file, meta, &path)?;
                 check_precondition(if_match, &current)?;
                 if same_layout(&current, src, &path) {
-                    rewrite_in_place(file, &current, src.as_bytes(), &path)?;
+                    rewrite_in_place(file, meta, &current, src.as_bytes(), &path)?;
                     if self.options.set_mtime {
                         set_mtime(file, remote_mtime, &path)?;
                     }
@@ -515,7 +512,9 @@ impl Store {
                 let written = whisper::fill_buf(src, &mut dst, &FillOptions::new(now))
                     .map_err(|e| AgentError::internal(format!("fill {}", path.display()), e))?;
                 if written > 0 {
-                    for range in write_spans(dst.dirty_ranges(), self.options.coalesce_writes) {
+                    let spans = write_spans(dst.dirty_ranges(), self.options.coalesce_writes);
+                    reserve(file, meta, &spans, path)?;
+                    for range in spans {
                         file.write_all_at(&dst.as_bytes()[range.clone()], range.start as u64)
                             .map_err(|e| AgentError::io(path, e))?;
                     }
@@ -552,12 +551,44 @@ impl Store {
         }
     }
 
-    /// Writes `bytes` to a new file at `path` durably (group commit); `Ok(false)` if a file appeared there
-    /// meanwhile (nothing changed).
+    /// Writes `bytes` to a new file at `path` durably (group commit), making its missing parent directories;
+    /// `Ok(false)` if a file appeared there meanwhile (nothing changed). On an error, the directories it made
+    /// are removed again: a failed request changes nothing.
     fn create_new(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<bool, AgentError> {
-        let temp = self.temp_with(path, bytes, remote_mtime)?;
+        let (temp, made) = self.stage_with_parents(path, bytes, remote_mtime)?;
         self.pause_before_publish();
-        self.committer.publish(temp, path)
+        let published = self.committer.publish(temp, path);
+        if published.is_err() {
+            remove_new_dirs(&made);
+        }
+        published
+    }
+
+    /// [`Store::temp_with`] after [`Store::ensure_parent`]: the staged file and the directories made for it,
+    /// for [`remove_new_dirs`] if the request fails later; removed already if staging fails. A parent that
+    /// vanished before the temp file was made in it (another request made it, failed, and removed it) is
+    /// made again.
+    fn stage_with_parents(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        remote_mtime: i64,
+    ) -> Result<(TempFile, Vec<PathBuf>), AgentError> {
+        let mut attempt = 1;
+        loop {
+            let made = self.ensure_parent(path)?;
+            match self.temp_with(path, bytes, remote_mtime) {
+                Ok(temp) => return Ok((temp, made)),
+                Err(e) => {
+                    let vanished = made.is_empty() && !path.parent().is_some_and(Path::is_dir);
+                    remove_new_dirs(&made);
+                    if !vanished || attempt == ATTEMPTS {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     /// The fault injection of tests ([`StoreOptions::publish_delay`]), between staging and publishing.
@@ -577,30 +608,50 @@ impl Store {
         Ok(temp)
     }
 
-    /// Creates the directories between the root and `path`'s parent. With `--flush fsync`, each new entry's
-    /// parent is fsynced here; with syncfs, the group commit of the file created in them flushes them.
-    fn ensure_parent(&self, path: &Path) -> Result<(), AgentError> {
+    /// Creates the directories between the root and `path`'s parent; returns those it made, shallowest first
+    /// (on an error, it removes them itself). With `--flush fsync`, each new entry's parent is fsynced here;
+    /// with syncfs, the group commit of the file created in them flushes them. A directory that vanishes
+    /// meanwhile (another request made it, failed, and removed it) is made again.
+    fn ensure_parent(&self, path: &Path) -> Result<Vec<PathBuf>, AgentError> {
         let parent = path.parent().unwrap_or(&self.root);
-        if parent.is_dir() {
-            return Ok(());
-        }
         let relative = parent.strip_prefix(&self.root).map_err(|e| AgentError::internal("mkdir", e))?;
-        let mut dir = self.root.clone();
-        for part in relative.components() {
-            let next = dir.join(part);
-            match fs::create_dir(&next) {
-                Ok(()) if self.options.flush == Flush::Fsync => sync_dir(&dir).map_err(AgentError::whisper)?,
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory) => {
-                    return Err(in_the_way(&next));
-                }
-                Err(e) if e.kind() == io::ErrorKind::InvalidFilename => return Err(AgentError::name_too_long()),
-                Err(e) => return Err(AgentError::internal(format!("mkdir {}", next.display()), e)),
+        let mut attempt = 1;
+        'attempt: loop {
+            if parent.is_dir() {
+                return Ok(Vec::new());
             }
-            dir = next;
+            let mut made = Vec::new();
+            let mut dir = self.root.clone();
+            for part in relative.components() {
+                let next = dir.join(part);
+                let result = match fs::create_dir(&next) {
+                    Ok(()) => {
+                        made.push(next.clone());
+                        match self.options.flush {
+                            Flush::Fsync => sync_dir(&dir).map_err(AgentError::whisper),
+                            Flush::Syncfs => Ok(()),
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() => Ok(()),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory) => {
+                        Err(in_the_way(&next))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::InvalidFilename => Err(AgentError::name_too_long()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < ATTEMPTS => {
+                        remove_new_dirs(&made);
+                        attempt += 1;
+                        continue 'attempt;
+                    }
+                    Err(e) => Err(AgentError::writing(format!("mkdir {}", next.display()), &next, e)),
+                };
+                if let Err(e) = result {
+                    remove_new_dirs(&made);
+                    return Err(e);
+                }
+                dir = next;
+            }
+            return Ok(made);
         }
-        Ok(())
     }
 
     /// The directories between `path` and the root (deepest first, root excluded) with their mtimes, taken
@@ -614,6 +665,17 @@ impl Store {
             .take_while(|dir| dir.starts_with(&self.root) && *dir != self.root)
             .filter_map(|dir| Some((dir.to_owned(), fs::symlink_metadata(dir).ok()?.modified().ok()?)))
             .collect()
+    }
+}
+
+/// Removes the directories a failed create made (`made`, shallowest first), deepest first and each only if
+/// still empty: another request may have put a file in one meanwhile.
+fn remove_new_dirs(made: &[PathBuf]) {
+    for dir in made.iter().rev() {
+        if fs::remove_dir(dir).is_err() {
+            break;
+        }
+        tracing::debug!(dir = %dir.display(), "removed a directory made by a failed create");
     }
 }
 
@@ -765,10 +827,47 @@ fn same_layout(current: &[u8], src: &WhisperBuf, path: &Path) -> bool {
             .unwrap_or(false)
 }
 
-fn rewrite_in_place(file: &File, current: &[u8], new: &[u8], path: &Path) -> Result<(), AgentError> {
-    for (i, (old, new)) in current.chunks(BLOCK).zip(new.chunks(BLOCK)).enumerate() {
-        if old != new {
-            file.write_all_at(new, (i * BLOCK) as u64).map_err(|e| AgentError::io(path, e))?;
+fn rewrite_in_place(
+    file: &File,
+    meta: &fs::Metadata,
+    current: &[u8],
+    new: &[u8],
+    path: &Path,
+) -> Result<(), AgentError> {
+    let changed: Vec<Range<usize>> = current
+        .chunks(BLOCK)
+        .zip(new.chunks(BLOCK))
+        .enumerate()
+        .filter(|(_, (old, new))| old != new)
+        .map(|(i, (_, new))| i * BLOCK..i * BLOCK + new.len())
+        .collect();
+    reserve(file, meta, &changed, path)?;
+    for range in changed {
+        file.write_all_at(&new[range.clone()], range.start as u64).map_err(|e| AgentError::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// Before writing `ranges` into a file with holes (`--sparse`, or a sparse file of carbon's), allocates
+/// their blocks, so that a full device refuses the whole write (507) before any byte of it lands: a write
+/// into a hole can otherwise fail half-way, leaving some points written and, at a block boundary, half a
+/// point. A file without holes needs no block to be rewritten in place, and is not checked. A filesystem
+/// that cannot preallocate is written to as before.
+fn reserve(file: &File, meta: &fs::Metadata, ranges: &[Range<usize>], path: &Path) -> Result<(), AgentError> {
+    if meta.blocks().saturating_mul(512) >= meta.len() {
+        return Ok(());
+    }
+    for range in ranges {
+        let flags = rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(file, flags, range.start as u64, range.len() as u64) {
+            Ok(()) => {}
+            Err(e) => {
+                let err = io::Error::from(e);
+                if matches!(err.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) {
+                    return Err(AgentError::io(path, err));
+                }
+                return Ok(()); // not supported here: the writes report their own errors
+            }
         }
     }
     Ok(())
@@ -780,7 +879,7 @@ fn set_mtime(file: &File, unix_seconds: i64, path: &Path) -> Result<(), AgentErr
     };
     let time = UNIX_EPOCH + Duration::from_secs(seconds);
     file.set_times(fs::FileTimes::new().set_modified(time).set_accessed(time))
-        .map_err(|e| AgentError::internal(format!("set mtime of {}", path.display()), e))
+        .map_err(|e| AgentError::writing(format!("set mtime of {}", path.display()), path, e))
 }
 
 /// A corrupt-buffer error re-labelled with the file it came from.

@@ -49,6 +49,16 @@ pub enum ClientError {
         /// The start of the answer's body (the agent's reason).
         body: String,
     },
+    /// The agent's disk is full (507 Insufficient Storage): it cannot take more data until space is freed.
+    #[error("{addr} is full (507 Insufficient Storage): {what}: {body}")]
+    Full {
+        /// The agent.
+        addr: String,
+        /// What was being done.
+        what: String,
+        /// The agent's reason (which device, and the fix).
+        body: String,
+    },
     /// `If-Match` failed: the file changed since it was read (412).
     #[error("{addr}: {what}: the file changed since it was read")]
     Changed {
@@ -256,8 +266,8 @@ impl Client {
         }
     }
 
-    /// Sends with retries; reads the whole body. Network errors and 5xx are retried. The outcome is noted
-    /// in [`Client::health`].
+    /// Sends with retries; reads the whole body. Network errors and 5xx other than 507 (a full disk) are
+    /// retried. The outcome is noted in [`Client::health`]: unreachable, or answering, or full.
     async fn exchange(
         &self,
         addr: &Addr,
@@ -266,6 +276,9 @@ impl Client {
     ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
         let result = self.exchange_with_retries(addr, what, build).await;
         self.health.saw(addr, &result);
+        if matches!(&result, Ok((status, ..)) if *status == StatusCode::INSUFFICIENT_STORAGE) {
+            self.health.saw_full(addr);
+        }
         result
     }
 
@@ -289,7 +302,10 @@ impl Client {
             }
             .await;
             match result {
-                Ok((status, headers, _)) if status.is_server_error() && !last => {
+                // A full disk stays full for a while: asking again at once would only make the run slower.
+                Ok((status, headers, _))
+                    if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE && !last =>
+                {
                     let wait = retry_after(&headers).unwrap_or(delay);
                     tracing::debug!(%addr, what, %status, "retrying after a server error");
                     tokio::time::sleep(wait.min(MAX_BACKOFF)).await;
@@ -309,7 +325,7 @@ impl Client {
 
     fn status_error(addr: &Addr, what: &str, status: StatusCode, body: &[u8]) -> ClientError {
         let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY)]).trim().to_owned();
-        ClientError::Status { addr: addr.to_string(), what: what.to_owned(), status: status.as_u16(), body: text }
+        status_error(addr, what, status.as_u16(), text)
     }
 
     /// `GET /hashring`.
@@ -639,6 +655,10 @@ impl Client {
                 frames.len()
             )));
         }
+        // A full disk answers each entry 507: noted as a 507 answer to the whole request would be.
+        if answers.iter().any(|a| a.status == StatusCode::INSUFFICIENT_STORAGE.as_u16()) {
+            self.health.saw_full(addr);
+        }
         tracing::trace!(%addr, path, frames = frames.len(), wire, "batch");
         Ok(Some(answers))
     }
@@ -760,7 +780,17 @@ fn entry_error(addr: &Addr, what: &str, frame: &Frame) -> ClientError {
     if frame.status == 412 {
         return ClientError::Changed { addr: addr.to_string(), what: what.to_owned() };
     }
-    ClientError::Status { addr: addr.to_string(), what: what.to_owned(), status: frame.status, body: reason }
+    status_error(addr, what, frame.status, reason)
+}
+
+/// The error of an answer with an unexpected status (`body`: the agent's reason): [`ClientError::Full`] for
+/// a 507, [`ClientError::Status`] otherwise.
+fn status_error(addr: &Addr, what: &str, status: u16, body: String) -> ClientError {
+    let (addr, what) = (addr.to_string(), what.to_owned());
+    if status == StatusCode::INSUFFICIENT_STORAGE.as_u16() {
+        return ClientError::Full { addr, what, body };
+    }
+    ClientError::Status { addr, what, status, body }
 }
 
 fn snappy_frame(data: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -6,8 +6,13 @@
 //! engine's jobs that need it fail at once ("down", source kept, listed in `--error-file`; a rerun with
 //! `--state-file` does them once the node is back). Every [`PROBE_AFTER`] the jobs try the node again,
 //! and any answer from it clears the mark.
+//!
+//! A node whose disk is full answers writes with 507 Insufficient Storage (bucky-agent; as a single answer,
+//! or per entry of a batch heal). It is marked full for the rest of the run: the engine sends it no more
+//! copies (the jobs that would fail at once, sources kept), while reads and deletes on it go on. Space is
+//! seldom freed within a run, and every job retrying the node would make a run into a full node last hours.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,6 +33,7 @@ struct Down {
 #[derive(Debug, Default)]
 pub struct Health {
     down: Mutex<HashMap<Addr, Down>>,
+    full: Mutex<HashSet<Addr>>,
 }
 
 impl Health {
@@ -44,6 +50,18 @@ impl Health {
                 down.remove(addr);
             }
         }
+    }
+
+    /// Takes note that `addr` answered 507 Insufficient Storage (to a request, or to an entry of a batch):
+    /// full for the rest of the run.
+    pub fn saw_full(&self, addr: &Addr) {
+        self.full.lock().unwrap_or_else(PoisonError::into_inner).insert(addr.clone());
+    }
+
+    /// The first of `dests` found full during the run: no copy may be sent to it.
+    pub fn full_among<'a>(&self, dests: impl IntoIterator<Item = &'a Addr>) -> Option<&'a Addr> {
+        let full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+        dests.into_iter().find(|d| full.contains(*d))
     }
 
     /// Why a job needing `nodes` must not start now: the first of them found unreachable less than
@@ -93,5 +111,19 @@ mod tests {
         health.saw(&a, &unreachable(&a));
         health.saw(&a, &Ok(()));
         assert_eq!(health.refuse([&a]), None);
+    }
+
+    #[test]
+    fn a_full_node_stays_full_for_the_rest_of_the_run() {
+        let health = Health::default();
+        let (a, b) = (Addr { host: "127.0.0.1".into(), port: 9 }, Addr { host: "127.0.0.2".into(), port: 9 });
+        assert_eq!(health.full_among([&b, &a]), None);
+        health.saw_full(&a);
+        assert_eq!(health.full_among([&b, &a]), Some(&a));
+        assert_eq!(health.full_among([&b]), None, "only the node that answered 507");
+        assert_eq!(health.refuse([&a]), None, "full is not down: reads and deletes on it go on");
+        // Any later answer, even a success, leaves it full: space is seldom freed within a run.
+        health.saw(&a, &Ok(()));
+        assert_eq!(health.full_among([&a]), Some(&a));
     }
 }

@@ -31,7 +31,12 @@ enum Mode {
     Ignore,
     /// The read-back answer (single or batch) is replaced with an empty file of the same layout.
     Empty,
+    /// The disk is full: every heal is answered 507 (per entry for a batch), as bucky-agent answers it.
+    Full,
 }
+
+/// bucky-agent's answer to a write on a full disk.
+const NO_SPACE: &str = "no space left on the device holding /data: free space or stop sending heals to this node";
 
 struct Agent {
     mode: Mode,
@@ -60,6 +65,19 @@ async fn intercept(State(agent): State<Arc<Agent>>, mut request: Request, next: 
         request.headers_mut().remove(bucky_wire::READ_BACK_HEADER);
     }
     let heal_batch = request.uri().path() == bucky_wire::batch::HEAL_PATH;
+    if agent.mode == Mode::Full && heal_batch {
+        let body = axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap();
+        let frames = bucky_wire::batch::decode(body, &bucky_wire::batch::Limits::default()).unwrap();
+        let answers: Vec<_> =
+            frames.into_iter().map(|f| bucky_wire::batch::Frame::error(f.name, 507, NO_SPACE)).collect();
+        return Response::builder()
+            .header(header::CONTENT_TYPE, bucky_wire::batch::CONTENT_TYPE)
+            .body(Body::from(bucky_wire::batch::encode(&answers)))
+            .unwrap();
+    }
+    if agent.mode == Mode::Full && *request.method() == Method::POST && !batch {
+        return Response::builder().status(507).body(Body::from(format!("{NO_SPACE}\n"))).unwrap();
+    }
     let response = next.run(request).await;
     if agent.mode != Mode::Empty {
         return response;
@@ -122,6 +140,8 @@ fn path(root: &Path, name: &str) -> PathBuf {
 
 struct Outcome {
     summary: engine::Summary,
+    /// The destination's address.
+    dest_addr: Addr,
     source: Arc<Agent>,
     dest: Arc<Agent>,
     /// Per metric, what is left at its path on each side.
@@ -233,6 +253,7 @@ impl Scenario {
         let summary = engine::execute(&client, &Printer::new(false, false, false), options, jobs).await.unwrap();
         Outcome {
             summary,
+            dest_addr,
             source,
             dest,
             source_files: names.iter().map(|name| std::fs::read(path(src_dir.path(), name)).ok()).collect(),
@@ -368,5 +389,30 @@ async fn a_batch_whose_files_outgrow_its_read_continues_in_the_next_batch() {
     assert!(out.source_files.iter().all(Option::is_none));
     for (i, dest) in out.dest_files.iter().enumerate() {
         assert_eq!(dest.as_deref(), Some(&content(i)[..]), "metric {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_destination_is_sent_no_more_copies_and_every_source_is_kept() {
+    for batch in [1, 8] {
+        let out = Scenario::new(Mode::Full, 40, batch).run().await;
+        let summary = &out.summary;
+        assert_eq!((summary.moved, summary.deleted, summary.errors), (0, 0, 40), "batch {batch}: {summary:?}");
+        let full = out.dest_addr.to_string();
+        assert_eq!(summary.full_nodes.get(&full), Some(&40), "batch {batch}: {summary:?}");
+        let reason = format!("{full} is full (507 Insufficient Storage)");
+        assert!(summary.failures.iter().all(|f| f.reason == reason), "batch {batch}: {:?}", summary.failures);
+        // The two workers' first requests found the disk full: no retry, and nothing more sent to it.
+        let (heals, batches) = (out.dest.heals.load(Ordering::SeqCst), out.dest.batches.load(Ordering::SeqCst));
+        if batch == 1 {
+            assert!(heals <= 2 && batches == 0, "batch {batch}: {heals} heals, {batches} batches");
+        } else {
+            assert!(heals == 0 && batches <= 2, "batch {batch}: {heals} heals, {batches} batches");
+        }
+        assert_eq!(out.source.deletes.load(Ordering::SeqCst), 0, "batch {batch}");
+        for (i, source) in out.source_files.iter().enumerate() {
+            assert_eq!(source.as_deref(), Some(&content(i)[..]), "batch {batch}: metric {i} kept");
+        }
+        assert!(out.dest_files.iter().all(Option::is_none), "batch {batch}");
     }
 }

@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::Config;
+use crate::{Config, ReplayPolicy};
 
 /// bucky-pickle-relay: Graphite pickle protocol in, plaintext lines out.
 ///
@@ -25,6 +25,10 @@ use crate::Config;
 /// On SIGINT/SIGTERM it stops accepting, reads what the senders already sent (--shutdown-grace),
 /// flushes the queue and waits for the relay to confirm. Logs go to stderr; RUST_LOG overrides the
 /// level (default info, -d debug).
+///
+/// After the relay connection fails it reconnects with backoff and resends, before anything new, the
+/// lines --replay names: by default (unacked) only those the relay's TCP had not acknowledged, each at
+/// most once, so a line reaches the relay at most twice however often it restarts.
 ///
 /// Self-metrics, every --interval seconds under --prefix, cumulative since start unless noted:
 /// seenPickles, seenMetrics, sentMetrics, droppedMetrics, skippedMetrics, replayedMetrics,
@@ -87,8 +91,21 @@ pub struct Cli {
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
 
-    /// Bytes of the most recently written lines resent after the relay connection fails (what the
-    /// kernel had accepted may never have arrived); duplicates are harmless in Graphite. 0 disables.
+    /// What to resend, before anything new, after the relay connection failed; each line at most once.
+    ///
+    /// A write only means our kernel took the bytes. Whatever the policy, a line is resent at most
+    /// once (so it reaches the relay at most twice; a resent line still unacknowledged when the next
+    /// connection fails too is not sent a third time), and a line the failure cut short is written in
+    /// full (the relay never had it whole). A TCP acknowledgement means the relay's kernel has the
+    /// bytes, not that the relay read them: with `unacked`, a relay that dies with unread data loses
+    /// it.
+    #[arg(long, value_enum, default_value_t = ReplayPolicy::Unacked, value_name = "POLICY")]
+    pub replay: ReplayPolicy,
+
+    /// Most bytes of written lines kept for --replay.
+    ///
+    /// With `unacked`, keep it above the socket send queue's maximum (Linux net.ipv4.tcp_wmem, 4 MiB
+    /// by default); with `window`, it is the window.
     #[arg(long, default_value = "4MiB", value_name = "BYTES", value_parser = parse_size)]
     pub replay_bytes: u32,
 
@@ -154,6 +171,7 @@ impl Cli {
         c.send_timeout = Duration::from_secs(self.send_timeout);
         c.max_connections = self.max_connections;
         c.shutdown_grace = Duration::from_secs(self.shutdown_grace);
+        c.replay = self.replay;
         c.replay_bytes = self.replay_bytes as usize;
         Ok(c)
     }
@@ -243,6 +261,15 @@ mod tests {
         assert_eq!(c.read_timeout, Duration::from_secs(5));
         assert_eq!(c.send_timeout, Duration::from_secs(3));
         assert_eq!(bind_candidates(&cli.bind).unwrap()[1], "0.0.0.0:2005".parse().unwrap());
+        assert_eq!((c.replay, c.replay_bytes), (ReplayPolicy::Unacked, 4 << 20), "the documented defaults");
+        let c = Cli::try_parse_from(["bucky-pickle-relay", "--replay", "none", "h:1"]).unwrap().config().unwrap();
+        assert_eq!(c.replay, ReplayPolicy::None);
+        let c = Cli::try_parse_from(["bucky-pickle-relay", "--replay", "window", "--replay-bytes", "1M", "h:1"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!((c.replay, c.replay_bytes), (ReplayPolicy::Window, 1 << 20));
+        assert!(Cli::try_parse_from(["bucky-pickle-relay", "--replay", "all", "h:1"]).is_err());
         assert!(Cli::try_parse_from(["bucky-pickle-relay", "nohostport"]).unwrap().config().is_err());
         assert!(Cli::try_parse_from(["bucky-pickle-relay", "-p", "a b", "h:1"]).unwrap().config().is_err());
     }

@@ -38,6 +38,23 @@ impl Batch {
     pub(crate) fn release(&mut self) {
         self.permits = None;
     }
+
+    /// Splits off the lines not complete within the first `at` bytes (the first of them cut at `at`,
+    /// or starting there) into a batch of their own; `None` if every line is complete within `at`.
+    /// The queue room stays with `self`.
+    pub(crate) fn split_off_at_line(&mut self, at: usize) -> Option<Batch> {
+        let at = at.min(self.lines.len());
+        let cut = self.lines[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if cut == self.lines.len() {
+            return None;
+        }
+        let tail = self.lines.split_off(cut);
+        // Lines end with '\n'; a final fragment without one would still be a line to deliver.
+        let newlines = tail.iter().filter(|&&b| b == b'\n').count() + usize::from(tail.last() != Some(&b'\n'));
+        let count = u32::try_from(newlines).unwrap_or(u32::MAX).min(self.count);
+        self.count -= count;
+        Some(Batch { lines: tail, count, counted: self.counted, permits: None })
+    }
 }
 
 /// How a push ended.
@@ -157,6 +174,28 @@ mod tests {
 
     fn never() -> std::future::Pending<()> {
         std::future::pending()
+    }
+
+    #[test]
+    fn split_off_at_line_keeps_the_complete_lines() {
+        let batch = || Batch { lines: b"a 1 1\nbb 2 2\nc 3 3\n".to_vec(), count: 3, counted: true, permits: None };
+        let mut b = batch();
+        let tail = b.split_off_at_line(8).unwrap();
+        assert_eq!((b.lines.as_slice(), b.count), (&b"a 1 1\n"[..], 1));
+        assert_eq!((tail.lines.as_slice(), tail.count, tail.counted), (&b"bb 2 2\nc 3 3\n"[..], 2, true));
+        // Cut right after a newline: that line is complete.
+        let mut b = batch();
+        assert_eq!(b.split_off_at_line(13).unwrap().lines, b"c 3 3\n");
+        assert_eq!(b.count, 2);
+        // Nothing complete: everything goes.
+        let mut b = batch();
+        assert_eq!(b.split_off_at_line(0).unwrap().count, 3);
+        assert_eq!((b.lines.len(), b.count), (0, 0));
+        // Everything complete: nothing to split off.
+        let mut b = batch();
+        assert!(b.split_off_at_line(19).is_none());
+        assert!(b.split_off_at_line(100).is_none());
+        assert_eq!(b.count, 3);
     }
 
     #[tokio::test]

@@ -52,8 +52,14 @@ pub async fn run_with(listener: TcpListener, config: Config, shutdown: impl Futu
     let (queue, rx) = queue::channel(config.queue, config.queue_bytes, config.drop_when_full, stats.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
-    let upstream =
-        Upstream::new(config.relay.clone(), config.send_timeout, config.replay_bytes, stats.clone(), drain_rx);
+    let upstream = Upstream::new(
+        config.relay.clone(),
+        config.send_timeout,
+        config.replay,
+        config.replay_bytes,
+        stats.clone(),
+        drain_rx,
+    );
     let upstream = tokio::spawn(upstream.run(rx));
     let reporter = config
         .interval

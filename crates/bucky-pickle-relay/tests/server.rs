@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bucky_pickle_relay::{encode, run_with, Config, Counters, Summary};
+use bucky_pickle_relay::{encode, run_with, Config, Counters, ReplayPolicy, Summary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -33,7 +33,9 @@ impl Sink {
         let task = tokio::spawn(async move {
             let mut received = 0;
             loop {
-                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut partial = Vec::new();
                 // One connection at a time, as a relay sees us.
@@ -268,12 +270,16 @@ async fn drop_policy_drops_and_counts() {
     assert_conserved(&summary);
 }
 
+/// `--replay window`: a relay that dies with lines it had not read (its kernel had acknowledged them)
+/// gets them again. (The default, `unacked`, resends only what was not acknowledged: tests/replay.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_crash_mid_stream_is_covered_by_replay() {
+async fn relay_crash_mid_stream_is_covered_by_the_replay_window() {
     let data = Arc::new(Mutex::new(Vec::new()));
     // The first relay "crashes" after 100 kB, with whatever it had not read lost.
     let mut sink = Sink::start("127.0.0.1:0".parse().unwrap(), data.clone(), Some(100_000)).await;
-    let relay = Relay::start(config(sink.addr)).await;
+    let mut c = config(sink.addr);
+    c.replay = ReplayPolicy::Window;
+    let relay = Relay::start(c).await;
     let (bytes, expected) = frames("crash", 100, 100);
     send(relay.addr, &bytes).await;
     sleep(Duration::from_millis(300)).await;

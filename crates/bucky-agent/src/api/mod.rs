@@ -1,5 +1,6 @@
 //! The HTTP API: routes, access log, and the request plumbing shared by the handlers.
 
+mod access;
 mod batch;
 #[cfg(test)]
 mod limits_tests;
@@ -10,13 +11,12 @@ mod offload;
 mod tests;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -54,7 +54,7 @@ pub fn app(state: AppState) -> Router {
         // Handlers enforce `--max-body` themselves (with a 413 that names the limit).
         .layer(DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn(access::access_log))
         .with_state(state)
 }
 
@@ -72,29 +72,6 @@ async fn bad_method() -> AgentError {
 
 async fn name_missing() -> AgentError {
     AgentError::BadRequest("Metric name missing.".into())
-}
-
-/// One line per request, like buckyd's access log: remote, method, URI, status, duration.
-async fn access_log(request: Request, next: Next) -> Response {
-    if !tracing::enabled!(target: "bucky_agent::access", tracing::Level::INFO) {
-        return next.run(request).await;
-    }
-    let remote =
-        request.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "-".to_owned(), |c| c.0.to_string());
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(
-        target: "bucky_agent::access",
-        %remote,
-        %method,
-        %uri,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1e3,
-        "request"
-    );
-    response
 }
 
 /// Seconds since the Unix epoch.

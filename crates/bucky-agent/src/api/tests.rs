@@ -23,8 +23,10 @@ use crate::testutil::{points, wsp, wsp_with};
 use crate::{app, AppState, Config};
 
 pub(super) struct Fixture {
-    pub(super) dir: tempfile::TempDir,
+    // Dropped in this order: the agent, the tmpfs (if any), then the directory.
     pub(super) state: AppState,
+    _tmpfs: Option<full::Tmpfs>,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -33,13 +35,23 @@ impl Fixture {
     }
 
     pub(super) fn with(tweak: impl FnOnce(&mut Config)) -> Fixture {
+        Fixture::in_dir(tempfile::tempdir().unwrap(), None, tweak)
+    }
+
+    /// An agent whose prefix is a fresh tmpfs mounted with `options` (`size=1m`, ...).
+    fn on_tmpfs(options: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
+        let tmpfs = full::Tmpfs::mount(dir.path(), options);
+        Fixture::in_dir(dir, Some(tmpfs), |_| {})
+    }
+
+    fn in_dir(dir: tempfile::TempDir, tmpfs: Option<full::Tmpfs>, tweak: impl FnOnce(&mut Config)) -> Fixture {
         let nodes = vec![Node::parse("localhost:2003=a").unwrap(), Node::parse("127.0.0.1:2003=b").unwrap()];
         let ring = RingSpec::new(nodes, Hash::CarbonCh).build().unwrap();
         let mut config = Config::new("localhost", ring, dir.path());
         config.store.lock_timeout = Duration::from_secs(5);
         tweak(&mut config);
-        Fixture { state: AppState::new(config).unwrap(), dir }
+        Fixture { state: AppState::new(config).unwrap(), _tmpfs: tmpfs, dir }
     }
 
     pub(super) fn root(&self) -> &Path {
@@ -1405,3 +1417,5 @@ async fn batch_entries_are_authorized_one_by_one() {
     assert_eq!(statuses(&answers), [200, 403]);
     assert!(f.file("sys.new").is_some() && f.file("app.new").is_none());
 }
+
+mod full;

@@ -257,13 +257,14 @@ impl Pipeline {
             let answer = match failure {
                 None => Ok(true),
                 // The file is complete at its path, but it must not be reported durable.
-                Some(e) => Err(AgentError::internal(format!("flush {}", waiting.dir.display()), e)),
+                Some(e) => Err(AgentError::writing(format!("flush {}", waiting.dir.display()), &waiting.dir, e)),
             };
             let _ = waiting.reply.send(answer);
         }
         for (job, failure) in batch.into_iter().zip(content_failed) {
             if let Some(e) = failure {
-                let answer = Err(AgentError::internal(format!("flush {}", job.work.path().display()), e));
+                let path = job.work.path();
+                let answer = Err(AgentError::writing(format!("flush {}", path.display()), path, e));
                 answer_now(job, answer);
                 continue;
             }
@@ -320,8 +321,7 @@ fn fsync(batch: &[Job], linked: &[Linked]) -> (Vec<Option<io::Error>>, Vec<Optio
         .collect();
     let mut dirs: BTreeMap<&Path, Option<io::Error>> = BTreeMap::new();
     for waiting in linked {
-        dirs.entry(&waiting.dir)
-            .or_insert_with(|| sync_dir(&waiting.dir).err().map(|e| io::Error::other(e.to_string())));
+        dirs.entry(&waiting.dir).or_insert_with(|| sync_dir(&waiting.dir).err().map(os_error));
     }
     let names = linked.iter().map(|w| dirs.get(w.dir.as_path()).and_then(|e| e.as_ref().map(copy_error))).collect();
     let flushes = content.len() + dirs.len();
@@ -334,6 +334,14 @@ fn answer_now(job: Job, answer: Answer) {
     let Job { work, reply, .. } = job;
     drop(work);
     let _ = reply.send(answer);
+}
+
+/// The I/O error of a whisper error (keeping its OS code: a full device must stay recognisable).
+fn os_error(e: whisper::Error) -> io::Error {
+    match e {
+        whisper::Error::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 /// The same error again, for each request of a batch that shares one failed flush.

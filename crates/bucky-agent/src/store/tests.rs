@@ -291,3 +291,135 @@ fn heal_many_of_more_than_one_commit_batch() {
     assert_eq!(files, count);
     assert!(store.heal_many::<HealItem>(&[], now()).is_empty());
 }
+
+// ---- long names, failed creates ---------------------------------------------------------------------------
+
+#[test]
+fn names_whose_last_component_is_up_to_251_bytes_are_created_healed_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |_| {});
+    // 224 bytes was the first length whose temp name went past 255 bytes; 251 (255 with `.wsp`) the last
+    // one a name allows.
+    for len in [224, 240, 251] {
+        let last = "x".repeat(len);
+        let name = MetricName::parse(&format!("long{len}.{last}")).unwrap();
+        let path = store.path(&name);
+        assert_eq!(path.file_name().unwrap().len(), len + 4);
+        assert_eq!(store.heal(&name, &buf(&[(1, 1.0)]), 0, now()).unwrap(), Healed::Created, "{len}");
+        assert_eq!(store.heal(&name, &buf(&[(2, 2.0)]), 0, now()).unwrap(), Healed::Filled(1), "{len}");
+        assert_eq!(testutil::points(&store.read(&name).unwrap().bytes), [(1, 1.0), (2, 2.0)], "{len}");
+        let other_layout = WhisperBuf::from_bytes(testutil::wsp_with("1m:2d", &[(3, 3.0)])).unwrap();
+        assert_eq!(store.replace(&name, &other_layout, None, 0).unwrap(), Replaced::Renamed, "{len}");
+        assert_eq!(store.read(&name).unwrap().bytes, other_layout.as_bytes(), "{len}");
+        // A PUT and a batch heal of a new long name create it too.
+        let put = MetricName::parse(&format!("long{len}.put.{last}")).unwrap();
+        assert_eq!(store.replace(&put, &buf(&[(4, 4.0)]), None, 0).unwrap(), Replaced::Created, "{len}");
+        let batch = MetricName::parse(&format!("long{len}.batch.{last}")).unwrap();
+        let results = store.heal_many(&[(batch.clone(), buf(&[(5, 5.0)]), 0)], now());
+        assert!(matches!(results[..], [Ok(Healed::Created)]), "{len}: {results:?}");
+        assert_eq!(points(&store.path(&batch)), [(5, 5.0)], "{len}");
+        let file = format!("{last}.wsp");
+        let top = dir.path().join(format!("long{len}"));
+        assert_eq!(entries(&top), ["batch", "put", file.as_str()], "{len}: no temp file left");
+        assert_eq!(entries(&top.join("put")), [file.as_str()], "{len}: no temp file left");
+        assert_eq!(entries(&top.join("batch")), [file.as_str()], "{len}: no temp file left");
+    }
+}
+
+/// The entries below `root`, recursively, as paths relative to it.
+fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A metric name whose file's directory is `dir_len` bytes long below `root` (components of at most 200
+/// bytes), its last component `last`.
+fn name_with_dir_of(root: &Path, dir_len: usize, last: &str) -> MetricName {
+    let mut parts = Vec::new();
+    let mut len = root.as_os_str().len();
+    while len < dir_len {
+        let part = (dir_len - len - 1).min(200);
+        assert!(part > 0, "cannot reach {dir_len} bytes");
+        parts.push("d".repeat(part));
+        len += 1 + part;
+    }
+    parts.push(last.to_owned());
+    let name = MetricName::parse(&parts.join(".")).unwrap();
+    assert_eq!(root.join(name.relative_path()).parent().unwrap().as_os_str().len(), dir_len);
+    name
+}
+
+#[test]
+fn a_create_that_fails_leaves_no_directory_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |_| {});
+    store.heal(&MetricName::parse("kept.m").unwrap(), &buf(&[(1, 1.0)]), 0, now()).unwrap();
+    let before = tree(dir.path());
+    // The directories fit in PATH_MAX (4096 bytes with the NUL), the metric's file too, but its temp file
+    // does not: the create fails once every directory is made.
+    let name = &name_with_dir_of(dir.path(), 4060, "m");
+    assert!(store.path(name).as_os_str().len() < 4096);
+    {
+        let err = store.heal(name, &buf(&[(1, 1.0)]), 0, now()).unwrap_err();
+        assert!(matches!(err, AgentError::Internal { .. }), "{err}");
+        assert_eq!(tree(dir.path()), before, "a failed POST left something");
+        store.replace(name, &buf(&[(1, 1.0)]), None, 0).unwrap_err();
+        assert_eq!(tree(dir.path()), before, "a failed PUT left something");
+        let results = store.heal_many(&[(name.clone(), buf(&[(1, 1.0)]), 0)], now());
+        assert!(matches!(results[..], [Err(AgentError::Internal { .. })]), "{results:?}");
+        assert_eq!(tree(dir.path()), before, "a failed batch heal left something");
+    }
+}
+
+/// Removes the first temp file staged in `dir` (waiting for one), as an operator's clean-up might: the
+/// create staging it then fails at its publish.
+fn remove_staged_temp(dir: PathBuf) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let temps = fs::read_dir(&dir).into_iter().flatten().map(|e| e.unwrap().path());
+            if let Some(temp) = temps.into_iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with('.')) {
+                fs::remove_file(temp).unwrap();
+                return;
+            }
+            assert!(Instant::now() < deadline, "the create never staged its file");
+            thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+#[test]
+fn a_create_failing_at_its_publish_leaves_no_directory_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |o| o.publish_delay = Duration::from_millis(500));
+    fs::create_dir(dir.path().join("shared")).unwrap();
+    let name = MetricName::parse("new.dirs.m").unwrap();
+    for batch in [false, true] {
+        let remover = remove_staged_temp(dir.path().join("new/dirs"));
+        let result = if batch {
+            store.heal_many(&[(name.clone(), buf(&[(1, 1.0)]), 0)], now()).pop().unwrap().map(|_| ())
+        } else {
+            store.heal(&name, &buf(&[(1, 1.0)]), 0, now()).map(|_| ())
+        };
+        remover.join().unwrap();
+        assert!(matches!(result, Err(AgentError::NotFound)), "batch {batch}: {result:?}");
+        assert_eq!(tree(dir.path()), ["shared"], "batch {batch}: the new directories were left");
+    }
+    // A directory that holds a file by then (a sibling created meanwhile) stays.
+    store.heal(&MetricName::parse("new.dirs.sibling").unwrap(), &buf(&[(1, 1.0)]), 0, now()).unwrap();
+    let remover = remove_staged_temp(dir.path().join("new/dirs"));
+    store.heal(&name, &buf(&[(1, 1.0)]), 0, now()).unwrap_err();
+    remover.join().unwrap();
+    assert_eq!(tree(dir.path()), ["new", "new/dirs", "new/dirs/sibling.wsp", "shared"]);
+}

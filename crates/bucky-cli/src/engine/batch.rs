@@ -4,16 +4,19 @@
 //!
 //! A batch never decides that a job failed: whatever goes wrong with a job in a batch step (an error
 //! entry, a missing read-back, a verification that finds points missing, a 412 on delete, an agent that
-//! takes no batches) hands the job to [`Run::job`], which starts it over alone with its own retries. The
-//! safety rules are the same on both paths: a source is deleted only after every destination verified,
-//! and only with `If-Match` of the version copied.
+//! takes no batches) hands the job to [`Run::job`], which starts it over alone with its own retries. A
+//! 507 entry (the destination's disk is full) is handed over too: the client has marked the node full, so
+//! the job alone fails at once, without a retry. The safety rules are the same on both paths, decided in
+//! one place each: whether a job may run ([`Run::refusal`]: no node it needs down, no destination full),
+//! and whether its source goes ([`Run::after_verify`]: only after every destination verified, and then only
+//! with `If-Match` of the version copied).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use whisper::WhisperBuf;
 
-use super::{check_copy, shared_upload, unix_now, unplaceable_kept, unplaceable_note, Job, Outcome, Retry, Run};
+use super::{check_copy, shared_upload, unix_now, AfterVerify, Job, Outcome, Retry, Run};
 use crate::client::{ClientError, Deleted, Fetched, Upload};
 use crate::cluster::short_error;
 use crate::config::Addr;
@@ -73,11 +76,9 @@ impl Run {
             progress.iter_mut().filter(|p| p.in_batch()).for_each(|p| p.alone = true);
         };
 
-        // Jobs needing a node found down fail at once (see `crate::health`).
+        // Jobs needing a node found down, or writing to a node found full, fail at once (see `crate::health`).
         for (job, p) in jobs.iter().zip(progress.iter_mut()) {
-            if let Some(why) = self.client.health().refuse(job.nodes()) {
-                p.outcome = Some(Outcome::Failed { reason: why, wire: 0 });
-            }
+            p.outcome = self.refusal(job, 0);
         }
         if progress.iter().all(|p| !p.in_batch()) {
             return;
@@ -192,15 +193,14 @@ impl Run {
             if !p.in_batch() {
                 continue;
             }
-            if !self.options.delete || !job.deletes_source() {
-                let note = (p.unplaceable > 0).then(|| unplaceable_note(p.unplaceable));
-                p.outcome = Some(self.moved(job, copy.bytes, p.wire, p.healed, p.verified, false, note));
-            } else if p.unplaceable > 0 {
-                p.outcome = Some(Outcome::Failed { reason: unplaceable_kept(p.unplaceable), wire: p.wire });
-            } else if let Some(tag) = &copy.etag {
-                deletes.push((i, job.source_name.as_str(), tag.as_str()));
-            } else {
-                p.alone = true; // no version to delete with: the job alone compares contents first
+            match (self.after_verify(job, p.unplaceable), &copy.etag) {
+                (AfterVerify::Keep(note), _) => {
+                    p.outcome = Some(self.moved(job, copy.bytes, p.wire, p.healed, p.verified, false, note));
+                }
+                (AfterVerify::Refuse(reason), _) => p.outcome = Some(Outcome::Failed { reason, wire: p.wire }),
+                (AfterVerify::Delete, Some(tag)) => deletes.push((i, job.source_name.as_str(), tag.as_str())),
+                // No version to delete with: the job alone compares contents first.
+                (AfterVerify::Delete, None) => p.alone = true,
             }
         }
         if deletes.is_empty() {

@@ -13,6 +13,12 @@
 //! also the path for buckyd. A batch read holds at most `--batch-mib` of files: the jobs whose sources did
 //! not fit lead the worker's next batch.
 //!
+//! A destination that answers 507 Insufficient Storage (its disk is full) is sent no more copies for the
+//! rest of the run: every job that would write to it fails at once, source kept, listed in `--error-file`,
+//! and the summary names the node (see [`crate::health`]). Whether a job may run at all ([`Run::refusal`])
+//! and whether its source goes once verified ([`Run::after_verify`]) are decided in one place each, for
+//! the batch and the one-job path alike.
+//!
 //! Concurrency: `--workers` requests (each a batch, or one job) in flight per source node, and at most
 //! `--workers` requests at once to each destination node. `--max-rate` paces the jobs started per source node. `--state-file` records finished
 //! jobs (one JSON line each) so a rerun skips them; `--error-file` lists failed ones.
@@ -181,6 +187,9 @@ pub struct Summary {
     pub per_node: BTreeMap<String, NodeSummary>,
     /// The first failures (all of them are in `--error-file`).
     pub failures: Vec<Failure>,
+    /// Destinations found full (507 Insufficient Storage), with the jobs that failed because of it (sources
+    /// kept): nothing more was sent to them once they answered 507.
+    pub full_nodes: BTreeMap<String, u64>,
 }
 
 /// Per-node counts.
@@ -223,6 +232,12 @@ impl Summary {
         if self.errors > self.failures.len() as u64 {
             printer.error(format!("… and {} more failures", self.errors - self.failures.len() as u64));
         }
+        for (node, jobs) in &self.full_nodes {
+            printer.error(format!(
+                "{node} is full (507 Insufficient Storage): {jobs} metrics not copied to it, sources kept; free space \
+                 on it and rerun"
+            ));
+        }
         printer.info(format!(
             "{}: {} planned, {} moved, {} replica copies synced, {} deleted, {} skipped, {} errors{}; {} read ({} on the wire), {} points healed, \
              {} points verified; {:.1} s, {:.0} metrics/s, {}/s",
@@ -249,9 +264,35 @@ impl Summary {
 /// How one job ended.
 #[derive(Debug)]
 enum Outcome {
-    Moved { deleted: bool, bytes: u64, wire: u64, healed: u64, verified: u64, note: Option<String>, sync: bool },
+    Moved {
+        deleted: bool,
+        bytes: u64,
+        wire: u64,
+        healed: u64,
+        verified: u64,
+        note: Option<String>,
+        sync: bool,
+    },
     SourceGone,
-    Failed { reason: String, wire: u64 },
+    Failed {
+        reason: String,
+        wire: u64,
+    },
+    /// Not copied: `node`, a destination, is full (source kept).
+    NodeFull {
+        node: Addr,
+        wire: u64,
+    },
+}
+
+/// What becomes of a source once every destination verified its copy.
+enum AfterVerify {
+    /// Kept (no `--delete`, a replica, a kept source); the note tells of points the destinations cannot hold.
+    Keep(Option<String>),
+    /// Kept, and the job fails: the destinations cannot hold some of its points.
+    Refuse(String),
+    /// Deleted, with `If-Match` of the version copied.
+    Delete,
 }
 
 /// Shared state of a run.
@@ -461,6 +502,20 @@ impl Run {
                 self.printer.verbose(format!("{} on {source}: gone before it was read, skipped", job.source_name));
                 self.finished(job);
             }
+            Outcome::NodeFull { node, wire } => {
+                let node = node.to_string();
+                let first = !summary.full_nodes.contains_key(&node);
+                *summary.full_nodes.entry(node.clone()).or_default() += 1;
+                if first {
+                    // Printed under the summary's lock: once, and before any job it refuses is reported.
+                    self.printer.info(format!(
+                        "bucky: {node} is full: no more copies sent to it; sources kept; free space and rerun"
+                    ));
+                }
+                drop(summary);
+                let reason = format!("{node} is full (507 Insufficient Storage)");
+                self.record(job, Outcome::Failed { reason, wire });
+            }
             Outcome::Failed { reason, wire } => {
                 summary.errors += 1;
                 summary.wire_bytes += wire;
@@ -496,6 +551,29 @@ impl Run {
         Arc::clone(sem).acquire_owned().await.ok()
     }
 
+    /// Whether `job` must fail now instead of being tried: a destination is full (no copy is sent to it),
+    /// or a node it needs is down. The one check of the batch and the one-job path, before every attempt.
+    fn refusal(&self, job: &Job, wire: u64) -> Option<Outcome> {
+        let health = self.client.health();
+        if let Some(node) = health.full_among(&job.dests) {
+            return Some(Outcome::NodeFull { node: node.clone(), wire });
+        }
+        health.refuse(job.nodes()).map(|reason| Outcome::Failed { reason, wire })
+    }
+
+    /// The delete-after-verify rule, once every destination verified its copy (`unplaceable`: the source's
+    /// points the destinations' schema cannot hold): the source goes only with `--delete`, when the job
+    /// deletes its source at all, and only if the destinations hold every one of its points.
+    fn after_verify(&self, job: &Job, unplaceable: u64) -> AfterVerify {
+        if !(self.options.delete && job.deletes_source()) {
+            AfterVerify::Keep((unplaceable > 0).then(|| unplaceable_note(unplaceable)))
+        } else if unplaceable > 0 {
+            AfterVerify::Refuse(unplaceable_kept(unplaceable))
+        } else {
+            AfterVerify::Delete
+        }
+    }
+
     /// One job: read, heal everywhere, verify everywhere, maybe delete; retried as a whole.
     async fn job(&self, job: &Job) -> Outcome {
         let mut wire = 0;
@@ -503,11 +581,16 @@ impl Run {
         let mut delay = Duration::from_millis(250);
         for attempt in 1..=self.options.attempts {
             if attempt > 1 {
+                // A destination found full, or a node found down, by the failed attempt (or by another
+                // job meanwhile): no retry can help, fail now rather than after the wait.
+                if let Some(refused) = self.refusal(job, wire) {
+                    return refused;
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            if let Some(why) = self.client.health().refuse(job.nodes()) {
-                return Outcome::Failed { reason: why, wire };
+            if let Some(refused) = self.refusal(job, wire) {
+                return refused;
             }
             match self.attempt(job, &mut wire).await {
                 Ok(Some(outcome)) => return outcome,
@@ -576,12 +659,12 @@ impl Run {
             verified += verdict.checked;
             unplaceable += verdict.unplaceable;
         }
-        let mut note = None;
-        let mut deleted = false;
-        if self.options.delete && job.deletes_source() {
-            if unplaceable > 0 {
-                return Err(Retry::Never(unplaceable_kept(unplaceable)));
-            }
+        match self.after_verify(job, unplaceable) {
+            AfterVerify::Keep(note) => return Ok(Some(self.moved(job, bytes, *wire, healed, verified, false, note))),
+            AfterVerify::Refuse(why) => return Err(Retry::Never(why)),
+            AfterVerify::Delete => {}
+        }
+        let deleted = {
             let condition = match &etag {
                 Some(tag) => Some(tag.as_str()),
                 None => {
@@ -594,8 +677,8 @@ impl Run {
                 }
             };
             match client.delete(&job.source, &job.source_name, condition).await {
-                Ok(Deleted::Removed) => deleted = true,
-                Ok(Deleted::Absent) => {}
+                Ok(Deleted::Removed) => true,
+                Ok(Deleted::Absent) => false,
                 Err(ClientError::Changed { .. }) => {
                     return Err(Retry::Again(
                         "the source changed since it was read (still receiving writes?); copying again".into(),
@@ -603,10 +686,8 @@ impl Run {
                 }
                 Err(e) => return Err(Retry::Again(format!("delete: {}", short_error(&e)))),
             }
-        } else if unplaceable > 0 {
-            note = Some(unplaceable_note(unplaceable));
-        }
-        Ok(Some(self.moved(job, bytes, *wire, healed, verified, deleted, note)))
+        };
+        Ok(Some(self.moved(job, bytes, *wire, healed, verified, deleted, None)))
     }
 
     #[allow(clippy::too_many_arguments)]
