@@ -114,12 +114,14 @@ async fn no_inode_left_for_a_directory_or_a_temp_file_is_a_507() {
     // The root and one more inode.
     let f = Fixture::on_tmpfs("size=1m,nr_inodes=2");
     let new = wsp(&[(1, 1.0)]);
-    // The directory takes the last inode: the temp file cannot be created.
+    // The directory takes the last inode: the temp file cannot be created, and the directory the request
+    // made is removed again (a failed request changes nothing).
     let response = f.send(upload(Method::POST, "x.m", &new)).await;
     assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
     assert_full_message(text(response).await.trim_end());
-    assert_eq!(f.tree(), ["x"]);
+    assert_eq!(f.tree(), Vec::<String>::new());
     // No inode for the directory.
+    fs::create_dir(f.root().join("x")).unwrap();
     let response = f.send(upload(Method::POST, "y.m", &new)).await;
     assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
     assert_full_message(text(response).await.trim_end());
