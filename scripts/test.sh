@@ -30,6 +30,13 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
 fi
 export BUCKY_ORACLE_PYTHON="$VENV/bin/python"
 
+# Go peers (go-carbon 0.17.1, buckytools 0.4.2 and 0.6.0), built from the shared source tarballs into the
+# git-ignored .peers/ (Debian's golang-go, offline; nothing to do once built).
+PEERS_SRC="${BUCKY_PEERS_SRC:-$ROOT/../shared/peers}"
+say "building the Go peers into $ROOT/.peers"
+bash "$PEERS_SRC/build.sh" "$ROOT/.peers" >&2
+export BUCKY_PEERS="$ROOT/.peers"
+
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest not found; using cargo test"
     exec cargo test --workspace "$@"

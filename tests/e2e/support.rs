@@ -50,3 +50,16 @@ pub fn oracle_python() -> PathBuf {
 pub fn free_port(ip: &str) -> u16 {
     TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free port")
 }
+
+/// Path of a Go peer built by `../shared/peers/build.sh` (`go-carbon`, `gg/buckyd`, `jj/bucky`, …): under
+/// `$BUCKY_PEERS/bin`, else the workspace's git-ignored `.peers/bin`, where `scripts/test.sh` builds them.
+pub fn go_peer(name: &str) -> PathBuf {
+    let root = std::env::var_os("BUCKY_PEERS").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".peers"));
+    let path = root.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "Go peer {} not found: run scripts/test.sh once (it calls ../shared/peers/build.sh .peers)",
+        path.display()
+    );
+    path
+}
