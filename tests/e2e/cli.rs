@@ -565,7 +565,8 @@ fn diverse_replicas_spread_over_hosts() {
     let servers = ok(&cluster.bucky(&["servers"]));
     assert!(servers.contains("diverse replicas"), "{servers}");
     // What a non-diverse ring would say: some metrics on host 1 only.
-    let mut args = vec!["ring", "locate", "--hash", "carbon_ch", "--replicas", "2", "-j"];
+    let mut args =
+        vec!["ring", "locate", "--hash", "carbon_ch", "--replicas", "2", "--diverse-replicas", "false", "-j"];
     args.extend(ring.iter().map(String::as_str));
     let plain = ok(&run_bucky(&args, names.join("\n").as_bytes()));
     let host1_only = plain

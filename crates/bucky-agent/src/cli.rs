@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser};
-use hashring::{Hash, Node, RingSpec, Router};
+use hashring::{Hash, Node, Ring, RingSpec, Router};
 
 use crate::auth::Auth;
 use crate::config::{Config, DEFAULT_PREFIX};
@@ -16,7 +16,8 @@ use crate::store::{Flush, StoreOptions};
 ///
 /// Serves the whisper files below --prefix over buckyd's HTTP API (list, stat, read, heal, replace,
 /// delete, offload). NODE... are the members of the consistent-hash ring in order, as
-/// `HOST[:PORT][=INSTANCE]`, exactly as given to buckyd; every agent of a cluster must be given the same
+/// `HOST[:PORT][=INSTANCE]`, exactly as given to buckyd; or --ring-config reads the ring from the cluster's
+/// carbon.conf, carbonate.conf or carbon-c-relay config. Every agent of a cluster must be given the same
 /// ring. Go-style single-dash long flags (-prefix, -hash, -replicas, -sparse, -tmpdir, -timeout, …) are
 /// accepted too, so existing buckyd unit files keep working. Logs go to stderr; set RUST_LOG to change
 /// their level (default info).
@@ -24,8 +25,19 @@ use crate::store::{Flush, StoreOptions};
 #[command(name = "bucky-agent", version, max_term_width = 100)]
 pub struct Cli {
     /// Ring members in order: `HOST[:PORT][=INSTANCE]`.
-    #[arg(value_name = "NODE", required = true)]
+    #[arg(value_name = "NODE", required_unless_present = "ring_config")]
     pub nodes: Vec<String>,
+
+    /// Read the ring (members, hash, replication, diverse replicas) from this carbon.conf ([relay]
+    /// section), carbonate.conf or carbon-c-relay config, detected from the content, instead of NODE
+    /// arguments; --hash, --router, --replicas and --diverse-replicas are then refused (the file says).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["nodes", "hash", "router", "replicas", "diverse_replicas"])]
+    pub ring_config: Option<PathBuf>,
+
+    /// With --ring-config: the carbon.conf relay instance (`NAME` or `relay:NAME`), the carbonate.conf
+    /// cluster (default main) or the carbon-c-relay cluster (default: the only hash cluster).
+    #[arg(long, value_name = "NAME", requires = "ring_config", conflicts_with = "nodes")]
+    pub cluster: Option<String>,
 
     /// Address to listen on, IP:PORT (":PORT" = all interfaces).
     #[arg(short = 'b', long, default_value = "0.0.0.0:4242", value_name = "IP:PORT")]
@@ -210,9 +222,18 @@ fn hostname() -> String {
 }
 
 impl Cli {
-    /// Validates the flags into a [`Config`]: parses the ring, checks that this node is a member and that
-    /// the prefix is a directory, reads the JWT secret.
-    pub fn into_config(self) -> anyhow::Result<Config> {
+    /// The ring: from --ring-config, or from the NODE arguments and the ring flags.
+    fn ring(&self) -> anyhow::Result<Ring> {
+        if let Some(path) = &self.ring_config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the ring config {}", path.display()))?;
+            let config = ringconf::parse(&text, self.cluster.as_deref())
+                .with_context(|| format!("invalid ring config {}", path.display()))?;
+            for note in &config.notes {
+                tracing::warn!(config = %path.display(), "{note}");
+            }
+            return Ok(config.ring);
+        }
         let nodes = self
             .nodes
             .iter()
@@ -227,12 +248,18 @@ impl Cli {
             "auto" => router == Router::Carbon,
             other => other == "true",
         };
-        let ring = RingSpec::new(nodes, hash)
+        RingSpec::new(nodes, hash)
             .router(router)
             .replicas(self.replicas)
             .diverse(diverse)
             .build()
-            .context("invalid ring")?;
+            .context("invalid ring")
+    }
+
+    /// Validates the flags into a [`Config`]: parses the ring, checks that this node is a member and that
+    /// the prefix is a directory, reads the JWT secret.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let ring = self.ring()?;
         let node = self.node.clone().unwrap_or_else(hostname);
         if !ring.nodes().iter().any(|n| n.server == node) {
             let members: Vec<String> = ring.nodes().iter().map(|n| n.to_string()).collect();
@@ -453,6 +480,40 @@ mod tests {
         assert!(!diverse(&["--hash", "jump_fnv1a"]).unwrap(), "the relay has no diverse replicas");
         assert!(diverse(&["--hash", "jump_fnv1a", "--diverse-replicas", "true"]).is_err());
         assert!(Cli::try_parse_from(["a", "--diverse-replicas", "maybe", "h1"]).is_err());
+    }
+
+    #[test]
+    fn ring_from_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().to_str().unwrap();
+        let conf = dir.path().join("carbon.conf");
+        std::fs::write(
+            &conf,
+            "[relay]\nRELAY_METHOD = consistent-hashing\nREPLICATION_FACTOR = 2\n\
+             DESTINATIONS = h1:2004:a, h1:2104:b, h2:2004:a\n[relay:b]\nDESTINATIONS = h1:2004, h3:2004\n",
+        )
+        .unwrap();
+        let conf = conf.to_str().unwrap();
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["a", "-p", prefix, "-n", "h1", "-ring-config", conf];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(go_style_args(os(&args))).map(|cli| cli.into_config())
+        };
+        let ring = parse(&[]).unwrap().unwrap().ring;
+        let members: Vec<String> = ring.nodes().iter().map(|n| n.to_string()).collect();
+        assert_eq!(members, ["h1:2004=a", "h1:2104=b", "h2:2004=a"]);
+        assert_eq!((ring.hash(), ring.replicas(), ring.diverse()), (Hash::CarbonCh, 2, true));
+        let ring = parse(&["--cluster", "b"]).unwrap().unwrap().ring;
+        // [relay:b] is read over [relay]: its own DESTINATIONS, [relay]'s REPLICATION_FACTOR.
+        assert_eq!((ring.nodes().len(), ring.replicas()), (2, 2));
+        for conflicting in [&["--hash", "fnv1a"][..], &["--replicas", "2"], &["--diverse-replicas", "false"], &["h1"]] {
+            assert!(parse(conflicting).is_err(), "{conflicting:?} contradicts the file");
+        }
+        let err = parse(&["--cluster", "x"]).unwrap().unwrap_err();
+        assert!(format!("{err:#}").contains("no relay section \"x\""), "{err:#}");
+        assert!(Cli::try_parse_from(["a", "--cluster", "x", "h1"]).is_err(), "--cluster needs --ring-config");
+        let missing = Cli::try_parse_from(["a", "-p", prefix, "-n", "h1", "--ring-config", "/nonexistent/c.conf"]);
+        assert!(format!("{:#}", missing.unwrap().into_config().unwrap_err()).contains("cannot read the ring config"));
     }
 
     #[test]
