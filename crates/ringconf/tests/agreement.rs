@@ -78,12 +78,12 @@ fn random_nodes(rng: &mut StdRng, n: usize, kind: Instances, host: &dyn Fn(&mut 
     let mut numbers: Vec<u32> = (0..500).collect();
     numbers.shuffle(rng);
     let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..n {
+    for (i, &number) in numbers.iter().enumerate().take(n) {
         let numeric = |rng: &mut StdRng| {
             if rng.gen_bool(0.2) {
-                format!("{:03}", numbers[i])
+                format!("{number:03}")
             } else {
-                numbers[i].to_string()
+                number.to_string()
             }
         };
         let text = |rng: &mut StdRng| {
@@ -216,7 +216,7 @@ fn join_destinations(rng: &mut StdRng, entries: &[String]) -> String {
     let mut out = String::new();
     for (i, entry) in entries.iter().enumerate() {
         if i > 0 {
-            out.push_str(*[",", ", ", " ,", ",\n    ", ",\n\n  "].choose(rng).expect("separators"));
+            out.push_str([",", ", ", " ,", ",\n    ", ",\n\n  "].choose(rng).expect("separators"));
         }
         out.push_str(entry);
     }
@@ -224,11 +224,14 @@ fn join_destinations(rng: &mut StdRng, entries: &[String]) -> String {
 }
 
 fn comment(rng: &mut StdRng) -> &'static str {
-    *["", "", "# a comment\n", "; another = comment\n", "\n"].choose(rng).expect("comments")
+    ["", "", "# a comment\n", "; another = comment\n", "\n"].choose(rng).expect("comments")
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // The carbon/carbonate oracle
+
+/// Per name, the (server, port, instance) of each replica, in order.
+type Placements = Vec<Vec<(String, u16, Option<String>)>>;
 
 struct Job {
     kind: &'static str,
@@ -240,9 +243,9 @@ struct Job {
 /// What the oracle answered: per name, (server, port, instance) in replica order; carbonate's raw
 /// DIVERSE_REPLICAS and the placements with it read as a boolean, when they differ.
 struct Answer {
-    placements: Vec<Vec<(String, u16, Option<String>)>>,
+    placements: Placements,
     diverse_raw: Option<Value>,
-    placements_boolean: Option<Vec<Vec<(String, u16, Option<String>)>>>,
+    placements_boolean: Option<Placements>,
 }
 
 fn oracle(jobs: &[Job]) -> Vec<Result<Answer, String>> {
@@ -264,7 +267,7 @@ fn oracle(jobs: &[Job]) -> Vec<Result<Answer, String>> {
     let mut cmd = Command::new(python);
     cmd.arg(workspace().join("tests/oracle/ringconf_oracle.py")).arg("--batch");
     let out = pipe(cmd, input, "ringconf_oracle.py --batch");
-    let placements = |v: &Value| -> Vec<Vec<(String, u16, Option<String>)>> {
+    let placements = |v: &Value| -> Placements {
         v.as_array()
             .expect("placements")
             .iter()
@@ -303,7 +306,7 @@ fn oracle(jobs: &[Job]) -> Vec<Result<Answer, String>> {
 }
 
 /// Our placement of `names`, in the oracle's shape.
-fn ours(config: &ringconf::RingConfig, names: &[String]) -> Vec<Vec<(String, u16, Option<String>)>> {
+fn ours(config: &ringconf::RingConfig, names: &[String]) -> Placements {
     names
         .iter()
         .map(|name| {
