@@ -41,7 +41,8 @@ pub enum Command {
     /// modify.
     #[command(subcommand)]
     Whisper(whisper::WhisperCommand),
-    /// Metric placement: which node(s) hold a metric (carbon_ch, fnv1a_ch, jump_fnv1a_ch; carbon or relay).
+    /// Metric placement: which node(s) hold a metric (carbon_ch, fnv1a_ch, jump_fnv1a_ch; carbon or relay),
+    /// the ring given as NODEs or read from a carbon.conf, carbonate.conf or carbon-c-relay config.
     #[command(subcommand)]
     Ring(ring::RingCommand),
     /// Show the cluster: ring, hash, router, replication, members and whether they agree.
