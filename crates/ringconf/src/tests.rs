@@ -231,3 +231,65 @@ fn unknown_kinds_say_what_they_found() {
         }
     }
 }
+
+/// Hostile input: random texts built from the characters that matter to the three syntaxes never panic,
+/// and every refusal is one line.
+#[test]
+fn random_text_never_panics() {
+    use rand::{Rng, SeedableRng};
+    const PIECES: &[&str] = &[
+        "[",
+        "]",
+        "relay",
+        "main",
+        "relay:",
+        "cache",
+        "=",
+        ":",
+        ";",
+        "#",
+        "\"",
+        "\\",
+        "%",
+        "%(",
+        ")s",
+        "%%",
+        "\n",
+        "  ",
+        " ",
+        ",",
+        "DESTINATIONS",
+        "REPLICATION_FACTOR",
+        "2",
+        "0",
+        "007",
+        "consistent-hashing",
+        "RELAY_METHOD",
+        "cluster",
+        "carbon_ch",
+        "jump_fnv1a_ch",
+        "forward",
+        "replication",
+        "h:2004",
+        "[::1]",
+        "é",
+        "\r",
+        "\t",
+        "[DEFAULT]",
+        "diverse_replicas",
+        "DIVERSE_REPLICAS",
+        "include",
+        "match",
+        "proto",
+        "mtls",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    for _ in 0..20_000 {
+        let text: String = (0..rng.gen_range(0..40)).map(|_| PIECES[rng.gen_range(0..PIECES.len())]).collect();
+        for cluster in [None, Some("main"), Some("relay:b"), Some("x")] {
+            if let Err(e) = parse(&text, cluster) {
+                assert!(!e.to_string().contains('\n'), "{text:?}: {e}");
+            }
+        }
+    }
+}
