@@ -64,9 +64,9 @@ fn ring_locate_follows_carbon_lookup_from_carbonate_conf() {
     // and a few where they do not.
     let differs: Vec<usize> = (0..names.len()).filter(|&i| default[i] != plain[i]).collect();
     assert!(differs.len() >= 10, "a 4-instance ring at replication 2 has names diverse replicas move");
-    let same: Vec<usize> = (0..names.len()).filter(|i| !differs.contains(i)).take(4).collect();
+    let same: Vec<usize> = (0..names.len()).filter(|i| !differs.contains(i)).take(2).collect();
     let carbon_lookup = oracle_python().with_file_name("carbon-lookup");
-    for i in differs.into_iter().take(10).chain(same) {
+    for i in differs.into_iter().take(6).chain(same) {
         let out = Command::new(&carbon_lookup).args(["-c", conf, "-C", "main", &names[i]]).output().unwrap();
         assert!(out.status.success(), "carbon-lookup: {}", String::from_utf8_lossy(&out.stderr));
         let theirs = String::from_utf8(out.stdout).unwrap().lines().collect::<Vec<_>>().join(",");
