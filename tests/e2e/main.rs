@@ -9,3 +9,4 @@ mod cluster;
 mod live;
 mod node_full;
 mod pickle_relay;
+mod whisper_tools;
