@@ -10,3 +10,4 @@ mod live;
 mod node_full;
 mod pickle_relay;
 mod ringconf;
+mod whisper_tools;

@@ -204,6 +204,13 @@ impl WhisperBuf {
         self.base(&self.header.archives[index]) == 0
     }
 
+    /// Every slot of archive `index` as stored, in file order, empty ones included (whisper-dump's view).
+    /// `index` must be below the archive count.
+    pub fn archive_slots(&self, index: usize) -> impl Iterator<Item = (u32, f64)> + '_ {
+        let archive = self.header.archives[index];
+        self.read_slots(&archive, archive.offset as usize, archive.points as usize)
+    }
+
     /// Every slot with a non-zero timestamp in each archive, sorted by timestamp (whisper-dump minus the
     /// empty slots). Stale slots from an older cycle are included, as in a raw dump.
     pub fn dump(&self) -> Vec<Vec<(u32, f64)>> {

@@ -150,6 +150,21 @@ impl Error {
         }
     }
 
+    /// What exactly is wrong with a corrupt or malformed file (the text after the path), `None` for the
+    /// other errors: for one-line reports such as `bucky whisper find-corrupt`.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Error::Corrupt { reason, .. } | Error::Malformed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// True for the errors that mean "this is not a valid whisper file" ([`Error::Corrupt`],
+    /// [`Error::Malformed`]), as opposed to I/O trouble or a refused operation.
+    pub fn is_invalid_file(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::Malformed { .. })
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }

@@ -187,7 +187,18 @@ impl WhisperFile {
         let Some((index, from, until)) = buf::select_archive(&self.header, from, until, now, archive)? else {
             return Ok(None);
         };
-        let info = self.header.archives[index];
+        self.archive_fetch(index, from, until).map(Some)
+    }
+
+    /// whisper's `__archive_fetch` on archive `index`, reading only the slots needed: see
+    /// [`WhisperBuf::archive_fetch`]. `index` must be below the archive count.
+    pub fn archive_fetch(&self, index: usize, from: i64, until: i64) -> Result<Series> {
+        let info = *self.header.archives.get(index).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "archive {index} does not exist (the file has {})",
+                self.header.archives.len()
+            ))
+        })?;
         let mut base = [0u8; POINT_SIZE];
         self.file.read_exact_at(&mut base, u64::from(info.offset)).map_err(|e| Error::io(&self.path, e))?;
         let base = buf::point_from(&base).0;
@@ -202,7 +213,7 @@ impl WhisperFile {
             }
             Ok(bytes.chunks_exact(POINT_SIZE).map(buf::point_from).collect())
         };
-        buf::archive_fetch(&info, from, until, base, read).map(Some)
+        buf::archive_fetch(&info, from, until, base, read)
     }
 
     /// Every stored slot per archive, sorted by timestamp: see [`WhisperBuf::dump`].

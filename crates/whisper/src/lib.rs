@@ -35,25 +35,30 @@
 mod aggregation;
 mod buf;
 mod create;
+mod diff;
 pub mod durable;
 mod engine;
 mod error;
 mod file;
 mod fill;
 mod header;
+mod inspect;
 mod lock;
 mod merge;
 mod modify;
 mod pyset;
 mod retention;
+mod sparse;
 
 pub use aggregation::AggregationMethod;
 pub use buf::{Point, Series, WhisperBuf};
 pub use create::{create, header_for, CreateOptions};
+pub use diff::{diff, ArchiveDiff, DiffOptions, DiffPoint};
 pub use error::{Error, Result};
 pub use file::WhisperFile;
 pub use fill::{fill, fill_buf, FillMode, FillOptions, FillReport};
 pub use header::{ArchiveInfo, Header, POINT_SIZE};
+pub use inspect::{check_file, known_points, KnownPoints};
 pub use lock::{LockMode, WhisperLock, DEFAULT_LOCK_TIMEOUT};
 pub use merge::{merge, merge_buf};
 pub use modify::{
@@ -61,3 +66,4 @@ pub use modify::{
     ResizeOptions,
 };
 pub use retention::{validate_archive_list, Retention};
+pub use sparse::{sparsify, SparsifyOptions, SparsifyReport};

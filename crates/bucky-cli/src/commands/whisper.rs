@@ -1,4 +1,13 @@
-//! `bucky whisper …`: local whisper file tools, thin wrappers over the `whisper` crate.
+//! `bucky whisper …`: local whisper file tools, thin wrappers over the `whisper` crate. The operators' scan
+//! and repair tools (isempty, sparsify, diff, find-corrupt, dump --all) live in their own modules below.
+
+pub mod diff;
+mod dump_all;
+pub mod find_corrupt;
+pub mod isempty;
+mod pyfmt;
+pub mod sparsify;
+mod walk;
 
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -18,8 +27,9 @@ pub enum WhisperCommand {
     Create(CreateArgs),
     /// Print a file's header (whisper-info).
     Info(InfoArgs),
-    /// Print the header and every stored slot of every archive, sorted by timestamp (whisper-dump).
-    Dump(InfoArgs),
+    /// Print the header and the stored points of every archive, sorted by timestamp; with --all, every slot
+    /// exactly as whisper-dump.py prints it.
+    Dump(DumpArgs),
     /// Write `timestamp value` lines from stdin with one update_many (whisper-update).
     Update(UpdateArgs),
     /// Read a time range as JSON (whisper-fetch).
@@ -38,6 +48,34 @@ pub enum WhisperCommand {
     /// buckytools' modify: resize one archive (--index N --retention R) or change the aggregation method
     /// (--agg), keeping FILE.bak.
     Modify(ModifyArgs),
+    /// List whisper files that hold no point (buckytools' bucky-isempty): `bucky whisper isempty -prefix
+    /// /var/lib/graphite/whisper`, or give files and directories.
+    #[command(name = "isempty")]
+    IsEmpty(isempty::IsEmptyArgs),
+    /// Free the disk blocks of never-written archive regions, in place under the file's flock (buckytools'
+    /// bucky-sparsify, without its rename over the live file).
+    Sparsify(sparsify::SparsifyArgs),
+    /// Compare two files with the same archives slot by slot (whisper-diff.py, byte-identical output).
+    Diff(diff::DiffArgs),
+    /// List every .wsp whose header is invalid, with the reason (find-corrupt-whisper-files.py).
+    FindCorrupt(find_corrupt::FindCorruptArgs),
+}
+
+/// `bucky whisper dump`.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The whisper file.
+    pub path: PathBuf,
+    /// Print JSON (with --all: every slot per archive under "slots", in file order).
+    #[arg(long, short = 'j')]
+    pub json: bool,
+    /// Every slot of every archive in file order, empty and stale ones included, exactly as whisper-dump.py
+    /// prints it (header, archive infos, `slot: timestamp, value` lines).
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// With --all: only `timestamp:value` lines, as whisper-dump.py --raw (the input of whisper-update).
+    #[arg(long, short = 'r', requires = "all", conflicts_with = "json")]
+    pub raw: bool,
 }
 
 /// `bucky whisper create`.
@@ -247,6 +285,10 @@ pub fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
         WhisperCommand::Resize(args) => resize(args),
         WhisperCommand::SetAggregation(args) => set_aggregation(args),
         WhisperCommand::Modify(args) => modify(args),
+        WhisperCommand::IsEmpty(args) => isempty::run(args),
+        WhisperCommand::Sparsify(args) => sparsify::run(args),
+        WhisperCommand::Diff(args) => diff::run(args),
+        WhisperCommand::FindCorrupt(args) => find_corrupt::run(args),
     }
 }
 
@@ -256,6 +298,15 @@ fn system_now() -> f64 {
 
 fn now_or_clock(now: Option<i64>) -> i64 {
     now.unwrap_or_else(|| system_now() as i64)
+}
+
+/// One line about a file that could not be handled during a scan: invalid files by their reason, the
+/// rest (I/O, lock timeouts) by their own message, which names the file.
+fn one_line_error(path: &Path, err: &whisper::Error) -> String {
+    match err.reason() {
+        Some(reason) => format!("{}: not a valid whisper file: {reason}", path.display()),
+        None => err.to_string(),
+    }
 }
 
 /// Retention arguments, each a spec or a comma-separated list of them.
@@ -343,10 +394,22 @@ fn info(args: InfoArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-fn dump(args: InfoArgs) -> Result<ExitStatus> {
+fn dump(args: DumpArgs) -> Result<ExitStatus> {
     let file = open(&args.path)?;
-    let archives = file.dump()?;
     let mut out = io::BufWriter::new(io::stdout().lock());
+    if args.all && !args.json {
+        dump_all::print(&mut out, &file, args.raw)?;
+        out.flush()?;
+        return Ok(ExitStatus::Success);
+    }
+    if args.all {
+        let mut value = header_json(&file)?;
+        value["slots"] = dump_all::slots_json(&file)?;
+        writeln!(out, "{value}")?;
+        out.flush()?;
+        return Ok(ExitStatus::Success);
+    }
+    let archives = file.dump()?;
     if args.json {
         let mut value = header_json(&file)?;
         value["data"] = archives
