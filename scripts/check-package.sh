@@ -7,7 +7,8 @@
 #     the _bucky user, each binary's --version, `man -w`, bash completion loading, `systemd-analyze verify`
 #     and an offline `systemd-analyze security` threshold for both units (where systemd-analyze exists), and
 #     each unit's ExecStart, expanded as systemd does from the unit's and /etc/default's variables, really
-#     starting the installed daemon (as the unit's user, with setpriv, for the agent), serving, and stopping on SIGTERM.
+#     starting the installed daemon (the agent as the unit's user, with setpriv), serving, and stopping on
+#     SIGTERM.
 #     The package is purged at the end. A machine where bucky is already installed is left alone.
 #
 # Usage: scripts/check-package.sh [--profile PROFILE]   (passed to scripts/package.sh; default release,
@@ -91,7 +92,8 @@ grep -qxF 'User=_bucky' "$agent_unit" || fail "bucky-agent.service does not run 
 grep -Eq '^ReadWritePaths=(.* )?-?/var/lib/graphite/whisper( |$)' "$agent_unit" ||
     fail "bucky-agent.service cannot write /var/lib/graphite/whisper"
 # SIGKILL must not come before the agent's own shutdown: TimeoutStopSec above --shutdown-grace's default.
-grace=$("$WORK/tree/usr/bin/bucky-agent" --help | sed -n '/--shutdown-grace/,/default/s/.*\[default: \([0-9]*\)\].*/\1/p')
+grace=$("$WORK/tree/usr/bin/bucky-agent" --help |
+    sed -n '/--shutdown-grace/,/default/s/.*\[default: \([0-9]*\)\].*/\1/p')
 stop=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)$/\1/p' "$agent_unit")
 [ -n "$grace" ] && [ -n "$stop" ] && [ "$stop" -gt $((grace + 1)) ] ||
     fail "bucky-agent.service: TimeoutStopSec=$stop is not above --shutdown-grace $grace (+1 s)"
@@ -132,7 +134,7 @@ for program in "${PROGRAMS[@]}"; do
 done
 
 # Docker's minimal Debian images tell dpkg not to install man pages at all.
-if grep -rqs '^path-exclude=*/usr/share/man' /etc/dpkg/dpkg.cfg.d/; then
+if grep -Erqs '^path-exclude[= ]+/usr/share/man' /etc/dpkg/dpkg.cfg.d/; then
     MAN_INSTALLED=
     note "dpkg excludes /usr/share/man here: the installed man pages were not looked up"
 else
@@ -222,7 +224,8 @@ stops_on_sigterm() { # pid, name, log
     kill -TERM "$1"
     local status=0
     # Gone, or a zombie waiting for our `wait` (kill -0 would still find it).
-    wait_for 20 bash -c "[ ! -e /proc/$1 ] || grep -q '^[0-9]* (.*) Z' /proc/$1/stat" || fail "$2 did not stop within 20 s of SIGTERM"
+    wait_for 20 bash -c "[ ! -e /proc/$1 ] || grep -q '^[0-9]* (.*) Z' /proc/$1/stat" ||
+        fail "$2 did not stop within 20 s of SIGTERM"
     wait "$1" || status=$?
     [ "$status" = 0 ] || { cat "$3" >&2; fail "$2 exited with $status after SIGTERM"; }
 }
@@ -238,9 +241,13 @@ mapfile -t argv < <(exec_start bucky-agent "BUCKY_AGENT_PREFIX=$WORK/whisper" "B
 printf '    %s\n' "${argv[*]}" >&2
 setpriv --reuid=_bucky --regid=_bucky --init-groups -- "${argv[@]}" 2>"$WORK/agent.log" &
 PIDS+=($!)
-hashring() { python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$PORT/hashring', timeout=2).read().decode())"; }
-wait_for 20 hashring || { cat "$WORK/agent.log" >&2; fail "the agent did not answer /hashring"; }
-hashring | grep -q '"Server":"127.0.0.1"' || fail "the agent's ring is not the one given: $(hashring)"
+hashring() {
+    python3 -c "import urllib.request as u; print(u.urlopen('$1', timeout=2).read().decode())"
+}
+wait_for 20 hashring "http://127.0.0.1:$PORT/hashring" ||
+    { cat "$WORK/agent.log" >&2; fail "the agent did not answer /hashring"; }
+ring=$(hashring "http://127.0.0.1:$PORT/hashring")
+grep -q '"Server":"127.0.0.1"' <<<"$ring" || fail "the agent's ring is not the one given: $ring"
 stops_on_sigterm "${PIDS[-1]}" bucky-agent "$WORK/agent.log"
 # Without a ring (the shipped default), the agent refuses to start with a usage error (no restart loop).
 mapfile -t argv < <(exec_start bucky-agent "BUCKY_AGENT_PREFIX=$WORK/whisper")
