@@ -10,6 +10,8 @@ say() { printf '==> %s\n' "$*" >&2; }
 # Debian peers: carbon-c-relay is the placement oracle (`carbon-c-relay -t`).
 need_apt=()
 command -v carbon-c-relay >/dev/null 2>&1 || need_apt+=(carbon-c-relay)
+# dpkg-shlibdeps builds the Debian package's Depends (scripts/package.sh).
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need_apt+=(dpkg-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
     say "installing Debian packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -37,11 +39,16 @@ say "building the Go peers into $ROOT/.peers"
 bash "$PEERS_SRC/build.sh" "$ROOT/.peers" >&2
 export BUCKY_PEERS="$ROOT/.peers"
 
+say "building the binaries"
+cargo build --workspace --bins
+# The Debian package of these (dev) binaries: built, installed (as root), its units and binaries checked.
+say "checking the Debian package"
+bash scripts/check-package.sh --profile dev
+
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest not found; using cargo test"
     exec cargo test --workspace "$@"
 fi
-say "building and running the test suite"
-cargo build --workspace --bins
+say "running the test suite"
 cargo test --workspace --doc --quiet
 exec cargo nextest run --workspace --no-fail-fast "$@"
