@@ -48,6 +48,8 @@ enum Daemon {
     Agent,
     /// go-graphite buckyd 0.6.0.
     Buckyd,
+    /// jjneely buckyd 0.4.2.
+    BuckydJj,
 }
 
 /// Which Go bucky drives the ring.
@@ -84,6 +86,8 @@ struct GoRing {
     members: Vec<usize>,
     generation: u32,
     seed: u64,
+    /// With authentication: the daemons' JWT secret file and Go bucky's token file.
+    auth: Option<(PathBuf, PathBuf)>,
 }
 
 impl GoRing {
@@ -105,7 +109,21 @@ impl GoRing {
             members: Vec::new(),
             generation: 0,
             seed,
+            auth: None,
         }
+    }
+
+    /// Turns authentication on (before [`GoRing::start`]): every daemon checks HS256 tokens signed with one
+    /// secret, and Go bucky sends a token that may read, heal and delete every metric.
+    fn with_auth(mut self) -> GoRing {
+        let secret = self.dir.path().join("jwt.secret");
+        std::fs::write(&secret, "go-client-e2e-secret\n").unwrap();
+        let auth = bucky_agent::auth::Auth::new(b"go-client-e2e-secret".to_vec()).unwrap();
+        let token = auth.sign(&serde_json::json!({"namespaces": ["*"], "ops": ["read", "update", "delete"]}));
+        let token_file = self.dir.path().join("api.token");
+        std::fs::write(&token_file, token).unwrap();
+        self.auth = Some((secret, token_file));
+        self
     }
 
     fn data(&self, i: usize) -> PathBuf {
@@ -140,27 +158,30 @@ impl GoRing {
         let ring: Vec<String> = members.iter().map(|&i| self.spec(i)).collect();
         for &i in members {
             let log = std::fs::File::create(self.log_path(i)).unwrap();
-            let mut command =
-                match self.daemons[i] {
-                    Daemon::Agent => {
-                        let mut c = Command::new(bin("bucky-agent"));
-                        c.args(["-b", &self.addr(i), "-n", &self.ips[i]])
-                            .arg("-p")
-                            .arg(self.data(i))
-                            .args(["--hash", self.hash, "--replicas", &self.replicas.to_string()])
-                            .env("RUST_LOG", "warn");
-                        c
-                    }
-                    Daemon::Buckyd => {
-                        let mut c = Command::new(go_peer("gg/buckyd"));
-                        // -pprof "": every buckyd would otherwise try localhost:6060.
-                        c.args(["-b", &self.addr(i), "-n", &self.ips[i], "-pprof", ""])
-                            .arg("-p")
-                            .arg(self.data(i))
-                            .args(["-hash", self.hash, "-replicas", &self.replicas.to_string()]);
-                        c
-                    }
-                };
+            let (program, hash_flag, replicas_flag) = match self.daemons[i] {
+                Daemon::Agent => (bin("bucky-agent"), "--hash", "--replicas"),
+                Daemon::Buckyd => (go_peer("gg/buckyd"), "-hash", "-replicas"),
+                Daemon::BuckydJj => (go_peer("jj/buckyd"), "-hash", "-replicas"),
+            };
+            let mut command = Command::new(program);
+            command.args(["-b", &self.addr(i), "-n", &self.ips[i]]).arg("-p").arg(self.data(i));
+            command.args([hash_flag, self.hash, replicas_flag, &self.replicas.to_string()]);
+            match self.daemons[i] {
+                Daemon::Agent => {
+                    command.env("RUST_LOG", "warn");
+                }
+                // Every buckyd 0.6.0 would otherwise try to serve pprof on localhost:6060.
+                Daemon::Buckyd => {
+                    command.args(["-pprof", ""]);
+                }
+                Daemon::BuckydJj => {}
+            }
+            if let Some((secret, _)) = &self.auth {
+                assert_ne!(self.daemons[i], Daemon::BuckydJj, "buckyd 0.4.2 has no authentication");
+                let flag =
+                    if self.daemons[i] == Daemon::Agent { "--auth-jwt-secret-file" } else { "-auth-jwt-secret-file" };
+                command.arg(flag).arg(secret);
+            }
             let child = command
                 .args(&ring)
                 .stdin(Stdio::null())
@@ -217,6 +238,7 @@ impl GoRing {
         let mut child = Command::new(bucky.path())
             .arg(args[0])
             .args(["-h", &seed])
+            .args(self.auth.iter().flat_map(|(_, token)| [PathBuf::from("-api-token-file"), token.clone()]))
             .args(&args[1..])
             .env_remove("BUCKYHOST")
             .stdin(Stdio::piped())
@@ -434,6 +456,32 @@ fn assert_servers_healthy(ring: &GoRing, bucky: GoBucky) {
     }
 }
 
+/// Every member's `/hashring` is the same document once `Name` and the fields only bucky-agents send
+/// (`Router`, `Diverse`) are left out: Go bucky ignores those, and `servers` calls the ring healthy although
+/// the agents of a carbon ring advertise `"Diverse": true` and buckyd does not.
+#[track_caller]
+fn assert_hashrings_agree(ring: &GoRing) {
+    let client = reqwest::blocking::Client::new();
+    let mut documents = Vec::new();
+    for &i in &ring.members {
+        let mut doc: Value = client.get(format!("http://{}/hashring", ring.addr(i))).send().unwrap().json().unwrap();
+        let map = doc.as_object_mut().unwrap();
+        assert_eq!(map.remove("Name"), Some(Value::from(ring.ips[i].clone())));
+        let diverse = map.remove("Diverse");
+        let router = map.remove("Router");
+        if ring.daemons[i] == Daemon::Agent {
+            assert_eq!(diverse.is_some(), ring.hash == "carbon", "{}: Diverse {diverse:?}", ring.ips[i]);
+            assert!(router.is_some(), "{}: an agent names its router", ring.ips[i]);
+        } else {
+            assert_eq!((diverse, router), (None, None), "buckyd sends neither Diverse nor Router");
+        }
+        documents.push((ring.ips[i].clone(), doc));
+    }
+    for (ip, doc) in &documents[1..] {
+        assert_eq!(doc, &documents[0].1, "{ip} and {} disagree on the ring", documents[0].0);
+    }
+}
+
 /// Go bucky's `locate` agrees with the hashring crate on every name.
 #[track_caller]
 fn assert_locate_agrees(ring: &GoRing, bucky: GoBucky, names: &[String], primary: &BTreeMap<String, usize>) {
@@ -553,8 +601,11 @@ struct Scenario {
     replicas: usize,
     count: usize,
     bucky: GoBucky,
-    /// Run the first rebalance with `-offload` (the daemons fetch from each other).
-    offload: bool,
+    /// Flags of the first rebalance (`-offload`: the daemons fetch from each other; `-no-encoding`: no
+    /// snappy).
+    rebalance_flags: &'static [&'static str],
+    /// Daemons check tokens, Go bucky sends one (`-api-token-file`).
+    auth: bool,
 }
 
 impl Scenario {
@@ -563,6 +614,9 @@ impl Scenario {
         let mut rng = Rng(seed);
         let n = self.daemons.len();
         let mut ring = GoRing::new(self.block, &self.daemons, self.hash, self.replicas, seed);
+        if self.auth {
+            ring = ring.with_auth();
+        }
         let old_members: Vec<usize> = (0..n - 1).collect();
         let names = random_names(&mut rng, self.count);
         let before = scatter(&ring, &old_members, &names, &mut rng);
@@ -570,6 +624,12 @@ impl Scenario {
 
         // The old ring as Go bucky sees it: healthy, only the stray copies inconsistent.
         ring.start(&old_members);
+        if self.auth {
+            let token = ring.auth.as_mut().map(|(_, token)| std::mem::take(token)).unwrap();
+            let anonymous = ring.go(bucky, &["list"], b"");
+            assert!(!anonymous.status.success(), "listing without a token succeeded: authentication is off");
+            ring.auth.as_mut().unwrap().1 = token;
+        }
         assert_servers_healthy(&ring, bucky);
         let primary = primaries(&ring, &names);
         assert_locate_agrees(&ring, bucky, &names, &primary);
@@ -581,6 +641,7 @@ impl Scenario {
         // Grown by one node: every daemon restarted with the new ring.
         let members: Vec<usize> = (0..n).collect();
         ring.start(&members);
+        assert_hashrings_agree(&ring);
         assert_servers_healthy(&ring, bucky);
         let primary = primaries(&ring, &names);
         assert_locate_agrees(&ring, bucky, &names, &primary);
@@ -596,13 +657,10 @@ impl Scenario {
         assert_inconsistent(&ring, bucky, &want);
 
         // rebalance without -delete: copies (or heals) onto the primary, the sources stay.
-        let mut args = vec!["rebalance"];
-        if self.offload {
-            args.push("-offload");
-        }
+        let args: Vec<&str> = ["rebalance"].iter().chain(self.rebalance_flags).copied().collect();
         ring.go_ok(bucky, &args, b"");
         assert_copied(&ring, &before, &primary);
-        if self.daemons.contains(&Daemon::Buckyd) {
+        if self.daemons.iter().any(|&d| d != Daemon::Agent) {
             // buckyd's list misses its own new copies; a forced listing refreshes it (see module docs).
             ring.go_ok(bucky, &["list", "-f", "-j"], b"");
         }
@@ -677,14 +735,16 @@ fn go_bucky_drives_agents_carbon() {
         replicas: 1,
         count: 300,
         bucky: GoBucky::Gg,
-        offload: false,
+        rebalance_flags: &[],
+        auth: false,
     }
     .run();
 }
 
 /// Two bucky-agents and two buckyd 0.6.0 (carbon_ch, replication 1; the seed and the new node are
-/// buckyd), driven by Go bucky 0.6.0; the first rebalance offloads the copies to the daemons, which fetch
-/// from each other across kinds.
+/// buckyd), driven by Go bucky 0.6.0 with an API token (every daemon checks JWTs); the first rebalance
+/// offloads the copies to the daemons, which fetch from each other across kinds with their own tokens
+/// (buckyd's never expires, the agent's is read-only and short-lived).
 #[test]
 fn go_bucky_drives_mixed_ring_with_offload() {
     Scenario {
@@ -694,7 +754,76 @@ fn go_bucky_drives_mixed_ring_with_offload() {
         replicas: 1,
         count: 300,
         bucky: GoBucky::Gg,
-        offload: true,
+        rebalance_flags: &["-offload"],
+        auth: true,
+    }
+    .run();
+}
+
+/// jjneely's Go bucky 0.4.2 driving three bucky-agents and a jjneely buckyd 0.4.2 (carbon_ch,
+/// replication 1).
+#[test]
+fn go_bucky_0_4_drives_agents_and_buckyd_0_4() {
+    Scenario {
+        block: 253,
+        daemons: vec![Daemon::Agent, Daemon::BuckydJj, Daemon::Agent, Daemon::Agent],
+        hash: "carbon",
+        replicas: 1,
+        count: 300,
+        bucky: GoBucky::Jj,
+        rebalance_flags: &[],
+        auth: false,
+    }
+    .run();
+}
+
+/// Four bucky-agents on a jump_fnv1a_ch ring, Go bucky 0.6.0 offloading without snappy (`no_encoding`).
+#[test]
+fn go_bucky_drives_agents_jump_fnv1a_with_offload() {
+    Scenario {
+        block: 254,
+        daemons: vec![Daemon::Agent; 4],
+        hash: "jump_fnv1a",
+        replicas: 1,
+        count: 300,
+        bucky: GoBucky::Gg,
+        rebalance_flags: &["-offload", "-no-encoding"],
+        auth: false,
+    }
+    .run();
+}
+
+/// Agents and buckyd 0.6.0 on an fnv1a_ch ring (nodes with their carbon port, as carbon-c-relay needs),
+/// Go bucky 0.6.0 copying without snappy.
+#[test]
+fn go_bucky_drives_mixed_ring_fnv1a() {
+    Scenario {
+        block: 255,
+        daemons: vec![Daemon::Agent, Daemon::Buckyd, Daemon::Buckyd, Daemon::Agent],
+        hash: "fnv1a",
+        replicas: 1,
+        count: 300,
+        bucky: GoBucky::Gg,
+        rebalance_flags: &["-no-encoding"],
+        auth: false,
+    }
+    .run();
+}
+
+/// Replication 2 on a mixed carbon_ch ring: Go bucky places by `GetNode` only, so its rebalance heals each
+/// primary from every other copy and leaves the second replicas alone (it cannot create the one a new
+/// node should get, and `-delete` would remove them: not run).
+#[test]
+fn go_bucky_rebalances_replication_2_without_loss() {
+    Scenario {
+        block: 250,
+        daemons: vec![Daemon::Agent, Daemon::Buckyd, Daemon::Agent, Daemon::Buckyd, Daemon::Agent],
+        hash: "carbon",
+        replicas: 2,
+        count: 300,
+        bucky: GoBucky::Gg,
+        rebalance_flags: &["-offload"],
+        auth: false,
     }
     .run();
 }
