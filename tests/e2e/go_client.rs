@@ -714,7 +714,36 @@ impl Scenario {
             assert_eq!(read_points(&ring.data(new_primary[new]), new).as_ref(), Some(&want), "backfilled {new}");
             assert_eq!(read_points(&ring.data(primary[old]), old), Some(want), "{old} after backfill");
         }
-        let all: Vec<String> = names.iter().chain(&restored).chain(&new_names).cloned().collect();
+        // stat and du (HEAD + X-Metric-Stat): the sizes of the files on their primaries.
+        let stats = ring.go_ok(bucky, &["stat", "-"], &input);
+        let mut total = 0;
+        for name in &sample {
+            let size = std::fs::metadata(metric_path(&ring.data(primary[name]), name)).unwrap().len();
+            total += size;
+            let line = stats
+                .lines()
+                .find(|l| l.ends_with(&format!("\t{name}")))
+                .unwrap_or_else(|| panic!("no stat of {name}: {stats}"));
+            assert!(
+                line.starts_with(&format!("{:.2}KiB\t", size as f64 / 1024.0)),
+                "stat of {name} ({size} bytes): {line}"
+            );
+        }
+        let du = ring.go(bucky, &["du", "-"], &input);
+        let du_log = String::from_utf8_lossy(&du.stderr);
+        assert!(
+            du.status.success() && du_log.contains(&format!(" {total} Bytes\n")),
+            "du, want {total} bytes: {du_log}"
+        );
+
+        // delete the restored copies: gone from every node.
+        if self.daemons.iter().any(|&d| d != Daemon::Agent) {
+            ring.go_ok(bucky, &["list", "-f", "-j"], b""); // buckyd's list does not know what restore created
+        }
+        ring.go_ok(bucky, &["delete", "-noconfirm", "-f", "-"], &serde_json::to_vec(&restored).unwrap());
+        assert!(ring.snapshot(restored.iter().cloned()).is_empty(), "restored metrics left after delete");
+
+        let all: Vec<String> = names.iter().chain(&new_names).cloned().collect();
         let after = ring.snapshot(all.iter().cloned());
         assert_eq!(after.len(), all.len(), "every metric somewhere");
         let all_primary = primaries(&ring, &all);
