@@ -155,8 +155,19 @@ impl GoRing {
         self.stop();
         self.generation += 1;
         self.members = members.to_vec();
-        let ring: Vec<String> = members.iter().map(|&i| self.spec(i)).collect();
-        for &i in members {
+        self.spawn(members, members);
+    }
+
+    /// Also starts `nodes`, outside the running ring, with a ring of `ring_members` (a node being drained
+    /// keeps its old ring).
+    fn start_outside(&mut self, nodes: &[usize], ring_members: &[usize]) {
+        assert!(nodes.iter().all(|i| !self.members.contains(i)), "{nodes:?} are ring members");
+        self.spawn(nodes, ring_members);
+    }
+
+    fn spawn(&mut self, nodes: &[usize], ring_members: &[usize]) {
+        let ring: Vec<String> = ring_members.iter().map(|&i| self.spec(i)).collect();
+        for &i in nodes {
             let log = std::fs::File::create(self.log_path(i)).unwrap();
             let (program, hash_flag, replicas_flag) = match self.daemons[i] {
                 Daemon::Agent => (bin("bucky-agent"), "--hash", "--replicas"),
@@ -191,7 +202,7 @@ impl GoRing {
                 .expect("start a daemon");
             self.children[i] = Some(child);
         }
-        for &i in members {
+        for &i in nodes {
             self.wait_ready(i);
         }
     }
@@ -516,6 +527,16 @@ fn lost_points(ring: &GoRing, before: &Layout, primary: &BTreeMap<String, usize>
     problems
 }
 
+/// [`lost_points`] of the metrics whose primary is a bucky-agent (which must never lose a concurrent copy).
+fn lost_points_on_agents(ring: &GoRing, before: &Layout, primary: &BTreeMap<String, usize>) -> Vec<String> {
+    let on_agents: Layout = before
+        .iter()
+        .filter(|(name, _)| ring.daemons[primary[name.as_str()]] == Daemon::Agent)
+        .map(|(name, copies)| (name.clone(), copies.clone()))
+        .collect();
+    lost_points(ring, &on_agents, primary)
+}
+
 /// After a rebalance without `-delete`: every primary holds the union of the copies, and every other
 /// copy is untouched.
 #[track_caller]
@@ -550,13 +571,15 @@ fn assert_moved(ring: &GoRing, before: &Layout, primary: &BTreeMap<String, usize
     }
 }
 
-/// Go bucky's `inconsistent -f -j` until it reports `want` (buckyd may answer a forced listing with its
-/// old list once, see the module docs); panics with the last answer otherwise.
+/// Go bucky's `inconsistent -j` (`-f` with `force`: after a move) until it reports `want` (buckyd may
+/// answer a forced listing with its old list once, see the module docs); panics with the last answer
+/// otherwise.
 #[track_caller]
-fn assert_inconsistent(ring: &GoRing, bucky: GoBucky, want: &BTreeSet<String>) {
+fn assert_inconsistent(ring: &GoRing, bucky: GoBucky, force: bool, want: &BTreeSet<String>) {
+    let args: &[&str] = if force { &["inconsistent", "-f", "-j"] } else { &["inconsistent", "-j"] };
     let mut last = BTreeSet::new();
     for _ in 0..3 {
-        last = server_map_lines(&ring.go_json(bucky, &["inconsistent", "-f", "-j"], b""));
+        last = server_map_lines(&ring.go_json(bucky, args, b""));
         if &last == want {
             return;
         }
@@ -636,7 +659,17 @@ impl Scenario {
         let listed = ring.go_json(bucky, &["list", "-j"], b"");
         let listed: BTreeSet<&str> = listed.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(listed, names.iter().map(String::as_str).collect(), "Go bucky list");
-        assert_inconsistent(&ring, bucky, &misplaced(&ring, &before, &primary));
+        let matched = ring.go_json(bucky, &["list", "-r", "-j", r"^(web|db)[0-2]\.host0"], b"");
+        let matched: BTreeSet<&str> = matched.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let want: BTreeSet<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| {
+                (n.starts_with("web") || n.starts_with("db")) && n[..n.find('.').unwrap() + 6].ends_with(".host0")
+            })
+            .collect();
+        assert_eq!(matched, want, "Go bucky list -r");
+        assert_inconsistent(&ring, bucky, false, &misplaced(&ring, &before, &primary));
 
         // Grown by one node: every daemon restarted with the new ring.
         let members: Vec<usize> = (0..n).collect();
@@ -654,17 +687,25 @@ impl Scenario {
         assert_eq!(where_listed, on_disk, "Go bucky list -l");
         let want = misplaced(&ring, &before, &primary);
         assert!(!want.is_empty(), "the grown ring moves nothing: a useless scenario");
-        assert_inconsistent(&ring, bucky, &want);
+        assert_inconsistent(&ring, bucky, false, &want);
 
         // rebalance without -delete: copies (or heals) onto the primary, the sources stay.
         let args: Vec<&str> = ["rebalance"].iter().chain(self.rebalance_flags).copied().collect();
         ring.go_ok(bucky, &args, b"");
+        let problems = lost_points_on_agents(&ring, &before, &primary);
+        assert!(problems.is_empty(), "BUCKY_GOCLIENT_SEED={seed}: agents lost points:\n{}", problems.join("\n"));
+        if self.daemons.iter().any(|&d| d != Daemon::Agent) {
+            // buckyd creates a missing file in place without O_EXCL: when two sources copy one metric to it at
+            // once, the last create wins and the other's points are gone (features.md, defects; jj#34). The
+            // sources are still there, so a second pass heals it: what an operator does before -delete.
+            ring.go_ok(bucky, &args, b"");
+        }
         assert_copied(&ring, &before, &primary);
         if self.daemons.iter().any(|&d| d != Daemon::Agent) {
             // buckyd's list misses its own new copies; a forced listing refreshes it (see module docs).
             ring.go_ok(bucky, &["list", "-f", "-j"], b"");
         }
-        assert_inconsistent(&ring, bucky, &want);
+        assert_inconsistent(&ring, bucky, true, &want);
         if self.replicas > 1 {
             return; // -delete would delete the second replicas (Go places by GetNode only).
         }
@@ -672,7 +713,7 @@ impl Scenario {
         // rebalance -delete: each metric ends on its primary alone, nothing lost.
         ring.go_ok(bucky, &["rebalance", "-delete", "-f"], b"");
         assert_moved(&ring, &before, &primary);
-        assert_inconsistent(&ring, bucky, &BTreeSet::new());
+        assert_inconsistent(&ring, bucky, true, &BTreeSet::new());
 
         // tar a sample, restore it under another prefix: new metrics on their own primaries.
         let sample: Vec<String> = names.iter().step_by(5).cloned().collect();
@@ -750,7 +791,7 @@ impl Scenario {
         for (name, copies) in &after {
             assert_eq!(copies.keys().collect::<Vec<_>>(), vec![&all_primary[name]], "{name}: exactly on its primary");
         }
-        assert_inconsistent(&ring, bucky, &BTreeSet::new());
+        assert_inconsistent(&ring, bucky, true, &BTreeSet::new());
     }
 }
 
@@ -762,7 +803,7 @@ fn go_bucky_drives_agents_carbon() {
         daemons: vec![Daemon::Agent; 4],
         hash: "carbon",
         replicas: 1,
-        count: 300,
+        count: 200,
         bucky: GoBucky::Gg,
         rebalance_flags: &[],
         auth: false,
@@ -781,7 +822,7 @@ fn go_bucky_drives_mixed_ring_with_offload() {
         daemons: vec![Daemon::Buckyd, Daemon::Agent, Daemon::Agent, Daemon::Buckyd],
         hash: "carbon",
         replicas: 1,
-        count: 300,
+        count: 200,
         bucky: GoBucky::Gg,
         rebalance_flags: &["-offload"],
         auth: true,
@@ -798,7 +839,7 @@ fn go_bucky_0_4_drives_agents_and_buckyd_0_4() {
         daemons: vec![Daemon::Agent, Daemon::BuckydJj, Daemon::Agent, Daemon::Agent],
         hash: "carbon",
         replicas: 1,
-        count: 300,
+        count: 200,
         bucky: GoBucky::Jj,
         rebalance_flags: &[],
         auth: false,
@@ -814,7 +855,7 @@ fn go_bucky_drives_agents_jump_fnv1a_with_offload() {
         daemons: vec![Daemon::Agent; 4],
         hash: "jump_fnv1a",
         replicas: 1,
-        count: 300,
+        count: 200,
         bucky: GoBucky::Gg,
         rebalance_flags: &["-offload", "-no-encoding"],
         auth: false,
@@ -831,7 +872,7 @@ fn go_bucky_drives_mixed_ring_fnv1a() {
         daemons: vec![Daemon::Agent, Daemon::Buckyd, Daemon::Buckyd, Daemon::Agent],
         hash: "fnv1a",
         replicas: 1,
-        count: 300,
+        count: 200,
         bucky: GoBucky::Gg,
         rebalance_flags: &["-no-encoding"],
         auth: false,
@@ -849,10 +890,41 @@ fn go_bucky_rebalances_replication_2_without_loss() {
         daemons: vec![Daemon::Agent, Daemon::Buckyd, Daemon::Agent, Daemon::Buckyd, Daemon::Agent],
         hash: "carbon",
         replicas: 2,
-        count: 300,
+        count: 200,
         bucky: GoBucky::Gg,
         rebalance_flags: &["-offload"],
         auth: false,
     }
     .run();
+}
+
+/// Decommissioning: a ring of three agents and a buckyd 0.6.0 shrinks to three nodes; the removed agent
+/// keeps running (with its old ring) and Go bucky's `rebalance -delete REMOVED:PORT` drains it: every
+/// metric ends on its primary among the remaining nodes with every point, the removed node empty.
+#[test]
+fn go_bucky_drains_a_removed_agent() {
+    let seed = run_seed();
+    let mut rng = Rng(seed);
+    let daemons = [Daemon::Agent, Daemon::Buckyd, Daemon::Agent, Daemon::Agent];
+    let mut ring = GoRing::new(99, &daemons, "carbon", 1, seed);
+    let old_members = [0, 1, 2, 3];
+    let names = random_names(&mut rng, 200);
+    let before = scatter(&ring, &old_members, &names, &mut rng);
+    let removed = 2;
+    ring.start(&[0, 1, 3]);
+    ring.start_outside(&[removed], &old_members);
+    assert_servers_healthy(&ring, GoBucky::Gg);
+    let primary = primaries(&ring, &names);
+    assert_locate_agrees(&ring, GoBucky::Gg, &names, &primary);
+    assert!(before.values().any(|c| c.contains_key(&removed)), "nothing to drain: a useless scenario");
+    // First without -delete: buckyd (node 1) may lose one of two copies created at once (see Scenario::run);
+    // the agents must not. The -delete pass copies everything again, so it heals buckyd's losses.
+    ring.go_ok(GoBucky::Gg, &["rebalance", &ring.addr(removed)], b"");
+    let problems = lost_points_on_agents(&ring, &before, &primary);
+    assert!(problems.is_empty(), "BUCKY_GOCLIENT_SEED={seed}: agents lost points:\n{}", problems.join("\n"));
+    ring.go_ok(GoBucky::Gg, &["rebalance", "-delete", "-f", &ring.addr(removed)], b"");
+    assert_moved(&ring, &before, &primary);
+    assert!(ring.snapshot(names.iter().cloned()).values().all(|c| !c.contains_key(&removed)));
+    ring.go_ok(GoBucky::Gg, &["list", "-f", "-j"], b""); // refreshes buckyd's list (see the module docs)
+    assert_inconsistent(&ring, GoBucky::Gg, true, &BTreeSet::new());
 }
