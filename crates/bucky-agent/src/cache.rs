@@ -8,11 +8,11 @@
 //! or deleted mid-scan is never lost or resurrected.
 //!
 //! Go bucky answers a 202 by re-sending the *same* request (`force=true` included) after a Fibonacci
-//! back-off of up to 55 s, and nothing tells a retry from a new request. So a forced listing is answered
-//! from a scan that a forced listing asked for (it started the scan or waited for it), completed less than
-//! [`FORCED_SCAN_PICKUP`] ago and not yet handed to another forced listing; otherwise it starts a new scan.
-//! Each such scan answers one forced listing: a retry gets the scan its first try started, and a later
-//! `-f` run scans again, instead of every retry restarting the scan forever.
+//! back-off of up to 55 s, and nothing tells a retry from a new request. So a scan that a forced listing
+//! asked for (it started the scan or waited for it) is owed to the first listing that comes after it,
+//! forced or not, within [`FORCED_SCAN_PICKUP`]: Go bucky's forced retry gets it, as does bucky's own
+//! unforced retry. Any later forced listing scans again, instead of every retry restarting the scan
+//! forever or a new `-f` getting a list scanned before it asked.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -49,7 +49,7 @@ struct Inner {
     building: bool,
     /// A forced listing was answered 202 during the running scan: its result is owed to a forced listing.
     force_waiting: bool,
-    /// The current list came from a scan a forced listing waited for, and no forced listing took it yet.
+    /// The current list came from a scan a forced listing waited for, and no listing took it yet.
     force_owed: bool,
     /// Changes made while a scan runs, replayed onto its result.
     journal: Vec<Change>,
@@ -85,6 +85,7 @@ impl MetricCache {
         }
         let built_within = |limit: Duration| inner.names.is_some() && inner.built.is_some_and(|t| t.elapsed() <= limit);
         if !force && built_within(self.lifetime) {
+            inner.force_owed = false;
             return ListStatus::Ready;
         }
         if force && inner.force_owed && built_within(FORCED_SCAN_PICKUP) {
@@ -274,10 +275,15 @@ mod tests {
         while cache.is_building() {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(cache.request(false), ListStatus::Ready, "an unforced listing takes any fresh list");
-        assert_eq!(cache.request(true), ListStatus::Ready, "…and leaves the forced scan to the forced retry");
+        assert_eq!(cache.request(true), ListStatus::Ready, "its forced retry");
         assert_eq!(cache.page(None, 10), vec!["late".into()]);
+        // bucky retries a forced listing unforced: that retry takes the scan, and a new force rescans.
         assert_eq!(cache.request(true), ListStatus::Building);
+        while cache.is_building() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(cache.request(false), ListStatus::Ready, "an unforced retry takes the fresh list");
+        assert_eq!(cache.request(true), ListStatus::Building, "a later force does not get a list from before it");
     }
 
     #[test]
