@@ -3,9 +3,16 @@
 //!
 //! Protocol (buckyd's): while a scan runs, listings answer `202 Cache update in progress.`; a list older
 //! than the cache lifetime (`--timeout`), or `force`, starts a new scan. Unlike buckyd, the state is behind
-//! one mutex (no unsynchronised flags), `force` never returns the stale list, and changes made by the agent
-//! during a scan are journalled and replayed onto the new list, so a name created or deleted mid-scan is
-//! never lost or resurrected.
+//! one mutex (no unsynchronised flags), `force` never returns a list scanned before it was asked for, and
+//! changes made by the agent during a scan are journalled and replayed onto the new list, so a name created
+//! or deleted mid-scan is never lost or resurrected.
+//!
+//! Go bucky answers a 202 by re-sending the *same* request (`force=true` included) after a Fibonacci
+//! back-off of up to 55 s, and nothing tells a retry from a new request. So a scan that a forced listing
+//! asked for (it started the scan or waited for it) is owed to the first listing that comes after it,
+//! forced or not, within [`FORCED_SCAN_PICKUP`]: Go bucky's forced retry gets it, as does bucky's own
+//! unforced retry. Any later forced listing scans again, instead of every retry restarting the scan
+//! forever or a new `-f` getting a list scanned before it asked.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -31,11 +38,19 @@ enum Change {
     Removed(Box<str>),
 }
 
+/// How long a finished scan that a forced listing asked for waits for that listing's retry: longer than
+/// Go bucky's longest back-off between retries (55 s).
+pub const FORCED_SCAN_PICKUP: Duration = Duration::from_secs(90);
+
 #[derive(Debug, Default)]
 struct Inner {
     names: Option<BTreeSet<Box<str>>>,
     built: Option<Instant>,
     building: bool,
+    /// A forced listing was answered 202 during the running scan: its result is owed to a forced listing.
+    force_waiting: bool,
+    /// The current list came from a scan a forced listing waited for, and no listing took it yet.
+    force_owed: bool,
     /// Changes made while a scan runs, replayed onto its result.
     journal: Vec<Change>,
 }
@@ -59,17 +74,25 @@ impl MetricCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Answers a listing request: [`ListStatus::Ready`] if the list is fresh (and `force` is not set),
-    /// otherwise starts a scan if none is running and returns [`ListStatus::Building`].
+    /// Answers a listing request: [`ListStatus::Ready`] if the list is fresh (for `force`: if it comes from a
+    /// scan a forced listing is owed, see the module docs), otherwise starts a scan if none is running and
+    /// returns [`ListStatus::Building`].
     pub fn request(self: &Arc<Self>, force: bool) -> ListStatus {
         let mut inner = self.lock();
         if inner.building {
+            inner.force_waiting |= force;
             return ListStatus::Building;
         }
-        let fresh = inner.names.is_some() && inner.built.is_some_and(|t| t.elapsed() <= self.lifetime);
-        if fresh && !force {
+        let built_within = |limit: Duration| inner.names.is_some() && inner.built.is_some_and(|t| t.elapsed() <= limit);
+        if !force && built_within(self.lifetime) {
+            inner.force_owed = false;
             return ListStatus::Ready;
         }
+        if force && inner.force_owed && built_within(FORCED_SCAN_PICKUP) {
+            inner.force_owed = false;
+            return ListStatus::Ready;
+        }
+        inner.force_waiting = force;
         self.start(&mut inner);
         ListStatus::Building
     }
@@ -123,6 +146,7 @@ impl MetricCache {
         let old = inner.names.replace(set);
         inner.built = Some(Instant::now());
         inner.building = false;
+        inner.force_owed = std::mem::take(&mut inner.force_waiting);
         drop(inner);
         drop(old); // freeing the old list takes a while: not under the lock
         tracing::info!(
@@ -230,6 +254,49 @@ mod tests {
         assert_eq!(cache.page(None, 10), vec!["a.b".into(), "a.d".into()]);
         assert_eq!(cache.page(Some("a.b"), 10), vec!["a.d".into()]);
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_forced_scan_answers_one_forced_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = MetricCache::new(dir.path().to_owned(), Duration::from_secs(60), 1);
+        wait_ready(&cache);
+        // The first scan was not forced: a force rescans, and its retry (Go bucky re-sends the same forced
+        // request after a 202) gets that scan instead of starting another one.
+        assert_eq!(cache.request(true), ListStatus::Building);
+        assert_eq!(cache.request(true), ListStatus::Building, "a forced retry during the scan waits for it");
+        std::fs::write(dir.path().join("late.wsp"), b"").unwrap();
+        while cache.is_building() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(cache.request(true), ListStatus::Ready, "the forced retry gets the scan it asked for");
+        // That scan is taken: the next forced listing scans again and sees what appeared since.
+        assert_eq!(cache.request(true), ListStatus::Building);
+        while cache.is_building() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(cache.request(true), ListStatus::Ready, "its forced retry");
+        assert_eq!(cache.page(None, 10), vec!["late".into()]);
+        // bucky retries a forced listing unforced: that retry takes the scan, and a new force rescans.
+        assert_eq!(cache.request(true), ListStatus::Building);
+        while cache.is_building() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(cache.request(false), ListStatus::Ready, "an unforced retry takes the fresh list");
+        assert_eq!(cache.request(true), ListStatus::Building, "a later force does not get a list from before it");
+    }
+
+    #[test]
+    fn a_forced_scan_is_not_owed_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = MetricCache::new(dir.path().to_owned(), Duration::from_secs(3600), 1);
+        assert_eq!(cache.request(true), ListStatus::Building);
+        while cache.is_building() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Pretend the scan finished longer ago than any retry would wait.
+        cache.lock().built = Instant::now().checked_sub(FORCED_SCAN_PICKUP + Duration::from_secs(1));
+        assert_eq!(cache.request(true), ListStatus::Building);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /hashring` | `{"Name","Nodes":[{"Server","Port","Instance"}],"Algo","Replicas","Router"}` |
+//! | `GET /hashring` | `{"Name","Nodes":[{"Server","Port","Instance"}],"Algo","Replicas","Router"}`, plus `"Diverse":true` when set (Go bucky ignores both) |
 //! | `GET\|POST /metrics` | JSON array of names, streamed; params `regex` (RE2 syntax), `list` (JSON array to intersect), `force`; **202** `Cache update in progress.` while the list is being built |
 //! | `HEAD /metrics/<name>` | 200 + `X-Metric-Stat`, or 404 |
 //! | `GET /metrics/<name>` | the file read under a shared flock, `X-Metric-Stat`, `ETag`; snappy framed with `Accept-Encoding: snappy` |
