@@ -910,6 +910,7 @@ mod tests {
             snappy,
             token: None,
             progress: false,
+            diverse_replicas: None,
         };
         let client = Client::new(&config(true)).unwrap();
         assert!(client.snappy_for(&Addr { host: "10.1.2.3".into(), port: 1 }));
