@@ -7,5 +7,6 @@ mod agent_server;
 mod cli;
 mod cluster;
 mod live;
+mod mixed;
 mod node_full;
 mod pickle_relay;
