@@ -23,7 +23,7 @@ pub(crate) fn now_minute() -> i64 {
 }
 
 /// A fresh block of loopback addresses per cluster, so tests run in parallel.
-fn next_block() -> u32 {
+pub(crate) fn next_block() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     // Mix in the process id so two test runs at once do not collide either.
     let base = std::process::id() % 100;
@@ -31,7 +31,7 @@ fn next_block() -> u32 {
 }
 
 /// A port free on every address.
-fn common_port(ips: &[String]) -> u16 {
+pub(crate) fn common_port(ips: &[String]) -> u16 {
     for _ in 0..100 {
         let port = TcpListener::bind((ips[0].as_str(), 0)).unwrap().local_addr().unwrap().port();
         if ips.iter().all(|ip| TcpListener::bind((ip.as_str(), port)).is_ok()) {

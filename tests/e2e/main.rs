@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod go_client;
 mod live;
+mod mixed;
 mod node_full;
 mod pickle_relay;
 mod ringconf;

@@ -140,6 +140,12 @@ pub struct ClusterArgs {
     #[arg(long, env = BUCKY_TOKEN_FILE, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// Place replicas on distinct servers (carbon's DIVERSE_REPLICAS) or not, whatever the agents say. Matters
+    /// only with the carbon router, replication ≥ 2 and several ring nodes on one server; buckyd does not say,
+    /// bucky-agents do. Without it the agents' rule is followed (buckyd alone: off), and said when it matters.
+    #[arg(long, value_name = "true|false", action = ArgAction::Set)]
+    pub diverse_replicas: Option<bool>,
+
     /// Never draw progress bars (they are drawn only when stderr is a terminal).
     #[arg(long, env = BUCKY_NO_PROGRESS, value_parser = FalseyValueParser::new())]
     pub no_progress: bool,

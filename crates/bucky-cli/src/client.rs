@@ -4,6 +4,13 @@
 //! retried a bounded number of times with exponential backoff and jitter (honouring `Retry-After`).
 //! Connections are pooled per host. Metric lists are streamed and parsed as they arrive; a `202 Cache
 //! update in progress.` is waited out with growing sleeps, up to `--cache-wait`.
+//!
+//! buckyd's list is a cache, fresh for an hour (`-timeout 3600`), and `force` races with it: the forcing
+//! request starts the rebuild in a goroutine and then reads the cache, which is usually still the old list
+//! (jjneely metrics.go:48-51, the same in 0.6.0). So a forced listing here is two requests: one that forces
+//! and lists nothing, then the listing, which waits out the 202 of the rebuild. A list may still name a
+//! metric that is gone (no force, or 0.6.0 with `-cache_path ""`, whose rebuilds append to the old list):
+//! commands count a 404 on such a name as "gone since listed", not as an error.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -207,6 +214,9 @@ const ERROR_BODY: usize = 300;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pause after asking for a list rebuild, so that buckyd's rebuild goroutine has started (and answers 202)
+/// before the listing itself is asked for.
+const REBUILD_START: Duration = Duration::from_millis(100);
 
 impl Client {
     /// A client for the validated common flags.
@@ -343,22 +353,37 @@ impl Client {
         })
     }
 
+    /// Asks the agent to rebuild its metric list (`force`). The request lists nothing (`list=[]`), and the
+    /// listing proper is a later request, answered 202 while the rebuild runs and then with the new list:
+    /// buckyd (0.4.2 and 0.6.0) starts the rebuild in a goroutine and may answer the forcing request itself
+    /// from the old list (its defect, see the module doc); the pause gives that goroutine time to start.
+    async fn rebuild_list(&self, addr: &Addr) -> Result<(), ClientError> {
+        let what = "rebuild the metric list";
+        let url = Self::url(addr, &["metrics"]);
+        let form = [("force", "true"), ("list", "[]")];
+        let (status, _, body) = self.exchange(addr, what, || self.http.post(url.clone()).form(&form)).await?;
+        match status {
+            StatusCode::OK | StatusCode::ACCEPTED => {}
+            status => return Err(Self::status_error(addr, what, status, &body)),
+        }
+        tokio::time::sleep(REBUILD_START).await;
+        Ok(())
+    }
+
     /// Streams the agent's metric list, calling `emit` for every name as it is parsed; returns the count.
-    /// Waits out `202` answers (the first request carries `force`, later ones do not, so a forced rebuild
-    /// is started once).
+    /// With `force`, the list is rebuilt first ([`Client::rebuild_list`]); `202` answers are waited out.
     pub async fn list(&self, addr: &Addr, query: &ListQuery, mut emit: impl FnMut(String)) -> Result<u64, ClientError> {
         let what = "list metrics";
         let url = Self::url(addr, &["metrics"]);
+        if query.force {
+            self.rebuild_list(addr).await?;
+        }
         let started = Instant::now();
-        let mut force = query.force;
         let mut waits = Backoff::list();
         loop {
             let mut form: Vec<(&str, &str)> = Vec::new();
             if let Some(regex) = &query.regex {
                 form.push(("regex", regex));
-            }
-            if force {
-                form.push(("force", "true"));
             }
             let mut delay = FIRST_BACKOFF;
             let mut attempt = 0;
@@ -380,7 +405,6 @@ impl Client {
                 }
                 delay = (delay * 2).min(MAX_BACKOFF);
             };
-            force = false;
             match response.status() {
                 StatusCode::OK => {}
                 StatusCode::ACCEPTED => {
@@ -418,18 +442,16 @@ impl Client {
         let what = "look up metrics";
         let url = Self::url(addr, &["metrics"]);
         let mut found = Vec::new();
+        if force {
+            self.rebuild_list(addr).await?;
+        }
         let mut waits = Backoff::list();
         let started = Instant::now();
-        let mut force = force;
         for batch in names.chunks(10_000) {
             let list = serde_json::to_string(batch).unwrap_or_else(|_| "[]".into());
             loop {
-                let mut form = vec![("list", list.as_str())];
-                if force {
-                    form.push(("force", "true"));
-                }
+                let form = [("list", list.as_str())];
                 let (status, _, body) = self.exchange(addr, what, || self.http.post(url.clone()).form(&form)).await?;
-                force = false;
                 match status {
                     StatusCode::OK => {
                         let names: Vec<String> = serde_json::from_slice(&body).map_err(|e| ClientError::Invalid {
@@ -910,6 +932,7 @@ mod tests {
             snappy,
             token: None,
             progress: false,
+            diverse_replicas: None,
         };
         let client = Client::new(&config(true)).unwrap();
         assert!(client.snappy_for(&Addr { host: "10.1.2.3".into(), port: 1 }));

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::client::{Client, ClientError, ListQuery};
 use crate::config::{Addr, Config};
 use crate::names::NameArena;
+use crate::placement::Placement;
 use crate::printer::Printer;
 use crate::UsageError;
 
@@ -58,12 +59,15 @@ pub struct Cluster {
     pub info: RingInfo,
     /// The ring built from it.
     pub ring: Ring,
+    /// The rules the ring follows where buckyd says nothing.
+    pub placement: Placement,
     /// One member per distinct ring host, in ring order.
     pub members: Vec<Member>,
 }
 
-/// A ring from a `/hashring` document.
-pub fn ring_from_info(info: &RingInfo) -> anyhow::Result<Ring> {
+/// A ring from a `/hashring` document, with the rules of `placement` for what buckyd leaves unsaid (router,
+/// diverse replicas).
+pub fn ring_from_info(info: &RingInfo, placement: &Placement) -> anyhow::Result<Ring> {
     let hash: Hash = info.algo.parse().with_context(|| format!("unknown ring algorithm {:?}", info.algo))?;
     let nodes: Vec<Node> = info
         .nodes
@@ -73,32 +77,22 @@ pub fn ring_from_info(info: &RingInfo) -> anyhow::Result<Ring> {
             Node::new(n.server.clone(), (n.port != 0).then_some(n.port), instance)
         })
         .collect();
-    let mut spec = RingSpec::new(nodes, hash).replicas(info.replicas.max(1) as usize).diverse(info.diverse);
-    if let Some(router) = &info.router {
+    let mut spec = RingSpec::new(nodes, hash).replicas(info.replicas.max(1) as usize).diverse(placement.diverse);
+    if let Some(router) = &placement.router {
         let router: Router = router.parse().with_context(|| format!("unknown ring router {router:?}"))?;
         spec = spec.router(router);
     }
     spec.build().context("the seed's ring is invalid")
 }
 
-/// How two rings differ, or `None` if they are the same.
-fn difference(seed: &RingInfo, other: &RingInfo) -> Option<String> {
+/// How a member's ring differs from the seed's, or `None` if it places every metric the same. Only what
+/// both buckyd and bucky-agent send is compared here; the rules only bucky-agents state are `placement`'s.
+fn difference(seed: &RingInfo, other: &RingInfo, placement: &Placement) -> Option<String> {
     if seed.algo != other.algo {
         return Some(format!("algorithm {} instead of {}", other.algo, seed.algo));
     }
     if seed.replicas.max(1) != other.replicas.max(1) {
         return Some(format!("replication {} instead of {}", other.replicas, seed.replicas));
-    }
-    if seed.diverse != other.diverse {
-        let says = |diverse: bool| if diverse { "diverse replicas" } else { "no diverse replicas" };
-        return Some(format!("{} instead of {}", says(other.diverse), says(seed.diverse)));
-    }
-    if seed.router.is_some() && other.router.is_some() && seed.router != other.router {
-        return Some(format!(
-            "router {} instead of {}",
-            other.router.as_deref().unwrap_or("?"),
-            seed.router.as_deref().unwrap_or("?")
-        ));
     }
     if seed.nodes != other.nodes {
         let show = |i: &RingInfo| {
@@ -119,17 +113,17 @@ fn difference(seed: &RingInfo, other: &RingInfo) -> Option<String> {
         };
         return Some(format!("members [{}] instead of [{}]", show(other), show(seed)));
     }
-    None
+    placement.disagreement(other)
 }
 
 impl Cluster {
     /// Discovers the cluster from the seed. Fails only if the seed itself cannot be asked or its ring is
-    /// invalid; any other member's problem is recorded in [`Member::state`].
-    pub async fn discover(client: &Client, seed: &Addr) -> anyhow::Result<Cluster> {
+    /// invalid; any other member's problem is recorded in [`Member::state`]. `diverse` is
+    /// `--diverse-replicas`, which settles DIVERSE_REPLICAS where it matters (see [`crate::placement`]).
+    pub async fn discover(client: &Client, seed: &Addr, diverse: Option<bool>) -> anyhow::Result<Cluster> {
         let info = client.hashring(seed).await.with_context(|| format!("cannot read the ring from the seed {seed}"))?;
-        let ring = ring_from_info(&info).map_err(|e| UsageError(format!("{e:#}")))?;
         let mut servers: Vec<String> = Vec::new();
-        for node in ring.nodes() {
+        for node in &info.nodes {
             if !servers.contains(&node.server) {
                 servers.push(node.server.clone());
             }
@@ -142,12 +136,19 @@ impl Cluster {
             }
         }))
         .await;
+        let stated: Vec<(&str, &RingInfo)> = servers
+            .iter()
+            .zip(&answers)
+            .filter_map(|(server, (_, answer))| answer.as_ref().ok().map(|info| (server.as_str(), info)))
+            .collect();
+        let placement = Placement::decide(&info, &stated, diverse);
+        let ring = ring_from_info(&info, &placement).map_err(|e| UsageError(format!("{e:#}")))?;
         let members = servers
             .into_iter()
             .zip(answers)
             .map(|(server, (addr, answer))| {
                 let state = match answer {
-                    Ok(theirs) => match difference(&info, &theirs) {
+                    Ok(theirs) => match difference(&info, &theirs, &placement) {
                         None => MemberState::Agrees,
                         Some(diff) => MemberState::Disagrees(diff),
                     },
@@ -156,12 +157,15 @@ impl Cluster {
                 Member { server, addr, state }
             })
             .collect();
-        Ok(Cluster { seed: seed.clone(), info, ring, members })
+        Ok(Cluster { seed: seed.clone(), info, ring, placement, members })
     }
 
     /// Discovery for a command: prints problems as warnings.
     pub async fn connect(client: &Client, config: &Config, printer: &Printer) -> anyhow::Result<Cluster> {
-        let cluster = Cluster::discover(client, &config.seed).await?;
+        let cluster = Cluster::discover(client, &config.seed, config.diverse_replicas).await?;
+        if let Some(note) = &cluster.placement.note {
+            printer.info(format!("placement: {note}"));
+        }
         for problem in cluster.problems() {
             printer.warn(problem);
         }
@@ -287,6 +291,13 @@ pub struct ClusterReport {
     pub router: String,
     /// Replication factor.
     pub replication: usize,
+    /// Whether replicas go to distinct servers (carbon's DIVERSE_REPLICAS).
+    pub diverse_replicas: bool,
+    /// Whether that can change placement on this ring.
+    pub diverse_replicas_matter: bool,
+    /// Which diverse rule is followed and why, when it matters and not every member states it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement_note: Option<String>,
     /// The ring's description.
     pub description: String,
     /// Ring nodes in order.
@@ -330,6 +341,9 @@ impl Cluster {
             algorithm: self.ring.hash().name().to_owned(),
             router: self.ring.router().name().to_owned(),
             replication: self.ring.replicas(),
+            diverse_replicas: self.ring.diverse(),
+            diverse_replicas_matter: self.placement.diverse_matters,
+            placement_note: self.placement.note.clone(),
             description: self.ring.describe(),
             nodes: self.ring.nodes().iter().map(ToString::to_string).collect(),
             members,
@@ -352,6 +366,14 @@ mod tests {
     use super::*;
     use bucky_wire::RingNode;
 
+    fn ring_of(info: &RingInfo) -> anyhow::Result<Ring> {
+        ring_from_info(info, &Placement::decide(info, &[], None))
+    }
+
+    fn diff(seed: &RingInfo, other: &RingInfo) -> Option<String> {
+        difference(seed, other, &Placement::decide(seed, &[("b", other)], None))
+    }
+
     fn info(nodes: &[(&str, u16, &str)], algo: &str, replicas: u32) -> RingInfo {
         RingInfo {
             name: "x".into(),
@@ -365,21 +387,23 @@ mod tests {
 
     #[test]
     fn rings_from_hashring_documents() {
-        let ring = ring_from_info(&info(&[("a", 2003, ""), ("b", 0, "x")], "carbon", 2)).unwrap();
+        let ring = ring_of(&info(&[("a", 2003, ""), ("b", 0, "x")], "carbon", 2)).unwrap();
         assert_eq!(ring.nodes()[0].to_string(), "a:2003");
         assert_eq!(ring.nodes()[1].to_string(), "b=x");
         assert_eq!(ring.replicas(), 2);
         assert_eq!(ring.nodes_for("some.metric").count(), 2);
-        assert!(ring_from_info(&info(&[("a", 0, "")], "md5", 1)).is_err());
-        assert!(ring_from_info(&info(&[("a", 0, "")], "carbon", 3)).is_err());
+        assert!(ring_of(&info(&[("a", 0, "")], "md5", 1)).is_err());
+        assert!(ring_of(&info(&[("a", 0, "")], "carbon", 3)).is_err());
     }
 
     #[test]
     fn diverse_rings_put_replicas_on_distinct_servers() {
         // Two instances on host a, one on b: without DIVERSE_REPLICAS some metrics get both replicas on a.
         let nodes = [("a", 0, "1"), ("a", 0, "2"), ("b", 0, "1")];
-        let plain = ring_from_info(&info(&nodes, "carbon", 2)).unwrap();
-        let diverse = ring_from_info(&RingInfo { diverse: true, ..info(&nodes, "carbon", 2) }).unwrap();
+        let plain = ring_of(&info(&nodes, "carbon", 2)).unwrap();
+        // What a bucky-agent with diverse replicas sends (buckyd states neither Router nor Diverse).
+        let agent = |diverse| RingInfo { router: Some("carbon".into()), diverse, ..info(&nodes, "carbon", 2) };
+        let diverse = ring_of(&agent(true)).unwrap();
         assert!(diverse.diverse());
         let servers = |ring: &Ring, name: &str| ring.nodes_for(name).map(|n| n.server.clone()).collect::<Vec<_>>();
         let names: Vec<String> = (0..200).map(|i| format!("m.{i}")).collect();
@@ -389,17 +413,18 @@ mod tests {
             assert_eq!(s.len(), 2, "{name}");
             assert_ne!(s[0], s[1], "{name}: diverse replicas share a server");
         }
-        let differ = difference(&info(&nodes, "carbon", 2), &RingInfo { diverse: true, ..info(&nodes, "carbon", 2) });
+        let differ = diff(&agent(false), &agent(true));
         assert!(differ.unwrap().contains("diverse replicas instead of no diverse replicas"));
+        assert_eq!(diff(&info(&nodes, "carbon", 2), &agent(true)), None, "buckyd does not say");
     }
 
     #[test]
     fn differences_are_named() {
         let a = info(&[("a", 0, ""), ("b", 0, "")], "carbon", 1);
-        assert!(difference(&a, &a.clone()).is_none());
+        assert!(diff(&a, &a.clone()).is_none());
         let b = info(&[("a", 0, "")], "carbon", 1);
-        assert!(difference(&a, &b).unwrap().contains("members [a] instead of [a b]"));
+        assert!(diff(&a, &b).unwrap().contains("members [a] instead of [a b]"));
         let c = info(&[("a", 0, ""), ("b", 0, "")], "jump_fnv1a", 1);
-        assert!(difference(&a, &c).unwrap().contains("algorithm"));
+        assert!(diff(&a, &c).unwrap().contains("algorithm"));
     }
 }

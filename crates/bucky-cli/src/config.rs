@@ -101,6 +101,8 @@ pub struct Config {
     pub token: Option<String>,
     /// Draw progress bars (stderr is a terminal and they were not disabled).
     pub progress: bool,
+    /// `--diverse-replicas`: carbon's DIVERSE_REPLICAS for the ring, overriding what the agents state.
+    pub diverse_replicas: Option<bool>,
 }
 
 impl Config {
@@ -136,6 +138,7 @@ impl Config {
             snappy: !args.no_encoding,
             token,
             progress: !args.no_progress && !args.verbose && std::io::stderr().is_terminal(),
+            diverse_replicas: args.diverse_replicas,
         })
     }
 }

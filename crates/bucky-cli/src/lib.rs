@@ -6,7 +6,7 @@
 //! Layout of the cluster commands: [`cli`] holds the clap definitions, [`config`] turns the common flags
 //! into a validated [`config::Config`], [`printer`] owns every byte written to stdout and stderr
 //! (including the progress bars), [`client`] speaks buckyd's HTTP API (timeouts, retries, the 202
-//! list-cache protocol; [`health`] remembers the nodes it found unreachable), [`cluster`] discovers the ring and checks its health, [`names`] reads and streams
+//! list-cache protocol; [`health`] remembers the nodes it found unreachable), [`cluster`] discovers the ring and checks its health ([`placement`]: the rules buckyd leaves unsaid), [`names`] reads and streams
 //! metric names, and [`engine`] is the copy/verify/delete engine behind `rebalance`, `backfill` and `copy`.
 
 use std::io::Write;
@@ -20,6 +20,7 @@ pub mod config;
 pub mod engine;
 pub mod health;
 pub mod names;
+pub mod placement;
 pub mod printer;
 
 pub use cli::{Cli, Command};

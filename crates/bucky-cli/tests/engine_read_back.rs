@@ -226,6 +226,7 @@ impl Scenario {
             snappy: true,
             token: None,
             progress: false,
+            diverse_replicas: None,
         };
         let client = Client::new(&config).unwrap();
         let options = Options {

@@ -107,7 +107,12 @@ pub async fn run_between_clusters(args: &Backfill2Args) -> anyhow::Result<ExitSt
     let mut clusters = Vec::new();
     for (role, seed) in [("source", &args.src_seed), ("destination", &args.dst_seed)] {
         let seed = Addr::parse(seed, DEFAULT_PORT)?;
-        let cluster = Cluster::discover(&ctx.client, &seed).await.with_context(|| format!("the {role} cluster"))?;
+        let cluster = Cluster::discover(&ctx.client, &seed, ctx.config.diverse_replicas)
+            .await
+            .with_context(|| format!("the {role} cluster"))?;
+        if let Some(note) = &cluster.placement.note {
+            ctx.printer.info(format!("{role} cluster: placement: {note}"));
+        }
         for problem in cluster.problems() {
             ctx.printer.warn(format!("{role} cluster: {problem}"));
         }

@@ -252,6 +252,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         snappy: true,
         token: None,
         progress,
+        diverse_replicas: None,
     };
     let client = Client::new(&config)?;
     let printer = Printer::new(false, false, progress);
@@ -312,7 +313,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         agents.children.push((ip.clone(), start_agent(&binary, &dir, ip, port, &ring_v2, hash, args.replicas, 2)?));
     }
     wait_ready(&ctx.client, &mut agents, port, &dir).await?;
-    let cluster = Cluster::discover(&ctx.client, &ctx.config.seed).await?;
+    let cluster = Cluster::discover(&ctx.client, &ctx.config.seed, ctx.config.diverse_replicas).await?;
     cluster.require_healthy()?;
     p.info(format!("3. grew the ring to 3 nodes: {}", cluster.ring.describe()));
 

@@ -1,12 +1,16 @@
 //! `bucky inconsistent`: copies of metrics on agents that are not among the metric's replicas
 //! (RF- and instance-aware: with replication 2, a metric on both of its nodes is consistent).
 //!
-//! Lists are streamed; only the misplaced names are kept.
+//! Lists are streamed; only the misplaced names are kept. Each misplaced copy is then confirmed with a
+//! stat on its agent: buckyd's list is a cache up to an hour old (and `force` may still answer the old one),
+//! so right after a move it still names the copies that were moved away. Those answer 404 and are counted
+//! as "gone since listed", not reported.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
 use clap::Args;
+use futures_util::StreamExt;
 
 use super::list::targets;
 use super::Ctx;
@@ -45,6 +49,8 @@ pub struct Misplaced {
     pub failed: Vec<(Addr, String)>,
     /// Names examined.
     pub scanned: u64,
+    /// Misplaced names that were listed but are gone (404 on a stat), when confirmed.
+    pub gone: u64,
 }
 
 impl Misplaced {
@@ -130,6 +136,50 @@ pub async fn find_misplaced(
     out
 }
 
+/// Keeps only the misplaced copies that are still there: a stat of each (`workers` at once per agent); a
+/// 404 means the list was stale (counted in [`Misplaced::gone`]). A copy whose stat fails is kept (it may
+/// well be there) and its agent reported in [`Misplaced::failed`].
+pub async fn confirm_misplaced(ctx: &Ctx, found: Misplaced) -> Misplaced {
+    let workers = ctx.config.workers;
+    let Misplaced { copies, mut failed, scanned, mut gone } = found;
+    let checked = futures_util::future::join_all(copies.into_iter().map(|(addr, names)| async move {
+        let stats = futures_util::stream::iter(names.iter().map(str::to_owned))
+            .map(|name| {
+                let addr = &addr;
+                async move {
+                    let stat = ctx.client.stat(addr, &name).await;
+                    (name, stat)
+                }
+            })
+            .buffered(workers)
+            .collect::<Vec<_>>()
+            .await;
+        let mut kept = NameArena::new();
+        let (mut gone, mut error) = (0u64, None);
+        for (name, stat) in stats {
+            match stat {
+                Ok(Some(_)) => kept.push(&name),
+                Ok(None) => gone += 1,
+                Err(e) => {
+                    kept.push(&name);
+                    error.get_or_insert_with(|| format!("cannot confirm {name}: {}", short_error(&e)));
+                }
+            }
+        }
+        (addr, kept, gone, error)
+    }))
+    .await;
+    let mut copies = Vec::with_capacity(checked.len());
+    for (addr, kept, stale, error) in checked {
+        gone += stale;
+        if let Some(error) = error {
+            failed.push((addr.clone(), error));
+        }
+        copies.push((addr, kept));
+    }
+    Misplaced { copies, failed, scanned, gone }
+}
+
 /// Prints `agent: metric` for every misplaced copy (JSON: {agent: [metrics]}).
 pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
@@ -138,6 +188,7 @@ pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
     }
     let cluster = ctx.cluster().await?;
     let found = find_misplaced(&ctx, &cluster, args.regex.clone(), &excludes(&args.exclude), &[]).await;
+    let found = confirm_misplaced(&ctx, found).await;
     if ctx.printer.json() {
         let map: BTreeMap<String, Vec<&str>> = found
             .copies
@@ -156,10 +207,11 @@ pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
         out.flush()?;
     }
     ctx.printer.info(format!(
-        "{} misplaced copies among {} listed on {} agents",
+        "{} misplaced copies among {} listed on {} agents ({} more listed but gone since)",
         found.count(),
         found.scanned,
-        found.copies.len()
+        found.copies.len(),
+        found.gone
     ));
     for (addr, why) in &found.failed {
         ctx.printer.error(format!("{addr}: {why}"));

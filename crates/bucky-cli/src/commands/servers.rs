@@ -20,7 +20,7 @@ pub struct ServersArgs {
 /// Prints the cluster; exit status 1 when any member is unreachable or disagrees.
 pub async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
-    let cluster = crate::cluster::Cluster::discover(&ctx.client, &ctx.config.seed).await?;
+    let cluster = crate::cluster::Cluster::discover(&ctx.client, &ctx.config.seed, ctx.config.diverse_replicas).await?;
     if ctx.printer.json() {
         ctx.printer.print_json(&cluster.report())?;
     } else {
@@ -31,6 +31,13 @@ pub async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
         writeln!(out, "Algorithm: {}", ring.hash())?;
         writeln!(out, "Router: {} ({})", ring.router(), ring.router().peer())?;
         writeln!(out, "Replication factor: {}", ring.replicas())?;
+        if cluster.placement.diverse_matters {
+            let rule = if ring.diverse() { "on" } else { "off" };
+            match &cluster.placement.note {
+                Some(note) => writeln!(out, "Diverse replicas: {rule} ({note})")?,
+                None => writeln!(out, "Diverse replicas: {rule} (every member says so)")?,
+            }
+        }
         writeln!(out, "Ring nodes ({}):", ring.nodes().len())?;
         for node in ring.nodes() {
             writeln!(out, "  {node}")?;

@@ -71,8 +71,9 @@ struct Entry {
     mtime: i64,
 }
 
-/// Reads every copy of `name` and merges them (first replica first).
-async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr]) -> Result<Entry, String> {
+/// Reads every copy of `name` and merges them (first replica first); `None` if every holder answered 404: the
+/// metric was listed but is gone (moved or deleted since, or a stale buckyd list), which is no error.
+async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr]) -> Result<Option<Entry>, String> {
     let replicas = cluster.replicas_of(name);
     let mut order: Vec<&Addr> = holders.iter().collect();
     order.sort_by_key(|a| replicas.iter().position(|r| r == *a).unwrap_or(usize::MAX));
@@ -96,8 +97,8 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
             }
         });
     }
-    let (buf, mode, mtime) = merged.ok_or_else(|| "gone before it was read".to_owned())?;
-    Ok(Entry { data: buf.into_bytes(), mode: if mode == 0 { 0o644 } else { mode }, mtime })
+    let Some((buf, mode, mtime)) = merged else { return Ok(None) };
+    Ok(Some(Entry { data: buf.into_bytes(), mode: if mode == 0 { 0o644 } else { mode }, mtime }))
 }
 
 /// Writes the archive.
@@ -134,10 +135,16 @@ pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
         .buffered(ctx.config.workers * gathered.lists.len().max(1));
     let mut written = 0u64;
     let mut errors = 0u64;
+    let mut gone = 0u64;
     while let Some((name, entry)) = entries.next().await {
         progress.inc("metrics");
         let entry = match entry {
-            Ok(entry) => entry,
+            Ok(Some(entry)) => entry,
+            Ok(None) => {
+                gone += 1;
+                ctx.printer.verbose(format!("{name}: gone since listed, not archived"));
+                continue;
+            }
             Err(why) => {
                 errors += 1;
                 ctx.printer.error(format!("{name}: {why}"));
@@ -164,7 +171,7 @@ pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
     }
     progress.finish();
     builder.into_inner().and_then(Sink::finish).context("cannot finish the archive")?;
-    ctx.printer.info(format!("{written} metrics archived, {errors} errors"));
+    ctx.printer.info(format!("{written} metrics archived, {gone} gone since listed, {errors} errors"));
     let ok = gathered.report(&ctx) && errors == 0;
     Ok(ExitStatus::from_ok(ok))
 }

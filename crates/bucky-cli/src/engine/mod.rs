@@ -163,8 +163,12 @@ pub struct Summary {
     pub deleted: u64,
     /// Copies on replicas healed into the other replicas of a moved metric (rebalance with RF > 1).
     pub replicas_synced: u64,
-    /// Jobs skipped: finished in an earlier run (state file), or the source was gone.
+    /// Jobs skipped: finished in an earlier run (state file).
     pub skipped: u64,
+    /// Jobs whose source was listed but gone when read (404): moved or deleted since the listing, or never
+    /// there (buckyd's list cache can be an hour old, and may answer a stale list even when forced). Not an
+    /// error: there is nothing left to copy.
+    pub gone: u64,
     /// Jobs that failed (source kept).
     pub errors: u64,
     /// Jobs not started because the run was interrupted.
@@ -239,7 +243,7 @@ impl Summary {
             ));
         }
         printer.info(format!(
-            "{}: {} planned, {} moved, {} replica copies synced, {} deleted, {} skipped, {} errors{}; {} read ({} on the wire), {} points healed, \
+            "{}: {} planned, {} moved, {} replica copies synced, {} deleted, {} skipped, {} gone since listed, {} errors{}; {} read ({} on the wire), {} points healed, \
              {} points verified; {:.1} s, {:.0} metrics/s, {}/s",
             self.operation,
             self.planned,
@@ -247,6 +251,7 @@ impl Summary {
             self.replicas_synced,
             self.deleted,
             self.skipped,
+            self.gone,
             self.errors,
             if self.not_started > 0 { format!(", {} not started (interrupted)", self.not_started) } else { String::new() },
             human_bytes(self.bytes),
@@ -497,9 +502,9 @@ impl Run {
                 self.finished(job);
             }
             Outcome::SourceGone => {
-                summary.skipped += 1;
+                summary.gone += 1;
                 drop(summary);
-                self.printer.verbose(format!("{} on {source}: gone before it was read, skipped", job.source_name));
+                self.printer.verbose(format!("{} on {source}: gone since listed (nothing to copy)", job.source_name));
                 self.finished(job);
             }
             Outcome::NodeFull { node, wire } => {
