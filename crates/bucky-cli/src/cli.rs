@@ -9,8 +9,8 @@ use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::commands::{
-    backfill, copy, delete, demo, du, gentestmetrics, inconsistent, json, list, locate, rebalance, restore, ring,
-    servers, stat, tar, whisper,
+    backfill, copy, delete, demo, drain, du, gentestmetrics, inconsistent, json, list, locate, rebalance, restore,
+    ring, servers, stat, tar, whisper,
 };
 
 /// Seed agent of the cluster commands, when `-h/--host` is not given.
@@ -59,6 +59,10 @@ pub enum Command {
     /// Move every misplaced copy to all of its replicas, verify by content, optionally delete the source.
     #[command(disable_help_flag = true)]
     Rebalance(rebalance::RebalanceArgs),
+    /// Empty a node leaving the cluster: move every metric on it to all its ring homes (verified, then
+    /// deleted from it), and check that it ends empty. Its agent runs outside the ring (reads and deletes only).
+    #[command(disable_help_flag = true)]
+    Drain(drain::DrainArgs),
     /// Fill metrics from other metrics: a JSON map {"old": "new"}; never deletes.
     #[command(disable_help_flag = true)]
     Backfill(backfill::BackfillArgs),

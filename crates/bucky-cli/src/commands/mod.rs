@@ -5,6 +5,7 @@ pub mod backfill;
 pub mod copy;
 pub mod delete;
 pub mod demo;
+pub mod drain;
 pub mod du;
 pub mod gentestmetrics;
 pub mod inconsistent;
@@ -79,6 +80,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Locate(args) => locate::run(&args).await,
         Command::Inconsistent(args) => inconsistent::run(&args).await,
         Command::Rebalance(args) => rebalance::run(&args).await,
+        Command::Drain(args) => drain::run(&args).await,
         Command::Backfill(args) => backfill::run(&args).await,
         Command::Backfill2(args) => backfill::run_between_clusters(&args).await,
         Command::Copy(args) => copy::run(&args).await,
