@@ -48,7 +48,7 @@ fn scatter(cluster: &TestCluster, leaving: usize, count: usize, seed: u64) -> La
         if m < count {
             nodes.push(leaving);
         }
-        if m >= count || rng.next() % 2 == 0 {
+        if m >= count || rng.next().is_multiple_of(2) {
             let other = (rng.next() % leaving as u64) as usize; // one of the staying nodes
             nodes.push(other);
         }
@@ -159,7 +159,8 @@ fn drain_checks_the_roles_and_reports_what_is_left() {
     let mut cluster = TestCluster::new(3, "carbon_ch", 1);
     let now = now_minute();
     cluster.write_metric(2, "left.behind", &[(now, 1.0)]);
-    cluster.start_with_ring(&cluster.ips[..2].to_vec(), &[0, 1, 2]);
+    let ring = cluster.ips[..2].to_vec();
+    cluster.start_with_ring(&ring, &[0, 1, 2]);
     let node = cluster.addr(2);
     // The seed must be in its ring; the drained node must not be.
     let out = crate::cluster::run_bucky(&["drain", "-h", &node, &node], b"");

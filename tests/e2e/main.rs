@@ -6,6 +6,7 @@ mod agent_limits;
 mod agent_server;
 mod cli;
 mod cluster;
+mod config;
 mod drain;
 mod live;
 mod node_full;

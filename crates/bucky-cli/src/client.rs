@@ -910,6 +910,8 @@ mod tests {
             snappy,
             token: None,
             progress: false,
+            ring_config: None,
+            ring_cluster: None,
         };
         let client = Client::new(&config(true)).unwrap();
         assert!(client.snappy_for(&Addr { host: "10.1.2.3".into(), port: 1 }));

@@ -226,6 +226,8 @@ impl Scenario {
             snappy: true,
             token: None,
             progress: false,
+            ring_config: None,
+            ring_cluster: None,
         };
         let client = Client::new(&config).unwrap();
         let options = Options {

@@ -252,6 +252,8 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         snappy: true,
         token: None,
         progress,
+        ring_config: None,
+        ring_cluster: None,
     };
     let client = Client::new(&config)?;
     let printer = Printer::new(false, false, progress);

@@ -2,6 +2,7 @@
 //! HTTP client and the printer.
 
 pub mod backfill;
+pub mod config;
 pub mod copy;
 pub mod delete;
 pub mod demo;
@@ -63,6 +64,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Json(args) => json::run(&args),
         Command::GenTestMetrics(args) => gentestmetrics::run(&args),
         Command::Modify(args) => whisper::run(whisper::WhisperCommand::Modify(args)),
+        Command::Config(cmd) => config::run(&cmd),
         other => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -90,7 +92,12 @@ async fn run_async(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Du(args) => du::run(&args).await,
         Command::Stat(args) => stat::run(&args).await,
         Command::Demo(args) => demo::run(&args).await,
-        Command::Whisper(_) | Command::Ring(_) | Command::Json(_) | Command::GenTestMetrics(_) | Command::Modify(_) => {
+        Command::Whisper(_)
+        | Command::Ring(_)
+        | Command::Json(_)
+        | Command::GenTestMetrics(_)
+        | Command::Modify(_)
+        | Command::Config(_) => {
             unreachable!("local commands run without the runtime")
         }
     }
