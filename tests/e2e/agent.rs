@@ -510,15 +510,35 @@ fn agent_killed_in_the_middle_of_a_create_leaves_no_partial_file() {
 }
 
 #[test]
-fn agent_refuses_to_start_outside_its_ring_and_stops_on_sigterm() {
+fn agent_outside_its_ring_serves_for_draining_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(bin("bucky-agent"))
-        .args(["-n", "stranger", "-p", dir.path().to_str().unwrap(), "g1:2003=a", "g2:2003=b"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not a member of the ring") && stderr.contains("g1:2003=a g2:2003=b"), "{stderr}");
+    // A node that is not (any more) in its ring starts, says so, and reports itself outside the ring in
+    // /hashring (its Name is not among the Nodes), as buckytools clients read it.
+    let ip = "127.0.0.13";
+    let bytes = wsp(&[(60, 1.0)]);
+    let held = dir.path().join("outside/held.wsp");
+    fs::create_dir_all(held.parent().unwrap()).unwrap();
+    fs::write(&held, &bytes).unwrap();
+    let outside = TestAgent::start(ip, free_port(ip), dir.path(), &["g1:2003=a", "g2:2003=b"], &[]);
+    let log = outside.log();
+    assert!(log.contains("this node is not in the ring: serving reads and deletes only, for draining"), "{log}");
+    let client = client();
+    let info: RingInfo = client.get(outside.url("/hashring")).send().unwrap().json().unwrap();
+    assert_eq!(info.name, ip, "{info:?}");
+    let servers: Vec<&str> = info.nodes.iter().map(|n| n.server.as_str()).collect();
+    assert_eq!(servers, ["g1", "g2"], "{info:?}");
+    // Reads and listings are served, writes refused with 409, deletes done.
+    assert_eq!(outside.list(&client, ""), ["outside.held"]);
+    let get = client.get(outside.url("/metrics/outside.held")).send().unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+    let response = upload(&client, reqwest::Method::POST, &outside.url("/metrics/outside.new"), "outside.new", &bytes);
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert!(response.text().unwrap().contains("not in the ring"));
+    assert!(!dir.path().join("outside/new.wsp").exists());
+    let deleted = client.delete(outside.url("/metrics/outside.held")).send().unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert!(!held.exists());
+    drop(outside);
 
     let ip = "127.0.0.12";
     let mut agent = TestAgent::start(ip, free_port(ip), dir.path(), &[ip], &[]);

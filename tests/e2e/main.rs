@@ -7,6 +7,8 @@ mod agent_server;
 mod cli;
 mod cluster;
 mod go_client;
+mod config;
+mod drain;
 mod live;
 mod mixed;
 mod node_full;

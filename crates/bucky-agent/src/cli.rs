@@ -256,19 +256,13 @@ impl Cli {
             .context("invalid ring")
     }
 
-    /// Validates the flags into a [`Config`]: parses the ring, checks that this node is a member and that
-    /// the prefix is a directory, reads the JWT secret.
+    /// Validates the flags into a [`Config`]: parses the ring, checks that the prefix is a directory, reads
+    /// the JWT secret. This node need not be a member of the ring (then it is being drained).
     pub fn into_config(self) -> anyhow::Result<Config> {
         let ring = self.ring()?;
         let node = self.node.clone().unwrap_or_else(hostname);
-        if !ring.nodes().iter().any(|n| n.server == node) {
-            let members: Vec<String> = ring.nodes().iter().map(|n| n.to_string()).collect();
-            bail!(
-                "this node {node:?} is not a member of the ring (members: {}); set -n/--node to this host's name \
-                 as it appears in the ring",
-                members.join(" ")
-            );
-        }
+        // A node outside the ring is one being drained: it starts, but serves reads and deletes only (see
+        // `Config::in_ring`); `run` says so at startup.
         let meta = std::fs::metadata(&self.prefix)
             .with_context(|| format!("prefix {} is not usable", self.prefix.display()))?;
         if !meta.is_dir() {
@@ -346,6 +340,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             auth = config.auth.is_some(),
             "bucky-agent listening"
         );
+        if !config.in_ring() {
+            let members: Vec<String> = config.ring.nodes().iter().map(|n| n.to_string()).collect();
+            tracing::warn!(
+                node = %config.node,
+                members = %members.join(" "),
+                "this node is not in the ring: serving reads and deletes only, for draining (writes and heals \
+                 are refused with 409; if it should be a member, set -n/--node to this host's name as it appears \
+                 in the ring)"
+            );
+        }
         let state = crate::AppState::new(config)?;
         crate::serve(listener, state, crate::shutdown_signal()).await.context("server failed")
     });
@@ -525,8 +529,11 @@ mod tests {
             parse(&["a", "-prefix", prefix, "-n", "h1", "-hash", "fnv1a_ch", "h1:2003=a", "h2:2003=b"]).unwrap();
         assert_eq!(config.ring.nodes().len(), 2);
         assert_eq!(config.peer_ports, vec![4242]);
-        let err = parse(&["a", "-p", prefix, "-n", "h3", "h1", "h2"]).unwrap_err().to_string();
-        assert!(err.contains("not a member") && err.contains("h1") && err.contains("h2"), "{err}");
+        assert!(config.in_ring());
+        // A node outside the ring starts (to be drained), and knows it.
+        let outside = parse(&["a", "-p", prefix, "-n", "h3", "h1", "h2"]).unwrap();
+        assert!(!outside.in_ring());
+        assert_eq!(outside.ring.nodes().len(), 2);
         assert!(parse(&["a", "-p", "/nonexistent/x", "-n", "h1", "h1"]).is_err());
         assert!(parse(&["a", "-p", prefix, "-n", "h1", "-hash", "md5", "h1"]).is_err());
         let config = parse(&["a", "-p", prefix, "-n", "h1", "-b", ":5000", "h1"]).unwrap();

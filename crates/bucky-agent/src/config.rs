@@ -92,6 +92,14 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Whether this node is a member of its ring. An agent outside the ring is a node being drained: it
+    /// serves reads, listings and deletes, and refuses every write (409), so that it receives no new copies.
+    pub fn in_ring(&self) -> bool {
+        self.ring.nodes().iter().any(|n| n.server == self.node)
+    }
+}
+
 /// buckyd's name for a hash (`carbon`, `fnv1a`, `jump_fnv1a`), echoed in `/hashring` so that Go clients
 /// comparing `Algo` across the cluster agree.
 pub fn buckyd_algo(hash: Hash) -> &'static str {

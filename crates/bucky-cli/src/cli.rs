@@ -9,8 +9,8 @@ use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::commands::{
-    backfill, copy, delete, demo, du, gentestmetrics, inconsistent, json, list, locate, rebalance, restore, ring,
-    servers, stat, tar, whisper,
+    backfill, config, copy, delete, demo, drain, du, gentestmetrics, inconsistent, json, list, locate, rebalance,
+    restore, ring, servers, stat, tar, whisper,
 };
 
 /// Seed agent of the cluster commands, when `-h/--host` is not given.
@@ -23,7 +23,8 @@ pub const BUCKY_NO_PROGRESS: &str = "BUCKY_NO_PROGRESS";
 /// bucky — move, heal, back up and audit Whisper files across a Graphite cluster.
 ///
 /// Cluster commands talk to bucky-agent (or buckyd) on every storage node. They discover the ring from
-/// the seed given with -h/--host (default $BUCKYHOST, else localhost:4242), write data to stdout and logs
+/// the seed given with -h/--host (default $BUCKYHOST, else the config file's cluster, else localhost:4242;
+/// see `bucky config show`), write data to stdout and logs
 /// and progress to stderr, and exit 0 when all went well, 1 when some work failed, 2 on bad usage or an
 /// unhealthy cluster. Quick start: `bucky demo`.
 #[derive(Debug, Parser)]
@@ -60,6 +61,10 @@ pub enum Command {
     /// Move every misplaced copy to all of its replicas, verify by content, optionally delete the source.
     #[command(disable_help_flag = true)]
     Rebalance(rebalance::RebalanceArgs),
+    /// Empty a node leaving the cluster: move every metric on it to all its ring homes (verified, then
+    /// deleted from it), and check that it ends empty. Its agent runs outside the ring (reads and deletes only).
+    #[command(disable_help_flag = true)]
+    Drain(drain::DrainArgs),
     /// Fill metrics from other metrics: a JSON map {"old": "new"}; never deletes.
     #[command(disable_help_flag = true)]
     Backfill(backfill::BackfillArgs),
@@ -90,27 +95,43 @@ pub enum Command {
     /// Print test metrics in the plaintext protocol, or send them to a line receiver.
     #[command(name = "gentestmetrics", disable_help_flag = true)]
     GenTestMetrics(gentestmetrics::GenArgs),
+    /// The CLI's settings: `bucky config show` prints every value in force and where it came from.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Start a 3-agent local cluster, grow its ring and rebalance it, proving nothing is lost.
     Demo(demo::DemoArgs),
     /// buckytools' modify of a local file, the same as `bucky whisper modify`.
     Modify(whisper::ModifyArgs),
 }
 
-/// Flags shared by every cluster command.
+/// Flags shared by every cluster command. Each of -h, -w and --token-file is taken from its flag, else its
+/// environment variable, else the cluster's table of the config file, else the default
+/// (`bucky config show` tells which).
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
     /// Seed agent, HOST[:PORT] (port default 4242; IPv6 as [ADDR]:PORT). Every other agent is reached at
-    /// its ring host on the seed's port.
-    #[arg(short = 'h', long, env = BUCKYHOST, default_value = "localhost:4242", value_name = "HOST[:PORT]")]
-    pub host: String,
+    /// its ring host on the seed's port. Default: $BUCKYHOST, else the config file's `host`, else
+    /// localhost:4242.
+    #[arg(short = 'h', long, value_name = "HOST[:PORT]")]
+    pub host: Option<String>,
+
+    /// Use this named cluster of the config file (its seed, token file, workers, ring file). Default:
+    /// $BUCKY_CLUSTER, else the file's `default`.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// The config file (TOML, one table per cluster). Default: $BUCKY_CONFIG, else
+    /// ~/.config/bucky/config.toml, else /etc/bucky/config.toml, if they exist.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
 
-    /// Concurrent requests per node.
-    #[arg(short = 'w', long, default_value_t = 5, value_name = "N")]
-    pub workers: usize,
+    /// Concurrent requests per node [default: the config file's `workers`, else 5].
+    #[arg(short = 'w', long, value_name = "N")]
+    pub workers: Option<usize>,
 
     /// Print results (and the final summary) as JSON.
     #[arg(short = 'j', long)]
@@ -124,20 +145,21 @@ pub struct ClusterArgs {
     #[arg(short = 'f', long)]
     pub force: bool,
 
-    /// Seconds without progress before a request is abandoned (then retried).
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-    pub timeout: u64,
+    /// Seconds without progress before a request is abandoned (then retried) [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 
-    /// Longest wait, in seconds, for an agent that answers "Cache update in progress." (202).
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    pub cache_wait: u64,
+    /// Longest wait, in seconds, for an agent that answers "Cache update in progress." (202) [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub cache_wait: Option<u64>,
 
     /// Transfer whisper files uncompressed (default: snappy).
     #[arg(long)]
     pub no_encoding: bool,
 
-    /// File holding the JWT for the agents' authentication (X-Buckyd-Authorization).
-    #[arg(long, env = BUCKY_TOKEN_FILE, value_name = "FILE")]
+    /// File holding the JWT for the agents' authentication (X-Buckyd-Authorization). Default:
+    /// $BUCKY_TOKEN_FILE, else the config file's `token_file`.
+    #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
     /// Place replicas on distinct servers (carbon's DIVERSE_REPLICAS) or not, whatever the agents say. Matters
@@ -252,8 +274,8 @@ mod tests {
         let args = ["bucky", "list", "-host", "node1:4242", "-workers", "3", "-regex", "^carbon"];
         let cli = Cli::try_parse_from(go_style_args(&Cli::command(), args.map(OsString::from))).unwrap();
         let Command::List(list) = cli.command else { panic!("not list") };
-        assert_eq!(list.scope.cluster.host, "node1:4242");
-        assert_eq!(list.scope.cluster.workers, 3);
+        assert_eq!(list.scope.cluster.host.as_deref(), Some("node1:4242"));
+        assert_eq!(list.scope.cluster.workers, Some(3));
         assert!(list.scope.names.regex);
     }
 }

@@ -933,6 +933,8 @@ mod tests {
             token: None,
             progress: false,
             diverse_replicas: None,
+            ring_config: None,
+            ring_cluster: None,
         };
         let client = Client::new(&config(true)).unwrap();
         assert!(client.snappy_for(&Addr { host: "10.1.2.3".into(), port: 1 }));

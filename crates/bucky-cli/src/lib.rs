@@ -17,6 +17,7 @@ pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod config_file;
 pub mod engine;
 pub mod health;
 pub mod names;

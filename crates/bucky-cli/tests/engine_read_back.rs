@@ -227,6 +227,8 @@ impl Scenario {
             token: None,
             progress: false,
             diverse_replicas: None,
+            ring_config: None,
+            ring_cluster: None,
         };
         let client = Client::new(&config).unwrap();
         let options = Options {

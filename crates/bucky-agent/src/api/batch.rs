@@ -101,6 +101,9 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
     if grant.as_ref().is_some_and(|g| !g.allows(route.op())) {
         return Err(AgentError::Forbidden(format!("forbidden: token doesn't have {} permission", route.op().as_str())));
     }
+    if route == Route::Heal {
+        super::refuse_writes_outside_ring(&state)?;
+    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(CONTENT_TYPE) {
         return Err(AgentError::BadRequest(format!("Content-Type must be {CONTENT_TYPE}.")));

@@ -14,7 +14,7 @@ use whisper::WhisperBuf;
 
 use super::{
     admit, authenticate, authorize, checked_size, decode_whisper, is_snappy, max_encoded_len, nanos, parse_stat,
-    read_body, snappy_framed, unix_now, wants_snappy,
+    read_body, refuse_writes_outside_ring, snappy_framed, unix_now, wants_snappy,
 };
 use crate::auth::Op;
 use crate::budget::Charge;
@@ -210,6 +210,7 @@ pub(super) async fn post_metric(
 ) -> Result<Response, AgentError> {
     let grant = authenticate(&state, &headers)?;
     let name = admit(grant.as_ref(), Op::Update, &name)?;
+    refuse_writes_outside_ring(&state)?;
     let read_back = wants_read_back(&headers)?.then(|| wants_snappy(&headers));
     let query: HashMap<String, String> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
@@ -290,6 +291,7 @@ pub(super) async fn put_metric(
     body: Body,
 ) -> Result<Response, AgentError> {
     let name = authorize(&state, &headers, Op::Replace, &name)?;
+    refuse_writes_outside_ring(&state)?;
     let condition = if_match(&headers, header::IF_MATCH)?;
     let upload = receive(&state, &headers, body).await?;
     let started = Instant::now();

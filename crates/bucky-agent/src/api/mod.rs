@@ -94,6 +94,20 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, op: Op, name: &st
     admit(grant.as_ref(), op, name)
 }
 
+/// 409 on a node outside the ring (being drained): it must not receive new copies of any metric, only give
+/// its own away. Checked after authentication, before the body is read.
+pub(crate) fn refuse_writes_outside_ring(state: &AppState) -> Result<(), AgentError> {
+    let config = state.config();
+    if config.in_ring() {
+        return Ok(());
+    }
+    Err(AgentError::Conflict(format!(
+        "this node ({}) is not in the ring: it serves reads and deletes only, for draining; write to the \
+         metric's ring nodes instead",
+        config.node
+    )))
+}
+
 /// Checks the name (400) and that the grant (if authentication is on) allows `op` on it (403).
 pub(crate) fn admit(grant: Option<&Grant>, op: Op, name: &str) -> Result<MetricName, AgentError> {
     let name = MetricName::parse(name).map_err(|e| AgentError::BadRequest(format!("invalid metric name: {e}")))?;

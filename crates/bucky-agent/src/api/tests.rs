@@ -1419,3 +1419,50 @@ async fn batch_entries_are_authorized_one_by_one() {
 }
 
 mod full;
+
+// ---- a node outside the ring (being drained) ------------------------------------------------------------
+
+#[tokio::test]
+async fn a_node_outside_the_ring_serves_reads_and_deletes_and_refuses_writes() {
+    let f = Fixture::with(|config| config.node = "leaving".into());
+    assert!(!f.state.config().in_ring());
+    // /hashring: its Name is not among its Nodes, which is how buckytools clients tell.
+    let info: RingInfo = serde_json::from_slice(&body(f.get("/hashring").await).await).unwrap();
+    assert_eq!(info.name, "leaving");
+    assert!(info.nodes.iter().all(|n| n.server != "leaving"), "{info:?}");
+    let held = wsp(&[(1, 1.0), (2, 2.0)]);
+    f.put_file("d.held", &held);
+    f.put_file("d.gone", &held);
+    // Reads, listings, stats.
+    assert_eq!(f.list("").await, ["d.gone", "d.held"]);
+    let get = f.get("/metrics/d.held").await;
+    assert_eq!(get.status(), StatusCode::OK);
+    assert_eq!(body(get).await, held);
+    let head = f.send(Request::head("/metrics/d.held").body(Body::empty()).unwrap()).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    let answers = batch_answer(&f, batch_request(batch::READ_PATH, &[ask("d.held")]), &["d.held"]).await;
+    assert_eq!(statuses(&answers), [200]);
+    // Writes of every kind: 409 naming the reason, and nothing changes on disk.
+    let tree = f.tree();
+    let new = wsp(&[(3, 3.0)]);
+    for request in [
+        upload(Method::POST, "d.held", &new),
+        upload(Method::POST, "d.new", &new),
+        upload(Method::PUT, "d.held", &new),
+        Request::post("/metrics/d.off?fetch_offload=true").body(Body::empty()).unwrap(),
+        batch_request(batch::HEAL_PATH, &[heal_frame("d.new", &new), heal_frame("d.held", &new)]),
+    ] {
+        let what = format!("{} {}", request.method(), request.uri());
+        let response = f.send(request).await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "{what}");
+        let reason = text(response).await;
+        assert!(reason.contains("not in the ring") && reason.contains("draining"), "{what}: {reason}");
+    }
+    assert_eq!(f.tree(), tree);
+    assert_eq!(f.file("d.held").unwrap(), held);
+    // Deletes, single and batched.
+    assert_eq!(f.send(Request::delete("/metrics/d.held").body(Body::empty()).unwrap()).await.status(), StatusCode::OK);
+    let answers = batch_answer(&f, batch_request(batch::DELETE_PATH, &[ask("d.gone")]), &["d.gone"]).await;
+    assert_eq!(statuses(&answers), [200]);
+    assert!(f.list("").await.is_empty());
+}

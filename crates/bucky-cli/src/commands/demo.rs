@@ -253,6 +253,8 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         token: None,
         progress,
         diverse_replicas: None,
+        ring_config: None,
+        ring_cluster: None,
     };
     let client = Client::new(&config)?;
     let printer = Printer::new(false, false, progress);

@@ -2,9 +2,11 @@
 //! HTTP client and the printer.
 
 pub mod backfill;
+pub mod config;
 pub mod copy;
 pub mod delete;
 pub mod demo;
+pub mod drain;
 pub mod du;
 pub mod gentestmetrics;
 pub mod inconsistent;
@@ -62,6 +64,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Json(args) => json::run(&args),
         Command::GenTestMetrics(args) => gentestmetrics::run(&args),
         Command::Modify(args) => whisper::run(whisper::WhisperCommand::Modify(args)),
+        Command::Config(cmd) => config::run(&cmd),
         other => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -79,6 +82,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Locate(args) => locate::run(&args).await,
         Command::Inconsistent(args) => inconsistent::run(&args).await,
         Command::Rebalance(args) => rebalance::run(&args).await,
+        Command::Drain(args) => drain::run(&args).await,
         Command::Backfill(args) => backfill::run(&args).await,
         Command::Backfill2(args) => backfill::run_between_clusters(&args).await,
         Command::Copy(args) => copy::run(&args).await,
@@ -88,7 +92,12 @@ async fn run_async(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Du(args) => du::run(&args).await,
         Command::Stat(args) => stat::run(&args).await,
         Command::Demo(args) => demo::run(&args).await,
-        Command::Whisper(_) | Command::Ring(_) | Command::Json(_) | Command::GenTestMetrics(_) | Command::Modify(_) => {
+        Command::Whisper(_)
+        | Command::Ring(_)
+        | Command::Json(_)
+        | Command::GenTestMetrics(_)
+        | Command::Modify(_)
+        | Command::Config(_) => {
             unreachable!("local commands run without the runtime")
         }
     }

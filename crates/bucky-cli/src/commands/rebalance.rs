@@ -38,7 +38,8 @@ pub struct RebalanceArgs {
     /// run, and a source is deleted only when every one of its replicas was allowed and verified.
     #[arg(long = "allowed-dsts", value_name = "HOST:PORT;…", value_delimiter = ';')]
     pub allowed_dsts: Vec<String>,
-    /// Agents outside the ring to drain too (e.g. a node being removed), HOST[:PORT].
+    /// Agents outside the ring to drain too, HOST[:PORT] (to empty a node leaving the cluster and check it
+    /// ends empty, see `bucky drain`).
     #[arg(value_name = "EXTRA")]
     pub extra: Vec<String>,
 }
@@ -97,7 +98,7 @@ pub async fn plan(
 /// With replication > 1, the copies a moved metric already has on its replicas are healed into its other
 /// replicas too (never deleted), so every replica ends with the union of all copies, not only of the
 /// misplaced ones.
-async fn replica_syncs(ctx: &Ctx, cluster: &Cluster, moves: &[Job]) -> anyhow::Result<Vec<Job>> {
+pub(crate) async fn replica_syncs(ctx: &Ctx, cluster: &Cluster, moves: &[Job]) -> anyhow::Result<Vec<Job>> {
     if cluster.ring.replicas() < 2 || moves.is_empty() {
         return Ok(Vec::new());
     }

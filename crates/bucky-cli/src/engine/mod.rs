@@ -706,7 +706,7 @@ impl Run {
         deleted: bool,
         note: Option<String>,
     ) -> Outcome {
-        let sync = job.keep_source && self.options.op == "rebalance";
+        let sync = job.keep_source && matches!(self.options.op, "rebalance" | "drain");
         Outcome::Moved { deleted, bytes, wire, healed, verified, note, sync }
     }
 }
