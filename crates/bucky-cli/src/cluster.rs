@@ -126,7 +126,13 @@ impl Cluster {
     /// Discovers the cluster from the seed. Fails only if the seed itself cannot be asked or its ring is
     /// invalid; any other member's problem is recorded in [`Member::state`].
     pub async fn discover(client: &Client, seed: &Addr) -> anyhow::Result<Cluster> {
-        let info = client.hashring(seed).await.with_context(|| format!("cannot read the ring from the seed {seed}"))?;
+        // The client error names the seed: the address once, then what to do.
+        let info = client.hashring(seed).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the ring from the seed: {}; is its agent running? (-h/--host or $BUCKYHOST names another)",
+                short_error(&e)
+            )
+        })?;
         let ring = ring_from_info(&info).map_err(|e| UsageError(format!("{e:#}")))?;
         let mut servers: Vec<String> = Vec::new();
         for node in ring.nodes() {
@@ -182,7 +188,7 @@ impl Cluster {
                 MemberState::Disagrees(diff) => {
                     Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr))
                 }
-                MemberState::Unreachable(why) => Some(format!("{} ({}) is unreachable: {why}", m.server, m.addr)),
+                MemberState::Unreachable(why) => Some(crate::printer::about(&m.addr, why)),
             })
             .collect()
     }
@@ -263,13 +269,14 @@ pub async fn list_agents(
 /// The first line of an error chain, for one-line reports.
 pub fn short_error(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
-    let mut source = error.source();
+    // A client error's message is whole (its network cause included): its source chain only repeats the URL.
+    let mut source = if error.is::<ClientError>() { None } else { error.source() };
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
             text = format!("{text}: {cause_text}");
         }
-        source = cause.source();
+        source = if cause.is::<ClientError>() { None } else { cause.source() };
     }
     text
 }

@@ -92,7 +92,7 @@ pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
     }
     progress.finish();
     for (addr, why) in &failed {
-        ctx.printer.error(format!("{addr}: {why}"));
+        ctx.printer.error(crate::printer::about(addr, why));
     }
     if ctx.printer.json() {
         ctx.printer.print_json(&serde_json::json!({

@@ -162,7 +162,7 @@ pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
         found.copies.len()
     ));
     for (addr, why) in &found.failed {
-        ctx.printer.error(format!("{addr}: {why}"));
+        ctx.printer.error(crate::printer::about(addr, why));
     }
     Ok(ExitStatus::from_ok(found.failed.is_empty()))
 }

@@ -40,7 +40,7 @@ impl Gathered {
     /// Reports failures on stderr; returns whether there were none.
     pub fn report(&self, ctx: &Ctx) -> bool {
         for (addr, why) in &self.failed {
-            ctx.printer.error(format!("{addr}: {why}"));
+            ctx.printer.error(crate::printer::about(addr, why));
         }
         self.failed.is_empty()
     }
@@ -60,7 +60,7 @@ pub fn targets(cluster: &Cluster, single: bool) -> (Vec<Addr>, Vec<(Addr, String
     let mut failed = Vec::new();
     for member in &cluster.members {
         match &member.state {
-            MemberState::Unreachable(why) => failed.push((member.addr.clone(), format!("unreachable: {why}"))),
+            MemberState::Unreachable(why) => failed.push((member.addr.clone(), why.clone())),
             _ => targets.push(member.addr.clone()),
         }
     }

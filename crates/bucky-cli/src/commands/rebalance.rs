@@ -73,7 +73,7 @@ pub async fn plan(
     let found = find_misplaced(ctx, cluster, regex, excludes, extra).await;
     if !found.failed.is_empty() {
         for (addr, why) in &found.failed {
-            ctx.printer.error(format!("{addr}: {why}"));
+            ctx.printer.error(crate::printer::about(addr, why));
         }
         return Err(UsageError("cannot list every agent: refusing to rebalance a partial view".into()).into());
     }
