@@ -128,7 +128,7 @@ fn misplaced(layout: &Layout, homes: &BTreeMap<String, Vec<usize>>, cluster: &Te
 fn inconsistent_set(cluster: &TestCluster) -> BTreeSet<String> {
     let found = json(&cluster.bucky(&["inconsistent", "-j", "-f"]));
     let mut out = BTreeSet::new();
-    for (agent, names) in found.as_object().unwrap() {
+    for (agent, names) in found["misplaced"].as_object().unwrap() {
         for n in names.as_array().unwrap() {
             out.insert(format!("{agent}: {}", n.as_str().unwrap()));
         }

@@ -52,6 +52,12 @@ impl Printer {
         io::stdout().is_terminal()
     }
 
+    /// Prints `value` as one line of JSON on stderr: the summary of a command whose stdout is data (`tar`).
+    pub fn print_json_stderr<T: Serialize + ?Sized>(&self, value: &T) -> io::Result<()> {
+        let line = serde_json::to_string(value).map_err(io::Error::other)?;
+        self.multi.suspend(|| writeln!(io::stderr().lock(), "{line}"))
+    }
+
     /// Prints `value` as pretty JSON on stdout.
     pub fn print_json<T: Serialize + ?Sized>(&self, value: &T) -> io::Result<()> {
         let mut out = self.stdout();
@@ -214,6 +220,15 @@ pub fn round_rate(value: f64) -> String {
 /// `4,602 metrics/s`.
 pub fn human_rate(per_second: f64, unit: &str) -> String {
     format!("{} {unit}/s", round_rate(per_second))
+}
+
+/// The first `shown` of `names` (`total` in all), comma-separated, then `… and N more`.
+pub fn first_names<'a>(names: impl IntoIterator<Item = &'a str>, total: usize, shown: usize) -> String {
+    let mut text = names.into_iter().take(shown).collect::<Vec<_>>().join(", ");
+    if total > shown {
+        text.push_str(&format!(" … and {} more", total - shown));
+    }
+    text
 }
 
 /// Human-readable bytes: `1.5 MiB`.

@@ -32,7 +32,7 @@ pub struct InconsistentArgs {
     pub regex: Option<String>,
     /// Skip metrics starting with this prefix (repeatable; replaces the defaults; `--exclude ''` checks
     /// everything).
-    #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
+    #[arg(long, alias = "go-carbon-prefix", value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
     pub exclude: Vec<String>,
 }
 
@@ -130,7 +130,8 @@ pub async fn find_misplaced(
     out
 }
 
-/// Prints `agent: metric` for every misplaced copy (JSON: {agent: [metrics]}).
+/// Prints `agent: metric` for every misplaced copy and a summary on stderr; with `--json`, one object on
+/// stdout: `{"misplaced": {agent: [metrics]}, "count", "scanned", "agents", "unlisted": {agent: why}}`.
 pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
     if let Some(r) = &args.regex {
@@ -145,7 +146,16 @@ pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
             .filter(|(_, c)| !c.is_empty())
             .map(|(a, c)| (a.to_string(), c.iter().collect()))
             .collect();
-        ctx.printer.print_json(&map)?;
+        let unlisted: BTreeMap<String, &str> =
+            found.failed.iter().map(|(a, why)| (a.to_string(), why.as_str())).collect();
+        ctx.printer.print_json(&serde_json::json!({
+            "misplaced": map,
+            "count": found.count(),
+            "scanned": found.scanned,
+            "agents": found.copies.len(),
+            "unlisted": unlisted,
+        }))?;
+        return Ok(ExitStatus::from_ok(found.failed.is_empty()));
     } else {
         let mut out = ctx.printer.stdout();
         for (addr, names) in &found.copies {

@@ -32,7 +32,7 @@ pub struct RebalanceArgs {
     pub regex: Option<String>,
     /// Skip metrics starting with this prefix (repeatable; replaces the defaults; `--exclude ''` moves
     /// everything).
-    #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
+    #[arg(long, alias = "go-carbon-prefix", value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
     pub exclude: Vec<String>,
     /// Only write to these agents (`h:p;h:p`, or repeat the flag): copies bound elsewhere wait for a later
     /// run, and a source is deleted only when every one of its replicas was allowed and verified.
