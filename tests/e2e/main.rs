@@ -8,4 +8,5 @@ mod cli;
 mod cluster;
 mod live;
 mod node_full;
+mod papercuts;
 mod pickle_relay;
