@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(round_rate(4601.5404), "4,602");
         assert_eq!(round_rate(25.5404), "25.5");
         assert_eq!(round_rate(0.9571), "0.96");
-        assert_eq!(round_rate(3.14159), "3.14");
+        assert_eq!(round_rate(3.14659), "3.15");
         assert_eq!(round_rate(0.01234), "0.012");
         assert_eq!(round_rate(1_234_567.8), "1,234,568");
         assert_eq!(round_rate(99.96), "100");
