@@ -128,7 +128,7 @@ fn misplaced(layout: &Layout, homes: &BTreeMap<String, Vec<usize>>, cluster: &Te
 fn inconsistent_set(cluster: &TestCluster) -> BTreeSet<String> {
     let found = json(&cluster.bucky(&["inconsistent", "-j", "-f"]));
     let mut out = BTreeSet::new();
-    for (agent, names) in found.as_object().unwrap() {
+    for (agent, names) in found["misplaced"].as_object().unwrap() {
         for n in names.as_array().unwrap() {
             out.insert(format!("{agent}: {}", n.as_str().unwrap()));
         }
@@ -488,6 +488,9 @@ fn backfill2_copies_between_clusters() {
 
     let plan = json(&run(args(&["-r", "^app\\.", "--no-op", "-j"]), b""));
     assert_eq!(plan.as_array().unwrap().len(), names.len(), "{plan}");
+    assert!(plan.as_array().unwrap().iter().all(|step| step["action"] == "backfill"), "{plan}");
+    let plan = ok(&run(args(&["-r", "^app\\.", "--no-op"]), b""));
+    assert!(plan.lines().all(|l| l.ends_with(" (backfill)")), "not labelled by what it does: {plan}");
     let summary = json(&run(args(&["-r", "^app\\.", "-j"]), b""));
     assert_eq!(summary["moved"], names.len(), "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");

@@ -74,7 +74,8 @@ pub enum Command {
     /// Copy (heal) every metric of one node into another node.
     #[command(disable_help_flag = true)]
     Copy(copy::CopyArgs),
-    /// Write metrics as a tar archive to stdout (a/b/c.wsp entries).
+    /// Write metrics as a tar archive to stdout (a/b/c.wsp entries); the summary (JSON with --json) goes
+    /// to stderr.
     #[command(disable_help_flag = true)]
     Tar(tar::TarArgs),
     /// Restore a tar archive (plain or gzip) into every replica of each metric.
@@ -133,7 +134,8 @@ pub struct ClusterArgs {
     #[arg(short = 'w', long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Print results (and the final summary) as JSON.
+    /// Print results and the final summary as JSON, one object (`tar` prints its summary on stderr: its
+    /// stdout is the archive).
     #[arg(short = 'j', long)]
     pub json: bool,
 
@@ -146,7 +148,7 @@ pub struct ClusterArgs {
     pub force: bool,
 
     /// Seconds without progress before a request is abandoned (then retried) [default: 30].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(short = 't', long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 
     /// Longest wait, in seconds, for an agent that answers "Cache update in progress." (202) [default: 600].
@@ -159,7 +161,7 @@ pub struct ClusterArgs {
 
     /// File holding the JWT for the agents' authentication (X-Buckyd-Authorization). Default:
     /// $BUCKY_TOKEN_FILE, else the config file's `token_file`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "api-token-file", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
     /// Place replicas on distinct servers (carbon's DIVERSE_REPLICAS) or not, whatever the agents say. Matters
@@ -240,6 +242,47 @@ pub struct EngineArgs {
 /// Rewrites buckytools' single-dash long flags for clap; see [`bucky_wire::goflags::go_style_args`].
 pub use bucky_wire::goflags::go_style_args;
 
+/// The one-line error for a flag the invoked subcommand does not have (`flag` as clap reports it,
+/// `--noconfirm`): which command lacks it, which ones have it, and where to look.
+pub fn unknown_flag(root: &clap::Command, args: &[std::ffi::OsString], flag: &str) -> String {
+    let mut path = vec![root.get_name().to_owned()];
+    let mut current = root;
+    for arg in args.iter().skip(1).filter_map(|a| a.to_str()) {
+        if let Some(sub) = current.find_subcommand(arg) {
+            path.push(sub.get_name().to_owned());
+            current = sub;
+        }
+    }
+    // clap names `-n` of an unknown single-dash word `-nosuch`: name the word.
+    let word = args
+        .iter()
+        .filter_map(|a| a.to_str())
+        .find(|a| flag.len() == 2 && a.starts_with(flag) && a.len() > 2 && !a.starts_with("--") && !a.contains('='));
+    let flag = word.unwrap_or(flag);
+    let name = flag.trim_start_matches('-').split('=').next().unwrap_or_default().to_owned();
+    let mut owners = Vec::new();
+    flag_owners(root, &name, &mut Vec::new(), &mut owners);
+    let command = path.join(" ");
+    let elsewhere =
+        if owners.is_empty() { String::new() } else { format!(" ({flag} is a flag of {})", owners.join(", ")) };
+    format!("`{command}` has no flag {flag}{elsewhere}; see `{command} --help`")
+}
+
+/// The (sub)commands, as `bucky delete`, with a long flag or alias `name`.
+fn flag_owners(command: &clap::Command, name: &str, path: &mut Vec<String>, owners: &mut Vec<String>) {
+    path.push(command.get_name().to_owned());
+    let has = command
+        .get_arguments()
+        .any(|a| a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|aliases| aliases.contains(&name)));
+    if has && name.len() > 1 {
+        owners.push(format!("`{}`", path.join(" ")));
+    }
+    for sub in command.get_subcommands() {
+        flag_owners(sub, name, path, owners);
+    }
+    path.pop();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,8 +308,70 @@ mod tests {
     fn short_flags_values_and_separator_are_left_alone() {
         assert_eq!(rewrite(&["list", "-rf", "-h", "x", "-j"]), ["list", "-rf", "-h", "x", "-j"]);
         assert_eq!(rewrite(&["list", "--", "-host"]), ["list", "--", "-host"]);
-        // Not a flag of `locate`: left for clap to reject.
-        assert_eq!(rewrite(&["locate", "-delete"]), ["locate", "-delete"]);
+        // Not a flag of `locate` but of another command: made long, for clap to reject by its name.
+        assert_eq!(rewrite(&["locate", "-delete"]), ["locate", "--delete"]);
+        assert_eq!(rewrite(&["list", "-noconfirm", "x"]), ["list", "--noconfirm", "x"]);
+        // Not a flag anywhere: left alone.
+        assert_eq!(rewrite(&["list", "-nosuchflag"]), ["list", "-nosuchflag"]);
+    }
+
+    /// Every flag of go-graphite buckytools 0.6.0 and jjneely 0.4.2 `bucky` that bucky implements, spelled
+    /// the Go way (one dash), on every command that has it, parses. (From `flag.*Var` in their cmd/bucky.)
+    #[test]
+    fn every_go_flag_spelling_parses() {
+        let common = ["-host x:1", "-h x:1", "-json", "-j", "-verbose", "-v", "-no-encoding", "-timeout 5", "-t 5"];
+        let common = common.iter().copied().chain(["-api-token-file /t", "-workers 3", "-w 3"]);
+        let scope = ["-f", "-single", "-s"];
+        let sync = [
+            "-delete",
+            "-no-op",
+            "-metric-err-file /e",
+            "-job-state-file /s",
+            "-error-tolerance 2",
+            "-metrics-per-second 3",
+        ];
+        let commands: Vec<(&str, Vec<&str>, &str)> = vec![
+            ("servers", vec![], ""),
+            ("list", [&scope[..], &["-r", "-l"]].concat(), "a.b"),
+            ("locate", vec![], "a.b"),
+            ("inconsistent", vec!["-f", "-r ^a", "-go-carbon-prefix carbon.agents."], ""),
+            ("rebalance", [&sync[..], &["-f", "-allowed-dsts a:1;b:1", "-r ^a", "-go-carbon-prefix x."]].concat(), ""),
+            ("backfill", vec!["-f"], "map.json"),
+            ("backfill2", sync[1..].to_vec(), "-src-cluster-seed a:1 -dst-cluster-seed b:1 -r ^a"),
+            ("backfill2", vec![], "-src-cluster-seed a:1 -dst-cluster-seed b:1 -metric-map-file m.json"),
+            ("copy", [&sync[1..], &["-f", "-r ^a"]].concat(), "-src a:1 -dst b:1"),
+            ("tar", [&scope[..], &["-r"]].concat(), "a.b"),
+            ("restore", vec!["-p prefix", "-s"], "x.tar"),
+            ("delete", [&scope[..], &["-r", "-noconfirm", "-no-op"]].concat(), "a.b"),
+            ("du", [&scope[..], &["-r"]].concat(), "a.b"),
+            ("stat", [&scope[..], &["-r"]].concat(), "a.b"),
+        ];
+        for (command, flags, positional) in commands {
+            for flag in common.clone().chain(flags.iter().copied()) {
+                let mut args = vec!["bucky", command];
+                args.extend(flag.split(' '));
+                // What the command needs besides: names, a file, required flags.
+                args.extend(positional.split(' ').filter(|a| !a.is_empty()));
+                let rewritten = go_style_args(&Cli::command(), args.iter().map(OsString::from));
+                if let Err(e) = Cli::try_parse_from(&rewritten) {
+                    panic!("`{}` does not parse: {e}", args.join(" "));
+                }
+            }
+        }
+    }
+
+    /// `bucky list -noconfirm` used to fail with "unexpected argument '-n'" and a usage block.
+    #[test]
+    fn a_flag_of_another_command_is_named() {
+        let args: Vec<OsString> = ["bucky", "list", "-noconfirm", "-r", "^a"].map(OsString::from).to_vec();
+        let rewritten = go_style_args(&Cli::command(), args.clone());
+        let err = Cli::try_parse_from(&rewritten).expect_err("list has no --noconfirm");
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        let flag = err.get(clap::error::ContextKind::InvalidArg).map(ToString::to_string).unwrap();
+        assert_eq!(
+            unknown_flag(&Cli::command(), &rewritten, &flag),
+            "`bucky list` has no flag --noconfirm (--noconfirm is a flag of `bucky delete`); see `bucky list --help`"
+        );
     }
 
     #[test]

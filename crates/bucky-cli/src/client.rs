@@ -33,8 +33,10 @@ use crate::names::JsonArrayParser;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The agent could not be reached (or kept timing out) after every retry.
-    #[error("{addr} is unreachable ({what})")]
+    /// The agent could not be reached (or kept timing out) after every retry. The message names the
+    /// address once: the network error's own chain (reqwest's "error sending request for url (…)") is
+    /// reduced to its root cause, see [`network_cause`].
+    #[error("{addr} is unreachable ({what}): {}", network_cause(source))]
     Unreachable {
         /// The agent.
         addr: String,
@@ -92,6 +94,41 @@ pub enum ClientError {
         /// What was wrong.
         reason: String,
     },
+}
+
+/// The root cause of a network error, without the URL reqwest puts in its own message (the caller names the
+/// agent already): `Connection refused (os error 111)`, `timed out`.
+pub fn network_cause(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut cause: &(dyn std::error::Error + 'static) = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, error as &(dyn std::error::Error + 'static)) {
+        // No deeper cause: reqwest's own text, less its " for url (…)".
+        let text = error.to_string();
+        return match (text.find(" for url ("), text.rfind(')')) {
+            (Some(start), Some(end)) if end > start => format!("{}{}", &text[..start], &text[end + 1..]),
+            _ => text,
+        };
+    }
+    cause.to_string()
+}
+
+impl ClientError {
+    /// The agent the error is about.
+    pub fn addr(&self) -> &str {
+        match self {
+            ClientError::Unreachable { addr, .. }
+            | ClientError::Status { addr, .. }
+            | ClientError::Full { addr, .. }
+            | ClientError::Changed { addr, .. }
+            | ClientError::CacheWait { addr, .. }
+            | ClientError::Invalid { addr, .. } => addr,
+        }
+    }
 }
 
 /// A whisper file read from an agent.

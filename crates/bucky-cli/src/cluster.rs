@@ -121,7 +121,13 @@ impl Cluster {
     /// invalid; any other member's problem is recorded in [`Member::state`]. `diverse` is
     /// `--diverse-replicas`, which settles DIVERSE_REPLICAS where it matters (see [`crate::placement`]).
     pub async fn discover(client: &Client, seed: &Addr, diverse: Option<bool>) -> anyhow::Result<Cluster> {
-        let info = client.hashring(seed).await.with_context(|| format!("cannot read the ring from the seed {seed}"))?;
+        // The client error names the seed: the address once, then what to do.
+        let info = client.hashring(seed).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the ring from the seed: {}; is its agent running? (-h/--host or $BUCKYHOST names another)",
+                short_error(&e)
+            )
+        })?;
         let mut servers: Vec<String> = Vec::new();
         for node in &info.nodes {
             if !servers.contains(&node.server) {
@@ -186,7 +192,7 @@ impl Cluster {
                 MemberState::Disagrees(diff) => {
                     Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr))
                 }
-                MemberState::Unreachable(why) => Some(format!("{} ({}) is unreachable: {why}", m.server, m.addr)),
+                MemberState::Unreachable(why) => Some(crate::printer::about(&m.addr, why)),
             })
             .collect()
     }
@@ -267,13 +273,14 @@ pub async fn list_agents(
 /// The first line of an error chain, for one-line reports.
 pub fn short_error(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
-    let mut source = error.source();
+    // A client error's message is whole (its network cause included): its source chain only repeats the URL.
+    let mut source = if error.is::<ClientError>() { None } else { error.source() };
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
             text = format!("{text}: {cause_text}");
         }
-        source = cause.source();
+        source = if cause.is::<ClientError>() { None } else { cause.source() };
     }
     text
 }

@@ -70,11 +70,10 @@ impl Health {
         let down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
         nodes.into_iter().find_map(|node| {
             let d = down.get(node)?;
-            (d.last.elapsed() < PROBE_AFTER).then(|| {
-                format!(
-                    "{node} is down (unreachable for {} s): source kept; rerun once it is back",
-                    d.since.elapsed().as_secs()
-                )
+            // Whether a source is kept is the caller's to say: copy and backfill never delete one.
+            (d.last.elapsed() < PROBE_AFTER).then(|| match d.since.elapsed().as_secs() {
+                0 => format!("{node} is down (unreachable)"),
+                secs => format!("{node} is down (unreachable for {secs} s)"),
             })
         })
     }

@@ -23,6 +23,7 @@ pub mod health;
 pub mod names;
 pub mod placement;
 pub mod printer;
+mod progress;
 
 pub use cli::{Cli, Command};
 
@@ -83,6 +84,10 @@ fn one_line(err: &anyhow::Error) -> String {
             line.push_str(": ");
         }
         line.push_str(&text);
+        if cause.is::<client::ClientError>() {
+            // Whole already (its network cause included); the rest of the chain repeats the URL.
+            break;
+        }
     }
     line
 }
@@ -122,5 +127,30 @@ mod tests {
         assert_eq!(one_line(&err), "cannot open: /x.wsp: No such file or directory");
         let err = anyhow::anyhow!("inner").context("outer");
         assert_eq!(one_line(&err), "outer: inner");
+    }
+
+    /// An unreachable agent used to make a 250-character line naming its address three times (the client
+    /// error, reqwest's "error sending request for url (…)", its causes): now once, with the root cause.
+    #[test]
+    fn an_unreachable_agent_is_named_once() {
+        let addr = config::Addr { host: "127.0.0.1".into(), port: 9 };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let source = runtime
+            .block_on(reqwest::Client::new().get(format!("http://{}/hashring", addr.authority())).send())
+            .expect_err("nothing listens on port 9");
+        let error = client::ClientError::Unreachable { addr: addr.to_string(), what: "GET /hashring".into(), source };
+        let line = one_line(&anyhow::Error::new(error).context("cannot list"));
+        assert_eq!(line.matches("127.0.0.1:9").count(), 1, "{line}");
+        assert!(line.starts_with("cannot list: 127.0.0.1:9 is unreachable (GET /hashring): "), "{line}");
+        assert!(line.to_lowercase().contains("refused"), "{line}");
+        assert!(line.len() < 120, "{line}");
+        let error = client::ClientError::Unreachable {
+            addr: addr.to_string(),
+            what: "GET /hashring".into(),
+            source: runtime
+                .block_on(reqwest::Client::new().get(format!("http://{}/hashring", addr.authority())).send())
+                .expect_err("nothing listens on port 9"),
+        };
+        assert_eq!(cluster::short_error(&error).matches("127.0.0.1:9").count(), 1, "{}", cluster::short_error(&error));
     }
 }

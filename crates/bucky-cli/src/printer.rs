@@ -3,10 +3,13 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde::Serialize;
+
+use crate::progress::Meters;
 
 /// Where output goes and how it looks.
 #[derive(Debug, Clone)]
@@ -49,6 +52,12 @@ impl Printer {
         io::stdout().is_terminal()
     }
 
+    /// Prints `value` as one line of JSON on stderr: the summary of a command whose stdout is data (`tar`).
+    pub fn print_json_stderr<T: Serialize + ?Sized>(&self, value: &T) -> io::Result<()> {
+        let line = serde_json::to_string(value).map_err(io::Error::other)?;
+        self.multi.suspend(|| writeln!(io::stderr().lock(), "{line}"))
+    }
+
     /// Prints `value` as pretty JSON on stdout.
     pub fn print_json<T: Serialize + ?Sized>(&self, value: &T) -> io::Result<()> {
         let mut out = self.stdout();
@@ -85,33 +94,47 @@ impl Printer {
         });
     }
 
-    /// Progress bars: one per node (`(label, total)`) plus an overall one. Hidden unless enabled.
+    /// Progress bars: one per node (`(label, total)`) plus an overall one. Hidden unless enabled. Rates and
+    /// ETAs come from [`crate::progress::Meters`]: a node's own, and the run's ETA is its slowest node's.
     pub fn progress(&self, what: &str, nodes: &[(String, u64)]) -> Progress {
         let total_len: u64 = nodes.iter().map(|(_, n)| n).sum();
         let width = nodes.iter().map(|(l, _)| l.len()).max().unwrap_or(5).max(5);
-        let style = |label_width: usize| {
+        let started = Instant::now();
+        let meters = Arc::new(Mutex::new(Meters::new(nodes)));
+        // `node`: `Some(label)` for a node's bar, `None` for the overall one.
+        let style = |node: Option<String>| {
+            let meters = Arc::clone(&meters);
             ProgressStyle::with_template(&format!(
-                "{{prefix:>{label_width}}} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}} {{msg}}"
+                "{{prefix:>{width}}} [{{bar:30}}] {{pos}}/{{len}} {{rate_eta}} {{msg}}"
             ))
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key("rate_eta", move |_: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let meters = meters.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = started.elapsed();
+                let text = match &node {
+                    Some(label) => meters.node_text(label, now),
+                    None => meters.total_text(now),
+                };
+                let _ = out.write_str(&text);
+            })
             .progress_chars("=> ")
         };
         let mut bars = HashMap::new();
         if self.progress && nodes.len() > 1 {
             for (label, len) in nodes {
                 let bar = self.multi.add(ProgressBar::new(*len));
-                bar.set_style(style(width));
+                bar.set_style(style(Some(label.clone())));
                 bar.set_prefix(label.clone());
                 bars.insert(label.clone(), bar);
             }
         }
         let total = self.multi.add(ProgressBar::new(total_len));
-        total.set_style(style(width));
+        total.set_style(style(None));
         total.set_prefix(what.to_owned());
         if self.progress {
             total.enable_steady_tick(Duration::from_millis(200));
         }
-        Progress { total, bars }
+        Progress { total, bars, meters, started }
     }
 }
 
@@ -120,11 +143,14 @@ impl Printer {
 pub struct Progress {
     total: ProgressBar,
     bars: HashMap<String, ProgressBar>,
+    meters: Arc<Mutex<Meters>>,
+    started: Instant,
 }
 
 impl Progress {
     /// One unit of work done for `node`.
     pub fn inc(&self, node: &str) {
+        self.meters.lock().unwrap_or_else(PoisonError::into_inner).inc(node, self.started.elapsed());
         if let Some(bar) = self.bars.get(node) {
             bar.inc(1);
         }
@@ -149,6 +175,60 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// `why` about `addr`, naming the address once: `why` as is when it starts with the address already (client
+/// errors do), otherwise `addr: why`.
+pub fn about(addr: &impl std::fmt::Display, why: &str) -> String {
+    let addr = addr.to_string();
+    if why.starts_with(&addr) {
+        why.to_owned()
+    } else {
+        format!("{addr}: {why}")
+    }
+}
+
+/// A rate (or any positive quantity) to about three significant digits, whole numbers from 100 up with
+/// thousands separators: `4,602`, `25.5`, `3.14`, `0.96`, `0.012`.
+pub fn round_rate(value: f64) -> String {
+    if !value.is_finite() || value <= 0.0 {
+        return "0".into();
+    }
+    if value >= 99.95 {
+        let whole = value.round() as u64;
+        let digits = whole.to_string();
+        let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        return out;
+    }
+    let decimals = if value >= 9.995 {
+        1
+    } else if value >= 0.995 {
+        2
+    } else {
+        // At least two digits after the leading zeros: 0.96, 0.012.
+        (2.0 - value.log10().floor()).max(2.0) as usize - 1
+    };
+    format!("{value:.decimals$}")
+}
+
+/// `4,602 metrics/s`.
+pub fn human_rate(per_second: f64, unit: &str) -> String {
+    format!("{} {unit}/s", round_rate(per_second))
+}
+
+/// The first `shown` of `names` (`total` in all), comma-separated, then `… and N more`.
+pub fn first_names<'a>(names: impl IntoIterator<Item = &'a str>, total: usize, shown: usize) -> String {
+    let mut text = names.into_iter().take(shown).collect::<Vec<_>>().join(", ");
+    if total > shown {
+        text.push_str(&format!(" … and {} more", total - shown));
+    }
+    text
 }
 
 /// Human-readable bytes: `1.5 MiB`.

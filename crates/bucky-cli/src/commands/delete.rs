@@ -1,5 +1,7 @@
 //! `bucky delete [-r] names|-|regex`: delete metrics, asking for confirmation per server on the
-//! terminal. Without a terminal it refuses unless `--yes` is given (never a silent "no").
+//! terminal (the question shows the first names). Without a terminal it refuses unless `--yes` is given
+//! (never a silent "no"). `--no-op` prints what would be deleted (`agent: metric`, or JSON) and deletes
+//! nothing.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 
@@ -23,6 +25,21 @@ pub struct DeleteArgs {
     /// Do not ask: delete on every server.
     #[arg(short = 'y', long, alias = "noconfirm")]
     pub yes: bool,
+    /// Print what would be deleted (`agent: metric` per copy; JSON: {agent: [metrics]}), delete nothing.
+    #[arg(long = "no-op", alias = "noop")]
+    pub no_op: bool,
+}
+
+/// Names shown in the confirmation question.
+const PROMPT_NAMES: usize = 10;
+
+/// The confirmation question for `names` on `addr`: the count, then the first names.
+fn question(addr: &Addr, names: &NameArena) -> String {
+    format!(
+        "Delete {} metrics on {addr}: {}?",
+        names.len(),
+        crate::printer::first_names(names.iter(), names.len(), PROMPT_NAMES)
+    )
 }
 
 /// Asks on the terminal. Errors when there is none.
@@ -45,7 +62,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 /// Deletes the selected metrics.
 pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
     let (ctx, _cluster, gathered) = open_scope(&args.scope, true, |_| {
-        if !args.yes && !std::io::stderr().is_terminal() {
+        if !args.yes && !args.no_op && !std::io::stderr().is_terminal() {
             // Refuse before doing any work.
             confirm("")?;
         }
@@ -53,12 +70,15 @@ pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
     })
     .await?;
     let failed = gathered.failed.clone();
+    if args.no_op {
+        return print_plan(&ctx, &gathered);
+    }
     let mut approved: Vec<(Addr, &NameArena)> = Vec::new();
     for (addr, names) in &gathered.lists {
         if names.is_empty() {
             continue;
         }
-        if args.yes || confirm(&format!("Delete {} metrics on {addr}?", names.len()))? {
+        if args.yes || confirm(&question(addr, names))? {
             approved.push((addr.clone(), names));
         } else {
             ctx.printer.info(format!("{addr}: skipped"));
@@ -85,14 +105,14 @@ pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
                 Ok(Deleted::Absent) => absent += 1,
                 Err(e) => {
                     errors += 1;
-                    ctx.printer.error(format!("{addr}: {name}: {}", short_error(&e)));
+                    ctx.printer.error(short_error(&e));
                 }
             }
         }
     }
     progress.finish();
     for (addr, why) in &failed {
-        ctx.printer.error(format!("{addr}: {why}"));
+        ctx.printer.error(crate::printer::about(addr, why));
     }
     if ctx.printer.json() {
         ctx.printer.print_json(&serde_json::json!({
@@ -103,4 +123,52 @@ pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
         ctx.printer.info(format!("{deleted} deleted, {absent} already gone, {errors} errors"));
     }
     Ok(ExitStatus::from_ok(errors == 0 && failed.is_empty()))
+}
+
+/// `--no-op`: what would be deleted, on stdout; the agents that could not be listed, on stderr.
+fn print_plan(ctx: &super::Ctx, gathered: &super::list::Gathered) -> anyhow::Result<ExitStatus> {
+    let lists = gathered.lists.iter().filter(|(_, names)| !names.is_empty());
+    let count: usize = gathered.copies();
+    if ctx.printer.json() {
+        let plan: std::collections::BTreeMap<String, Vec<&str>> =
+            lists.map(|(addr, names)| (addr.to_string(), names.iter().collect())).collect();
+        ctx.printer.print_json(&serde_json::json!({
+            "would_delete": plan, "count": count,
+            "failed_agents": gathered.failed.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        let mut out = ctx.printer.stdout();
+        for (addr, names) in lists {
+            for name in names.iter() {
+                writeln!(out, "{addr}: {name}")?;
+            }
+        }
+        out.flush()?;
+        drop(out);
+        ctx.printer.info(format!("--no-op: {count} copies would be deleted; nothing deleted"));
+    }
+    Ok(ExitStatus::from_ok(gathered.report(ctx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_question_shows_the_first_names() {
+        let addr = Addr { host: "10.0.0.1".into(), port: 4242 };
+        let mut names = NameArena::new();
+        for i in 0..13 {
+            names.push(&format!("a.m{i:02}"));
+        }
+        names.sort_dedup();
+        assert_eq!(
+            question(&addr, &names),
+            "Delete 13 metrics on 10.0.0.1:4242: a.m00, a.m01, a.m02, a.m03, a.m04, a.m05, a.m06, a.m07, a.m08, \
+             a.m09 … and 3 more?"
+        );
+        let mut one = NameArena::new();
+        one.push("x.y");
+        assert_eq!(question(&addr, &one), "Delete 1 metrics on 10.0.0.1:4242: x.y?");
+    }
 }

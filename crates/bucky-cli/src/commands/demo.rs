@@ -1,4 +1,4 @@
-//! `bucky demo`: a local cluster of three real agents on 127.0.0.2–4, grown from a 2-node ring to a
+//! `bucky demo`: a local cluster of three real agents on 127.0.0.2–4 (or `--ips`), grown from a 2-node ring to a
 //! 3-node ring and rebalanced, with every generated point compared at the end. Needs no root and no
 //! config: the agents listen on loopback addresses and keep their data in a temporary directory.
 
@@ -46,8 +46,9 @@ pub struct DemoArgs {
     /// Agent port on every address (default: 4242 if free on all three, else any free port).
     #[arg(long)]
     pub port: Option<u16>,
-    /// The three loopback addresses.
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.2,127.0.0.3,127.0.0.4", hide = true)]
+    /// The three local addresses the agents listen on, comma-separated (on Linux all of 127.0.0.0/8 is
+    /// loopback; elsewhere give addresses this machine has).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.2,127.0.0.3,127.0.0.4", value_name = "A,B,C")]
     pub ips: Vec<String>,
     /// Never draw progress bars.
     #[arg(long)]
@@ -110,6 +111,12 @@ impl Drop for Agents {
 
 /// A port free on every address.
 fn pick_port(ips: &[String], wanted: Option<u16>) -> anyhow::Result<u16> {
+    // An address this machine cannot listen on at all is named, with the addresses used and how to change them.
+    for ip in ips {
+        if let Err(e) = TcpListener::bind((ip.as_str(), 0)) {
+            return Err(UsageError(cannot_listen(ip, ips, &e)).into());
+        }
+    }
     let free_everywhere = |port: u16| ips.iter().all(|ip| TcpListener::bind((ip.as_str(), port)).is_ok());
     if let Some(port) = wanted {
         if !free_everywhere(port) {
@@ -123,15 +130,22 @@ fn pick_port(ips: &[String], wanted: Option<u16>) -> anyhow::Result<u16> {
     for _ in 0..50 {
         let port = TcpListener::bind((ips[0].as_str(), 0))
             .and_then(|l| l.local_addr())
-            .with_context(|| {
-                format!("cannot listen on {}: this demo needs the loopback addresses 127.0.0.2-4 (Linux)", ips[0])
-            })?
+            .map_err(|e| UsageError(cannot_listen(&ips[0], ips, &e)))?
             .port();
         if free_everywhere(port) {
             return Ok(port);
         }
     }
     bail!("no port is free on all of {}", ips.join(", "))
+}
+
+/// Why the demo cannot start on `ips`: the address that failed, all three, and the flag that changes them.
+fn cannot_listen(ip: &str, ips: &[String], error: &std::io::Error) -> String {
+    format!(
+        "cannot listen on {ip} ({error}): the demo's agents need the addresses {}; give three this machine has \
+         with --ips A,B,C",
+        ips.join(", ")
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -142,7 +142,7 @@ pub async fn run(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
     ctx.printer.info(format!("{} metrics on {node} to move to their ring homes", jobs.len()));
     jobs.extend(replica_syncs(&ctx, &cluster, &jobs).await?);
     if args.engine.no_op {
-        engine::print_plan(&ctx.printer, &jobs, true)?;
+        engine::print_plan(&ctx.printer, &jobs, "drain", true)?;
         return Ok(ExitStatus::Success);
     }
     let tolerance = options.error_tolerance;

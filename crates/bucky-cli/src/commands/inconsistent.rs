@@ -36,7 +36,7 @@ pub struct InconsistentArgs {
     pub regex: Option<String>,
     /// Skip metrics starting with this prefix (repeatable; replaces the defaults; `--exclude ''` checks
     /// everything).
-    #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
+    #[arg(long, alias = "go-carbon-prefix", value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
     pub exclude: Vec<String>,
 }
 
@@ -180,7 +180,8 @@ pub async fn confirm_misplaced(ctx: &Ctx, found: Misplaced) -> Misplaced {
     Misplaced { copies, failed, scanned, gone }
 }
 
-/// Prints `agent: metric` for every misplaced copy (JSON: {agent: [metrics]}).
+/// Prints `agent: metric` for every misplaced copy and a summary on stderr; with `--json`, one object on
+/// stdout: `{"misplaced": {agent: [metrics]}, "count", "scanned", "agents", "unlisted": {agent: why}}`.
 pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
     if let Some(r) = &args.regex {
@@ -196,7 +197,17 @@ pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
             .filter(|(_, c)| !c.is_empty())
             .map(|(a, c)| (a.to_string(), c.iter().collect()))
             .collect();
-        ctx.printer.print_json(&map)?;
+        let unlisted: BTreeMap<String, &str> =
+            found.failed.iter().map(|(a, why)| (a.to_string(), why.as_str())).collect();
+        ctx.printer.print_json(&serde_json::json!({
+            "misplaced": map,
+            "count": found.count(),
+            "scanned": found.scanned,
+            "gone": found.gone,
+            "agents": found.copies.len(),
+            "unlisted": unlisted,
+        }))?;
+        return Ok(ExitStatus::from_ok(found.failed.is_empty()));
     } else {
         let mut out = ctx.printer.stdout();
         for (addr, names) in &found.copies {
@@ -214,7 +225,7 @@ pub async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
         found.gone
     ));
     for (addr, why) in &found.failed {
-        ctx.printer.error(format!("{addr}: {why}"));
+        ctx.printer.error(crate::printer::about(addr, why));
     }
     Ok(ExitStatus::from_ok(found.failed.is_empty()))
 }

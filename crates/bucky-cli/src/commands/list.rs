@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use clap::Args;
+use serde::Serialize;
 
 use super::Ctx;
 use crate::cli::ScopeArgs;
@@ -34,13 +35,15 @@ pub struct Gathered {
     pub lists: Vec<(Addr, NameArena)>,
     /// Agents that could not be listed, with the reason.
     pub failed: Vec<(Addr, String)>,
+    /// Those of `failed` found unreachable by the cluster's discovery, which warned about them already.
+    pub warned: Vec<Addr>,
 }
 
 impl Gathered {
-    /// Reports failures on stderr; returns whether there were none.
+    /// Reports failures on stderr (those not warned about already); returns whether there were none.
     pub fn report(&self, ctx: &Ctx) -> bool {
-        for (addr, why) in &self.failed {
-            ctx.printer.error(format!("{addr}: {why}"));
+        for (addr, why) in self.failed.iter().filter(|(a, _)| !self.warned.contains(a)) {
+            ctx.printer.error(crate::printer::about(addr, why));
         }
         self.failed.is_empty()
     }
@@ -48,6 +51,60 @@ impl Gathered {
     /// Total names over all agents (copies counted).
     pub fn copies(&self) -> usize {
         self.lists.iter().map(|(_, l)| l.len()).sum()
+    }
+}
+
+/// Metrics that could not be read, grouped by the agent that failed: its reason said once, not per metric.
+#[derive(Debug, Default, Serialize)]
+pub struct Unread {
+    /// Per agent: why (its first error), and the metrics not read from it.
+    pub agents: BTreeMap<String, UnreadOn>,
+    /// Metrics that failed for a reason of their own (not a valid whisper file, a bad name): why.
+    pub metrics: BTreeMap<String, String>,
+}
+
+/// What could not be read from one agent.
+#[derive(Debug, Default, Serialize)]
+pub struct UnreadOn {
+    /// The first error (the others are alike: the agent is down, or refuses).
+    pub reason: String,
+    /// The metrics.
+    pub metrics: Vec<String>,
+}
+
+impl Unread {
+    /// `name` could not be read from `addr`.
+    pub fn on_agent(&mut self, addr: &Addr, name: &str, why: String) {
+        let on = self.agents.entry(addr.to_string()).or_default();
+        if on.reason.is_empty() {
+            on.reason = why;
+        }
+        on.metrics.push(name.to_owned());
+    }
+
+    /// `name` could not be used, for a reason of its own.
+    pub fn metric(&mut self, name: &str, why: String) {
+        self.metrics.insert(name.to_owned(), why);
+    }
+
+    /// Metrics not read (a metric counted once per agent that failed it).
+    pub fn count(&self) -> usize {
+        self.agents.values().map(|a| a.metrics.len()).sum::<usize>() + self.metrics.len()
+    }
+
+    /// One error line per agent (reason once, then the first names) and per metric of its own.
+    pub fn report(&self, ctx: &Ctx) {
+        for (addr, on) in &self.agents {
+            ctx.printer.error(format!(
+                "{}: {} metrics not read from it: {}",
+                crate::printer::about(addr, &on.reason),
+                on.metrics.len(),
+                crate::printer::first_names(on.metrics.iter().map(String::as_str), on.metrics.len(), 5)
+            ));
+        }
+        for (name, why) in &self.metrics {
+            ctx.printer.error(format!("{name}: {why}"));
+        }
     }
 }
 
@@ -60,7 +117,7 @@ pub fn targets(cluster: &Cluster, single: bool) -> (Vec<Addr>, Vec<(Addr, String
     let mut failed = Vec::new();
     for member in &cluster.members {
         match &member.state {
-            MemberState::Unreachable(why) => failed.push((member.addr.clone(), format!("unreachable: {why}"))),
+            MemberState::Unreachable(why) => failed.push((member.addr.clone(), why.clone())),
             _ => targets.push(member.addr.clone()),
         }
     }
@@ -121,6 +178,7 @@ pub async fn open_scope(
     let cluster = ctx.cluster().await?;
     let (agents, failed) = targets(&cluster, scope.single);
     let mut gathered = gather(&ctx, &selection, &agents).await;
+    gathered.warned.extend(failed.iter().map(|(a, _)| a.clone()));
     gathered.failed.extend(failed);
     Ok((ctx, cluster, gathered))
 }
@@ -137,10 +195,12 @@ pub async fn run(args: &ListArgs) -> anyhow::Result<ExitStatus> {
         if let Err(why) = ok {
             failed.push((targets[0].clone(), why));
         }
-        let gathered = Gathered { lists: Vec::new(), failed };
+        let warned = failed.iter().map(|(a, _)| a.clone()).collect();
+        let gathered = Gathered { lists: Vec::new(), failed, warned };
         return Ok(ExitStatus::from_ok(gathered.report(&ctx)));
     }
     let mut gathered = gather(&ctx, &selection, &targets).await;
+    gathered.warned.extend(failed.iter().map(|(a, _)| a.clone()));
     gathered.failed.extend(failed);
     let mut out = ctx.printer.stdout();
     if args.long {

@@ -1,4 +1,8 @@
 //! `bucky locate names|-`: the ring nodes each metric belongs on, every replica, in replica order.
+//!
+//! The text is buckytools' `metric => host` (the ring's server, without carbon's port or instance, which
+//! scripts written for buckytools parse), with every replica's host after it: `metric => host1, host2`.
+//! `--json` has the whole ring nodes, `{metric: ["server:port=instance", …]}`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -7,6 +11,7 @@ use clap::Args;
 
 use super::Ctx;
 use crate::cli::ClusterArgs;
+use crate::cluster::Cluster;
 use crate::names::Selection;
 use crate::{ExitStatus, UsageError};
 
@@ -21,7 +26,7 @@ pub struct LocateArgs {
     pub names: Vec<String>,
 }
 
-/// Prints `metric => node[, node…]` per name (JSON: {metric: [nodes]}).
+/// Prints `metric => host[, host…]` per name (JSON: {metric: [nodes with port and instance]}).
 pub async fn run(args: &LocateArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
     let names_args = crate::cli::NamesArgs { regex: false, names: args.names.clone() };
@@ -36,11 +41,11 @@ pub async fn run(args: &LocateArgs) -> anyhow::Result<ExitStatus> {
     } else {
         let mut out = ctx.printer.stdout();
         for name in &names {
-            let nodes = cluster.nodes_of(name);
-            for n in &nodes {
-                *spread.entry(n.clone()).or_default() += 1;
+            let hosts = hosts_of(&cluster, name);
+            for host in &hosts {
+                *spread.entry(host.clone()).or_default() += 1;
             }
-            writeln!(out, "{name} => {}", nodes.join(", "))?;
+            writeln!(out, "{name} => {}", hosts.join(", "))?;
         }
         out.flush()?;
     }
@@ -52,4 +57,15 @@ pub async fn run(args: &LocateArgs) -> anyhow::Result<ExitStatus> {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// The distinct hosts (ring servers) of `name`'s replicas, in replica order: what buckytools printed.
+fn hosts_of(cluster: &Cluster, name: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for node in cluster.ring.nodes_for(name) {
+        if !hosts.contains(&node.server) {
+            hosts.push(node.server.clone());
+        }
+    }
+    hosts
 }

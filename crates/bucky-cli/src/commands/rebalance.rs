@@ -32,7 +32,7 @@ pub struct RebalanceArgs {
     pub regex: Option<String>,
     /// Skip metrics starting with this prefix (repeatable; replaces the defaults; `--exclude ''` moves
     /// everything).
-    #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
+    #[arg(long, alias = "go-carbon-prefix", value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
     pub exclude: Vec<String>,
     /// Only write to these agents (`h:p;h:p`, or repeat the flag): copies bound elsewhere wait for a later
     /// run, and a source is deleted only when every one of its replicas was allowed and verified.
@@ -74,7 +74,7 @@ pub async fn plan(
     let found = find_misplaced(ctx, cluster, regex, excludes, extra).await;
     if !found.failed.is_empty() {
         for (addr, why) in &found.failed {
-            ctx.printer.error(format!("{addr}: {why}"));
+            ctx.printer.error(crate::printer::about(addr, why));
         }
         return Err(UsageError("cannot list every agent: refusing to rebalance a partial view".into()).into());
     }

@@ -51,7 +51,7 @@ pub async fn run(args: &StatArgs) -> anyhow::Result<ExitStatus> {
         Ok(None) => Ok(()),
         Err(e) => {
             errors += 1;
-            ctx.printer.error(format!("{addr}: {name}: {}", short_error(&e)));
+            ctx.printer.error(short_error(&e));
             Ok(())
         }
     })

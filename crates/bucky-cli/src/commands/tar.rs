@@ -1,6 +1,10 @@
 //! `bucky tar [-r] [-z] [names|-|regex] > out.tar`: metrics as a tar archive (`a/b/c.wsp` entries with the
 //! files' size, mode and mtime), sorted by name. Refuses to write to a terminal.
 //!
+//! The summary goes to stderr (stdout is the archive), as one JSON object with `--json`. What is missing from
+//! the archive is said: the agents that could not be listed (with RF 1 their metrics are simply unknown), and
+//! the metrics that could not be read, grouped by the agent that failed, its reason once.
+//!
 //! A metric held by several agents (replicas, or a misplaced copy) becomes one entry holding the union
 //! of their points: the copy on its first replica is taken as is and the others are healed into it
 //! (only its empty slots are filled), so no copy's points are left out.
@@ -14,7 +18,9 @@ use clap::Args;
 use futures_util::StreamExt;
 use whisper::{FillOptions, WhisperBuf};
 
-use super::list::open_scope;
+use serde::Serialize;
+
+use super::list::{open_scope, Unread};
 use super::Ctx;
 use crate::cli::ScopeArgs;
 use crate::cluster::{short_error, Cluster};
@@ -71,9 +77,17 @@ struct Entry {
     mtime: i64,
 }
 
+/// Why a metric is not in the archive.
+enum Unreadable {
+    /// An agent holding a copy failed (down, refusing): every copy is needed for the union of points.
+    Agent(Addr, String),
+    /// The metric itself: not a whisper file, copies that cannot be merged, gone.
+    Metric(String),
+}
+
 /// Reads every copy of `name` and merges them (first replica first); `None` if every holder answered 404: the
 /// metric was listed but is gone (moved or deleted since, or a stale buckyd list), which is no error.
-async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr]) -> Result<Option<Entry>, String> {
+async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr]) -> Result<Option<Entry>, Unreadable> {
     let replicas = cluster.replicas_of(name);
     let mut order: Vec<&Addr> = holders.iter().collect();
     order.sort_by_key(|a| replicas.iter().position(|r| r == *a).unwrap_or(usize::MAX));
@@ -82,9 +96,10 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
         let fetched = match ctx.client.get(addr, name).await {
             Ok(Some(f)) => f,
             Ok(None) => continue,
-            Err(e) => return Err(format!("{addr}: {}", short_error(&e))),
+            Err(e) => return Err(Unreadable::Agent(addr.clone(), short_error(&e))),
         };
-        let buf = WhisperBuf::from_bytes(fetched.data).map_err(|e| format!("{addr}: not a whisper file: {e}"))?;
+        let buf = WhisperBuf::from_bytes(fetched.data)
+            .map_err(|e| Unreadable::Metric(format!("not a whisper file on {addr}: {e}")))?;
         let mode = (fetched.stat.mode & 0o7777) as u32;
         merged = Some(match merged {
             None => (buf, mode, fetched.stat.mod_time),
@@ -92,7 +107,8 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
                 let mut options = FillOptions::new(unix_now());
                 options.lock = false;
                 options.sync = false;
-                whisper::fill_buf(&buf, &mut base, &options).map_err(|e| format!("{addr}: merging copies: {e}"))?;
+                whisper::fill_buf(&buf, &mut base, &options)
+                    .map_err(|e| Unreadable::Metric(format!("cannot merge the copy on {addr}: {e}")))?;
                 (base, mode, mtime.max(fetched.stat.mod_time))
             }
         });
@@ -134,7 +150,7 @@ pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
         .map(|(name, holders)| async move { (name, read_merged(ctx_ref, cluster, name, holders).await) })
         .buffered(ctx.config.workers * gathered.lists.len().max(1));
     let mut written = 0u64;
-    let mut errors = 0u64;
+    let mut unread = Unread::default();
     let mut gone = 0u64;
     while let Some((name, entry)) = entries.next().await {
         progress.inc("metrics");
@@ -145,17 +161,19 @@ pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
                 ctx.printer.verbose(format!("{name}: gone since listed, not archived"));
                 continue;
             }
-            Err(why) => {
-                errors += 1;
-                ctx.printer.error(format!("{name}: {why}"));
+            Err(Unreadable::Agent(addr, why)) => {
+                unread.on_agent(&addr, name, why);
+                continue;
+            }
+            Err(Unreadable::Metric(why)) => {
+                unread.metric(name, why);
                 continue;
             }
         };
         let path = match MetricName::parse(name) {
             Ok(n) => n.relative_path(),
             Err(e) => {
-                errors += 1;
-                ctx.printer.error(format!("{name}: cannot be stored as a path: {e}"));
+                unread.metric(name, format!("cannot be stored as a path: {e}"));
                 continue;
             }
         };
@@ -171,7 +189,65 @@ pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
     }
     progress.finish();
     builder.into_inner().and_then(Sink::finish).context("cannot finish the archive")?;
-    ctx.printer.info(format!("{written} metrics archived, {gone} gone since listed, {errors} errors"));
-    let ok = gathered.report(&ctx) && errors == 0;
-    Ok(ExitStatus::from_ok(ok))
+    let summary = TarSummary {
+        archived: written,
+        gone,
+        not_read: unread.count() as u64,
+        partial: unread.count() > 0 || !gathered.failed.is_empty(),
+        unlisted: gathered.failed.iter().map(|(a, why)| (a.to_string(), why.clone())).collect(),
+        unread,
+    };
+    if ctx.printer.json() {
+        ctx.printer.print_json_stderr(&summary)?;
+    } else {
+        gathered.report(&ctx);
+        summary.unread.report(&ctx);
+        ctx.printer.info(summary.line());
+    }
+    Ok(ExitStatus::from_ok(!summary.partial))
+}
+
+/// What `tar` did, and what the archive lacks.
+#[derive(Debug, Serialize)]
+struct TarSummary {
+    /// Metrics in the archive.
+    archived: u64,
+    /// Metrics listed but gone when read (moved or deleted since, or a stale buckyd list): no error.
+    gone: u64,
+    /// Metrics found but not in the archive.
+    not_read: u64,
+    /// Whether anything selected may be missing from the archive.
+    partial: bool,
+    /// Agents that could not be listed (their metrics are not in the archive): why.
+    unlisted: BTreeMap<String, String>,
+    /// The metrics not read, by agent, and why.
+    unread: Unread,
+}
+
+impl TarSummary {
+    /// `tar: 7 metrics archived, 3 not read; PARTIAL archive: …`.
+    fn line(&self) -> String {
+        let mut line = format!("tar: {} metrics archived", self.archived);
+        if self.gone > 0 {
+            line.push_str(&format!(", {} gone since listed", self.gone));
+        }
+        if self.not_read > 0 {
+            line.push_str(&format!(", {} not read", self.not_read));
+        }
+        if self.partial {
+            let mut missing = Vec::new();
+            if !self.unlisted.is_empty() {
+                let agents = self.unlisted.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+                missing.push(format!("the metrics of {agents} (not listed)"));
+            }
+            if self.not_read > 0 {
+                missing.push(format!("{} metrics not read (above)", self.not_read));
+            }
+            line.push_str(&format!(
+                "; the archive is PARTIAL, it lacks {}; rerun once they are back",
+                missing.join(" and ")
+            ));
+        }
+        line
+    }
 }

@@ -194,6 +194,9 @@ pub struct Summary {
     /// Destinations found full (507 Insufficient Storage), with the jobs that failed because of it (sources
     /// kept): nothing more was sent to them once they answered 507.
     pub full_nodes: BTreeMap<String, u64>,
+    /// Whether the run deletes sources (the messages say "source kept" only then).
+    #[serde(skip)]
+    pub deletes: bool,
 }
 
 /// Per-node counts.
@@ -238,31 +241,50 @@ impl Summary {
         }
         for (node, jobs) in &self.full_nodes {
             printer.error(format!(
-                "{node} is full (507 Insufficient Storage): {jobs} metrics not copied to it, sources kept; free space \
-                 on it and rerun"
+                "{node} is full (507 Insufficient Storage): {jobs} metrics not copied to it{}; free space on it and \
+                 rerun",
+                if self.deletes { ", sources kept" } else { "" }
             ));
         }
-        printer.info(format!(
-            "{}: {} planned, {} moved, {} replica copies synced, {} deleted, {} skipped, {} gone since listed, {} errors{}; {} read ({} on the wire), {} points healed, \
-             {} points verified; {:.1} s, {:.0} metrics/s, {}/s",
+        printer.info(self.line());
+        Ok(())
+    }
+
+    /// The summary line, in the command's own words: `copy` copies, `backfill` backfills, only `rebalance`
+    /// moves and syncs replicas, and deletions are counted only when the run deletes.
+    fn line(&self) -> String {
+        let mut counts = vec![format!("{} planned", self.planned)];
+        match self.operation.as_str() {
+            "rebalance" | "drain" => {
+                counts.push(format!("{} moved", self.moved));
+                counts.push(format!("{} replica copies synced", self.replicas_synced));
+            }
+            "copy" => counts.push(format!("{} copied", self.moved)),
+            _ => counts.push(format!("{} backfilled", self.moved)),
+        }
+        if self.deletes {
+            counts.push(format!("{} deleted", self.deleted));
+        }
+        counts.push(format!("{} skipped", self.skipped));
+        if self.gone > 0 {
+            counts.push(format!("{} gone since listed", self.gone));
+        }
+        counts.push(format!("{} errors", self.errors));
+        if self.not_started > 0 {
+            counts.push(format!("{} not started (interrupted)", self.not_started));
+        }
+        format!(
+            "{}: {}; {} read ({} on the wire), {} points healed, {} points verified; {:.1} s, {}, {}/s",
             self.operation,
-            self.planned,
-            self.moved,
-            self.replicas_synced,
-            self.deleted,
-            self.skipped,
-            self.gone,
-            self.errors,
-            if self.not_started > 0 { format!(", {} not started (interrupted)", self.not_started) } else { String::new() },
+            counts.join(", "),
             human_bytes(self.bytes),
             human_bytes(self.wire_bytes),
             self.points_healed,
             self.points_verified,
             self.seconds,
-            self.metrics_per_second,
+            crate::printer::human_rate(self.metrics_per_second, "metrics"),
             human_bytes(self.bytes_per_second as u64),
-        ));
-        Ok(())
+        )
     }
 }
 
@@ -376,7 +398,13 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
         state,
         errors,
         stop: AtomicBool::new(false),
-        summary: Mutex::new(Summary { operation: options.op.to_owned(), planned, skipped, ..Summary::default() }),
+        summary: Mutex::new(Summary {
+            operation: options.op.to_owned(),
+            planned,
+            skipped,
+            deletes: options.delete,
+            ..Summary::default()
+        }),
         started_jobs: AtomicU64::new(0),
         options,
     });
@@ -514,7 +542,8 @@ impl Run {
                 if first {
                     // Printed under the summary's lock: once, and before any job it refuses is reported.
                     self.printer.info(format!(
-                        "bucky: {node} is full: no more copies sent to it; sources kept; free space and rerun"
+                        "bucky: {node} is full: no more copies sent to it{}; free space and rerun",
+                        if self.options.delete { "; sources kept" } else { "" }
                     ));
                 }
                 drop(summary);
@@ -543,6 +572,16 @@ impl Run {
         }
     }
 
+    /// `: source kept` when the run deletes sources (`rebalance --delete`): the others never delete one, and
+    /// saying so would only worry the reader.
+    fn kept(&self) -> &'static str {
+        if self.options.delete {
+            "; source kept"
+        } else {
+            ""
+        }
+    }
+
     fn finished(&self, job: &Job) {
         if let Some(state) = &self.state {
             if let Err(e) = state.record(job) {
@@ -563,7 +602,9 @@ impl Run {
         if let Some(node) = health.full_among(&job.dests) {
             return Some(Outcome::NodeFull { node: node.clone(), wire });
         }
-        health.refuse(job.nodes()).map(|reason| Outcome::Failed { reason, wire })
+        health
+            .refuse(job.nodes())
+            .map(|down| Outcome::Failed { reason: format!("{down}{}; rerun once it is back", self.kept()), wire })
     }
 
     /// The delete-after-verify rule, once every destination verified its copy (`unplaceable`: the source's
@@ -610,7 +651,7 @@ impl Run {
                 Err(Retry::Never(why)) => return Outcome::Failed { reason: why, wire },
             }
         }
-        Outcome::Failed { reason: format!("{reason} (after {} attempts; source kept)", self.options.attempts), wire }
+        Outcome::Failed { reason: format!("{reason} (after {} attempts{})", self.options.attempts, self.kept()), wire }
     }
 
     async fn attempt(&self, job: &Job, wire: &mut u64) -> Result<Option<Outcome>, Retry> {
@@ -775,7 +816,7 @@ pub async fn run_jobs(
     no_op: bool,
 ) -> anyhow::Result<crate::ExitStatus> {
     if no_op {
-        print_plan(printer, &jobs, options.delete)?;
+        print_plan(printer, &jobs, options.op, options.delete)?;
         return Ok(crate::ExitStatus::Success);
     }
     let tolerance = options.error_tolerance;
@@ -784,8 +825,20 @@ pub async fn run_jobs(
     Ok(crate::ExitStatus::from_ok(summary.ok(tolerance)))
 }
 
-/// Prints a plan (for `--no-op`): one line per job, or a JSON array.
-pub fn print_plan(printer: &Printer, jobs: &[Job], delete: bool) -> std::io::Result<()> {
+/// What a planned step does, in the words of `op` (the command): `rebalance` moves copies (and deletes them with
+/// `--delete`) or syncs replicas, `copy` copies, `backfill`/`backfill2` backfill.
+fn plan_label(op: &str, job: &Job, delete: bool) -> &'static str {
+    match op {
+        "rebalance" | "drain" if job.keep_source => "replica sync",
+        "rebalance" | "drain" if delete && job.deletes_source() => "move, then delete",
+        "rebalance" | "drain" => "move",
+        "copy" => "copy",
+        _ => "backfill",
+    }
+}
+
+/// Prints a plan (for `--no-op`): one line per job, `SOURCE NAME => DESTS [NEW NAME] (what)`, or a JSON array.
+pub fn print_plan(printer: &Printer, jobs: &[Job], op: &str, delete: bool) -> std::io::Result<()> {
     use std::io::Write;
     if printer.json() {
         #[derive(Serialize)]
@@ -793,26 +846,71 @@ pub fn print_plan(printer: &Printer, jobs: &[Job], delete: bool) -> std::io::Res
             #[serde(flatten)]
             job: &'a Job,
             delete: bool,
+            action: &'static str,
         }
-        let plan: Vec<Planned<'_>> =
-            jobs.iter().map(|job| Planned { job, delete: delete && job.deletes_source() }).collect();
+        let plan: Vec<Planned<'_>> = jobs
+            .iter()
+            .map(|job| Planned { job, delete: delete && job.deletes_source(), action: plan_label(op, job, delete) })
+            .collect();
         return printer.print_json(&plan);
     }
     let mut out = printer.stdout();
     for job in jobs {
         let dests = job.dests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let label = plan_label(op, job, delete);
         if job.name == job.source_name {
-            let then = if job.keep_source {
-                " (replica sync)"
-            } else if delete {
-                " (then delete)"
-            } else {
-                ""
-            };
-            writeln!(out, "{} {} => {}{then}", job.source, job.name, dests)?;
+            writeln!(out, "{} {} => {} ({label})", job.source, job.name, dests)?;
         } else {
-            writeln!(out, "{} {} => {} {}", job.source, job.source_name, dests, job.name)?;
+            writeln!(out, "{} {} => {} {} ({label})", job.source, job.source_name, dests, job.name)?;
         }
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(keep_source: bool) -> Job {
+        let addr = |host: &str| Addr { host: host.into(), port: 4242 };
+        Job { name: "a.b".into(), source_name: "a.b".into(), source: addr("x"), dests: vec![addr("y")], keep_source }
+    }
+
+    /// `copy --no-op` and `backfill2 --no-op` used to label every step "(replica sync)".
+    #[test]
+    fn plan_steps_are_labelled_by_what_they_do() {
+        assert_eq!(plan_label("copy", &job(true), false), "copy");
+        assert_eq!(plan_label("backfill", &job(true), false), "backfill");
+        assert_eq!(plan_label("backfill2", &job(true), false), "backfill");
+        assert_eq!(plan_label("rebalance", &job(true), true), "replica sync");
+        assert_eq!(plan_label("rebalance", &job(false), true), "move, then delete");
+        assert_eq!(plan_label("rebalance", &job(false), false), "move");
+    }
+
+    /// The summary says what the command did in its own words; "replica copies synced" and "deleted" only
+    /// where the command does such things.
+    #[test]
+    fn summaries_speak_the_commands_words() {
+        let summary = |op: &str, deletes: bool| Summary {
+            operation: op.into(),
+            planned: 7,
+            moved: 5,
+            errors: 2,
+            deletes,
+            metrics_per_second: 4601.5404,
+            ..Summary::default()
+        };
+        let copy = summary("copy", false).line();
+        assert!(copy.starts_with("copy: 7 planned, 5 copied, 0 skipped, 2 errors;"), "{copy}");
+        assert!(!copy.contains("replica") && !copy.contains("deleted"), "{copy}");
+        assert!(copy.contains("4,602 metrics/s"), "{copy}");
+        let backfill = summary("backfill2", false).line();
+        assert!(backfill.starts_with("backfill2: 7 planned, 5 backfilled, 0 skipped"), "{backfill}");
+        let rebalance = summary("rebalance", true).line();
+        assert!(
+            rebalance.starts_with("rebalance: 7 planned, 5 moved, 0 replica copies synced, 0 deleted,"),
+            "{rebalance}"
+        );
+        assert!(!summary("rebalance", false).line().contains("deleted"));
+    }
 }
