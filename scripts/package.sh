@@ -97,7 +97,10 @@ for program in bucky bucky-agent bucky-pickle-relay; do
 done
 
 install -D -m 0644 dist/debian/copyright "$STAGE/usr/share/doc/bucky/copyright"
-install -D -m 0644 dist/README-deploying.md "$STAGE/usr/share/doc/bucky/README.Debian"
+# README.Debian: the README's "Deploying" section (from its heading to the next top-level one).
+install -d "$STAGE/usr/share/doc/bucky"
+awk '/^## Deploying/ {on = 1} /^## / && !/^## Deploying/ {on = 0} on' README.md >"$STAGE/usr/share/doc/bucky/README.Debian"
+[ -s "$STAGE/usr/share/doc/bucky/README.Debian" ] || { echo "README.md has no Deploying section" >&2; exit 1; }
 for script in postinst prerm postrm; do
     install -m 0755 "dist/debian/$script" "$STAGE/DEBIAN/$script"
 done

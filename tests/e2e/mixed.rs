@@ -262,7 +262,7 @@ impl Mixed {
         eprintln!("checked {step} ({:.1} s)", started.elapsed().as_secs_f64());
     }
 
-    /// `inconsistent` as `{agent: [metrics]}` (exit status 0 asserted).
+    /// `inconsistent`'s misplaced copies, `{agent: [metrics]}` (exit status 0 asserted).
     fn inconsistent(&self, seed: usize, force: bool) -> BTreeMap<String, Vec<String>> {
         let mut args = vec!["inconsistent", "-j"];
         if force {
@@ -271,8 +271,10 @@ impl Mixed {
         let out = self.bucky(seed, &args);
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(0), "inconsistent: {stderr}");
-        let map: BTreeMap<String, Vec<String>> =
+        let summary: serde_json::Value =
             serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("inconsistent -j not JSON ({e}): {stdout}"));
+        let map: BTreeMap<String, Vec<String>> = serde_json::from_value(summary["misplaced"].clone())
+            .unwrap_or_else(|e| panic!("inconsistent -j has no misplaced map ({e}): {stdout}"));
         map.into_iter().filter(|(_, names)| !names.is_empty()).collect()
     }
 }
