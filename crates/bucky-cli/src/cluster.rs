@@ -14,6 +14,7 @@ use crate::config::{Addr, Config};
 use crate::names::NameArena;
 use crate::placement::Placement;
 use crate::printer::Printer;
+use crate::ringfile::RingFileCheck;
 use crate::UsageError;
 
 /// What one member said.
@@ -63,6 +64,8 @@ pub struct Cluster {
     pub placement: Placement,
     /// One member per distinct ring host, in ring order.
     pub members: Vec<Member>,
+    /// The config file's ring file held against the ring, when the cluster's table names one.
+    pub(crate) ring_file: Option<RingFileCheck>,
 }
 
 /// A ring from a `/hashring` document, with the rules of `placement` for what buckyd leaves unsaid (router,
@@ -163,12 +166,22 @@ impl Cluster {
                 Member { server, addr, state }
             })
             .collect();
-        Ok(Cluster { seed: seed.clone(), info, ring, placement, members })
+        Ok(Cluster { seed: seed.clone(), info, ring, placement, members, ring_file: None })
+    }
+
+    /// Discovery of the configured cluster: [`Cluster::discover`], then the ring checked against the config
+    /// file's ring file when the cluster's table names one.
+    pub async fn discover_configured(client: &Client, config: &Config) -> anyhow::Result<Cluster> {
+        let mut cluster = Cluster::discover(client, &config.seed, config.diverse_replicas).await?;
+        if let Some(path) = &config.ring_config {
+            cluster.ring_file = Some(crate::ringfile::check(path, config.ring_cluster.as_deref(), &cluster.ring)?);
+        }
+        Ok(cluster)
     }
 
     /// Discovery for a command: prints problems as warnings.
     pub async fn connect(client: &Client, config: &Config, printer: &Printer) -> anyhow::Result<Cluster> {
-        let cluster = Cluster::discover(client, &config.seed, config.diverse_replicas).await?;
+        let cluster = Cluster::discover_configured(client, config).await?;
         if let Some(note) = &cluster.placement.note {
             printer.info(format!("placement: {note}"));
         }
@@ -178,23 +191,23 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Whether every member answered with the seed's ring.
+    /// Whether every member answered with the seed's ring, and the ring file (if any) places as it does.
     pub fn healthy(&self) -> bool {
-        self.members.iter().all(Member::agrees)
+        self.members.iter().all(Member::agrees) && self.ring_file.as_ref().is_none_or(|f| f.disagreement.is_none())
     }
 
-    /// One line per unhealthy member.
+    /// One line per unhealthy member, and one for a ring file that disagrees.
     pub fn problems(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .filter_map(|m| match &m.state {
-                MemberState::Agrees => None,
-                MemberState::Disagrees(diff) => {
-                    Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr))
-                }
-                MemberState::Unreachable(why) => Some(crate::printer::about(&m.addr, why)),
-            })
-            .collect()
+        let members = self.members.iter().filter_map(|m| match &m.state {
+            MemberState::Agrees => None,
+            MemberState::Disagrees(diff) => Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr)),
+            MemberState::Unreachable(why) => Some(crate::printer::about(&m.addr, why)),
+        });
+        let ring_file = self.ring_file.iter().filter_map(|f| {
+            let diff = f.disagreement.as_ref()?;
+            Some(format!("the ring file ({}) disagrees with the agents' ring: {diff}", f.source))
+        });
+        members.chain(ring_file).collect()
     }
 
     /// Refuses to go on unless healthy (for commands that move or delete data).
@@ -311,8 +324,23 @@ pub struct ClusterReport {
     pub nodes: Vec<String>,
     /// Members: server → state.
     pub members: BTreeMap<String, MemberReport>,
+    /// The config file's ring file, when the cluster's table names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring_file: Option<RingFileReport>,
     /// Whether all agree.
     pub healthy: bool,
+}
+
+/// The ring file in [`ClusterReport`].
+#[derive(Debug, Serialize)]
+pub struct RingFileReport {
+    /// What was read.
+    pub source: String,
+    /// Whether it places every metric as the agents' ring does.
+    pub agrees: bool,
+    /// How it differs, if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One member in [`ClusterReport`].
@@ -354,6 +382,11 @@ impl Cluster {
             description: self.ring.describe(),
             nodes: self.ring.nodes().iter().map(ToString::to_string).collect(),
             members,
+            ring_file: self.ring_file.as_ref().map(|f| RingFileReport {
+                source: f.source.clone(),
+                agrees: f.disagreement.is_none(),
+                problem: f.disagreement.clone(),
+            }),
             healthy: self.healthy(),
         }
     }

@@ -24,6 +24,7 @@ pub mod names;
 pub mod placement;
 pub mod printer;
 mod progress;
+mod ringfile;
 
 pub use cli::{Cli, Command};
 

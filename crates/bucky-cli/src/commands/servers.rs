@@ -20,7 +20,7 @@ pub struct ServersArgs {
 /// Prints the cluster; exit status 1 when any member is unreachable or disagrees.
 pub async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
-    let cluster = crate::cluster::Cluster::discover(&ctx.client, &ctx.config.seed, ctx.config.diverse_replicas).await?;
+    let cluster = crate::cluster::Cluster::discover_configured(&ctx.client, &ctx.config).await?;
     if ctx.printer.json() {
         ctx.printer.print_json(&cluster.report())?;
     } else {
@@ -50,6 +50,12 @@ pub async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
                 MemberState::Unreachable(w) => format!("UNREACHABLE: {w}"),
             };
             writeln!(out, "  {} at {}: {state}", member.server, member.addr)?;
+        }
+        if let Some(file) = &cluster.ring_file {
+            match &file.disagreement {
+                None => writeln!(out, "Ring file: {}: agrees", file.source)?,
+                Some(diff) => writeln!(out, "Ring file: {}: DISAGREES: {diff}", file.source)?,
+            }
         }
         if cluster.healthy() {
             writeln!(out, "Cluster is healthy.")?;
