@@ -8,51 +8,10 @@ use std::ops::Range;
 use std::path::Path;
 
 use crate::engine::{self, Store};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::fetch::{archive_fetch, select_archive, Series};
 use crate::header::{ArchiveInfo, Header, POINT_SIZE};
-
-/// One (timestamp, value) pair as given to `update_many`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    /// Seconds since the epoch (Python `int(t)`: truncated toward zero by the caller).
-    pub timestamp: i64,
-    /// The value; NaN and ±inf are values, as in whisper.
-    pub value: f64,
-}
-
-impl Point {
-    /// A point.
-    pub fn new(timestamp: i64, value: f64) -> Self {
-        Point { timestamp, value }
-    }
-}
-
-impl From<(i64, f64)> for Point {
-    fn from((timestamp, value): (i64, f64)) -> Self {
-        Point { timestamp, value }
-    }
-}
-
-/// The answer of a fetch: slots `from + step, from + 2·step, …` (Graphite's `((from, until, step), values)`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    /// Start of the returned range (exclusive of data: the first value is for `from`).
-    pub from: i64,
-    /// End of the range as the reference reports it.
-    pub until: i64,
-    /// Seconds between values.
-    pub step: u32,
-    /// One value per slot; `None` where the archive holds nothing for that time.
-    pub values: Vec<Option<f64>>,
-}
-
-impl Series {
-    /// `(timestamp, value)` for every non-empty slot.
-    pub fn points(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
-        let step = i64::from(self.step);
-        self.values.iter().enumerate().filter_map(move |(i, v)| v.map(|v| (self.from + i as i64 * step, v)))
-    }
-}
+use crate::slot::{pack, point_from, slot_offset, Point};
 
 /// A whole whisper file held in memory, validated on construction.
 #[derive(Debug, Clone)]
@@ -110,7 +69,7 @@ impl WhisperBuf {
     /// Byte ranges changed since the buffer was loaded (or since [`WhisperBuf::clear_dirty`]), merged and
     /// sorted.
     pub fn dirty_ranges(&self) -> Vec<Range<usize>> {
-        crate::file::merge_ranges(self.dirty.clone())
+        crate::ranges::merge_ranges(self.dirty.clone())
     }
 
     /// Forgets the changes recorded so far.
@@ -169,7 +128,7 @@ impl WhisperBuf {
 
     /// Byte offset of aligned time `interval` given the archive's base (whisper's slot rule).
     fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> usize {
-        slot_offset_i64(archive, i64::from(base), interval)
+        slot_offset(archive, i64::from(base), interval)
     }
 
     /// Reads `count` consecutive slots starting at byte `start` of `archive`, wrapping at its end.
@@ -345,187 +304,10 @@ impl Store for WhisperBuf {
     }
 }
 
-pub(crate) fn slot_offset_i64(archive: &ArchiveInfo, base: i64, interval: i64) -> usize {
-    let slot = match interval.checked_sub(base) {
-        Some(distance) => {
-            distance.div_euclid(i64::from(archive.seconds_per_point)).rem_euclid(i64::from(archive.points)) as usize
-        }
-        // Only reachable with absurd caller-supplied times; i128 cannot overflow here.
-        None => (i128::from(interval) - i128::from(base))
-            .div_euclid(i128::from(archive.seconds_per_point))
-            .rem_euclid(i128::from(archive.points)) as usize,
-    };
-    archive.offset as usize + slot * POINT_SIZE
-}
-
-/// `t - t % spp` with Python's floor modulo.
-#[allow(clippy::unnecessary_lazy_evaluations)] // an eager Error per call showed up in profiles
-pub(crate) fn align(t: i64, spp: u32) -> Result<i64> {
-    t.checked_sub(t.rem_euclid(i64::from(spp))).ok_or_else(|| Error::TimestampOutOfRange(t))
-}
-
-/// The largest clock bucky accepts (about the year 36,800): far beyond any real timestamp, small enough
-/// that no time arithmetic can overflow.
-pub(crate) const MAX_CLOCK: i64 = 1 << 40;
-/// Time arguments beyond this are equivalent to it for every comparison whisper makes, so they are
-/// clamped here before any arithmetic.
-const MAX_TIME: i64 = 1 << 62;
-
-/// Refuses a clock no whisper file can be meaningfully read or written at.
-pub(crate) fn check_clock(now: i64) -> Result<()> {
-    if now.unsigned_abs() > MAX_CLOCK as u64 {
-        return Err(Error::Refused(format!(
-            "clock {now} is out of range (|now| must be at most {MAX_CLOCK}); pass a real epoch time"
-        )));
-    }
-    Ok(())
-}
-
-/// The most values one fetch returns (1 GiB of `Option<f64>`); whisper would try to allocate any amount.
-const MAX_FETCH_VALUES: usize = 1 << 26;
-
-/// Clamps a time argument into the range where arithmetic cannot overflow.
-pub(crate) fn clamp_time(t: i64) -> i64 {
-    t.clamp(-MAX_TIME, MAX_TIME)
-}
-
-/// `align` for a mostly ascending stream of timestamps: reuses the previous bucket instead of dividing
-/// when the next timestamp falls in the same or the following bucket.
-pub(crate) struct Aligner {
-    spp: i64,
-    last: Option<i64>,
-}
-
-impl Aligner {
-    pub(crate) fn new(spp: u32) -> Self {
-        Aligner { spp: i64::from(spp), last: None }
-    }
-
-    #[allow(clippy::unnecessary_lazy_evaluations)] // an eager Error per call showed up in profiles
-    pub(crate) fn align(&mut self, t: i64) -> Result<i64> {
-        let distance = self.last.and_then(|last| t.checked_sub(last).map(|d| (last, d)));
-        let aligned = match distance {
-            Some((last, d)) if (0..self.spp).contains(&d) => last,
-            Some((last, d)) if (self.spp..2 * self.spp).contains(&d) => last + self.spp,
-            _ => t.checked_sub(t.rem_euclid(self.spp)).ok_or_else(|| Error::TimestampOutOfRange(t))?,
-        };
-        self.last = Some(aligned);
-        Ok(aligned)
-    }
-}
-
-/// `struct.pack('>Ld', interval, value)`, which refuses intervals outside u32.
-pub(crate) fn pack(interval: i64, value: f64) -> Result<[u8; POINT_SIZE]> {
-    let t = u32::try_from(interval).map_err(|_| Error::TimestampOutOfRange(interval))?;
-    let mut out = [0u8; POINT_SIZE];
-    out[..4].copy_from_slice(&t.to_be_bytes());
-    out[4..].copy_from_slice(&value.to_be_bytes());
-    Ok(out)
-}
-
-/// Decodes one `>Ld` slot. Callers pass whole slots (`chunks_exact(POINT_SIZE)` or a `POINT_SIZE` slice); a
-/// shorter slice decodes as an empty slot rather than panicking.
-#[inline]
-pub(crate) fn point_from(b: &[u8]) -> (u32, f64) {
-    // One length check, then fixed-size loads: indexing byte by byte kept twelve bounds checks per slot.
-    let Some(&[t0, t1, t2, t3, v0, v1, v2, v3, v4, v5, v6, v7]) = b.first_chunk::<POINT_SIZE>() else {
-        return (0, 0.0);
-    };
-    (u32::from_be_bytes([t0, t1, t2, t3]), f64::from_be_bytes([v0, v1, v2, v3, v4, v5, v6, v7]))
-}
-
-/// The part of `file_fetch` before the archive read: validation, clamping and archive choice.
-/// Returns `(archive index, from, until)` or `None` where the reference returns None.
-pub(crate) fn select_archive(
-    header: &Header,
-    from: i64,
-    until: Option<i64>,
-    now: i64,
-    archive: Option<u32>,
-) -> Result<Option<(usize, i64, i64)>> {
-    check_clock(now)?;
-    let until = until.unwrap_or(now);
-    if from > until {
-        return Err(Error::InvalidTimeInterval { from, until });
-    }
-    let (mut from, mut until) = (clamp_time(from), clamp_time(until));
-    let oldest = now - i64::from(header.max_retention);
-    if from > now || until < oldest {
-        return Ok(None);
-    }
-    from = from.max(oldest);
-    until = until.min(now);
-    let diff = now - from;
-    let index = match archive {
-        // archiveToSelect = 0 is falsy in Python and means "no selection".
-        Some(spp) if spp != 0 => {
-            header.archives.iter().position(|a| a.seconds_per_point == spp).ok_or(Error::InvalidGranularity(spp))?
-        }
-        _ => header
-            .archives
-            .iter()
-            .position(|a| i128::from(a.retention()) >= i128::from(diff))
-            .unwrap_or(header.archives.len() - 1),
-    };
-    Ok(Some((index, from, until)))
-}
-
-/// `__archive_fetch` over any slot reader: `read(start_byte, count)` returns `count` slots from
-/// `start_byte`, wrapping at the archive end.
-pub(crate) fn archive_fetch(
-    archive: &ArchiveInfo,
-    from: i64,
-    until: i64,
-    base: u32,
-    read: impl FnOnce(usize, usize) -> Result<Vec<(u32, f64)>>,
-) -> Result<Series> {
-    let step = i64::from(archive.seconds_per_point);
-    let (from, until) = (clamp_time(from), clamp_time(until));
-    let from_interval = from - from.rem_euclid(step) + step;
-    let mut until_interval = until - until.rem_euclid(step) + step;
-    if from_interval == until_interval {
-        until_interval += step; // zero-length range: the reference returns the next slot
-    }
-    if base == 0 {
-        let count = ((until_interval - from_interval) / step).max(0) as u64;
-        if count > MAX_FETCH_VALUES as u64 {
-            return Err(Error::Refused(format!(
-                "a fetch of {count} values of {step}s is too large; ask for a shorter range"
-            )));
-        }
-        let count = count as usize;
-        return Ok(Series {
-            from: from_interval,
-            until: until_interval,
-            step: archive.seconds_per_point,
-            values: vec![None; count],
-        });
-    }
-    let from_offset = slot_offset_i64(archive, i64::from(base), from_interval);
-    let until_offset = slot_offset_i64(archive, i64::from(base), until_interval);
-    let count = if from_offset < until_offset {
-        (until_offset - from_offset) / POINT_SIZE
-    } else {
-        // Wrapping read (or equal offsets: the whole archive).
-        (archive.end() as usize - from_offset + until_offset - archive.offset as usize) / POINT_SIZE
-    };
-    let slots = read(from_offset, count)?;
-    let mut expected = from_interval;
-    let values = slots
-        .into_iter()
-        .map(|(ts, v)| {
-            let value = (i64::from(ts) == expected).then_some(v);
-            expected += step;
-            value
-        })
-        .collect();
-    Ok(Series { from: from_interval, until: until_interval, step: archive.seconds_per_point, values })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{header_for, CreateOptions, Retention};
+    use crate::{header_for, CreateOptions, Error, Retention};
 
     #[test]
     fn a_refused_update_leaves_the_buffer_as_it_was() {

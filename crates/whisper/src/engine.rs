@@ -1,10 +1,10 @@
 //! The reference write algorithms (update_many, update, propagation), generic over where the bytes live:
-//! a whole file in memory ([`crate::WhisperBuf`]) or a file read page by page on demand (`crate::file`).
+//! a whole file in memory ([`crate::WhisperBuf`]) or a file read page by page on demand ([`crate::WhisperFile`]).
 
 use crate::aggregation::{AggregationMethod, Mean};
-use crate::buf::{align, pack, slot_offset_i64, Aligner, Point};
 use crate::error::{Error, Result};
 use crate::header::{ArchiveInfo, Header, POINT_SIZE};
+use crate::slot::{align, check_clock, pack, point_from, Aligner, Point};
 
 /// Random access to a whisper file's bytes. Writes are recorded so that only changed bytes reach the disk.
 pub(crate) trait Store {
@@ -24,14 +24,14 @@ fn base<S: Store>(s: &mut S, archive: &ArchiveInfo) -> Result<u32> {
 }
 
 fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> usize {
-    slot_offset_i64(archive, i64::from(base), interval)
+    crate::slot::slot_offset(archive, i64::from(base), interval)
 }
 
 /// whisper's `update_many(path, points, now)`: routes points by age, drops too-old ones, writes each run
 /// and propagates. Points need not be sorted. Callers make it all or nothing: a paged file writes back only
 /// on success, a [`crate::WhisperBuf`] runs it in a transaction.
 pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Result<()> {
-    crate::buf::check_clock(now)?;
+    check_clock(now)?;
     if points.is_empty() {
         return Ok(());
     }
@@ -63,7 +63,7 @@ pub(crate) fn update_many<S: Store>(s: &mut S, points: &[Point], now: i64) -> Re
 /// whisper's single-point `update(path, value, timestamp, now)`: stricter than update_many (future and
 /// too-old points are `TimestampNotCovered`) and propagates to the following archives by position.
 pub(crate) fn update<S: Store>(s: &mut S, value: f64, timestamp: i64, now: i64) -> Result<()> {
-    crate::buf::check_clock(now)?;
+    check_clock(now)?;
     let age = i128::from(now) - i128::from(timestamp);
     if !(age >= 0 && age < i128::from(s.header().max_retention)) {
         return Err(Error::TimestampNotCovered { timestamp, now, max_retention: s.header().max_retention });
@@ -145,13 +145,13 @@ pub(crate) fn write_archive_points<S: Store>(s: &mut S, index: usize, points: &m
     let end = begin + size;
     // Check every run before writing any, so a refused batch leaves the buffer unchanged.
     for &(interval, bytes) in &runs {
-        let offset = slot_offset_i64(&archive, base, interval);
+        let offset = crate::slot::slot_offset(&archive, base, interval);
         if offset + bytes.len() > end + size {
             return Err(Error::ArchiveOverflow { points: bytes.len() / POINT_SIZE, capacity: archive.points });
         }
     }
     for &(interval, bytes) in &runs {
-        let offset = slot_offset_i64(&archive, base, interval);
+        let offset = crate::slot::slot_offset(&archive, base, interval);
         let beyond = (offset + bytes.len()).saturating_sub(end);
         if beyond > 0 {
             let split = bytes.len() - beyond;
@@ -276,7 +276,7 @@ fn aggregate_level<S: Store>(
                 let mut mean = Mean::default();
                 let mut expected = interval;
                 for chunk in higher_slots.chunks_exact(POINT_SIZE) {
-                    let (ts, v) = crate::buf::point_from(chunk);
+                    let (ts, v) = point_from(chunk);
                     if i64::from(ts) == expected {
                         mean = mean.push(v);
                     }
@@ -287,7 +287,7 @@ fn aggregate_level<S: Store>(
             let mut known = 0;
             let mut expected = interval;
             for (slot, chunk) in neighbours.iter_mut().zip(higher_slots.chunks_exact(POINT_SIZE)) {
-                let (ts, v) = crate::buf::point_from(chunk);
+                let (ts, v) = point_from(chunk);
                 *slot = (i64::from(ts) == expected).then_some(v);
                 known += usize::from(slot.is_some());
                 expected += step;
@@ -324,7 +324,7 @@ fn write_point_at<S: Store>(
     let offset = if *anchor == 0 { archive.offset as usize } else { slot_offset(archive, *anchor, interval) };
     s.put(offset, &packed)?;
     if offset == archive.offset as usize {
-        *anchor = crate::buf::point_from(&packed).0;
+        *anchor = point_from(&packed).0;
     }
     Ok(())
 }
@@ -372,7 +372,7 @@ fn propagate<S: Store>(s: &mut S, timestamp: i64, higher: usize, lower_index: us
     };
     let mut expected = lower_start;
     for (slot, chunk) in neighbours.iter_mut().zip(raw.chunks_exact(POINT_SIZE)) {
-        let (ts, v) = crate::buf::point_from(chunk);
+        let (ts, v) = point_from(chunk);
         *slot = (i64::from(ts) == expected).then_some(v);
         expected += step;
     }

@@ -5,11 +5,13 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::buf::{self, Point, Series, WhisperBuf};
+use crate::buf::WhisperBuf;
 use crate::engine::{self, Store};
 use crate::error::{Error, Result};
+use crate::fetch::{self, Series};
 use crate::header::{Header, METADATA_SIZE, POINT_SIZE};
 use crate::lock::{LockMode, WhisperLock};
+use crate::slot::{point_from, Point};
 
 /// An open, validated whisper file.
 ///
@@ -124,21 +126,13 @@ impl WhisperFile {
     /// (carbon-cache with `WHISPER_LOCK_WRITES = True`): a writer that ignores it could have its point
     /// overwritten by the stale copy.
     pub fn write_back_locked(&self, buf: &WhisperBuf, lock: &WhisperLock<'_>) -> Result<()> {
-        const MAX_GAP: usize = 64 * 1024;
         if lock.mode() != LockMode::Exclusive || lock.path() != self.path {
             return self.write_back(buf);
         }
         if buf.header() != &self.header {
             return Err(Error::corrupt(&self.path, "the header changed while the file was being updated"));
         }
-        let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
-        for range in buf.dirty_ranges() {
-            match spans.last_mut() {
-                Some(last) if range.start - last.end <= MAX_GAP => last.end = range.end,
-                _ => spans.push(range),
-            }
-        }
-        for span in spans {
+        for span in crate::ranges::coalesce_ranges(buf.dirty_ranges()) {
             self.file
                 .write_all_at(&buf.as_bytes()[span.clone()], span.start as u64)
                 .map_err(|e| Error::io(&self.path, e))?;
@@ -184,7 +178,7 @@ impl WhisperFile {
 
     /// whisper's `fetch`, reading only the slots needed: see [`WhisperBuf::fetch`].
     pub fn fetch(&self, from: i64, until: Option<i64>, now: i64, archive: Option<u32>) -> Result<Option<Series>> {
-        let Some((index, from, until)) = buf::select_archive(&self.header, from, until, now, archive)? else {
+        let Some((index, from, until)) = fetch::select_archive(&self.header, from, until, now, archive)? else {
             return Ok(None);
         };
         self.archive_fetch(index, from, until).map(Some)
@@ -201,7 +195,7 @@ impl WhisperFile {
         })?;
         let mut base = [0u8; POINT_SIZE];
         self.file.read_exact_at(&mut base, u64::from(info.offset)).map_err(|e| Error::io(&self.path, e))?;
-        let base = buf::point_from(&base).0;
+        let base = point_from(&base).0;
         let read = |start: usize, count: usize| -> Result<Vec<(u32, f64)>> {
             let mut bytes = vec![0u8; count * POINT_SIZE];
             let first = (info.end() as usize - start).min(bytes.len());
@@ -211,9 +205,9 @@ impl WhisperFile {
                     .read_exact_at(&mut bytes[first..], u64::from(info.offset))
                     .map_err(|e| Error::io(&self.path, e))?;
             }
-            Ok(bytes.chunks_exact(POINT_SIZE).map(buf::point_from).collect())
+            Ok(bytes.chunks_exact(POINT_SIZE).map(point_from).collect())
         };
-        buf::archive_fetch(&info, from, until, base, read)
+        fetch::archive_fetch(&info, from, until, base, read)
     }
 
     /// Every stored slot per archive, sorted by timestamp: see [`WhisperBuf::dump`].
@@ -391,7 +385,7 @@ impl Store for PagedFile<'_> {
     fn point(&mut self, offset: usize) -> Result<(u32, f64)> {
         let mut bytes = [0u8; POINT_SIZE];
         self.read(offset, &mut bytes)?;
-        Ok(buf::point_from(&bytes))
+        Ok(point_from(&bytes))
     }
 
     fn read_bytes(&mut self, offset: usize, out: &mut [u8]) -> Result<()> {
@@ -404,19 +398,6 @@ impl Store for PagedFile<'_> {
             page.mark_dirty(range);
         })
     }
-}
-
-/// Sorts and merges overlapping or touching ranges.
-pub(crate) fn merge_ranges(mut ranges: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
-    ranges.sort_unstable_by_key(|r| r.start);
-    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match merged.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => merged.push(r),
-        }
-    }
-    merged
 }
 
 /// The validated header and its bytes.

@@ -17,11 +17,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::buf::{align, WhisperBuf};
+use crate::buf::WhisperBuf;
 use crate::durable::TempFile;
 use crate::error::{Error, Result};
 use crate::file::WhisperFile;
 use crate::lock::{LockMode, DEFAULT_LOCK_TIMEOUT};
+use crate::slot::align;
 
 /// Which fill algorithm to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,7 +148,7 @@ pub fn fill_buf(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -
 
 /// Refuses clocks and windows that are not real times (NaN, infinite, or beyond the year 36,800).
 fn check_options(options: &FillOptions) -> Result<()> {
-    let max = crate::buf::MAX_CLOCK as f64;
+    let max = crate::slot::MAX_CLOCK as f64;
     let in_range = |t: f64| t.is_finite() && t.abs() <= max;
     if !in_range(options.now) {
         return Err(Error::Refused(format!("fill: clock {} is not a usable epoch time", options.now)));

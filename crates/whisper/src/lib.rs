@@ -39,6 +39,7 @@ mod diff;
 pub mod durable;
 mod engine;
 mod error;
+mod fetch;
 mod file;
 mod fill;
 mod header;
@@ -47,14 +48,17 @@ mod lock;
 mod merge;
 mod modify;
 mod pyset;
+mod ranges;
 mod retention;
+mod slot;
 mod sparse;
 
 pub use aggregation::AggregationMethod;
-pub use buf::{Point, Series, WhisperBuf};
+pub use buf::WhisperBuf;
 pub use create::{create, header_for, CreateOptions};
 pub use diff::{diff, ArchiveDiff, DiffOptions, DiffPoint};
 pub use error::{Error, Result};
+pub use fetch::Series;
 pub use file::WhisperFile;
 pub use fill::{fill, fill_buf, FillMode, FillOptions, FillReport};
 pub use header::{ArchiveInfo, Header, POINT_SIZE};
@@ -65,5 +69,7 @@ pub use modify::{
     backup_path, resize, resize_archive, resize_buf, set_aggregation, set_aggregation_method, AggregationChange,
     ResizeOptions,
 };
+pub use ranges::{coalesce_ranges, MAX_COALESCE_GAP};
 pub use retention::{validate_archive_list, Retention};
+pub use slot::Point;
 pub use sparse::{sparsify, SparsifyOptions, SparsifyReport};

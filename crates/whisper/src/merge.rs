@@ -31,9 +31,9 @@ pub fn merge_buf(
     if src.header().archives != dst.header().archives {
         return Err(Error::LayoutMismatch { src: "<source>".into(), dst: "<destination>".into() });
     }
-    crate::buf::check_clock(now)?;
-    let until = crate::buf::clamp_time(time_to.unwrap_or(now));
-    let from = crate::buf::clamp_time(time_from.unwrap_or(0));
+    crate::slot::check_clock(now)?;
+    let until = crate::slot::clamp_time(time_to.unwrap_or(now));
+    let from = crate::slot::clamp_time(time_from.unwrap_or(0));
     if until < from {
         return Err(Error::InvalidArgument("time_to must be >= time_from".into()));
     }

@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::aggregation::AggregationMethod;
-use crate::buf::{check_clock, Point, Series, WhisperBuf};
+use crate::buf::WhisperBuf;
 use crate::create::{checked_xff, header_for, CreateOptions};
 use crate::durable::{self, TempFile};
 use crate::error::{Error, Result};
+use crate::fetch::Series;
 use crate::file::WhisperFile;
 use crate::header::Header;
 use crate::lock::{LockMode, DEFAULT_LOCK_TIMEOUT};
 use crate::retention::Retention;
+use crate::slot::{check_clock, Point};
 
 /// Options of [`resize`]; [`ResizeOptions::new`] gives whisper-resize's defaults.
 #[derive(Debug, Clone, PartialEq)]
