@@ -56,20 +56,33 @@ pub enum AgentError {
     /// Nothing was changed (a new file's temp copy is removed); retrying will not help until space is freed.
     #[error("{0}")]
     InsufficientStorage(String),
-    /// 500: something broke on our side.
-    #[error("{context}: {message}")]
+    /// 500: something broke on our side. The message is the context; the error that broke is its source
+    /// (the answer's text prints both, see [`AgentError::status_and_message`]).
+    #[error("{context}")]
     Internal {
         /// What the agent was doing.
         context: String,
-        /// The underlying error, rendered.
-        message: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 }
 
 impl AgentError {
-    /// An internal error with context.
-    pub fn internal(context: impl Into<String>, err: impl std::fmt::Display) -> AgentError {
-        AgentError::Internal { context: context.into(), message: format!("{err:#}") }
+    /// An internal error with context, keeping the error as its source.
+    pub fn internal(
+        context: impl Into<String>,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> AgentError {
+        AgentError::Internal { context: context.into(), source: err.into() }
+    }
+
+    /// The text of the answer: the message, and for an internal fault its cause after a colon.
+    fn answer_text(&self) -> String {
+        match self {
+            AgentError::Internal { context, source } => format!("{context}: {source}"),
+            other => other.to_string(),
+        }
     }
 
     /// The status code of the answer.
@@ -144,7 +157,7 @@ impl AgentError {
             whisper::Error::Corrupt { .. } => {
                 AgentError::Conflict(format!("{err}; replace it with PUT, or move it aside and POST again"))
             }
-            whisper::Error::Io { path, source } => AgentError::io(&path, source),
+            whisper::Error::Io { path, cause } => AgentError::io(&path, cause),
             other => AgentError::internal("whisper", other),
         }
     }
@@ -162,12 +175,12 @@ impl AgentError {
                 AgentError::InsufficientStorage(reason) => {
                     FULL_LOG.note(reason);
                 }
-                _ => tracing::error!(error = %self, "internal error"),
+                _ => tracing::error!(error = %self.answer_text(), "internal error"),
             }
         } else {
             tracing::debug!(%status, reason = %self, "request refused");
         }
-        (status, self.to_string())
+        (status, self.answer_text())
     }
 }
 
@@ -247,5 +260,15 @@ mod tests {
         assert!(!log.note("full"), "the next ones are part of it");
         *log.last.lock().unwrap() = Some((Instant::now() - FULL_BURST_GAP, 2));
         assert!(log.note("full"), "after a quiet gap, a new burst");
+    }
+
+    /// An internal error keeps what broke as its source, and answers with both, as before.
+    #[test]
+    fn an_internal_error_keeps_its_source() {
+        let err = AgentError::internal("blocking task", io::Error::other("the task panicked"));
+        let source = std::error::Error::source(&err).expect("the source is kept");
+        assert_eq!(source.to_string(), "the task panicked");
+        assert_eq!(err.to_string(), "blocking task");
+        assert_eq!(err.status_and_message().1, "blocking task: the task panicked");
     }
 }

@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn error_lines_do_not_repeat_a_cause() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
-        let err = anyhow::Error::new(whisper::Error::Io { path: "/x.wsp".into(), source: io }).context("cannot open");
+        let err = anyhow::Error::new(whisper::Error::Io { path: "/x.wsp".into(), cause: io }).context("cannot open");
         assert_eq!(one_line(&err), "cannot open: /x.wsp: No such file or directory");
         let err = anyhow::anyhow!("inner").context("outer");
         assert_eq!(one_line(&err), "outer: inner");

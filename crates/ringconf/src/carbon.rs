@@ -230,6 +230,6 @@ pub(crate) fn replication_factor(cluster: &str, key: &str, value: &str) -> Resul
     }
 }
 
-pub(crate) fn ring_error(cluster: &str, source: hashring::Error) -> Error {
-    Error::Ring { cluster: cluster.to_owned(), source }
+pub(crate) fn ring_error(cluster: &str, reason: hashring::Error) -> Error {
+    Error::Ring { cluster: cluster.to_owned(), reason }
 }

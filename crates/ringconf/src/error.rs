@@ -90,11 +90,11 @@ pub enum Error {
         message: String,
     },
     /// The members and settings make no valid ring (bad node, duplicate, replication out of range, ...).
-    #[error("{cluster}: {source}")]
+    #[error("{cluster}: {reason}")]
     Ring {
         /// The cluster.
         cluster: String,
-        /// The ring's refusal.
-        source: hashring::Error,
+        /// The ring's refusal (printed in the message, so not also exposed as the error's source).
+        reason: hashring::Error,
     },
 }

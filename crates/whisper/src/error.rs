@@ -14,14 +14,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O error on a file.
-    #[error("{path}: {source}")]
+    /// An I/O error on a file. The message names the file and prints the underlying error, which is
+    /// therefore not also exposed as [`std::error::Error::source`] (a chain would print it twice).
+    #[error("{path}: {cause}")]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
+        /// The underlying error (its kind tells a missing file from a full disk).
+        cause: io::Error,
     },
     /// The bytes are not a valid whisper file (bad header, truncated, overlapping archives, ...).
     #[error(
@@ -122,6 +122,13 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
+    /// The path names something other than a regular file (a directory, a device, ...).
+    #[error("{0}: not a regular file")]
+    NotAFile(PathBuf),
+    /// Each time its lock was taken, the file at the path had been replaced by another (renamed over) while
+    /// we waited: given up after a few rounds rather than locking an unlinked inode.
+    #[error("{0}: the file keeps being replaced while waiting for its lock; retry")]
+    KeepsBeingReplaced(PathBuf),
     /// A function argument outside its domain (whisper raises `ValueError`).
     #[error("{0}")]
     InvalidArgument(String),
@@ -132,7 +139,7 @@ impl Error {
     /// refusals that the reference does not have (where it silently corrupts or misbehaves instead).
     pub fn reference_class(&self) -> &'static str {
         match self {
-            Error::Io { .. } => "IOError",
+            Error::Io { .. } | Error::NotAFile(_) => "IOError",
             Error::Corrupt { .. } => "CorruptWhisperFile",
             Error::InvalidConfiguration(_) | Error::AlreadyExists(_) => "InvalidConfiguration",
             Error::InvalidRetention { .. } | Error::InvalidGranularity(_) | Error::InvalidArgument(_) => "ValueError",
@@ -146,7 +153,8 @@ impl Error {
             | Error::Refused(_)
             | Error::ArchiveOverflow { .. }
             | Error::SameFile(_)
-            | Error::LockTimeout { .. } => "bucky",
+            | Error::LockTimeout { .. }
+            | Error::KeepsBeingReplaced(_) => "bucky",
         }
     }
 
@@ -165,8 +173,8 @@ impl Error {
         matches!(self, Error::Corrupt { .. } | Error::Malformed { .. })
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: io::Error) -> Self {
+        Error::Io { path: path.into(), cause }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
@@ -175,5 +183,18 @@ impl Error {
 
     pub(crate) fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Malformed { path: path.into(), reason: reason.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause is printed or exposed, never both: a chain formatter would print it twice.
+    #[test]
+    fn an_io_error_prints_its_cause_once_and_does_not_expose_it() {
+        let err = Error::io("/x.wsp", io::Error::new(io::ErrorKind::NotFound, "No such file or directory"));
+        assert_eq!(err.to_string(), "/x.wsp: No such file or directory");
+        assert!(std::error::Error::source(&err).is_none());
     }
 }

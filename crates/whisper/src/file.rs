@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::fetch::{self, Series};
 use crate::header::{Header, METADATA_SIZE, POINT_SIZE};
 use crate::lock::{LockMode, WhisperLock};
+use crate::locked::{LockedFile, LockedOpen};
 use crate::slot::{point_from, Point};
 
 /// An open, validated whisper file.
@@ -52,6 +53,32 @@ impl WhisperFile {
             writable,
             cursor: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Opens the file at `path` under whisper's flock in `mode` (for writing too when exclusive), waiting
+    /// at most `timeout` for the lock, and validates its header as it is once locked. The lock is taken on
+    /// the inode still at the path (see [`LockedOpen`]), so a file renamed over the path meanwhile is never
+    /// written to after it was unlinked. The lock is released when the returned guard drops.
+    pub fn open_locked(path: impl AsRef<Path>, mode: LockMode, timeout: Duration) -> Result<LockedWhisperFile> {
+        Self::open_locked_with(path, &LockedOpen::new(mode, timeout))
+    }
+
+    /// [`WhisperFile::open_locked`] with every option (read-only under an exclusive lock, no symlinks).
+    pub fn open_locked_with(path: impl AsRef<Path>, options: &LockedOpen) -> Result<LockedWhisperFile> {
+        let path = path.as_ref();
+        let lock = options.open(path)?;
+        let (header, header_bytes) = read_header(lock.file(), path)?;
+        // A second descriptor of the same open file: the lock stays with `lock`, released when it drops.
+        let file = lock.file().try_clone().map_err(|e| Error::io(path, e))?;
+        let file = WhisperFile {
+            path: path.to_owned(),
+            file,
+            header,
+            header_bytes,
+            writable: options.writes(),
+            cursor: std::sync::Mutex::new(()),
+        };
+        Ok(LockedWhisperFile { file, lock })
     }
 
     /// The header as read at open.
@@ -128,6 +155,14 @@ impl WhisperFile {
     pub fn write_back_locked(&self, buf: &WhisperBuf, lock: &WhisperLock<'_>) -> Result<()> {
         if lock.mode() != LockMode::Exclusive || lock.path() != self.path {
             return self.write_back(buf);
+        }
+        self.write_coalesced(buf)
+    }
+
+    /// [`WhisperFile::write_back_locked`] once the exclusive lock is known to be held.
+    fn write_coalesced(&self, buf: &WhisperBuf) -> Result<()> {
+        if !self.writable {
+            return self.write_back(buf); // refuses, as a read-only file must
         }
         if buf.header() != &self.header {
             return Err(Error::corrupt(&self.path, "the header changed while the file was being updated"));
@@ -213,6 +248,47 @@ impl WhisperFile {
     /// Every stored slot per archive, sorted by timestamp: see [`WhisperBuf::dump`].
     pub fn dump(&self) -> Result<Vec<Vec<(u32, f64)>>> {
         Ok(self.read_buf()?.dump())
+    }
+}
+
+/// A [`WhisperFile`] held under whisper's flock (see [`WhisperFile::open_locked`]); dropping it unlocks.
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the file is dropped"]
+pub struct LockedWhisperFile {
+    file: WhisperFile,
+    /// The descriptor the lock was taken through: dropping it releases the lock.
+    lock: LockedFile,
+}
+
+impl LockedWhisperFile {
+    /// The lock held.
+    pub fn mode(&self) -> LockMode {
+        self.lock.mode()
+    }
+
+    /// Writes `buf`'s changes back as [`WhisperFile::write_back_locked`] does: under the exclusive lock,
+    /// nearby changed ranges as one write (see [`crate::coalesce_ranges`] for when that is safe); under a
+    /// shared lock, as [`WhisperFile::write_back`].
+    pub fn write_back_coalesced(&self, buf: &WhisperBuf) -> Result<()> {
+        match self.mode() {
+            LockMode::Exclusive => self.file.write_coalesced(buf),
+            LockMode::Shared => self.file.write_back(buf),
+        }
+    }
+
+    /// Releases the lock, keeping the file open.
+    pub fn unlock(self) -> WhisperFile {
+        let LockedWhisperFile { file, lock } = self;
+        drop(lock);
+        file
+    }
+}
+
+impl std::ops::Deref for LockedWhisperFile {
+    type Target = WhisperFile;
+
+    fn deref(&self) -> &WhisperFile {
+        &self.file
     }
 }
 
@@ -419,7 +495,7 @@ fn read_header(file: &File, path: &Path) -> Result<(Header, Vec<u8>)> {
     Ok((Header::parse(&bytes, len, path)?, bytes))
 }
 
-fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+pub(crate) fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {

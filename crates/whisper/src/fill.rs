@@ -97,10 +97,14 @@ pub struct FillReport {
 /// Filling a file into itself is refused with [`Error::SameFile`].
 pub fn fill(src: &Path, dst: &Path, options: &FillOptions) -> Result<FillReport> {
     check_options(options)?;
-    let source = WhisperFile::open(src)?;
-    let source_buf = {
-        let _lock = options.lock.then(|| source.lock(LockMode::Shared, options.lock_timeout)).transpose()?;
-        source.read_buf()?
+    let (source, source_buf) = if options.lock {
+        let source = WhisperFile::open_locked(src, LockMode::Shared, options.lock_timeout)?;
+        let buf = source.read_buf()?;
+        (source.unlock(), buf)
+    } else {
+        let source = WhisperFile::open(src)?;
+        let buf = source.read_buf()?;
+        (source, buf)
     };
     if !dst.exists() {
         let temp = TempFile::new_for(dst)?;
@@ -110,21 +114,43 @@ pub fn fill(src: &Path, dst: &Path, options: &FillOptions) -> Result<FillReport>
         }
         // Someone created dst meanwhile: heal into it instead.
     }
-    let target = WhisperFile::open_rw(dst)?;
+    let points_written = if options.lock {
+        let target = WhisperFile::open_locked(dst, LockMode::Exclusive, options.lock_timeout)?;
+        let (points_written, buf) = fill_file(&target, &source, &source_buf, dst, options)?;
+        match options.coalesce_writes {
+            true => target.write_back_coalesced(&buf)?,
+            false => target.write_back(&buf)?,
+        }
+        if options.sync {
+            target.sync()?;
+        }
+        points_written
+    } else {
+        let target = WhisperFile::open_rw(dst)?;
+        let (points_written, buf) = fill_file(&target, &source, &source_buf, dst, options)?;
+        target.write_back(&buf)?;
+        if options.sync {
+            target.sync()?;
+        }
+        points_written
+    };
+    Ok(FillReport { copied: false, points_written })
+}
+
+/// The fill of `target` (not yet written back): the points written and the filled copy.
+fn fill_file(
+    target: &WhisperFile,
+    source: &WhisperFile,
+    source_buf: &WhisperBuf,
+    dst: &Path,
+    options: &FillOptions,
+) -> Result<(u64, WhisperBuf)> {
     if target.identity()? == source.identity()? {
         return Err(Error::SameFile(dst.to_owned()));
     }
-    let lock = options.lock.then(|| target.lock(LockMode::Exclusive, options.lock_timeout)).transpose()?;
     let mut buf = target.read_buf()?;
-    let points_written = fill_buf(&source_buf, &mut buf, options)?;
-    match &lock {
-        Some(lock) if options.coalesce_writes => target.write_back_locked(&buf, lock)?,
-        _ => target.write_back(&buf)?,
-    }
-    if options.sync {
-        target.sync()?;
-    }
-    Ok(FillReport { copied: false, points_written })
+    let points_written = fill_buf(source_buf, &mut buf, options)?;
+    Ok((points_written, buf))
 }
 
 /// [`fill`] on in-memory files: updates `dst` and returns the number of points written.

@@ -45,6 +45,7 @@ mod fill;
 mod header;
 mod inspect;
 mod lock;
+mod locked;
 mod merge;
 mod modify;
 mod pyset;
@@ -59,11 +60,12 @@ pub use create::{create, header_for, CreateOptions};
 pub use diff::{diff, ArchiveDiff, DiffOptions, DiffPoint};
 pub use error::{Error, Result};
 pub use fetch::Series;
-pub use file::WhisperFile;
+pub use file::{LockedWhisperFile, WhisperFile};
 pub use fill::{fill, fill_buf, FillMode, FillOptions, FillReport};
 pub use header::{ArchiveInfo, Header, POINT_SIZE};
 pub use inspect::{check_file, known_points, KnownPoints};
 pub use lock::{LockMode, WhisperLock, DEFAULT_LOCK_TIMEOUT};
+pub use locked::{LockedFile, LockedOpen};
 pub use merge::{merge, merge_buf};
 pub use modify::{
     backup_path, resize, resize_archive, resize_buf, set_aggregation, set_aggregation_method, AggregationChange,

@@ -32,25 +32,8 @@ pub struct WhisperLock<'a> {
 impl<'a> WhisperLock<'a> {
     /// Takes `mode` on `file`, retrying with backoff until `timeout` has passed; never blocks forever.
     pub fn acquire(file: &'a File, path: &Path, mode: LockMode, timeout: Duration) -> Result<Self> {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            let attempt = match mode {
-                LockMode::Shared => file.try_lock_shared(),
-                LockMode::Exclusive => file.try_lock(),
-            };
-            match attempt {
-                Ok(()) => return Ok(WhisperLock { file, path: path.to_owned(), mode }),
-                Err(TryLockError::WouldBlock) => {}
-                Err(TryLockError::Error(e)) => return Err(Error::io(path, e)),
-            }
-            let waited = start.elapsed();
-            if waited >= timeout {
-                return Err(Error::LockTimeout { path: path.to_owned(), waited });
-            }
-            thread::sleep(pause.min(timeout - waited));
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
+        flock(file, path, mode, timeout)?;
+        Ok(WhisperLock { file, path: path.to_owned(), mode })
     }
 
     /// The mode held.
@@ -61,6 +44,29 @@ impl<'a> WhisperLock<'a> {
     /// The locked file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Takes `mode` on `file`, retrying with backoff until `timeout` has passed; the caller releases it.
+pub(crate) fn flock(file: &File, path: &Path, mode: LockMode, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let attempt = match mode {
+            LockMode::Shared => file.try_lock_shared(),
+            LockMode::Exclusive => file.try_lock(),
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(Error::io(path, e)),
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(Error::LockTimeout { path: path.to_owned(), waited });
+        }
+        thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

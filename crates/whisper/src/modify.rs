@@ -17,6 +17,7 @@ use crate::fetch::Series;
 use crate::file::WhisperFile;
 use crate::header::Header;
 use crate::lock::{LockMode, DEFAULT_LOCK_TIMEOUT};
+use crate::locked::LockedOpen;
 use crate::retention::Retention;
 use crate::slot::{check_clock, Point};
 
@@ -94,8 +95,9 @@ fn resize_with(
     options: &ResizeOptions,
     new: impl FnOnce(&Header) -> Result<Vec<Retention>>,
 ) -> Result<Header> {
-    let file = WhisperFile::open(path)?;
-    let _lock = file.lock(LockMode::Exclusive, options.lock_timeout)?;
+    // Read only: the resized copy replaces the file, which is never written in place.
+    let file =
+        WhisperFile::open_locked_with(path, &LockedOpen::new(LockMode::Exclusive, options.lock_timeout).write(false))?;
     let old = file.read_buf()?;
     let resized = resize_buf(&old, &new(old.header())?, options)?;
     let temp = temp_like(path, &file)?;
@@ -226,8 +228,7 @@ pub fn set_aggregation_method(
 
 /// [`set_aggregation_method`] with every option; returns the header as it was.
 pub fn set_aggregation(path: &Path, change: &AggregationChange) -> Result<Header> {
-    let file = WhisperFile::open_rw(path)?;
-    let _lock = file.lock(LockMode::Exclusive, change.lock_timeout)?;
+    let file = WhisperFile::open_locked(path, LockMode::Exclusive, change.lock_timeout)?;
     let old = file.current_header()?;
     let x_files_factor = change.x_files_factor.map(checked_xff).transpose()?.unwrap_or(old.x_files_factor);
     if change.backup {

@@ -67,12 +67,9 @@ const CHUNK: u64 = 1 << 20;
 /// the length or the inode.
 pub fn sparsify(path: impl AsRef<Path>, options: &SparsifyOptions) -> Result<SparsifyReport> {
     let path = path.as_ref();
-    let file = if options.dry_run { WhisperFile::open(path)? } else { WhisperFile::open_rw(path)? };
     let mode = if options.dry_run { LockMode::Shared } else { LockMode::Exclusive };
-    let _lock = file.lock(mode, options.lock_timeout)?;
-    // The header may have been rewritten (or the file truncated) between open and lock; trust only what is
-    // on disk now that we hold the lock.
-    file.current_header()?;
+    // Validated once locked: a header rewritten (or a file truncated) before the lock is not trusted.
+    let file = WhisperFile::open_locked(path, mode, options.lock_timeout)?;
     let io = |e: std::io::Error| Error::io(path, e);
     let meta = file.file().metadata().map_err(io)?;
     let block = meta.blksize().clamp(512, CHUNK);

@@ -339,7 +339,7 @@ fn answer_now(job: Job, answer: Answer) {
 /// The I/O error of a whisper error (keeping its OS code: a full device must stay recognisable).
 fn os_error(e: whisper::Error) -> io::Error {
     match e {
-        whisper::Error::Io { source, .. } => source,
+        whisper::Error::Io { cause, .. } => cause,
         other => io::Error::other(other.to_string()),
     }
 }

@@ -455,9 +455,14 @@ fn update(args: UpdateArgs) -> Result<ExitStatus> {
         })?;
         points.push(point);
     }
-    let file = WhisperFile::open_rw(&args.path)?;
-    let _lock =
-        if args.lock { Some(file.lock(whisper::LockMode::Exclusive, whisper::DEFAULT_LOCK_TIMEOUT)?) } else { None };
+    let (locked, unlocked);
+    let file: &WhisperFile = if args.lock {
+        locked = WhisperFile::open_locked(&args.path, whisper::LockMode::Exclusive, whisper::DEFAULT_LOCK_TIMEOUT)?;
+        &locked
+    } else {
+        unlocked = WhisperFile::open_rw(&args.path)?;
+        &unlocked
+    };
     if !args.single {
         file.update_many(&points, now)?;
         return Ok(ExitStatus::Success);

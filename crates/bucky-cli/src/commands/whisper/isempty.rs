@@ -64,8 +64,7 @@ struct Examined {
 }
 
 fn examine(path: &Path, now: i64, lock_timeout: Duration) -> whisper::Result<Examined> {
-    let file = WhisperFile::open(path)?;
-    let _lock = file.lock(LockMode::Shared, lock_timeout)?;
+    let file = WhisperFile::open_locked(path, LockMode::Shared, lock_timeout)?;
     let known = whisper::known_points(&file, now)?;
     Ok(Examined { points: known.points.len(), slots: known.slots, newest: known.newest() })
 }
