@@ -34,6 +34,7 @@
 
 mod aggregation;
 mod buf;
+mod coverage;
 mod create;
 mod diff;
 pub mod durable;
@@ -56,6 +57,7 @@ mod sparse;
 
 pub use aggregation::AggregationMethod;
 pub use buf::WhisperBuf;
+pub use coverage::{count_points, coverage, Coverage};
 pub use create::{create, header_for, CreateOptions};
 pub use diff::{diff, ArchiveDiff, DiffOptions, DiffPoint};
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! Content verification: does a replica hold every point of the source copy we healed into it?
+//! Content verification: does a replica hold every point of the source copy we healed into it? The check
+//! itself is [`whisper::coverage`]; this module fixes its margin and keeps the engine's names.
 //!
 //! A heal can be undone behind our back (carbon-cache's `whisper.create` checks that a file is absent and
 //! then opens it with truncation, wiping a file created in between), so before a source is deleted every
@@ -11,7 +12,7 @@
 //! (the replica has a shorter schema) — are counted apart as `unplaceable`: deleting the source would
 //! lose them, so the engine keeps such sources.
 
-use whisper::{WhisperBuf, POINT_SIZE};
+use whisper::WhisperBuf;
 
 /// Seconds of slack for points at the edge of an archive's window (time passes between the heal and the
 /// verification, and clocks of the nodes differ a little).
@@ -39,60 +40,9 @@ impl Verdict {
 
 /// Checks that `replica` holds every point of `source` (see the module docs), at time `now`.
 pub fn verify(source: &WhisperBuf, replica: &WhisperBuf, now: i64) -> Verdict {
-    let mut verdict = Verdict::default();
-    let replica_archives = &replica.header().archives;
-    let bytes = source.as_bytes();
-    for archive in &source.header().archives {
-        let spp = i64::from(archive.seconds_per_point);
-        let window = archive.retention() as i64;
-        // Oldest timestamp the source still holds for a while: older ones expire during the run.
-        let source_edge = now - window + spp + EDGE_MARGIN;
-        let target = replica_archives.iter().position(|r| r.seconds_per_point == archive.seconds_per_point);
-        let start = archive.offset as usize;
-        let Some(slots) = bytes.get(start..start + archive.points as usize * POINT_SIZE) else {
-            // Not a file WhisperBuf accepts; count it missing so the source is never deleted on it.
-            verdict.missing += 1;
-            verdict.first_missing.get_or_insert((archive.seconds_per_point, 0));
-            continue;
-        };
-        // A replica archive laid out like the source's and holding the same bytes (a fresh copy) holds every
-        // point where the source does: no lookups needed.
-        let identical = target.is_some_and(|r| {
-            let ra = &replica_archives[r];
-            ra.offset == archive.offset
-                && ra.points == archive.points
-                && replica.as_bytes().get(start..start + slots.len()) == Some(slots)
-        });
-        // The slots' timestamps, read in place: the order does not matter but for the first missing one,
-        // which is the oldest, as in the time-ordered dump.
-        let mut first_missing: Option<i64> = None;
-        for slot in slots.chunks_exact(POINT_SIZE) {
-            let t = i64::from(u32::from_be_bytes([slot[0], slot[1], slot[2], slot[3]]));
-            // Empty slots, stale slots from an older cycle and points about to expire are not data we
-            // must keep.
-            if t == 0 || t <= source_edge {
-                continue;
-            }
-            let Some(r) = target else {
-                verdict.unplaceable += 1;
-                continue;
-            };
-            let replica_edge = now - replica_archives[r].retention() as i64 + spp + EDGE_MARGIN;
-            if t <= replica_edge {
-                verdict.unplaceable += 1;
-                continue;
-            }
-            verdict.checked += 1;
-            if !identical && replica.value_at(r, t).is_none() {
-                verdict.missing += 1;
-                first_missing = Some(first_missing.map_or(t, |f| f.min(t)));
-            }
-        }
-        if let Some(t) = first_missing {
-            verdict.first_missing.get_or_insert((archive.seconds_per_point, t));
-        }
-    }
-    verdict
+    let whisper::Coverage { checked, missing, first_missing, unplaceable } =
+        whisper::coverage(source, replica, now, EDGE_MARGIN);
+    Verdict { checked, missing, first_missing, unplaceable }
 }
 
 #[cfg(test)]
