@@ -60,9 +60,9 @@ impl Budget {
     }
 
     /// `bytes` charged now, or [`Wait::Memory`] when the budget has no room (blocking code).
-    pub(crate) fn try_charge(&self, bytes: u64) -> Result<Charge, AgentError> {
+    pub(crate) fn try_charge(&self, bytes: u64) -> Result<Charge, Wait> {
         let mut charge = self.charge();
-        charge.try_grow_to(bytes)?;
+        charge.grow_now(bytes)?;
         Ok(charge)
     }
 
@@ -106,6 +106,11 @@ impl Charge {
 
     /// Grows the charge to cover `bytes` in all if the budget has room now; [`Wait::Memory`] otherwise.
     pub(crate) fn try_grow_to(&mut self, bytes: u64) -> Result<(), AgentError> {
+        self.grow_now(bytes).map_err(AgentError::Wait)
+    }
+
+    /// [`Charge::try_grow_to`], answering the [`Wait`] itself.
+    fn grow_now(&mut self, bytes: u64) -> Result<(), Wait> {
         let want = self.budget.units(bytes);
         if want <= self.units {
             return Ok(());
@@ -117,7 +122,7 @@ impl Charge {
                 self.units = want;
                 Ok(())
             }
-            Err(_) => Err(AgentError::Wait(Wait::Memory { bytes })),
+            Err(_) => Err(Wait::Memory { bytes }),
         }
     }
 
@@ -177,7 +182,7 @@ mod tests {
         a.grow_to(3 * UNIT + 1, Duration::ZERO).await.unwrap();
         assert_eq!(budget.available(), 6 * UNIT);
         let b = budget.try_charge(6 * UNIT).unwrap();
-        assert!(matches!(budget.try_charge(1), Err(AgentError::Wait(Wait::Memory { bytes: 1 }))));
+        assert!(matches!(budget.try_charge(1), Err(Wait::Memory { bytes: 1 })));
         let refused = budget.charge().grow_to(UNIT, Duration::from_millis(20)).await.unwrap_err();
         assert!(matches!(refused, AgentError::Unavailable(_)), "{refused}");
         a.shrink_to(UNIT);

@@ -1,12 +1,12 @@
 //! [`AgentError`]: every way a request can fail, and the HTTP answer for each.
 
-use std::io;
-use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use crate::store::StoreError;
 
 /// A failed request. Client faults (4xx) are answered with the reason and not logged as errors; internal
 /// faults (5xx) are logged with their detail. Bodies are plain text ending in a newline, as Go's
@@ -103,65 +103,6 @@ impl AgentError {
         }
     }
 
-    /// An I/O error on `path`: a missing file (or missing parent directory) is a 404, a name too long for
-    /// the filesystem a 400, a symlink on the way a 403, a full device a 507, anything else a 500.
-    pub(crate) fn io(path: &Path, err: io::Error) -> AgentError {
-        match err.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory => {
-                AgentError::NotFound
-            }
-            io::ErrorKind::InvalidFilename => AgentError::name_too_long(),
-            _ if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => AgentError::symlink(path),
-            _ => AgentError::writing(path.display().to_string(), path, err),
-        }
-    }
-
-    /// An error of a write to `path` (a write, mkdir, link, flush) while `context`: a full device (or
-    /// quota) is a 507 naming the fix, anything else a 500.
-    pub(crate) fn writing(context: impl Into<String>, path: &Path, err: io::Error) -> AgentError {
-        match err.kind() {
-            io::ErrorKind::StorageFull => AgentError::InsufficientStorage(format!(
-                "no space left on the device holding {}: free space or stop sending heals to this node",
-                path.display()
-            )),
-            io::ErrorKind::QuotaExceeded => AgentError::InsufficientStorage(format!(
-                "disk quota exceeded on the device holding {}: free space (or raise the quota) or stop sending \
-                 heals to this node",
-                path.display()
-            )),
-            _ => AgentError::internal(context, err),
-        }
-    }
-
-    /// 400: the name is valid but its path is longer than the filesystem takes (`ENAMETOOLONG`).
-    pub(crate) fn name_too_long() -> AgentError {
-        AgentError::BadRequest(
-            "invalid metric name: its file path is longer than the filesystem allows (ENAMETOOLONG); use a shorter name"
-                .into(),
-        )
-    }
-
-    /// 403: a symbolic link on the way to the file (the agent never follows one below its prefix).
-    pub(crate) fn symlink(path: &Path) -> AgentError {
-        AgentError::Forbidden(format!(
-            "{}: a symbolic link is on the way to this metric, and the agent follows none below --prefix; \
-             replace the link with the directory it points to",
-            path.display()
-        ))
-    }
-
-    /// A whisper error on the destination file: lock timeouts are 503, a corrupt file is 409.
-    pub(crate) fn whisper(err: whisper::Error) -> AgentError {
-        match err {
-            whisper::Error::LockTimeout { .. } => AgentError::Unavailable(err.to_string()),
-            whisper::Error::Corrupt { .. } => {
-                AgentError::Conflict(format!("{err}; replace it with PUT, or move it aside and POST again"))
-            }
-            whisper::Error::Io { path, cause } => AgentError::io(&path, cause),
-            other => AgentError::internal("whisper", other),
-        }
-    }
-
     /// The status and the text (without the trailing newline) that answer this error, as an HTTP answer or
     /// as one entry of a batch; logs it as an answer is logged (internal faults as errors, client faults at
     /// debug level).
@@ -181,6 +122,30 @@ impl AgentError {
             tracing::debug!(%status, reason = %self, "request refused");
         }
         (status, self.answer_text())
+    }
+}
+
+/// The HTTP answer of each store failure; the texts are the ones the agent has always answered (the e2e
+/// tests and the Go clients read them).
+impl From<StoreError> for AgentError {
+    fn from(err: StoreError) -> AgentError {
+        let text = err.to_string();
+        match err {
+            StoreError::NotFound => AgentError::NotFound,
+            StoreError::NameTooLong => AgentError::BadRequest(text),
+            StoreError::Symlink { .. } => AgentError::Forbidden(text),
+            StoreError::InTheWay { .. } => AgentError::Conflict(text),
+            StoreError::Corrupt(_) => {
+                AgentError::Conflict(format!("{text}; replace it with PUT, or move it aside and POST again"))
+            }
+            StoreError::IfMatchButMissing | StoreError::Changed => AgentError::PreconditionFailed(text),
+            StoreError::Locked(_) | StoreError::Unstable { .. } | StoreError::KeepsBeingReplaced { .. } => {
+                AgentError::Unavailable(text)
+            }
+            StoreError::Wait(wait) => AgentError::Wait(wait),
+            StoreError::Full { .. } | StoreError::QuotaExceeded { .. } => AgentError::InsufficientStorage(text),
+            StoreError::Failed { context, source } => AgentError::Internal { context, source },
+        }
     }
 }
 
@@ -238,23 +203,9 @@ impl IntoResponse for AgentError {
 mod tests {
     use super::*;
 
+    /// The texts of full devices are checked in `store::error`; here, the log of a burst of them.
     #[test]
-    fn a_full_device_is_a_507_naming_the_fix_and_warned_once_per_burst() {
-        let path = Path::new("/data/whisper/a/b.wsp");
-        for (code, start) in [(28, "no space left on the device holding"), (122, "disk quota exceeded on the device")] {
-            let err = AgentError::io(path, io::Error::from_raw_os_error(code));
-            assert_eq!(err.status(), StatusCode::INSUFFICIENT_STORAGE);
-            let message = err.to_string();
-            assert!(message.starts_with(start) && message.contains("/data/whisper/a/b.wsp"), "{message}");
-            assert!(message.contains("stop sending heals to this node"), "{message}");
-        }
-        let mkdir = AgentError::writing("mkdir /x", Path::new("/x"), io::Error::from_raw_os_error(28));
-        assert_eq!(mkdir.status(), StatusCode::INSUFFICIENT_STORAGE);
-        // Other errors stay what they were.
-        let denied = AgentError::io(path, io::Error::from_raw_os_error(13));
-        assert_eq!(denied.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(matches!(AgentError::io(path, io::Error::from_raw_os_error(2)), AgentError::NotFound));
-
+    fn a_full_device_is_warned_once_per_burst() {
         let log = FullLog { last: Mutex::new(None) };
         assert!(log.note("full"), "the first 507 starts a burst");
         assert!(!log.note("full"), "the next ones are part of it");
@@ -265,7 +216,7 @@ mod tests {
     /// An internal error keeps what broke as its source, and answers with both, as before.
     #[test]
     fn an_internal_error_keeps_its_source() {
-        let err = AgentError::internal("blocking task", io::Error::other("the task panicked"));
+        let err = AgentError::internal("blocking task", std::io::Error::other("the task panicked"));
         let source = std::error::Error::source(&err).expect("the source is kept");
         assert_eq!(source.to_string(), "the task panicked");
         assert_eq!(err.to_string(), "blocking task");

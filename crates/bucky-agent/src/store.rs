@@ -18,15 +18,15 @@
 //!   kernels without it), and files are opened with `O_NOFOLLOW`. A link found there is a 403, so a link
 //!   placed in the tree can never make the agent read or write outside it;
 //! - with [`Store::reporting_waits`] (as the agent uses it) the store never waits: a held flock, a full
-//!   memory budget or a half-written file is reported as [`AgentError::Wait`] before anything changed, and
+//!   memory budget or a half-written file is reported as [`StoreError::Wait`] before anything changed, and
 //!   the caller waits outside its I/O slot (see `crate::wait`).
 
 use std::borrow::Borrow;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -34,24 +34,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bucky_wire::{go_file_mode, MetricName, MetricStat};
 use whisper::durable::{sync_dir, TempFile};
-use whisper::{FillOptions, Header, LockMode, WhisperBuf, WhisperLock};
+use whisper::{FillOptions, Header, LockMode, LockedFile, LockedOpen, WhisperBuf};
 
 use crate::budget::{Budget, Charge};
-use crate::error::AgentError;
 use crate::etag::{etag_of, IfMatch};
 use crate::wait::Wait;
 
 mod commit;
+mod error;
 mod reap;
 
 pub use commit::Flush;
 use commit::{Answer, Committer, Work, MAX_BATCH};
+pub use error::StoreError;
 use reap::Reaper;
 
 /// How often a heal retries when the file keeps appearing and disappearing under it, or looks half-written.
 const ATTEMPTS: u32 = 5;
-/// Largest run of unchanged bytes rewritten to merge two writes with `--coalesce-writes`.
-const COALESCE_GAP: usize = 64 * 1024;
 /// Block size for the in-place rewrite of a replaced file (only differing blocks are written).
 const BLOCK: usize = 4096;
 
@@ -161,7 +160,7 @@ impl Store {
 
     /// The store as the agent uses it: files read into memory are charged to `budget`, and instead of
     /// waiting for a flock (`lock_timeout`), for room in the budget, or for a half-written file to settle,
-    /// every operation reports [`AgentError::Wait`] before it has changed anything, so that its caller can
+    /// every operation reports [`StoreError::Wait`] before it has changed anything, so that its caller can
     /// wait without holding an I/O slot and try again.
     pub(crate) fn reporting_waits(mut self, budget: Budget) -> Store {
         self.budget = budget;
@@ -179,21 +178,22 @@ impl Store {
         self.root.join(name.relative_path())
     }
 
-    /// The file's stat without reading or locking it; [`AgentError::NotFound`] unless it is a regular file.
-    pub fn stat(&self, name: &MetricName) -> Result<MetricStat, AgentError> {
+    /// The file's stat without reading or locking it; [`StoreError::NotFound`] unless it is a regular file.
+    pub fn stat(&self, name: &MetricName) -> Result<MetricStat, StoreError> {
         let path = self.located(name, Access::Read)?;
-        let meta = fs::symlink_metadata(&path).map_err(|e| AgentError::io(&path, e))?;
+        let meta = fs::symlink_metadata(&path).map_err(|e| StoreError::io(&path, e))?;
         if !meta.is_file() {
-            return Err(AgentError::NotFound);
+            return Err(StoreError::NotFound);
         }
         Ok(stat_of(name, &meta, meta.len()))
     }
 
     /// Reads the whole file under a shared flock.
-    pub fn read(&self, name: &MetricName) -> Result<Snapshot, AgentError> {
+    pub fn read(&self, name: &MetricName) -> Result<Snapshot, StoreError> {
         let path = self.located(name, Access::Read)?;
-        self.locked(&path, LockMode::Shared, false, |file, meta| {
-            let (bytes, charge) = self.read_all(file, meta, &path)?;
+        self.locked(&path, LockMode::Shared, false, |locked| {
+            let meta = locked.metadata();
+            let (bytes, charge) = self.read_all(locked)?;
             let modified = meta.modified().unwrap_or(UNIX_EPOCH);
             Ok(Snapshot {
                 stat: stat_of(name, meta, bytes.len() as u64),
@@ -207,7 +207,7 @@ impl Store {
 
     /// Heals `src` into the metric's file (POST): creates it durably if missing, otherwise fills its empty
     /// slots under the exclusive flock. `remote_mtime` is the upload's `ModTime` (used with `--mtime`).
-    pub fn heal(&self, name: &MetricName, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<Healed, AgentError> {
+    pub fn heal(&self, name: &MetricName, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<Healed, StoreError> {
         let path = self.located(name, Access::Write)?;
         for _ in 0..ATTEMPTS {
             // If it appeared meanwhile (another heal, or carbon-cache), heal into it instead.
@@ -215,14 +215,11 @@ impl Store {
                 return Ok(Healed::Created);
             }
             match self.fill_existing(&path, src, remote_mtime, now) {
-                Err(AgentError::NotFound) => continue, // deleted meanwhile: create it again
+                Err(StoreError::NotFound) => continue, // deleted meanwhile: create it again
                 other => return other.map(Healed::Filled),
             }
         }
-        Err(AgentError::Unavailable(format!(
-            "{}: the file kept appearing and disappearing during the heal; retry",
-            path.display()
-        )))
+        Err(StoreError::Unstable { path, operation: "heal" })
     }
 
     /// Heals many uploads (`(name, file, remote_mtime)`), each as [`Store::heal`] would, with one group
@@ -232,7 +229,7 @@ impl Store {
     /// between its staging and its publish (another heal, carbon-cache) is healed into by [`Store::heal`],
     /// as is a file deleted between the check and its fill. Returns one result per item, in order; one
     /// failing does not stop the others.
-    pub fn heal_many<T: Borrow<HealItem>>(&self, items: &[T], now: i64) -> Vec<Result<Healed, AgentError>> {
+    pub fn heal_many<T: Borrow<HealItem>>(&self, items: &[T], now: i64) -> Vec<Result<Healed, StoreError>> {
         let mut results = Vec::with_capacity(items.len());
         for chunk in items.chunks(MAX_BATCH) {
             self.heal_chunk(chunk, now, &mut results);
@@ -241,10 +238,10 @@ impl Store {
     }
 
     /// [`Store::heal_many`] of at most [`MAX_BATCH`] items, appending their results to `results`.
-    fn heal_chunk<T: Borrow<HealItem>>(&self, items: &[T], now: i64, results: &mut Vec<Result<Healed, AgentError>>) {
+    fn heal_chunk<T: Borrow<HealItem>>(&self, items: &[T], now: i64, results: &mut Vec<Result<Healed, StoreError>>) {
         /// Where an item stands once staged or filled: the index of its work for the committer, if any.
         enum Step {
-            Done(Result<Healed, AgentError>),
+            Done(Result<Healed, StoreError>),
             /// The directories made for it go if it fails.
             Create(usize, Vec<PathBuf>),
             Fill(u64, usize),
@@ -269,7 +266,7 @@ impl Store {
                         Step::Fill(written, works.len() - 1)
                     }
                     Ok((written, None)) => Step::Done(Ok(Healed::Filled(written))),
-                    Err(AgentError::NotFound) => Step::Alone,
+                    Err(StoreError::NotFound) => Step::Alone,
                     Err(e) => Step::Done(Err(e)),
                 },
             };
@@ -283,7 +280,7 @@ impl Store {
             answers
                 .get_mut(i)
                 .and_then(Option::take)
-                .unwrap_or_else(|| Err(AgentError::internal("group commit", "no answer")))
+                .unwrap_or_else(|| Err(StoreError::failed("group commit", "no answer")))
         };
         for ((name, src, remote_mtime), step) in items.iter().map(Borrow::borrow).zip(steps) {
             results.push(match step {
@@ -310,65 +307,62 @@ impl Store {
         src: &WhisperBuf,
         if_match: Option<&IfMatch>,
         remote_mtime: i64,
-    ) -> Result<Replaced, AgentError> {
+    ) -> Result<Replaced, StoreError> {
         let path = self.located(name, Access::Write)?;
         for _ in 0..ATTEMPTS {
             if !exists(&path)? {
                 if if_match.is_some() {
-                    return Err(AgentError::PreconditionFailed("If-Match given but the metric does not exist".into()));
+                    return Err(StoreError::IfMatchButMissing);
                 }
                 if self.create_new(&path, src.as_bytes(), remote_mtime)? {
                     return Ok(Replaced::Created);
                 }
             }
-            let result = self.locked(&path, LockMode::Exclusive, true, |file, meta| {
-                let (current, _charge) = self.read_all(file, meta, &path)?;
+            let result = self.locked(&path, LockMode::Exclusive, true, |locked| {
+                let (current, _charge) = self.read_all(locked)?;
                 check_precondition(if_match, &current)?;
                 if same_layout(&current, src, &path) {
-                    rewrite_in_place(file, meta, &current, src.as_bytes(), &path)?;
+                    rewrite_in_place(locked, &current, src.as_bytes())?;
                     if self.options.set_mtime {
-                        set_mtime(file, remote_mtime, &path)?;
+                        set_mtime(locked.file(), remote_mtime, &path)?;
                     }
-                    file.sync_data().map_err(|e| AgentError::io(&path, e))?;
+                    locked.file().sync_data().map_err(|e| StoreError::io(&path, e))?;
                     Ok(Replaced::InPlace)
                 } else {
                     let temp = self.temp_with(&path, src.as_bytes(), remote_mtime)?;
-                    temp.publish_replace(&path).map_err(AgentError::whisper)?;
+                    temp.publish_replace(&path).map_err(StoreError::whisper)?;
                     Ok(Replaced::Renamed)
                 }
             });
             match result {
-                Err(AgentError::NotFound) => continue,
+                Err(StoreError::NotFound) => continue,
                 other => return other,
             }
         }
-        Err(AgentError::Unavailable(format!(
-            "{}: the file kept appearing and disappearing during the replace; retry",
-            path.display()
-        )))
+        Err(StoreError::Unstable { path, operation: "replace" })
     }
 
     /// Deletes the metric's file. With `If-Match`, only if its content is unchanged (checked and unlinked
     /// under the exclusive flock). With pruning on, removes parents left empty (see [`StoreOptions`]).
-    pub fn delete(&self, name: &MetricName, if_match: Option<&IfMatch>) -> Result<(), AgentError> {
+    pub fn delete(&self, name: &MetricName, if_match: Option<&IfMatch>) -> Result<(), StoreError> {
         let path = self.located(name, Access::Read)?;
         let parents = self.parents_with_mtimes(&path);
         // Unlinked while held open, then closed by the reaper: freeing the file waits for nobody.
         let held = match if_match {
             None => {
-                let meta = fs::symlink_metadata(&path).map_err(|e| AgentError::io(&path, e))?;
+                let meta = fs::symlink_metadata(&path).map_err(|e| StoreError::io(&path, e))?;
                 if meta.is_dir() || meta.is_symlink() {
-                    return Err(AgentError::NotFound);
+                    return Err(StoreError::NotFound);
                 }
                 let held = if meta.is_file() { File::open(&path).ok() } else { None };
-                fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))?;
+                fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
                 held
             }
             Some(_) => {
-                let ((), file) = self.locked_keep(&path, LockMode::Exclusive, false, |file, meta| {
-                    let (current, _charge) = self.read_all(file, meta, &path)?;
+                let ((), file) = self.locked_keep(&path, LockMode::Exclusive, false, |locked| {
+                    let (current, _charge) = self.read_all(locked)?;
                     check_precondition(if_match, &current)?;
-                    fs::remove_file(&path).map_err(|e| AgentError::io(&path, e))
+                    fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))
                 })?;
                 Some(file)
             }
@@ -385,7 +379,7 @@ impl Store {
     /// The path of a metric's file once every directory on the way to it is known to be a real directory
     /// below the root, not a symbolic link (403). A regular file where a directory should be is a 409 for
     /// a write and a 404 for a read; a missing directory is fine (a write creates it, a read finds nothing).
-    fn located(&self, name: &MetricName, access: Access) -> Result<PathBuf, AgentError> {
+    fn located(&self, name: &MetricName, access: Access) -> Result<PathBuf, StoreError> {
         let path = self.path(name);
         let relative = name.relative_path();
         let Some(dirs) = relative.parent().filter(|d| !d.as_os_str().is_empty()) else {
@@ -400,10 +394,10 @@ impl Store {
             Err(e) => match e.kind() {
                 io::ErrorKind::NotFound => Ok(path),
                 io::ErrorKind::NotADirectory if access == Access::Write => Err(in_the_way(&path)),
-                io::ErrorKind::NotADirectory => Err(AgentError::NotFound),
-                io::ErrorKind::InvalidFilename => Err(AgentError::name_too_long()),
-                _ if is_symlink_error(&e) => Err(AgentError::symlink(&path)),
-                _ => Err(AgentError::internal(path.display().to_string(), e)),
+                io::ErrorKind::NotADirectory => Err(StoreError::NotFound),
+                io::ErrorKind::InvalidFilename => Err(StoreError::NameTooLong),
+                _ if is_symlink_error(&e) => Err(StoreError::symlink(&path)),
+                _ => Err(StoreError::failed(path.display().to_string(), e)),
             },
         }
     }
@@ -418,34 +412,33 @@ impl Store {
             .as_ref()
     }
 
-    /// Takes whisper's flock on `file`: waiting up to `--lock-timeout` in place, or, when waits are reported,
-    /// trying once and reporting [`Wait::Lock`] if it is held.
-    fn lock<'f>(&self, file: &'f File, path: &Path, mode: LockMode) -> Result<WhisperLock<'f>, AgentError> {
+    /// Opens and flocks the file at `path` (never through a symbolic link), on the inode still at the path
+    /// once locked (see [`LockedOpen`]): waiting up to `--lock-timeout` in place, or, when waits are
+    /// reported, trying once and reporting [`Wait::Lock`] if it is held.
+    fn open_locked(&self, path: &Path, mode: LockMode, write: bool) -> Result<LockedFile, StoreError> {
         let timeout = if self.report_waits { Duration::ZERO } else { self.options.lock_timeout };
-        WhisperLock::acquire(file, path, mode, timeout).map_err(|e| match e {
+        LockedOpen::new(mode, timeout).write(write).no_follow().open(path).map_err(|e| match e {
             whisper::Error::LockTimeout { .. } if self.report_waits => {
-                AgentError::Wait(Wait::Lock { path: path.to_owned() })
+                StoreError::Wait(Wait::Lock { path: path.to_owned() })
             }
-            other => AgentError::whisper(other),
+            other => StoreError::whisper(other),
         })
     }
 
-    /// [`read_whole`], charged to the memory budget first ([`Wait::Memory`] when it has no room).
-    fn read_all(&self, file: &File, meta: &fs::Metadata, path: &Path) -> Result<(Vec<u8>, Charge), AgentError> {
-        let charge = self.budget.try_charge(meta.len())?;
-        Ok((read_whole(file, meta, path)?, charge))
+    /// The whole locked file, charged to the memory budget first ([`Wait::Memory`] when it has no room).
+    fn read_all(&self, locked: &LockedFile) -> Result<(Vec<u8>, Charge), StoreError> {
+        let charge = self.budget.try_charge(locked.metadata().len()).map_err(StoreError::Wait)?;
+        Ok((locked.read_all().map_err(StoreError::whisper)?, charge))
     }
 
-    /// Runs `f` on the file at `path` opened and locked in `mode`, with its metadata as of under the lock,
-    /// making sure the locked inode is still the one at `path` (a replace may have renamed a new file over
-    /// it while we waited for the lock).
+    /// Runs `f` on the file at `path` opened and locked in `mode` (see [`Store::open_locked`]).
     fn locked<T>(
         &self,
         path: &Path,
         mode: LockMode,
         write: bool,
-        f: impl FnMut(&File, &fs::Metadata) -> Result<T, AgentError>,
-    ) -> Result<T, AgentError> {
+        f: impl FnMut(&LockedFile) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.locked_keep(path, mode, write, f).map(|(result, _)| result)
     }
 
@@ -455,35 +448,16 @@ impl Store {
         path: &Path,
         mode: LockMode,
         write: bool,
-        mut f: impl FnMut(&File, &fs::Metadata) -> Result<T, AgentError>,
-    ) -> Result<(T, File), AgentError> {
-        for _ in 0..ATTEMPTS {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(write)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(path)
-                .map_err(|e| AgentError::io(path, e))?;
-            let meta = file.metadata().map_err(|e| AgentError::io(path, e))?;
-            if !meta.is_file() {
-                return Err(AgentError::NotFound);
-            }
-            let result = {
-                let _lock = self.lock(&file, path, mode)?;
-                let now_at_path = fs::symlink_metadata(path).map_err(|e| AgentError::io(path, e))?;
-                if (now_at_path.dev(), now_at_path.ino()) != (meta.dev(), meta.ino()) {
-                    continue; // replaced while we waited: lock the new one
-                }
-                f(&file, &now_at_path)?
-            };
-            return Ok((result, file));
-        }
-        Err(AgentError::Unavailable(format!("{}: the file keeps being replaced; retry", path.display())))
+        mut f: impl FnMut(&LockedFile) -> Result<T, StoreError>,
+    ) -> Result<(T, File), StoreError> {
+        let locked = self.open_locked(path, mode, write)?;
+        let result = f(&locked)?;
+        Ok((result, locked.unlock().map_err(StoreError::whisper)?))
     }
 
     /// Fills the existing file at `path` from `src` under the exclusive flock and makes it durable; returns
     /// the points written.
-    fn fill_existing(&self, path: &Path, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<u64, AgentError> {
+    fn fill_existing(&self, path: &Path, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<u64, StoreError> {
         let (written, written_through) = self.fill_locked(path, src, remote_mtime, now)?;
         if let Some(file) = written_through {
             self.committer.sync(file, path)?;
@@ -499,25 +473,26 @@ impl Store {
         src: &WhisperBuf,
         remote_mtime: i64,
         now: i64,
-    ) -> Result<(u64, Option<File>), AgentError> {
+    ) -> Result<(u64, Option<File>), StoreError> {
         let mut attempt = 0;
         loop {
-            let outcome = self.locked(path, LockMode::Exclusive, true, |file, meta| {
+            let outcome = self.locked(path, LockMode::Exclusive, true, |locked| {
+                let (file, meta) = (locked.file(), locked.metadata());
                 let before = meta.mtime();
-                let (bytes, _charge) = self.read_all(file, meta, path)?;
+                let (bytes, _charge) = self.read_all(locked)?;
                 let mut dst = match WhisperBuf::from_bytes(bytes) {
                     Ok(dst) => dst,
                     Err(e) => return Ok(Err(e)),
                 };
                 let written = whisper::fill_buf(src, &mut dst, &FillOptions::new(now))
-                    .map_err(|e| AgentError::internal(format!("fill {}", path.display()), e))?;
+                    .map_err(|e| StoreError::failed(format!("fill {}", path.display()), e))?;
                 if written > 0 {
-                    let spans = write_spans(dst.dirty_ranges(), self.options.coalesce_writes);
+                    let spans = match self.options.coalesce_writes {
+                        true => whisper::coalesce_ranges(dst.dirty_ranges()),
+                        false => dst.dirty_ranges(),
+                    };
                     reserve(file, meta, &spans, path)?;
-                    for range in spans {
-                        file.write_all_at(&dst.as_bytes()[range.clone()], range.start as u64)
-                            .map_err(|e| AgentError::io(path, e))?;
-                    }
+                    locked.write_ranges(dst.as_bytes(), spans).map_err(StoreError::whisper)?;
                 }
                 if self.options.set_mtime {
                     // Never make a file look older than it was before the heal, nor fresher than its data.
@@ -527,7 +502,7 @@ impl Store {
                 // holding carbon-cache off the file meanwhile would gain nothing.
                 let written_through = match written {
                     0 => None,
-                    _ => Some(file.try_clone().map_err(|e| AgentError::io(path, e))?),
+                    _ => Some(file.try_clone().map_err(|e| StoreError::io(path, e))?),
                 };
                 Ok(Ok((written, written_through)))
             })?;
@@ -540,13 +515,13 @@ impl Store {
                         whisper::Error::Corrupt { reason, .. } => reason,
                         other => other.to_string(),
                     };
-                    return Err(AgentError::Wait(Wait::Unsettled { path: path.to_owned(), reason }));
+                    return Err(StoreError::Wait(Wait::Unsettled { path: path.to_owned(), reason }));
                 }
                 Err(_) if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
                     thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
                 }
-                Err(e) => return Err(AgentError::whisper(corrupt_at(e, path))),
+                Err(e) => return Err(StoreError::whisper(corrupt_at(e, path))),
             }
         }
     }
@@ -554,7 +529,7 @@ impl Store {
     /// Writes `bytes` to a new file at `path` durably (group commit), making its missing parent directories;
     /// `Ok(false)` if a file appeared there meanwhile (nothing changed). On an error, the directories it made
     /// are removed again: a failed request changes nothing.
-    fn create_new(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<bool, AgentError> {
+    fn create_new(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<bool, StoreError> {
         let (temp, made) = self.stage_with_parents(path, bytes, remote_mtime)?;
         self.pause_before_publish();
         let published = self.committer.publish(temp, path);
@@ -573,7 +548,7 @@ impl Store {
         path: &Path,
         bytes: &[u8],
         remote_mtime: i64,
-    ) -> Result<(TempFile, Vec<PathBuf>), AgentError> {
+    ) -> Result<(TempFile, Vec<PathBuf>), StoreError> {
         let mut attempt = 1;
         loop {
             let made = self.ensure_parent(path)?;
@@ -599,9 +574,9 @@ impl Store {
     }
 
     /// A temp file next to `path` holding `bytes` (mtime applied with `--mtime`), not yet published.
-    fn temp_with(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<TempFile, AgentError> {
-        let temp = TempFile::new_for(path).map_err(AgentError::whisper)?;
-        temp.write_content(bytes, self.options.sparse).map_err(AgentError::whisper)?;
+    fn temp_with(&self, path: &Path, bytes: &[u8], remote_mtime: i64) -> Result<TempFile, StoreError> {
+        let temp = TempFile::new_for(path).map_err(StoreError::whisper)?;
+        temp.write_content(bytes, self.options.sparse).map_err(StoreError::whisper)?;
         if self.options.set_mtime {
             set_mtime(temp.file(), remote_mtime, temp.path())?;
         }
@@ -612,9 +587,9 @@ impl Store {
     /// (on an error, it removes them itself). With `--flush fsync`, each new entry's parent is fsynced here;
     /// with syncfs, the group commit of the file created in them flushes them. A directory that vanishes
     /// meanwhile (another request made it, failed, and removed it) is made again.
-    fn ensure_parent(&self, path: &Path) -> Result<Vec<PathBuf>, AgentError> {
+    fn ensure_parent(&self, path: &Path) -> Result<Vec<PathBuf>, StoreError> {
         let parent = path.parent().unwrap_or(&self.root);
-        let relative = parent.strip_prefix(&self.root).map_err(|e| AgentError::internal("mkdir", e))?;
+        let relative = parent.strip_prefix(&self.root).map_err(|e| StoreError::failed("mkdir", e))?;
         let mut attempt = 1;
         'attempt: loop {
             if parent.is_dir() {
@@ -628,7 +603,7 @@ impl Store {
                     Ok(()) => {
                         made.push(next.clone());
                         match self.options.flush {
-                            Flush::Fsync => sync_dir(&dir).map_err(AgentError::whisper),
+                            Flush::Fsync => sync_dir(&dir).map_err(StoreError::whisper),
                             Flush::Syncfs => Ok(()),
                         }
                     }
@@ -636,13 +611,13 @@ impl Store {
                     Err(e) if matches!(e.kind(), io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory) => {
                         Err(in_the_way(&next))
                     }
-                    Err(e) if e.kind() == io::ErrorKind::InvalidFilename => Err(AgentError::name_too_long()),
+                    Err(e) if e.kind() == io::ErrorKind::InvalidFilename => Err(StoreError::NameTooLong),
                     Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < ATTEMPTS => {
                         remove_new_dirs(&made);
                         attempt += 1;
                         continue 'attempt;
                     }
-                    Err(e) => Err(AgentError::writing(format!("mkdir {}", next.display()), &next, e)),
+                    Err(e) => Err(StoreError::writing(format!("mkdir {}", next.display()), &next, e)),
                 };
                 if let Err(e) = result {
                     remove_new_dirs(&made);
@@ -695,60 +670,23 @@ fn prune(parents: &[(PathBuf, SystemTime)], grace: Duration) {
     }
 }
 
-/// The byte ranges to write for a fill's changed ranges: as they are, or merged across gaps of up to
-/// [`COALESCE_GAP`] bytes.
-fn write_spans(ranges: Vec<Range<usize>>, coalesce: bool) -> Vec<Range<usize>> {
-    if !coalesce {
-        return ranges;
-    }
-    let mut spans: Vec<Range<usize>> = Vec::with_capacity(ranges.len().min(16));
-    for range in ranges {
-        match spans.last_mut() {
-            Some(last) if range.start.saturating_sub(last.end) <= COALESCE_GAP => last.end = last.end.max(range.end),
-            _ => spans.push(range),
-        }
-    }
-    spans
-}
-
 /// Whether a regular file is at `path`; a directory or other special file there is a 409.
-fn exists(path: &Path) -> Result<bool, AgentError> {
+fn exists(path: &Path) -> Result<bool, StoreError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(true),
-        Ok(meta) if meta.is_symlink() => Err(AgentError::symlink(path)),
+        Ok(meta) if meta.is_symlink() => Err(StoreError::symlink(path)),
         Ok(_) => Err(in_the_way(path)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(in_the_way(path)),
-        Err(e) if e.kind() == io::ErrorKind::InvalidFilename => Err(AgentError::name_too_long()),
-        Err(e) => Err(AgentError::internal(path.display().to_string(), e)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidFilename => Err(StoreError::NameTooLong),
+        Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
     }
 }
 
-/// The 409 of a path taken by something that is not what the metric needs (a directory or device where its
-/// file goes, a file where a directory goes).
-fn in_the_way(path: &Path) -> AgentError {
-    AgentError::Conflict(format!(
-        "{}: something other than a whisper file or a directory is in the way of this metric; move it aside",
-        path.display()
-    ))
-}
-
-/// The whole file of `meta`'s size (taken under the lock): one `pread` in the usual case. A file found
-/// shorter is returned as it is (its parse reports the truncation).
-fn read_whole(file: &File, meta: &fs::Metadata, path: &Path) -> Result<Vec<u8>, AgentError> {
-    let len = usize::try_from(meta.len()).map_err(|e| AgentError::internal(path.display().to_string(), e))?;
-    let mut bytes = vec![0; len];
-    let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut bytes[filled..], filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(AgentError::io(path, e)),
-        }
-    }
-    bytes.truncate(filled);
-    Ok(bytes)
+/// A path taken by something that is not what the metric needs (a directory or device where its file goes,
+/// a file where a directory goes).
+fn in_the_way(path: &Path) -> StoreError {
+    StoreError::InTheWay { path: path.to_owned() }
 }
 
 /// What a request does with a metric's path (a file in the way of a directory means different things).
@@ -810,11 +748,9 @@ fn stat_of(name: &MetricName, meta: &fs::Metadata, size: u64) -> MetricStat {
     }
 }
 
-fn check_precondition(if_match: Option<&IfMatch>, current: &[u8]) -> Result<(), AgentError> {
+fn check_precondition(if_match: Option<&IfMatch>, current: &[u8]) -> Result<(), StoreError> {
     match if_match {
-        Some(m) if !m.matches(&etag_of(current)) => Err(AgentError::PreconditionFailed(
-            "the metric changed since it was read (If-Match does not match its ETag)".into(),
-        )),
+        Some(m) if !m.matches(&etag_of(current)) => Err(StoreError::Changed),
         _ => Ok(()),
     }
 }
@@ -827,13 +763,8 @@ fn same_layout(current: &[u8], src: &WhisperBuf, path: &Path) -> bool {
             .unwrap_or(false)
 }
 
-fn rewrite_in_place(
-    file: &File,
-    meta: &fs::Metadata,
-    current: &[u8],
-    new: &[u8],
-    path: &Path,
-) -> Result<(), AgentError> {
+/// Writes `new` over the locked file's `current` content (same length), only the blocks that differ.
+fn rewrite_in_place(locked: &LockedFile, current: &[u8], new: &[u8]) -> Result<(), StoreError> {
     let changed: Vec<Range<usize>> = current
         .chunks(BLOCK)
         .zip(new.chunks(BLOCK))
@@ -841,11 +772,8 @@ fn rewrite_in_place(
         .filter(|(_, (old, new))| old != new)
         .map(|(i, (_, new))| i * BLOCK..i * BLOCK + new.len())
         .collect();
-    reserve(file, meta, &changed, path)?;
-    for range in changed {
-        file.write_all_at(&new[range.clone()], range.start as u64).map_err(|e| AgentError::io(path, e))?;
-    }
-    Ok(())
+    reserve(locked.file(), locked.metadata(), &changed, locked.path())?;
+    locked.write_ranges(new, changed).map_err(StoreError::whisper)
 }
 
 /// Before writing `ranges` into a file with holes (`--sparse`, or a sparse file of carbon's), allocates
@@ -853,7 +781,7 @@ fn rewrite_in_place(
 /// into a hole can otherwise fail half-way, leaving some points written and, at a block boundary, half a
 /// point. A file without holes needs no block to be rewritten in place, and is not checked. A filesystem
 /// that cannot preallocate is written to as before.
-fn reserve(file: &File, meta: &fs::Metadata, ranges: &[Range<usize>], path: &Path) -> Result<(), AgentError> {
+fn reserve(file: &File, meta: &fs::Metadata, ranges: &[Range<usize>], path: &Path) -> Result<(), StoreError> {
     if meta.blocks().saturating_mul(512) >= meta.len() {
         return Ok(());
     }
@@ -864,7 +792,7 @@ fn reserve(file: &File, meta: &fs::Metadata, ranges: &[Range<usize>], path: &Pat
             Err(e) => {
                 let err = io::Error::from(e);
                 if matches!(err.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) {
-                    return Err(AgentError::io(path, err));
+                    return Err(StoreError::io(path, err));
                 }
                 return Ok(()); // not supported here: the writes report their own errors
             }
@@ -873,13 +801,13 @@ fn reserve(file: &File, meta: &fs::Metadata, ranges: &[Range<usize>], path: &Pat
     Ok(())
 }
 
-fn set_mtime(file: &File, unix_seconds: i64, path: &Path) -> Result<(), AgentError> {
+fn set_mtime(file: &File, unix_seconds: i64, path: &Path) -> Result<(), StoreError> {
     let Ok(seconds) = u64::try_from(unix_seconds) else {
         return Ok(());
     };
     let time = UNIX_EPOCH + Duration::from_secs(seconds);
     file.set_times(fs::FileTimes::new().set_modified(time).set_accessed(time))
-        .map_err(|e| AgentError::writing(format!("set mtime of {}", path.display()), path, e))
+        .map_err(|e| StoreError::writing(format!("set mtime of {}", path.display()), path, e))
 }
 
 /// A corrupt-buffer error re-labelled with the file it came from.

@@ -47,5 +47,7 @@ mod tests {
         let ranges = vec![0..12, 12 + gap..24 + gap, 25 + 2 * gap..40 + 2 * gap];
         assert_eq!(coalesce_ranges(ranges), vec![0..24 + gap, 25 + 2 * gap..40 + 2 * gap]);
         assert_eq!(merge_ranges(vec![10..20, 0..10, 15..30, 40..50]), vec![0..30, 40..50]);
+        // The agent's `--coalesce-writes` case: two points 12 bytes apart join, one 100 KB away does not.
+        assert_eq!(coalesce_ranges(vec![0..12, 24..36, 100_000..100_012]), vec![0..36, 100_000..100_012]);
     }
 }

@@ -44,7 +44,7 @@ use crate::auth::{Grant, Op};
 use crate::budget::{Budget, Charge};
 use crate::error::AgentError;
 use crate::etag::IfMatch;
-use crate::store::{HealItem, Healed, Store};
+use crate::store::{HealItem, Healed, Store, StoreError};
 use crate::wait::{Wait, Waiter};
 use crate::AppState;
 
@@ -416,7 +416,7 @@ impl Entries for ReadEntries {
 
     fn serve(&mut self, store: &Store, i: usize) -> Result<Frame, Wait> {
         let name = std::mem::take(&mut self.frames[i].name);
-        let read = admit(self.grant.as_ref(), Op::Read, &name).and_then(|metric| store.read(&metric));
+        let read = admit(self.grant.as_ref(), Op::Read, &name).and_then(|metric| Ok(store.read(&metric)?));
         let snapshot = read.and_then(|snapshot| {
             let len = snapshot.bytes.len() as u64;
             if self.total > 0 && self.total.saturating_add(len) > self.answer_limit {
@@ -557,12 +557,12 @@ async fn heal_entries(
         let mut first_wait = None;
         for (&i, result) in todo.iter().zip(healed) {
             match result {
-                Err(AgentError::Wait(wait)) => {
+                Err(StoreError::Wait(wait)) => {
                     waiting.push(i);
                     results[i] = Some(Err(AgentError::Wait(wait.clone())));
                     first_wait.get_or_insert(wait);
                 }
-                other => results[i] = Some(other),
+                other => results[i] = Some(other.map_err(AgentError::from)),
             }
         }
         todo = waiting;
@@ -649,7 +649,7 @@ impl Entries for HealEntries {
                 };
                 Ok(Frame::new(name, 200, meta, data))
             }
-            Err(AgentError::Wait(wait)) => Err(wait),
+            Err(StoreError::Wait(wait)) => Err(wait),
             Err(e) => {
                 tracing::debug!(metric = %metric.as_str(), error = %e, "heal read-back failed; the client will GET");
                 Ok(Frame::new(name, 200, Meta { report: Some(report.clone()), ..Meta::default() }, Bytes::new()))

@@ -43,7 +43,7 @@ pub(super) async fn head_metric(
     headers: HeaderMap,
 ) -> Result<Response, AgentError> {
     let name = authorize(&state, &headers, Op::Read, &name)?;
-    let stat = state.blocking(move |store| store.stat(&name)).await?;
+    let stat = state.blocking(move |store| Ok(store.stat(&name)?)).await?;
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
     h.insert(METRIC_STAT_HEADER, stat_header(&stat)?);

@@ -30,7 +30,7 @@ use std::thread;
 
 use whisper::durable::{parent_dir, sync_dir, TempFile};
 
-use crate::error::AgentError;
+use super::StoreError;
 
 /// Most requests taken into one batch (each holds an open file until it is answered); the works of one
 /// [`Committer::submit_many`] are never split, so callers submit at most this many at once.
@@ -97,7 +97,7 @@ impl Work {
 }
 
 /// `Ok(true)`: done (published, or synced); `Ok(false)`: not published, a file is at the path.
-pub(crate) type Answer = Result<bool, AgentError>;
+pub(crate) type Answer = Result<bool, StoreError>;
 
 struct Job {
     work: Work,
@@ -127,23 +127,23 @@ impl Committer {
 
     /// Makes `temp` durable and links it at `dest` unless something exists there; `Ok(false)` (and the temp
     /// file removed) if something does. Blocks until the batch is on disk.
-    pub(crate) fn publish(&self, temp: TempFile, dest: &Path) -> Result<bool, AgentError> {
+    pub(crate) fn publish(&self, temp: TempFile, dest: &Path) -> Result<bool, StoreError> {
         self.submit(Work::Publish { temp, dest: dest.to_owned() })
     }
 
     /// Makes the writes made through `file` durable. Blocks until the batch is on disk.
-    pub(crate) fn sync(&self, file: File, path: &Path) -> Result<(), AgentError> {
+    pub(crate) fn sync(&self, file: File, path: &Path) -> Result<(), StoreError> {
         self.submit(Work::Sync { file, path: path.to_owned() }).map(|_| ())
     }
 
     fn submit(&self, work: Work) -> Answer {
-        self.submit_many(vec![work]).pop().unwrap_or_else(|| Err(AgentError::internal("group commit", "no answer")))
+        self.submit_many(vec![work]).pop().unwrap_or_else(|| Err(StoreError::failed("group commit", "no answer")))
     }
 
     /// Hands every work to the committer at once, then waits for all of them: they are committed together
     /// (in one batch, up to [`MAX_BATCH`]) rather than one flush round each. Returns the answers in order.
     pub(crate) fn submit_many(&self, works: Vec<Work>) -> Vec<Answer> {
-        let mut answers: Vec<Result<Receiver<Answer>, AgentError>> = Vec::with_capacity(works.len());
+        let mut answers: Vec<Result<Receiver<Answer>, StoreError>> = Vec::with_capacity(works.len());
         let mut jobs = Vec::with_capacity(works.len());
         for work in works {
             match work.file().metadata() {
@@ -152,7 +152,7 @@ impl Committer {
                     jobs.push(Job { work, device: meta.dev(), reply });
                     answers.push(Ok(answer));
                 }
-                Err(e) => answers.push(Err(AgentError::io(work.path(), e))), // its temp file is removed here
+                Err(e) => answers.push(Err(StoreError::io(work.path(), e))), // its temp file is removed here
             }
         }
         let failure = if jobs.is_empty() { None } else { self.send(jobs).err().map(|e| e.to_string()) };
@@ -161,7 +161,7 @@ impl Committer {
             .map(|answer| {
                 answer?.recv().map_err(|_| {
                     let reason = failure.as_deref().unwrap_or("the committer thread stopped before answering");
-                    AgentError::internal("group commit", reason)
+                    StoreError::failed("group commit", reason)
                 })?
             })
             .collect()
@@ -170,7 +170,7 @@ impl Committer {
     /// Hands `jobs` to the committer thread as one message (so they are taken into the same batch),
     /// starting the thread if it is not running (or died). On an error the jobs are dropped, and their
     /// requests see the committer gone.
-    fn send(&self, jobs: Vec<Job>) -> Result<(), AgentError> {
+    fn send(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
         let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         let jobs = match sender.as_ref() {
             Some(running) => match running.send(jobs) {
@@ -187,8 +187,8 @@ impl Committer {
         thread::Builder::new()
             .name("bucky-commit".into())
             .spawn(move || run(flush, &rx))
-            .map_err(|e| AgentError::internal("start the group-commit thread", e))?;
-        tx.send(jobs).map_err(|_| AgentError::internal("group commit", "the committer thread did not start"))?;
+            .map_err(|e| StoreError::failed("start the group-commit thread", e))?;
+        tx.send(jobs).map_err(|_| StoreError::failed("group commit", "the committer thread did not start"))?;
         *sender = Some(tx);
         Ok(())
     }
@@ -257,14 +257,14 @@ impl Pipeline {
             let answer = match failure {
                 None => Ok(true),
                 // The file is complete at its path, but it must not be reported durable.
-                Some(e) => Err(AgentError::writing(format!("flush {}", waiting.dir.display()), &waiting.dir, e)),
+                Some(e) => Err(StoreError::writing(format!("flush {}", waiting.dir.display()), &waiting.dir, e)),
             };
             let _ = waiting.reply.send(answer);
         }
         for (job, failure) in batch.into_iter().zip(content_failed) {
             if let Some(e) = failure {
                 let path = job.work.path();
-                let answer = Err(AgentError::writing(format!("flush {}", path.display()), path, e));
+                let answer = Err(StoreError::writing(format!("flush {}", path.display()), path, e));
                 answer_now(job, answer);
                 continue;
             }
@@ -273,7 +273,7 @@ impl Pipeline {
                 Work::Publish { temp, dest } => match std::fs::hard_link(temp.path(), dest) {
                     Ok(()) => None,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Ok(false)),
-                    Err(e) => Some(Err(AgentError::io(dest, e))),
+                    Err(e) => Some(Err(StoreError::io(dest, e))),
                 },
             };
             match published {
@@ -511,7 +511,7 @@ mod tests {
             staged(dir.path(), "ok.wsp", b"y"),
         ];
         let (answers, _) = batch(Flush::Syncfs, works);
-        assert!(matches!(answers[0], Err(AgentError::NotFound)), "{:?}", answers[0]);
+        assert!(matches!(answers[0], Err(StoreError::NotFound)), "{:?}", answers[0]);
         assert!(matches!(answers[1], Ok(true)), "{:?}", answers[1]);
         assert_eq!(std::fs::read_dir(dir.path().join("gone")).unwrap().count(), 0, "temp file removed");
     }

@@ -9,6 +9,7 @@ use bucky_wire::MetricName;
 use whisper::WhisperBuf;
 
 use super::*;
+use crate::error::AgentError;
 use crate::testutil::{self, now, wsp};
 
 fn buf(points: &[(i64, f64)]) -> WhisperBuf {
@@ -148,7 +149,7 @@ fn a_file_that_stays_corrupt_is_a_conflict_and_is_not_touched() {
     let path = store.path(&name);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(&path, b"garbage garbage garbage garbage").unwrap();
-    let err = store.heal(&name, &buf(&[(1, 1.0)]), 0, now()).unwrap_err();
+    let err = AgentError::from(store.heal(&name, &buf(&[(1, 1.0)]), 0, now()).unwrap_err());
     assert!(matches!(err, AgentError::Conflict(_)), "{err}");
     assert_eq!(fs::read(&path).unwrap(), b"garbage garbage garbage garbage");
 }
@@ -164,13 +165,6 @@ fn sparse_creates_read_back_identical() {
     let snapshot = store.read(&name).unwrap();
     assert_eq!(snapshot.bytes, src.as_bytes());
     assert_eq!(snapshot.etag, crate::etag::etag_of(src.as_bytes()));
-}
-
-#[test]
-fn write_spans_merge_only_when_asked() {
-    let ranges = vec![0..12, 24..36, 100_000..100_012];
-    assert_eq!(write_spans(ranges.clone(), false), ranges);
-    assert_eq!(write_spans(ranges, true), vec![0..36, 100_000..100_012]);
 }
 
 #[test]
@@ -224,7 +218,7 @@ fn heal_many_creates_fills_and_fails_each_entry_on_its_own() {
             (twice.clone(), buf(&[(1, 1.0)]), 0),
             (twice.clone(), buf(&[(1, 10.0), (5, 5.0)]), 0),
         ];
-        let results = store.heal_many(&items, now());
+        let results: Vec<_> = store.heal_many(&items, now()).into_iter().map(|r| r.map_err(AgentError::from)).collect();
         assert_eq!(results.len(), items.len());
         assert!(matches!(results[2], Err(AgentError::Conflict(_))), "{flush:?}: {:?}", results[2]);
         let results: Vec<Result<Healed, String>> = results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
@@ -371,13 +365,17 @@ fn a_create_that_fails_leaves_no_directory_it_made() {
     let name = &name_with_dir_of(dir.path(), 4060, "m");
     assert!(store.path(name).as_os_str().len() < 4096);
     {
-        let err = store.heal(name, &buf(&[(1, 1.0)]), 0, now()).unwrap_err();
+        let err = AgentError::from(store.heal(name, &buf(&[(1, 1.0)]), 0, now()).unwrap_err());
         // ENAMETOOLONG: a 400 naming the cause (the name is valid, its temp file's path is not).
         assert!(matches!(err, AgentError::BadRequest(_)), "{err}");
         assert_eq!(tree(dir.path()), before, "a failed POST left something");
         store.replace(name, &buf(&[(1, 1.0)]), None, 0).unwrap_err();
         assert_eq!(tree(dir.path()), before, "a failed PUT left something");
-        let results = store.heal_many(&[(name.clone(), buf(&[(1, 1.0)]), 0)], now());
+        let results: Vec<_> = store
+            .heal_many(&[(name.clone(), buf(&[(1, 1.0)]), 0)], now())
+            .into_iter()
+            .map(|r| r.map_err(AgentError::from))
+            .collect();
         assert!(matches!(results[..], [Err(AgentError::BadRequest(_))]), "{results:?}");
         assert_eq!(tree(dir.path()), before, "a failed batch heal left something");
     }
@@ -414,6 +412,7 @@ fn a_create_failing_at_its_publish_leaves_no_directory_it_made() {
             store.heal(&name, &buf(&[(1, 1.0)]), 0, now()).map(|_| ())
         };
         remover.join().unwrap();
+        let result = result.map_err(AgentError::from);
         assert!(matches!(result, Err(AgentError::NotFound)), "batch {batch}: {result:?}");
         assert_eq!(tree(dir.path()), ["shared"], "batch {batch}: the new directories were left");
     }
