@@ -437,9 +437,9 @@ impl Store {
         path: &Path,
         mode: LockMode,
         write: bool,
-        f: impl FnMut(&LockedFile) -> Result<T, StoreError>,
+        f: impl FnOnce(&LockedFile) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.locked_keep(path, mode, write, f).map(|(result, _)| result)
+        f(&self.open_locked(path, mode, write)?)
     }
 
     /// [`Store::locked`], also returning the file (unlocked) when `f` succeeded.
@@ -448,7 +448,7 @@ impl Store {
         path: &Path,
         mode: LockMode,
         write: bool,
-        mut f: impl FnMut(&LockedFile) -> Result<T, StoreError>,
+        f: impl FnOnce(&LockedFile) -> Result<T, StoreError>,
     ) -> Result<(T, File), StoreError> {
         let locked = self.open_locked(path, mode, write)?;
         let result = f(&locked)?;

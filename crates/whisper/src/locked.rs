@@ -57,7 +57,8 @@ impl LockedOpen {
 
     /// Opens `path`, takes the flock, and checks that the path still names the locked inode; if it was
     /// replaced meanwhile, starts again on the new file (a few times, then [`Error::KeepsBeingReplaced`]).
-    /// Something other than a regular file at the path is [`Error::NotAFile`]; a lock not had in time is
+    /// A directory at the path is an [`Error::Io`] (`EISDIR`), anything else but a regular file
+    /// [`Error::NotAFile`]; a lock not had in time is
     /// [`Error::LockTimeout`].
     pub fn open(&self, path: impl AsRef<Path>) -> Result<LockedFile> {
         let path = path.as_ref();
@@ -69,6 +70,11 @@ impl LockedOpen {
             }
             let file = options.open(path).map_err(|e| Error::io(path, e))?;
             let opened = file.metadata().map_err(|e| Error::io(path, e))?;
+            if opened.is_dir() {
+                // What reading it would have said (EISDIR), as the unlocked opens report it.
+                let cause = std::io::Error::from_raw_os_error(rustix::io::Errno::ISDIR.raw_os_error());
+                return Err(Error::io(path, cause));
+            }
             if !opened.is_file() {
                 return Err(Error::NotAFile(path.to_owned()));
             }
@@ -201,6 +207,8 @@ mod tests {
         assert!(WhisperFile::open_locked(&path, LockMode::Shared, Duration::ZERO).is_ok(), "shared with shared");
         drop(shared);
         let err = LockedOpen::new(LockMode::Shared, Duration::ZERO).open(dir.path()).unwrap_err();
+        assert!(matches!(&err, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::IsADirectory), "{err}");
+        let err = LockedOpen::new(LockMode::Shared, Duration::ZERO).open("/dev/null").unwrap_err();
         assert!(matches!(err, Error::NotAFile(_)), "{err}");
         let link = dir.path().join("link.wsp");
         std::os::unix::fs::symlink(&path, &link).unwrap();
