@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::store::StoreError;
-
 /// A failed request. Client faults (4xx) are answered with the reason and not logged as errors; internal
 /// faults (5xx) are logged with their detail. Bodies are plain text ending in a newline, as Go's
 /// `http.Error` writes them.
@@ -77,6 +75,11 @@ impl AgentError {
         AgentError::Internal { context: context.into(), source: err.into() }
     }
 
+    /// 409: the destination is not a valid whisper file (`err` names it and why); the answer names the fixes.
+    pub(crate) fn corrupt_file(err: impl std::fmt::Display) -> AgentError {
+        AgentError::Conflict(format!("{err}; replace it with PUT, or move it aside and POST again"))
+    }
+
     /// The text of the answer: the message, and for an internal fault its cause after a colon.
     fn answer_text(&self) -> String {
         match self {
@@ -122,30 +125,6 @@ impl AgentError {
             tracing::debug!(%status, reason = %self, "request refused");
         }
         (status, self.answer_text())
-    }
-}
-
-/// The HTTP answer of each store failure; the texts are the ones the agent has always answered (the e2e
-/// tests and the Go clients read them).
-impl From<StoreError> for AgentError {
-    fn from(err: StoreError) -> AgentError {
-        let text = err.to_string();
-        match err {
-            StoreError::NotFound => AgentError::NotFound,
-            StoreError::NameTooLong => AgentError::BadRequest(text),
-            StoreError::Symlink { .. } => AgentError::Forbidden(text),
-            StoreError::InTheWay { .. } => AgentError::Conflict(text),
-            StoreError::Corrupt(_) => {
-                AgentError::Conflict(format!("{text}; replace it with PUT, or move it aside and POST again"))
-            }
-            StoreError::IfMatchButMissing | StoreError::Changed => AgentError::PreconditionFailed(text),
-            StoreError::Locked(_) | StoreError::Unstable { .. } | StoreError::KeepsBeingReplaced { .. } => {
-                AgentError::Unavailable(text)
-            }
-            StoreError::Wait(wait) => AgentError::Wait(wait),
-            StoreError::Full { .. } | StoreError::QuotaExceeded { .. } => AgentError::InsufficientStorage(text),
-            StoreError::Failed { context, source } => AgentError::Internal { context, source },
-        }
     }
 }
 

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::budget::{out_of_memory, Budget};
 use crate::error::AgentError;
-use crate::store::StoreError;
 
 /// Why an operation could not go on now. Never answered to a client as it is: a [`Waiter`] turns it into a
 /// retry or into the final error.
@@ -126,10 +125,10 @@ impl Waiter {
 
 /// The 503 of a lock wait that ran out of time.
 fn lock_timeout(path: &std::path::Path, waited: Duration) -> AgentError {
-    StoreError::whisper(whisper::Error::LockTimeout { path: path.to_owned(), waited }).into()
+    AgentError::Unavailable(whisper::Error::LockTimeout { path: path.to_owned(), waited }.to_string())
 }
 
 /// The 409 of a file that stayed invalid.
 fn corrupt(path: &std::path::Path, reason: &str) -> AgentError {
-    StoreError::whisper(whisper::Error::Corrupt { path: path.to_owned(), reason: reason.to_owned() }).into()
+    AgentError::corrupt_file(whisper::Error::Corrupt { path: path.to_owned(), reason: reason.to_owned() })
 }

@@ -28,6 +28,7 @@ use whisper::WhisperBuf;
 use crate::auth::{Grant, Op};
 use crate::budget::Charge;
 use crate::error::AgentError;
+use crate::store::StoreError;
 use crate::AppState;
 
 /// The agent's router (testable with `tower::ServiceExt::oneshot`, no server needed).
@@ -320,4 +321,26 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response {
     let mut response = (status, format!("{body}\n")).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// The HTTP answer of each store failure; the texts are the ones the agent has always answered (the e2e
+/// tests and the Go clients read them).
+impl From<StoreError> for AgentError {
+    fn from(err: StoreError) -> AgentError {
+        let text = err.to_string();
+        match err {
+            StoreError::NotFound => AgentError::NotFound,
+            StoreError::NameTooLong => AgentError::BadRequest(text),
+            StoreError::Symlink { .. } => AgentError::Forbidden(text),
+            StoreError::InTheWay { .. } => AgentError::Conflict(text),
+            StoreError::Corrupt(_) => AgentError::corrupt_file(text),
+            StoreError::IfMatchButMissing | StoreError::Changed => AgentError::PreconditionFailed(text),
+            StoreError::Locked(_) | StoreError::Unstable { .. } | StoreError::KeepsBeingReplaced { .. } => {
+                AgentError::Unavailable(text)
+            }
+            StoreError::Wait(wait) => AgentError::Wait(wait),
+            StoreError::Full { .. } | StoreError::QuotaExceeded { .. } => AgentError::InsufficientStorage(text),
+            StoreError::Failed { context, source } => AgentError::Internal { context, source },
+        }
+    }
 }
