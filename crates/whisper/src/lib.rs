@@ -9,7 +9,8 @@
 //!   truncated files give an [`Error`], never a panic or a huge allocation;
 //! - is transactional: an operation that fails changes nothing on disk (see [`WhisperBuf`]);
 //! - creates files atomically (temp file, fsync, no-replace link) and locks with `flock(2)` through an RAII
-//!   guard with a bounded wait ([`WhisperLock`]);
+//!   guard with a bounded wait, on the inode still at the path once locked ([`WhisperFile::open_locked`],
+//!   [`LockedOpen`]);
 //! - has a safe heal, [`FillMode::Safe`], that only ever writes empty slots of the same archive.
 //!
 //! Every operation takes an explicit `now`, so results are deterministic.
