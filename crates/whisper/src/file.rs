@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::fetch::{self, Series};
 use crate::header::{Header, METADATA_SIZE, POINT_SIZE};
 use crate::lock::{LockMode, WhisperLock};
-use crate::locked::{LockedFile, LockedOpen};
+use crate::locked::{read_up_to, LockedFile, LockedOpen};
 use crate::slot::{point_from, Point};
 
 /// An open, validated whisper file.
@@ -493,17 +493,4 @@ fn read_header(file: &File, path: &Path) -> Result<(Header, Vec<u8>)> {
         bytes
     };
     Ok((Header::parse(&bytes, len, path)?, bytes))
-}
-
-pub(crate) fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }

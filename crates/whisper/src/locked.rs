@@ -130,7 +130,7 @@ impl LockedFile {
     pub fn read_all(&self) -> Result<Vec<u8>> {
         let len = usize::try_from(self.metadata.len()).map_err(|_| Error::corrupt(&self.path, "file too large"))?;
         let mut bytes = vec![0; len];
-        let filled = crate::file::read_up_to(&self.file, &mut bytes, 0).map_err(|e| Error::io(&self.path, e))?;
+        let filled = read_up_to(&self.file, &mut bytes, 0).map_err(|e| Error::io(&self.path, e))?;
         bytes.truncate(filled);
         Ok(bytes)
     }
@@ -159,6 +159,20 @@ impl Drop for LockedFile {
         // Closing the descriptor would release it too, but not while a duplicate of it lives on.
         let _ = self.file.unlock();
     }
+}
+
+/// Reads into `buf` from `offset` until it is full or the file ends; returns the bytes read.
+pub(crate) fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
