@@ -1,13 +1,13 @@
 //! bucky-agent end to end: real `bucky-agent` processes on 127.0.0.x loopback addresses, real HTTP.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bucky_e2e::{bin, free_port};
+use bucky_e2e::{bin, free_port, hold_flock};
 use bucky_wire::{MetricStat, RingInfo, AUTH_HEADER, METRIC_STAT_HEADER};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
@@ -409,18 +409,7 @@ fn agent_heal_waits_for_another_process_holding_the_flock() {
     let agent = TestAgent::start(ip, free_port(ip), &root, &[ip], &[]);
     let client = client();
     // Another process (carbon-cache with WHISPER_LOCK_WRITES) holds LOCK_EX for 2 s.
-    let mut holder = Command::new("python3")
-        .args([
-            "-c",
-            "import fcntl, sys, time\nf = open(sys.argv[1], 'r+b')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(2)\n",
-            agent.path_of("busy.m").to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
+    let (mut holder, _) = hold_flock(&agent.path_of("busy.m"), Some(2));
     let started = Instant::now();
     let response = upload(&client, reqwest::Method::POST, &agent.url("/metrics/busy.m"), "busy.m", &wsp(&[(2, 2.0)]));
     let waited = started.elapsed();
