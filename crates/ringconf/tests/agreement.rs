@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use test_support::{carbon_c_relay, env_usize, oracle_python, oracle_script, pipe};
+use test_support::{carbon_c_relay, env_usize, oracle_python, oracle_script, parse_relay_test, pipe, relay_test};
 
 /// The run's seed, offset per test so that the three kinds get different streams.
 fn seed(offset: u64) -> u64 {
@@ -632,40 +632,23 @@ fn relay_conf(rng: &mut StdRng) -> (String, Option<String>, &'static str, Vec<St
 }
 
 /// `carbon-c-relay -t -f FILE`: per name, the members (`host:port`) the cluster sends it to.
-fn relay_place(relay: &str, path: &Path, cluster: &str, hash: &str, names: &[String]) -> Vec<Vec<String>> {
-    let mut input = Vec::new();
-    for name in names {
-        input.extend(name.bytes());
-        input.push(b'\n');
-    }
-    let mut cmd = Command::new(relay);
-    cmd.arg("-t").arg("-f").arg(path);
-    let report = pipe(cmd, input, &format!("carbon-c-relay -t -f {}", path.display()));
-    let report = String::from_utf8(report).expect("UTF-8 output");
-    let header = format!("    {hash}({cluster})");
-    let mut out = Vec::new();
-    let mut lines = report.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line != "match" {
-            continue;
-        }
-        let Some(name) = lines.next().and_then(|l| l.strip_prefix("    * -> ")) else { continue };
-        assert_eq!(lines.next(), Some(header.as_str()), "relay report for {name:?}:\n{report}");
-        let mut members = Vec::new();
-        while let Some(addr) = lines.peek().and_then(|l| l.strip_prefix("        ")) {
-            members.push(addr.to_owned());
-            lines.next();
-        }
-        assert_eq!(name, names[out.len()], "relay answers in input order");
-        out.push(members);
-    }
-    assert_eq!(out.len(), names.len(), "one relay answer per name:\n{report}");
-    out
+fn relay_place(path: &Path, cluster: &str, hash: &str, names: &[String]) -> Vec<Vec<String>> {
+    let report = relay_test(path, names, &format!("carbon-c-relay -t -f {}", path.display()));
+    let answers = parse_relay_test(&report, &[format!("    {hash}({cluster})")]);
+    assert_eq!(answers.len(), names.len(), "one relay answer per name:\n{report}");
+    answers
+        .into_iter()
+        .zip(names)
+        .map(|((name, mut clusters), asked)| {
+            assert_eq!(&name, asked, "relay answers in input order");
+            clusters.remove(0)
+        })
+        .collect()
 }
 
 #[test]
 fn relay_conf_agrees_with_carbon_c_relay_3_7_3() {
-    let relay = carbon_c_relay();
+    carbon_c_relay(); // the version check, once before the workers start
     let seed = seed(3);
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -698,7 +681,7 @@ fn relay_conf_agrees_with_carbon_c_relay_3_7_3() {
                             .iter()
                             .map(|name| config.ring.replica_indices(name).map(|i| by_index[&i].clone()).collect())
                             .collect();
-                        let theirs = relay_place(relay, path, &config.cluster, hash, names);
+                        let theirs = relay_place(path, &config.cluster, hash, names);
                         assert_same(&what, names, &ours, &theirs);
                         placed += names.len();
                     }

@@ -1,10 +1,11 @@
-//! Helpers shared by bucky's integration tests (a dev-dependency only, never published): where the
-//! workspace, its binaries and the reference peers are, free loopback ports, running a peer on some
-//! input, and the whisper oracle harness ([`whisper_oracle`]) that judges bucky against whisper.py and
-//! carbonate.
+//! Helpers shared by bucky's tests (a dev-dependency only, never published): where the workspace, its
+//! binaries and the reference peers are, free loopback ports, running a peer on some input (and reading
+//! carbon-c-relay's `-t` report), whisper files on a minute clock ([`minutes`]), and the whisper oracle
+//! harness ([`whisper_oracle`]) that judges bucky against whisper.py and carbonate.
 //!
 //! A missing peer fails the test that needs it with a message saying how to install it: tests never skip.
 
+pub mod minutes;
 pub mod whisper_oracle;
 
 use std::io::Write;
@@ -113,6 +114,46 @@ pub fn carbon_c_relay() -> &'static str {
         assert!(version.contains("v3.7.3"), "the relay oracle must be carbon-c-relay 3.7.3, got {version:?}");
         bin
     })
+}
+
+/// Runs `carbon-c-relay -t -f config` on `names` (one per line) and returns its report of where each
+/// name goes (read it with [`parse_relay_test`]). The resolver gives up after one 1 s try, since an
+/// unanswered query otherwise stalls the relay 5 s. `what` names the run in a failure.
+pub fn relay_test(config: &Path, names: &[String], what: &str) -> String {
+    let mut input = Vec::new();
+    for name in names {
+        input.extend(name.bytes());
+        input.push(b'\n');
+    }
+    let mut cmd = Command::new(carbon_c_relay());
+    cmd.arg("-t").arg("-f").arg(config).env("RES_OPTIONS", "timeout:1 attempts:1");
+    String::from_utf8(pipe(cmd, input, what)).expect("relay output is UTF-8")
+}
+
+/// Reads a `carbon-c-relay -t` report: `match`, `    * -> NAME`, then for each cluster the name reaches a
+/// header line (`    HASH(CLUSTER)`) and its members (`        host:port`, replica order). Returns, per
+/// name in report order, the members under each of `headers`, which must follow in that order.
+pub fn parse_relay_test(report: &str, headers: &[String]) -> Vec<(String, Vec<Vec<String>>)> {
+    let mut out = Vec::new();
+    let mut lines = report.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line != "match" {
+            continue;
+        }
+        let Some(name) = lines.next().and_then(|l| l.strip_prefix("    * -> ")) else { continue };
+        let mut clusters = Vec::with_capacity(headers.len());
+        for header in headers {
+            assert_eq!(lines.next(), Some(header.as_str()), "relay report for {name:?}:\n{report}");
+            let mut members = Vec::new();
+            while let Some(addr) = lines.peek().and_then(|l| l.strip_prefix("        ")) {
+                members.push(addr.to_owned());
+                lines.next();
+            }
+            clusters.push(members);
+        }
+        out.push((name.to_owned(), clusters));
+    }
+    out
 }
 
 /// An environment variable read as a count, `default` when unset or not a number (`BUCKY_RINGCONFS`, …).

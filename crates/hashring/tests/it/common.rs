@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
-use test_support::{carbon_c_relay, pipe};
+use test_support::{parse_relay_test, pipe, relay_test};
 
 // ---------------------------------------------------------------------------------------------------------
 // carbon 1.1.10
@@ -155,16 +155,8 @@ pub fn relay_place_many(hashes: &[Hash], nodes: &[Node], replicas: usize, names:
     let conf = dir.path().join("relay.conf");
     let text = relay_config(hashes, nodes, replicas);
     std::fs::write(&conf, &text).expect("write relay config");
-    let mut input = Vec::new();
-    for name in names {
-        input.extend(name.bytes());
-        input.push(b'\n');
-    }
-    let mut cmd = Command::new(carbon_c_relay());
-    cmd.arg("-t").arg("-f").arg(&conf).env("RES_OPTIONS", "timeout:1 attempts:1");
-    let out = pipe(cmd, input, &format!("carbon-c-relay -t on\n{text}"));
+    let report = relay_test(&conf, names, &format!("carbon-c-relay -t on\n{text}"));
     let by_address: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (relay_address(n), i)).collect();
-    let report = String::from_utf8(out).expect("relay output is UTF-8");
     let records = parse_relay_report(&report, hashes, &by_address);
     assert_eq!(records.len(), names.len(), "one relay answer per name for\n{text}");
     let mut per_hash: Vec<Vec<Vec<usize>>> = vec![Vec::with_capacity(names.len()); hashes.len()];
@@ -177,35 +169,19 @@ pub fn relay_place_many(hashes: &[Hash], nodes: &[Node], replicas: usize, names:
     per_hash
 }
 
-/// Parses `-t` output: `match` / `    * -> NAME` / then per cluster `    HASH(oracle_HASH)` and
-/// `        host:port` per replica.
+/// Reads the `-t` report of a config from [`relay_config`] (one cluster per hash, `oracle_HASH`): per name,
+/// the member indices under each hash.
 fn parse_relay_report(
     report: &str,
     hashes: &[Hash],
     by_address: &HashMap<String, usize>,
 ) -> Vec<(String, Vec<Vec<usize>>)> {
     let headers: Vec<String> = hashes.iter().map(|h| format!("    {h}(oracle_{h})")).collect();
-    let mut out = Vec::new();
-    let mut lines = report.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line != "match" {
-            continue;
-        }
-        let Some(name) = lines.next().and_then(|l| l.strip_prefix("    * -> ")) else { continue };
-        let mut clusters = Vec::with_capacity(hashes.len());
-        for header in &headers {
-            assert_eq!(lines.next(), Some(header.as_str()), "relay report for {name:?}");
-            let mut replicas = Vec::new();
-            while let Some(addr) = lines.peek().and_then(|l| l.strip_prefix("        ")) {
-                let index = *by_address.get(addr).unwrap_or_else(|| panic!("relay named unknown member {addr:?}"));
-                replicas.push(index);
-                lines.next();
-            }
-            clusters.push(replicas);
-        }
-        out.push((name.to_owned(), clusters));
-    }
-    out
+    let index = |addr: &String| *by_address.get(addr).unwrap_or_else(|| panic!("relay named unknown member {addr:?}"));
+    parse_relay_test(report, &headers)
+        .into_iter()
+        .map(|(name, clusters)| (name, clusters.iter().map(|members| members.iter().map(index).collect()).collect()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------
