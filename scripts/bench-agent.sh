@@ -27,19 +27,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say() { printf '==> %s\n' "$*" >&2; }
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 say "building the release agent and bench_http"
 cargo build --quiet --release -p bucky-agent --bin bucky-agent --example bench_http
 
-if [ ! -f "$TREE/.complete" ]; then
-    say "creating $N empty .wsp files in $TREE (once; kept for later runs)"
-    rm -rf "$TREE"
-    python3 scripts/make-tree.py "$TREE" "$N"
-    touch "$TREE/.complete"
-fi
+ensure_tree "$TREE" "$N"
 
 say "warming the page cache"
 find "$TREE" -name '*.wsp' | wc -l >/dev/null

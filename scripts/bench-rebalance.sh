@@ -57,9 +57,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say() { printf '==> %s\n' "$*" >&2; }
-now() { date +%s.%N; }
-calc() { python3 -c "print($1)"; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 say "building the release binaries"
 cargo build --quiet --release --bin bucky --bin bucky-agent
@@ -229,12 +228,7 @@ if "cprm" in secs:
 EOF
 [ "$M" = 0 ] && exit 0 # M_NAMES=0: no listing benchmark
 
-if [ ! -f "$TREE/.complete" ]; then
-    say "creating $M empty .wsp files in $TREE (once; kept for later runs)"
-    rm -rf "$TREE"
-    python3 scripts/make-tree.py "$TREE" "$M"
-    touch "$TREE/.complete"
-fi
+ensure_tree "$TREE" "$M"
 
 say "listing $M names: one agent (streamed), then two agents on the same tree (merged)"
 start_agent "${IPS[0]}" "$TREE" "${IPS[0]}"

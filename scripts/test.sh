@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Installs the reference peers if missing, then runs bucky's whole test suite.
+# Checks formatting and lints, installs the reference peers if missing, then runs bucky's whole test suite.
 # This is the README's test command and what CI (.ci/run) calls. Safe to rerun: each step is skipped when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
 say() { printf '==> %s\n' "$*" >&2; }
+
+# Style first: seconds, and a failure here needs no peers to explain it.
+say "checking formatting (cargo fmt --all --check)"
+if ! cargo fmt --all --check; then
+    say "FAILED: the tree is not formatted; run \`cargo fmt --all\` and commit the result"
+    exit 1
+fi
+say "checking lints (cargo clippy --workspace --all-targets -- -D warnings)"
+if ! cargo clippy --workspace --all-targets --quiet -- -D warnings; then
+    say "FAILED: clippy reports warnings (above); fix them, or allow one where it is wrong, saying why"
+    exit 1
+fi
 
 # Debian peers: carbon-c-relay is the placement oracle (`carbon-c-relay -t`).
 need_apt=()

@@ -1,17 +1,16 @@
 //! bucky-agent end to end: real `bucky-agent` processes on 127.0.0.x loopback addresses, real HTTP.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bucky_e2e::{bin, free_port};
+use bucky_e2e::{bin, free_port, hold_flock};
 use bucky_wire::{MetricStat, RingInfo, AUTH_HEADER, METRIC_STAT_HEADER};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
-use whisper::{CreateOptions, Point, Retention, WhisperBuf};
 
 /// A running `bucky-agent`, killed on drop.
 pub(crate) struct TestAgent {
@@ -94,34 +93,8 @@ pub(crate) fn client() -> Client {
     Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
 
-/// The test's clock, minute-aligned and fixed for the whole process, so that "minutes ago" means the
-/// same when a file is written and when it is checked.
-fn now() -> i64 {
-    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *NOW.get_or_init(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 / 60 * 60)
-}
-
-/// A `1m:1d` whisper file holding `points` (minutes ago → value).
-pub(crate) fn wsp(points: &[(i64, f64)]) -> Vec<u8> {
-    let header = whisper::header_for(&Retention::parse_list("1m:1d").unwrap(), &CreateOptions::default()).unwrap();
-    let mut buf = WhisperBuf::empty(header);
-    let now = now();
-    let points: Vec<Point> = points.iter().map(|&(ago, v)| Point::new(now - ago * 60, v)).collect();
-    buf.update_many(&points, now).unwrap();
-    buf.into_bytes()
-}
-
-/// Non-empty points of the first archive as (minutes ago, value), oldest last.
-fn points(bytes: &[u8]) -> Vec<(i64, f64)> {
-    let now = now();
-    let mut out: Vec<(i64, f64)> = WhisperBuf::from_bytes(bytes.to_vec()).unwrap().dump()[0]
-        .iter()
-        .filter(|(t, _)| *t != 0)
-        .map(|&(t, v)| ((now - i64::from(t)) / 60, v))
-        .collect();
-    out.sort_by_key(|p| p.0);
-    out
-}
+pub(crate) use test_support::minutes::wsp;
+use test_support::minutes::{now, points};
 
 pub(crate) fn put_file(root: &Path, name: &str, bytes: &[u8]) {
     let path = root.join(name.replace('.', "/") + ".wsp");
@@ -409,18 +382,7 @@ fn agent_heal_waits_for_another_process_holding_the_flock() {
     let agent = TestAgent::start(ip, free_port(ip), &root, &[ip], &[]);
     let client = client();
     // Another process (carbon-cache with WHISPER_LOCK_WRITES) holds LOCK_EX for 2 s.
-    let mut holder = Command::new("python3")
-        .args([
-            "-c",
-            "import fcntl, sys, time\nf = open(sys.argv[1], 'r+b')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(2)\n",
-            agent.path_of("busy.m").to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
+    let (mut holder, _) = hold_flock(&agent.path_of("busy.m"), Some(2));
     let started = Instant::now();
     let response = upload(&client, reqwest::Method::POST, &agent.url("/metrics/busy.m"), "busy.m", &wsp(&[(2, 2.0)]));
     let waited = started.elapsed();

@@ -2,14 +2,14 @@
 //! the log (the real binary, raw sockets on 127.0.0.x, its stderr).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bucky_e2e::{bin, free_port};
+use bucky_e2e::{bin, free_port, hold_flock};
 use bucky_wire::{MetricStat, METRIC_STAT_HEADER};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
@@ -245,25 +245,13 @@ fn agent_logs_each_request_abandoned_by_its_client_once() {
     agent.wait_for_log(&["request abandoned by the client", "uri=/metrics/gone.metric"]);
 
     // A read waiting for a whisper lock another process holds, whose client gives up.
-    let mut holder = Command::new("python3")
-        .args([
-            "-c",
-            "import fcntl, sys\nf = open(sys.argv[1], 'r+b')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n",
-            root.join("busy/m.wsp").to_str().unwrap(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
+    let (mut holder, release) = hold_flock(&root.join("busy/m.wsp"), None);
     let mut read = TcpStream::connect(&agent.addr).unwrap();
     write!(read, "GET /metrics/busy.m HTTP/1.1\r\nHost: {}\r\n\r\n", agent.addr).unwrap();
     thread::sleep(Duration::from_millis(500));
     drop(read);
     agent.wait_for_log(&["request abandoned by the client", "uri=/metrics/busy.m"]);
-    drop(holder.stdin.take());
+    drop(release);
     assert!(holder.wait().unwrap().success());
 
     // Still serving; each abandoned request was logged once, without an access line of its own.

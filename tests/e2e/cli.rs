@@ -6,27 +6,10 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bucky_e2e::bin;
+use bucky_e2e::{bin, ok, text};
 use serde_json::Value;
 
 use crate::cluster::{now_minute, run_bucky, run_bucky_with, TestCluster};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "bucky failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
-    text(&out.stdout)
-}
 
 #[track_caller]
 fn json(out: &Output) -> Value {

@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bucky_e2e::bin;
+use bucky_e2e::{bin, wait_for_hashring};
 use whisper::{CreateOptions, Point, Retention, WhisperFile};
 
 /// Longest any single `bucky` invocation may take in a test.
@@ -104,7 +104,7 @@ impl TestCluster {
         self.generation += 1;
         for &i in which {
             assert!(self.agents[i].is_none(), "node {i} already running");
-            let log = self.dir.path().join(format!("node{i}/agent.{}.log", self.generation));
+            let log = self.log_path(i);
             let child = Command::new(bin("bucky-agent"))
                 .args(["-b", &self.addr(i), "-n", &self.ips[i]])
                 .arg("-p")
@@ -125,31 +125,17 @@ impl TestCluster {
     }
 
     fn wait_ready(&mut self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.agents[i].as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent {i} exited with {status}: {}", self.log(i));
-            }
-            if let Ok(mut stream) = TcpStream::connect(self.addr(i)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let request = format!("GET /hashring HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr(i));
-                let mut answer = String::new();
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_to_string(&mut answer).is_ok()
-                    && answer.starts_with("HTTP/1.1 200")
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "agent {i} not ready after 30 s: {}", self.log(i));
-            thread::sleep(Duration::from_millis(30));
-        }
+        let (addr, log) = (self.addr(i), self.log_path(i));
+        wait_for_hashring(self.agents[i].as_mut().unwrap(), &addr, &format!("agent {i}"), &log);
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}/agent.{}.log", self.generation))
     }
 
     /// The latest log of node `i`.
     pub(crate) fn log(&self, i: usize) -> String {
-        let path = self.dir.path().join(format!("node{i}/agent.{}.log", self.generation));
-        std::fs::read_to_string(path).unwrap_or_default()
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
     }
 
     /// Kills node `i`.

@@ -26,12 +26,11 @@
 //! nor spares the second replica from `-delete` (so `-delete` is not run there).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bucky_e2e::{bin, go_peer};
+use bucky_e2e::{bin, go_peer, spawn_logged, wait_for_hashring, Rng};
 use hashring::{Hash, Node, Ring};
 use serde_json::Value;
 
@@ -193,13 +192,7 @@ impl GoRing {
                     if self.daemons[i] == Daemon::Agent { "--auth-jwt-secret-file" } else { "-auth-jwt-secret-file" };
                 command.arg(flag).arg(secret);
             }
-            let child = command
-                .args(&ring)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start a daemon");
+            let child = spawn_logged(command.args(&ring), log).expect("start a daemon");
             self.children[i] = Some(child);
         }
         for &i in nodes {
@@ -211,26 +204,9 @@ impl GoRing {
         self.dir.path().join(format!("node{i}/daemon.{}.log", self.generation))
     }
 
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
-    }
-
     fn wait_ready(&mut self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://{}/hashring", self.addr(i));
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-        loop {
-            if let Some(status) = self.children[i].as_mut().unwrap().try_wait().unwrap() {
-                panic!("{:?} {} exited with {status}: {}", self.daemons[i], self.ips[i], self.log(i));
-            }
-            if TcpStream::connect(self.addr(i)).is_ok()
-                && client.get(&url).send().is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} not ready after 30 s: {}", self.ips[i], self.log(i));
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        let (addr, log, what) = (self.addr(i), self.log_path(i), format!("{:?} {}", self.daemons[i], self.ips[i]));
+        wait_for_hashring(self.children[i].as_mut().unwrap(), &addr, &what, &log);
     }
 
     fn stop(&mut self) {
@@ -348,28 +324,9 @@ fn collision_free_ips(block: u8, n: usize, hash: &str) -> Vec<String> {
 
 /// The seed of this run: `BUCKY_GOCLIENT_SEED`, else the clock.
 fn run_seed() -> u64 {
-    let seed = std::env::var("BUCKY_GOCLIENT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1);
+    let seed = Rng::env_seed("BUCKY_GOCLIENT_SEED");
     eprintln!("BUCKY_GOCLIENT_SEED={seed}");
     seed
-}
-
-/// A tiny deterministic generator (xorshift64*), so a failure can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(2_685_821_657_736_338_717)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// `count` random metric names.
@@ -381,7 +338,7 @@ fn random_names(rng: &mut Rng, count: usize) -> Vec<String> {
             let app = APPS[rng.below(APPS.len())];
             let host = rng.below(40);
             let leaf = LEAVES[rng.below(LEAVES.len())];
-            format!("{app}{}.host{host:02}.{leaf}.m{m}_{:x}", rng.below(3), rng.next() % 0xfff)
+            format!("{app}{}.host{host:02}.{leaf}.m{m}_{:x}", rng.below(3), rng.next_u64() % 0xfff)
         })
         .collect()
 }

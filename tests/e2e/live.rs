@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bucky_e2e::{bin, free_port, oracle_python};
+use bucky_e2e::{bin, free_port, oracle_python, Rng};
 use whisper::{create, CreateOptions, Point, Retention, WhisperBuf};
 
 /// The schema carbon-cache gives every metric in these tests.
@@ -366,26 +366,6 @@ fn live_heal_while_carbon_cache_writes_the_same_files() {
     );
 }
 
-/// A tiny deterministic generator (xorshift64*), so a failure can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(2_685_821_657_736_338_717)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// Scenario 4: thousands of hostile requests against running agents (one with JWT auth): random and
 /// malicious names, truncated and random whisper bodies, wrong `X-Metric-Stat`, oversized bodies, snappy
 /// garbage, bad tokens, and the same inside batch requests (plus broken batch bodies). The agents stay up, answer every request with a 4xx, and nothing on disk changes,
@@ -394,10 +374,7 @@ impl Rng {
 fn live_hostile_requests_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    let seed = std::env::var("BUCKY_HOSTILE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1);
+    let seed = Rng::env_seed("BUCKY_HOSTILE_SEED");
     let mut rng = Rng(seed);
     let requests: usize = std::env::var("BUCKY_HOSTILE_REQUESTS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
 

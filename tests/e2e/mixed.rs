@@ -10,14 +10,12 @@
 //! its list keeps naming every metric that was ever there: bucky must count those as gone, not fail.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bucky_e2e::{bin, go_peer};
+use bucky_e2e::{bin, go_peer, spawn_logged, wait_for_hashring};
 use hashring::{Hash, Node, RingSpec};
 
 use crate::cluster::{common_port, metric_path, next_block, now_minute, read_points, write_metric};
@@ -87,10 +85,6 @@ impl Mixed {
         self.dir.path().join(format!("node{i}/daemon.{}.log", self.generation))
     }
 
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
-    }
-
     /// Starts nodes `0..n`, each with the ring of nodes `0..n`, and waits until every one answers.
     fn start(&mut self, n: usize) {
         self.stop();
@@ -131,12 +125,7 @@ impl Mixed {
                     c
                 }
             };
-            let child = command
-                .args(&ring)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
+            let child = spawn_logged(command.args(&ring), log)
                 .unwrap_or_else(|e| panic!("start node {i} ({:?}): {e}", self.kinds[i]));
             self.procs[i] = Some(child);
         }
@@ -146,25 +135,8 @@ impl Mixed {
     }
 
     fn wait_ready(&mut self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.procs[i].as_mut().unwrap().try_wait().unwrap() {
-                panic!("node {i} ({:?}) exited with {status}: {}", self.kinds[i], self.log(i));
-            }
-            if let Ok(mut stream) = TcpStream::connect(self.addr(i)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let request = format!("GET /hashring HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr(i));
-                let mut answer = String::new();
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_to_string(&mut answer).is_ok()
-                    && answer.starts_with("HTTP/1.1 200")
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "node {i} not ready after 30 s: {}", self.log(i));
-            thread::sleep(Duration::from_millis(30));
-        }
+        let (addr, log, what) = (self.addr(i), self.log_path(i), format!("node {i} ({:?})", self.kinds[i]));
+        wait_for_hashring(self.procs[i].as_mut().unwrap(), &addr, &what, &log);
     }
 
     fn stop(&mut self) {

@@ -4,28 +4,12 @@
 //! errors of a misplaced Go flag and of `demo` on addresses it cannot use.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use bucky_e2e::{bin, go_peer};
+use bucky_e2e::{bin, go_peer, ok, text};
 use serde_json::Value;
 
 use crate::cluster::{now_minute, run_bucky, wait_output, TestCluster, COMMAND_TIMEOUT};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "bucky failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 /// Every stderr line is short and names `addr` at most once.
 #[track_caller]

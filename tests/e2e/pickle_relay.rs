@@ -82,6 +82,37 @@ fn wait_listening(port: u16, proc: &mut Proc) {
     }
 }
 
+/// What a sink received: its lines, and how to wait for them.
+trait Received {
+    /// Every line received so far, shared with the threads that read the connections.
+    fn received(&self) -> &Mutex<Vec<String>>;
+
+    fn count(&self, prefix: &str) -> usize {
+        self.received().lock().unwrap().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    /// Waits until `n` lines starting with `prefix` arrived, at most `within`.
+    fn wait_for(&self, prefix: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count(prefix) < n {
+            assert!(Instant::now() < deadline, "sink has {} of {n} `{prefix}` lines", self.count(prefix));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Received for LineSink {
+    fn received(&self) -> &Mutex<Vec<String>> {
+        &self.lines
+    }
+}
+
+impl Received for RestartableSink {
+    fn received(&self) -> &Mutex<Vec<String>> {
+        &self.lines
+    }
+}
+
 /// Records every line received, on any number of connections.
 struct LineSink {
     port: u16,
@@ -111,18 +142,6 @@ impl LineSink {
 
     fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        self.lines.lock().unwrap().iter().filter(|l| l.starts_with(prefix)).count()
-    }
-
-    fn wait_for(&self, prefix: &str, n: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.count(prefix) < n {
-            assert!(Instant::now() < deadline, "sink has {} of {n} `{prefix}` lines", self.count(prefix));
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
@@ -192,18 +211,6 @@ impl RestartableSink {
             thread.join().unwrap();
         }
         self.listen();
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        self.lines.lock().unwrap().iter().filter(|l| l.starts_with(prefix)).count()
-    }
-
-    fn wait_for(&self, prefix: &str, n: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.count(prefix) < n {
-            assert!(Instant::now() < deadline, "sink has {} of {n} `{prefix}` lines", self.count(prefix));
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 

@@ -1,65 +1,121 @@
-//! Shared helpers of the end-to-end tests: locating (and if needed building) the real binaries, the
-//! reference Python, and free loopback ports.
+//! Shared helpers of the end-to-end tests. Locating the workspace's binaries, the reference peers and free
+//! ports is `test_support`'s (re-exported here); what only these tests need is below: command output
+//! checks, waiting for a buckyd-compatible daemon, a daemon started with its log, a replayable generator,
+//! and a flock held by another process.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+pub use test_support::{free_port, go_peer, oracle_python, workspace_bin as bin, workspace_root};
+
+/// Bytes of a command's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Path of a workspace binary (`bucky`, `bucky-agent`, …), built once per test run with `cargo build` so
-/// the tests never run a stale binary.
-pub fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
-    if !built.iter().any(|b| b == name) {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(workspace_root())
-            .args(["build", "--quiet", "--bin", name])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --bin {name} failed");
-        built.push(name.to_owned());
+/// The stdout of a `bucky` run that must have succeeded without a panic (else its output, in the failure).
+#[track_caller]
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "bucky failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Starts `command` (its arguments given) with stdout and stderr appended to `log`, stdin closed.
+pub fn spawn_logged(command: &mut Command, log: File) -> std::io::Result<Child> {
+    command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()
+}
+
+/// Waits until the daemon `child` (buckyd or bucky-agent) at `addr` answers `GET /hashring` with 200, for
+/// at most 30 s. Panics naming it (`what`) and showing its `log` if it exits first or is not ready in time.
+pub fn wait_for_hashring(child: &mut Child, addr: &str, what: &str, log: &Path) {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited with {status}: {}", log());
+        }
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let request = format!("GET /hashring HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let mut answer = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} not ready after 30 s: {}", log());
+        std::thread::sleep(Duration::from_millis(30));
     }
-    assert!(path.exists(), "{} missing after build", path.display());
-    path
 }
 
-/// The reference Python (venv with whisper, carbonate and carbon 1.1.10), as set up by `scripts/test.sh`.
-pub fn oracle_python() -> PathBuf {
-    let path = std::env::var_os("BUCKY_ORACLE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "reference Python {} not found: run scripts/test.sh once to install the peers",
-        path.display()
+/// A tiny deterministic generator (xorshift64*), so a failure can be replayed from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The seed in the environment variable `var`, else one from the clock (odd: xorshift never leaves 0).
+    pub fn env_seed(var: &str) -> u64 {
+        std::env::var(var).ok().and_then(|s| s.trim().parse().ok()).unwrap_or_else(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+        })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(2_685_821_657_736_338_717)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True `percent` times in 100.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Another process holding `LOCK_EX` on `path`, as carbon-cache does with `WHISPER_LOCK_WRITES`: returned
+/// once the lock is taken. It holds it for `seconds`, or with `None` until its stdin closes (the second
+/// value: drop it, or write nothing and drop it, to release).
+pub fn hold_flock(path: &Path, seconds: Option<u32>) -> (Child, Option<ChildStdin>) {
+    let hold = match seconds {
+        Some(s) => format!("time.sleep({s})"),
+        None => "sys.stdin.read()".to_owned(),
+    };
+    let script = format!(
+        "import fcntl, sys, time\nf = open(sys.argv[1], 'r+b')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\n{hold}\n"
     );
-    path
-}
-
-/// A TCP port that was free on `ip` a moment ago.
-pub fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free port")
-}
-
-/// Path of a Go peer built by `../shared/peers/build.sh` (`go-carbon`, `gg/buckyd`, `jj/bucky`, …): under
-/// `$BUCKY_PEERS/bin`, else the workspace's git-ignored `.peers/bin`, where `scripts/test.sh` builds them.
-pub fn go_peer(name: &str) -> PathBuf {
-    let root = std::env::var_os("BUCKY_PEERS").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".peers"));
-    let path = root.join("bin").join(name);
-    assert!(
-        path.exists(),
-        "Go peer {} not found: run scripts/test.sh once (it calls ../shared/peers/build.sh .peers)",
-        path.display()
-    );
-    path
+    let mut holder = Command::new("python3")
+        .args(["-c", &script, path.to_str().unwrap()])
+        .stdin(if seconds.is_some() { Stdio::null() } else { Stdio::piped() })
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let stdin = holder.stdin.take();
+    (holder, stdin)
 }

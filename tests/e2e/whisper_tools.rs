@@ -13,36 +13,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bucky_e2e::{bin, go_peer, oracle_python};
+use bucky_e2e::{bin, go_peer, oracle_python, Rng};
 use serde_json::Value;
 use whisper::{create, AggregationMethod, ArchiveInfo, CreateOptions, Header, Point, Retention, WhisperFile};
 
-/// xorshift64*, so a failing case can be regenerated from the printed seed.
-struct Rng(u64);
+/// The generator of a test (seed from `BUCKY_TOOLS_SEED`, else the clock, printed), and the values that
+/// exercise the formatting.
+trait ToolsRng {
+    fn for_test(test: &str) -> Self;
+    fn value(&mut self, specials: bool) -> f64;
+}
 
-impl Rng {
-    fn new(test: &str) -> Rng {
-        let seed = std::env::var("BUCKY_TOOLS_SEED")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+impl ToolsRng for Rng {
+    fn for_test(test: &str) -> Rng {
+        let seed = Rng::env_seed("BUCKY_TOOLS_SEED");
         eprintln!("{test}: seed {seed} (replay with BUCKY_TOOLS_SEED={seed})");
         Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(2_685_821_657_736_338_717)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
     }
 
     /// Values that exercise the formatting: integers, exact ties, decimals, huge, tiny, negative zero.
@@ -50,9 +36,9 @@ impl Rng {
         match self.below(if specials { 10 } else { 7 }) {
             0 => self.below(100) as f64,
             1 => self.below(1000) as f64 / 8.0 - 50.0, // exact halves and eighths: rounding ties
-            2 => (self.next() % 1_000_000) as f64 / 1000.0,
-            3 => f64::from_bits(self.next() >> 2) % 1e6,
-            4 => -((self.next() % 10_000) as f64) / 7.0,
+            2 => (self.next_u64() % 1_000_000) as f64 / 1000.0,
+            3 => f64::from_bits(self.next_u64() >> 2) % 1e6,
+            4 => -((self.next_u64() % 10_000) as f64) / 7.0,
             // Every decimal exponent around the notation switches (1e-05, 1e+16, %.35g's 1e+35).
             5 => {
                 let exponent = [-6, -5, -4, 15, 16, 17, 34, 35][self.below(8)];
@@ -184,7 +170,7 @@ fn isempty_tree(rng: &mut Rng, root: &Path, now: i64) -> Vec<PathBuf> {
         create_file(&path, layout, methods[rng.below(methods.len())], xff);
         let max_retention = layout.iter().map(|&(spp, n)| i64::from(spp * n)).max().unwrap_or(60);
         let finest = i64::from(layout[0].0 * layout[0].1);
-        let age = |rng: &mut Rng, lo: i64, hi: i64| lo + (rng.next() % (hi - lo).max(1) as u64) as i64;
+        let age = |rng: &mut Rng, lo: i64, hi: i64| lo + (rng.next_u64() % (hi - lo).max(1) as u64) as i64;
         let (points, written_at): (Vec<(i64, f64)>, i64) = match rng.below(6) {
             0 => (vec![], now),
             1 => ((0..1 + rng.below(3)).map(|_| (now - age(rng, 1, max_retention), rng.value(false))).collect(), now),
@@ -270,7 +256,7 @@ fn last_line(path: &str, point: &Value) -> String {
 
 #[test]
 fn isempty_matches_go_bucky_isempty() {
-    let mut rng = Rng::new("isempty_matches_go_bucky_isempty");
+    let mut rng = Rng::for_test("isempty_matches_go_bucky_isempty");
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("whisper");
     let now = unix_now().as_secs() as i64;
@@ -362,12 +348,12 @@ const DIFF_LAYOUTS: &[&[(u32, u32)]] =
 
 fn random_points(rng: &mut Rng, layout: &[(u32, u32)], now: i64, count: usize) -> Vec<(i64, f64)> {
     let max_retention = layout.iter().map(|&(spp, n)| i64::from(spp * n)).max().unwrap_or(60);
-    (0..count).map(|_| (now - (rng.next() % max_retention as u64) as i64, rng.value(true))).collect()
+    (0..count).map(|_| (now - (rng.next_u64() % max_retention as u64) as i64, rng.value(true))).collect()
 }
 
 #[test]
 fn diff_matches_whisper_diff_py() {
-    let mut rng = Rng::new("diff_matches_whisper_diff_py");
+    let mut rng = Rng::for_test("diff_matches_whisper_diff_py");
     let dir = tempfile::tempdir().expect("tempdir");
     let options: &[&[&str]] = &[
         &[],
@@ -415,8 +401,8 @@ fn diff_matches_whisper_diff_py() {
         }
         let until = match rng.below(4) {
             0 => 0,
-            1 => NOW - (rng.next() % 4000) as i64,
-            2 => NOW + (rng.next() % 20) as i64,
+            1 => NOW - (rng.next_u64() % 4000) as i64,
+            2 => NOW + (rng.next_u64() % 20) as i64,
             _ => NOW + 10_000, // longer than the finest archive: whisper-diff crashes, we refuse
         };
         argvs.push(vec!["--until".into(), until.to_string(), s(&a), s(&b)]);
@@ -461,15 +447,15 @@ fn random_whisper_bytes(rng: &mut Rng) -> Vec<u8> {
     }
     let max_retention = archives.iter().map(ArchiveInfo::retention).max().unwrap_or(0) as u32;
     let aggregation = AggregationMethod::from_type_code(1 + rng.below(8) as u32).expect("valid code");
-    let xff = [0.0, 0.5, 1.0, 0.3, (rng.next() % 1000) as f32 / 999.0][rng.below(5)];
+    let xff = [0.0, 0.5, 1.0, 0.3, (rng.next_u64() % 1000) as f32 / 999.0][rng.below(5)];
     let header = Header { aggregation, max_retention, x_files_factor: xff, archives };
     let mut bytes = header.to_bytes();
     for _ in 0..(offset as usize - bytes.len()) / 12 {
         let (t, v): (u32, u64) = match rng.below(4) {
             0 => (0, 0),
-            1 => (rng.next() as u32, rng.next()),
+            1 => (rng.next_u64() as u32, rng.next_u64()),
             2 => (NOW as u32 - rng.below(10_000) as u32, rng.value(true).to_bits()),
-            _ => (rng.next() as u32, rng.value(true).to_bits()),
+            _ => (rng.next_u64() as u32, rng.value(true).to_bits()),
         };
         bytes.extend_from_slice(&t.to_be_bytes());
         bytes.extend_from_slice(&v.to_be_bytes());
@@ -479,7 +465,7 @@ fn random_whisper_bytes(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn dump_all_matches_whisper_dump_py() {
-    let mut rng = Rng::new("dump_all_matches_whisper_dump_py");
+    let mut rng = Rng::for_test("dump_all_matches_whisper_dump_py");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut paths = Vec::new();
     for i in 0..30 {
@@ -643,7 +629,7 @@ fn allocated(path: &Path) -> u64 {
 
 #[test]
 fn sparsify_punches_holes_in_place_and_changes_no_byte() {
-    let mut rng = Rng::new("sparsify_punches_holes_in_place_and_changes_no_byte");
+    let mut rng = Rng::for_test("sparsify_punches_holes_in_place_and_changes_no_byte");
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("tree");
     let paths = [root.join("a.wsp"), root.join("sub/b.wsp"), root.join(".hidden/c.wsp")];

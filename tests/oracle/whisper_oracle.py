@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Whisper oracle: PyPI whisper 1.1.10 and carbonate 1.1.10's fill, driven in batch with a pinned clock.
 
-bucky's differential tests (crates/whisper/tests/oracle.rs, crates/bucky-cli/tests/whisper_cli.rs) run the
+bucky's differential tests (crates/whisper/tests/it/oracle.rs, crates/bucky-cli/tests/it/whisper_cli.rs) run the
 same operations through bucky and through this script, which only calls the reference packages and reports
 what they did; it implements no whisper logic itself.
 

@@ -27,6 +27,17 @@ pub(crate) struct Budget {
     permits: Arc<Semaphore>,
     /// The whole budget, in units: also the most one charge can take.
     units: u32,
+    /// How many charges hold memory, now and at most: lets tests see requests wait for each other.
+    #[cfg(test)]
+    holders: Arc<Holders>,
+}
+
+/// Charges holding at least one unit: now, and the most at once since the budget was made.
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct Holders {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
 }
 
 /// Bytes of the budget held by one request; given back on drop.
@@ -40,7 +51,12 @@ impl Budget {
     /// A budget of `bytes` (at least one unit).
     pub(crate) fn new(bytes: u64) -> Budget {
         let units = u32::try_from(bytes / UNIT).unwrap_or(u32::MAX).clamp(1, Semaphore::MAX_PERMITS as u32);
-        Budget { permits: Arc::new(Semaphore::new(units as usize)), units }
+        Budget {
+            permits: Arc::new(Semaphore::new(units as usize)),
+            units,
+            #[cfg(test)]
+            holders: Arc::default(),
+        }
     }
 
     /// A budget nothing can exhaust (stores used outside an agent, tests).
@@ -84,6 +100,12 @@ impl Budget {
     pub(crate) fn available(&self) -> u64 {
         self.permits.available_permits() as u64 * UNIT
     }
+
+    /// The most charges that held memory at the same time.
+    #[cfg(test)]
+    pub(crate) fn most_holders_at_once(&self) -> usize {
+        self.holders.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Charge {
@@ -95,13 +117,11 @@ impl Charge {
         }
         let more = want - self.units;
         match tokio::time::timeout(patience, self.budget.permits.acquire_many(more)).await {
-            Ok(Ok(permits)) => {
-                permits.forget();
-                self.units = want;
-                Ok(())
-            }
-            _ => Err(out_of_memory(bytes, patience)),
+            Ok(Ok(permits)) => permits.forget(),
+            _ => return Err(out_of_memory(bytes, patience)),
         }
+        self.set_units(want);
+        Ok(())
     }
 
     /// Grows the charge to cover `bytes` in all if the budget has room now; [`Wait::Memory`] otherwise.
@@ -117,13 +137,11 @@ impl Charge {
         }
         let more = want - self.units;
         match self.budget.permits.try_acquire_many(more) {
-            Ok(permits) => {
-                permits.forget();
-                self.units = want;
-                Ok(())
-            }
-            Err(_) => Err(Wait::Memory { bytes }),
+            Ok(permits) => permits.forget(),
+            Err(_) => return Err(Wait::Memory { bytes }),
         }
+        self.set_units(want);
+        Ok(())
     }
 
     /// Gives back what is beyond `bytes`.
@@ -131,8 +149,28 @@ impl Charge {
         let keep = self.budget.units(bytes);
         if keep < self.units {
             self.budget.permits.add_permits((self.units - keep) as usize);
-            self.units = keep;
+            self.set_units(keep);
         }
+    }
+
+    /// Records the units now held (after the permits were taken or given back).
+    fn set_units(&mut self, units: u32) {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let holders = &self.budget.holders;
+            match (self.units, units) {
+                (0, 1..) => {
+                    let now = holders.now.fetch_add(1, SeqCst) + 1;
+                    holders.most.fetch_max(now, SeqCst);
+                }
+                (1.., 0) => {
+                    holders.now.fetch_sub(1, SeqCst);
+                }
+                _ => {}
+            }
+        }
+        self.units = units;
     }
 
     /// `bytes`, holding this charge until the last clone of the returned buffer is dropped (for an answer
@@ -146,6 +184,7 @@ impl Drop for Charge {
     fn drop(&mut self) {
         if self.units > 0 {
             self.budget.permits.add_permits(self.units as usize);
+            self.set_units(0);
         }
     }
 }
@@ -195,6 +234,7 @@ mod tests {
         assert_eq!(budget.available(), 9 * UNIT);
         drop(a);
         assert_eq!(budget.available(), 10 * UNIT);
+        assert_eq!(budget.most_holders_at_once(), 2, "a and b held memory together");
     }
 
     #[tokio::test]

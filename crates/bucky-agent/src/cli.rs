@@ -8,6 +8,8 @@ use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser};
 use hashring::{Hash, Node, Ring, RingSpec, Router};
 
+use bucky_runtime::parse_size;
+
 use crate::auth::Auth;
 use crate::config::{Config, DEFAULT_PREFIX};
 use crate::store::{Flush, StoreOptions};
@@ -195,30 +197,9 @@ pub fn parse_flush(text: &str) -> Result<Flush, String> {
     }
 }
 
-/// Parses `1GiB`, `512MiB`, `64KiB`, `1G`, `1000` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("invalid size {text:?}"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
-    };
-    number.checked_mul(factor).ok_or_else(|| format!("size {text:?} is too large"))
-}
-
+/// This node's default name: the kernel's host name, else `$HOSTNAME`, else `UNKNOWN`.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "UNKNOWN".to_owned())
+    bucky_runtime::hostname().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "UNKNOWN".to_owned())
 }
 
 impl Cli {

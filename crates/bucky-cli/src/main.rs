@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
-    bucky_cli::init_tracing();
+    bucky_runtime::init_logging("warn", bucky_runtime::LogStyle::Command);
     let args = bucky_cli::cli::go_style_args(&bucky_cli::Cli::command(), std::env::args_os());
     let cli = match bucky_cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,

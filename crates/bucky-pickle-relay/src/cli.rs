@@ -1,7 +1,6 @@
 //! Command line: the original bucky-pickle-relay's flags (same letters and defaults where they exist),
 //! validated into a [`Config`], and the binary's entry point.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +8,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 use crate::{Config, ReplayPolicy};
 
@@ -114,20 +112,11 @@ pub struct Cli {
     pub debug: bool,
 }
 
-/// `1048576`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (powers of 1024).
+/// `1048576`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (powers of 1024; see [`bucky_runtime::parse_size`]), at most
+/// 4 GiB - 1: the relay counts these sizes in `u32`.
 fn parse_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a size (e.g. 1048576, 64KiB, 1MiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("unknown unit in `{s}` (use K, M or G, or KiB, MiB, GiB)")),
-    };
-    n.checked_mul(mult).and_then(|v| u32::try_from(v).ok()).ok_or_else(|| format!("`{s}` is larger than 4 GiB - 1"))
+    let bytes = bucky_runtime::parse_size(s)?;
+    u32::try_from(bytes).map_err(|_| format!("`{}` is larger than 4 GiB - 1", s.trim()))
 }
 
 /// The listen address: `:PORT` is every interface (IPv6 and IPv4 when the host has both).
@@ -180,12 +169,7 @@ impl Cli {
 /// The binary: parse flags, set up logging, serve until SIGINT/SIGTERM.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default = if cli.debug { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    bucky_runtime::init_logging(if cli.debug { "debug" } else { "info" }, bucky_runtime::LogStyle::Daemon);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -130,13 +130,5 @@ pub(crate) fn unix_now() -> i64 {
 
 /// This host's name with dots replaced by underscores, as carbon names its own `carbon.agents.<host>`.
 pub fn hostname() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    if name.is_empty() {
-        "unknown".to_owned()
-    } else {
-        name.replace('.', "_")
-    }
+    bucky_runtime::hostname().map_or_else(|| "unknown".to_owned(), |name| name.replace('.', "_"))
 }

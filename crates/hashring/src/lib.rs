@@ -56,7 +56,7 @@
 //!
 //! # How it is checked
 //!
-//! `crates/hashring/tests/differential.rs` places 10,000 random names (ASCII and not) on 120 random rings
+//! `crates/hashring/tests/it/differential.rs` places 10,000 random names (ASCII and not) on 120 random rings
 //! (1-40 nodes; IPv4, IPv6 and host names; no, numeric, text and mixed instances; hosts repeated with other
 //! ports and instances; replication 1-3; diverse on and off) with every hash each peer supports, and requires
 //! 100 % agreement with carbon 1.1.10's own router (`tests/oracle/ring_oracle.py`, run by the venv python in

@@ -14,23 +14,16 @@
 //! sizes. A missing peer fails the tests: they never skip.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use hashring::Node;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use test_support::{carbon_c_relay, env_usize, oracle_python, oracle_script, parse_relay_test, pipe, relay_test};
 
 /// The run's seed, offset per test so that the three kinds get different streams.
 fn seed(offset: u64) -> u64 {
@@ -39,24 +32,6 @@ fn seed(offset: u64) -> u64 {
     });
     eprintln!("BUCKY_RINGCONF_SEED={base}");
     base.wrapping_add(offset)
-}
-
-/// Runs `cmd` with `input` on stdin, returning stdout; panics with stderr on failure.
-fn pipe(mut cmd: Command, input: Vec<u8>, what: &str) -> String {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}"));
-    let mut stdin = child.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    feeder.join().expect("feeder");
-    assert!(out.status.success(), "{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -253,15 +228,7 @@ struct Answer {
 }
 
 fn oracle(jobs: &[Job]) -> Vec<Result<Answer, String>> {
-    let python = std::env::var_os("BUCKY_ORACLE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "carbon oracle missing: {} does not exist. Run `bash scripts/test.sh` or set BUCKY_ORACLE_PYTHON to a python \
-         with carbon and carbonate 1.1.10.",
-        python.display()
-    );
+    let python = oracle_python();
     let mut input = Vec::new();
     for job in jobs {
         let line = json!({"kind": job.kind, "path": job.path, "cluster": job.cluster, "names": job.names});
@@ -269,8 +236,8 @@ fn oracle(jobs: &[Job]) -> Vec<Result<Answer, String>> {
         input.push(b'\n');
     }
     let mut cmd = Command::new(python);
-    cmd.arg(workspace().join("tests/oracle/ringconf_oracle.py")).arg("--batch");
-    let out = pipe(cmd, input, "ringconf_oracle.py --batch");
+    cmd.arg(oracle_script("ringconf_oracle.py")).arg("--batch");
+    let out = String::from_utf8(pipe(cmd, input, "ringconf_oracle.py --batch")).expect("UTF-8 output");
     let placements = |v: &Value| -> Placements {
         v.as_array()
             .expect("placements")
@@ -334,6 +301,35 @@ fn assert_same<T: std::fmt::Debug + PartialEq>(what: &str, names: &[String], our
         .collect();
     let total = ours.iter().zip(theirs).filter(|(a, b)| a != b).count();
     assert!(bad.is_empty(), "{what}: {total} of {} names placed differently\n{}", names.len(), bad.join("\n"));
+}
+
+/// A generated file's text, and the cluster we read from it.
+type Conf = (String, Option<String>);
+
+/// `BUCKY_RINGCONFS` random files of one `kind` (`carbon`, `carbonate`) from `generate`, written to `dir`,
+/// each with `BUCKY_RINGCONF_NAMES` random names: their count, the oracle's jobs (the cluster as the peer
+/// names it: `peer_cluster` of ours), and each file's text with the cluster we read.
+fn conf_jobs(
+    seed: u64,
+    dir: &Path,
+    kind: &'static str,
+    generate: fn(&mut StdRng) -> Conf,
+    peer_cluster: impl Fn(Option<&str>) -> Option<String>,
+) -> (usize, Vec<Job>, Vec<Conf>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let count = env_usize("BUCKY_RINGCONFS", 200);
+    let names_per = env_usize("BUCKY_RINGCONF_NAMES", 100);
+    let mut jobs = Vec::new();
+    let mut texts = Vec::new();
+    for i in 0..count {
+        let (text, cluster) = generate(&mut rng);
+        let path = dir.join(format!("{kind}-{i}.conf"));
+        std::fs::write(&path, &text).expect("write");
+        let cluster_for_peer = peer_cluster(cluster.as_deref());
+        jobs.push(Job { kind, path, cluster: cluster_for_peer, names: random_names(&mut rng, names_per) });
+        texts.push((text, cluster));
+    }
+    (count, jobs, texts)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -421,22 +417,13 @@ fn carbon_conf(rng: &mut StdRng) -> (String, Option<String>) {
 #[test]
 fn carbon_conf_agrees_with_carbon_1_1_10() {
     let seed = seed(1);
-    let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let count = env_usize("BUCKY_RINGCONFS", 200);
-    let names_per = env_usize("BUCKY_RINGCONF_NAMES", 100);
-    let mut jobs = Vec::new();
-    let mut texts = Vec::new();
-    for i in 0..count {
-        let (text, cluster) = carbon_conf(&mut rng);
-        let path = dir.path().join(format!("carbon-{i}.conf"));
-        std::fs::write(&path, &text).expect("write");
-        // carbon's instance option is the bare name; "relay:b" is our spelling of the same section.
-        let instance = cluster.as_deref().map(|c| c.trim_start_matches("relay:").trim_start_matches("relay"));
-        let instance = instance.filter(|i| !i.is_empty()).map(str::to_owned);
-        jobs.push(Job { kind: "carbon", path, cluster: instance, names: random_names(&mut rng, names_per) });
-        texts.push((text, cluster));
-    }
+    // carbon's instance option is the bare name; "relay:b" is our spelling of the same section.
+    let instance = |cluster: Option<&str>| {
+        let instance = cluster.map(|c| c.trim_start_matches("relay:").trim_start_matches("relay"));
+        instance.filter(|i| !i.is_empty()).map(str::to_owned)
+    };
+    let (count, jobs, texts) = conf_jobs(seed, dir.path(), "carbon", carbon_conf, instance);
     let answers = oracle(&jobs);
     let mut placed = 0;
     let mut deduplicated = 0;
@@ -503,19 +490,9 @@ fn carbonate_conf(rng: &mut StdRng) -> (String, Option<String>) {
 #[test]
 fn carbonate_conf_agrees_with_carbonate_1_1_10() {
     let seed = seed(2);
-    let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let count = env_usize("BUCKY_RINGCONFS", 200);
-    let names_per = env_usize("BUCKY_RINGCONF_NAMES", 100);
-    let mut jobs = Vec::new();
-    let mut texts = Vec::new();
-    for i in 0..count {
-        let (text, cluster) = carbonate_conf(&mut rng);
-        let path = dir.path().join(format!("carbonate-{i}.conf"));
-        std::fs::write(&path, &text).expect("write");
-        jobs.push(Job { kind: "carbonate", path, cluster: cluster.clone(), names: random_names(&mut rng, names_per) });
-        texts.push((text, cluster));
-    }
+    let (count, jobs, texts) =
+        conf_jobs(seed, dir.path(), "carbonate", carbonate_conf, |cluster| cluster.map(str::to_owned));
     let answers = oracle(&jobs);
     let (mut placed, mut as_carbonate, mut carbonate_defect) = (0, 0, 0);
     for (i, ((job, answer), (text, cluster))) in jobs.iter().zip(answers).zip(&texts).enumerate() {
@@ -554,16 +531,6 @@ fn carbonate_conf_agrees_with_carbonate_1_1_10() {
 
 // ---------------------------------------------------------------------------------------------------------
 // carbon-c-relay
-
-fn relay_binary() -> String {
-    let bin = std::env::var("BUCKY_RELAY").unwrap_or_else(|_| "carbon-c-relay".to_owned());
-    let out = Command::new(&bin).arg("-v").output().unwrap_or_else(|e| {
-        panic!("relay oracle missing: cannot run {bin} ({e}). Run `bash scripts/test.sh` or set BUCKY_RELAY.")
-    });
-    let version = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(version.contains("v3.7.3"), "the relay oracle must be carbon-c-relay 3.7.3, got {version:?}");
-    bin
-}
 
 /// A relay member as the file spells it: address, then `=instance` bare, quoted or spaced.
 fn relay_member(rng: &mut StdRng, node: &Node, with_port: bool) -> String {
@@ -665,39 +632,23 @@ fn relay_conf(rng: &mut StdRng) -> (String, Option<String>, &'static str, Vec<St
 }
 
 /// `carbon-c-relay -t -f FILE`: per name, the members (`host:port`) the cluster sends it to.
-fn relay_place(relay: &str, path: &Path, cluster: &str, hash: &str, names: &[String]) -> Vec<Vec<String>> {
-    let mut input = Vec::new();
-    for name in names {
-        input.extend(name.bytes());
-        input.push(b'\n');
-    }
-    let mut cmd = Command::new(relay);
-    cmd.arg("-t").arg("-f").arg(path);
-    let report = pipe(cmd, input, &format!("carbon-c-relay -t -f {}", path.display()));
-    let header = format!("    {hash}({cluster})");
-    let mut out = Vec::new();
-    let mut lines = report.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line != "match" {
-            continue;
-        }
-        let Some(name) = lines.next().and_then(|l| l.strip_prefix("    * -> ")) else { continue };
-        assert_eq!(lines.next(), Some(header.as_str()), "relay report for {name:?}:\n{report}");
-        let mut members = Vec::new();
-        while let Some(addr) = lines.peek().and_then(|l| l.strip_prefix("        ")) {
-            members.push(addr.to_owned());
-            lines.next();
-        }
-        assert_eq!(name, names[out.len()], "relay answers in input order");
-        out.push(members);
-    }
-    assert_eq!(out.len(), names.len(), "one relay answer per name:\n{report}");
-    out
+fn relay_place(path: &Path, cluster: &str, hash: &str, names: &[String]) -> Vec<Vec<String>> {
+    let report = relay_test(path, names, &format!("carbon-c-relay -t -f {}", path.display()));
+    let answers = parse_relay_test(&report, &[format!("    {hash}({cluster})")]);
+    assert_eq!(answers.len(), names.len(), "one relay answer per name:\n{report}");
+    answers
+        .into_iter()
+        .zip(names)
+        .map(|((name, mut clusters), asked)| {
+            assert_eq!(&name, asked, "relay answers in input order");
+            clusters.remove(0)
+        })
+        .collect()
 }
 
 #[test]
 fn relay_conf_agrees_with_carbon_c_relay_3_7_3() {
-    let relay = relay_binary();
+    carbon_c_relay(); // the version check, once before the workers start
     let seed = seed(3);
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -715,7 +666,6 @@ fn relay_conf_agrees_with_carbon_c_relay_3_7_3() {
         let workers: Vec<_> = cases
             .chunks(count.div_ceil(2).max(1))
             .map(|part| {
-                let relay = &relay;
                 scope.spawn(move || {
                     let mut placed = 0;
                     for (i, text, cluster, hash, addresses, path, names) in part {
@@ -731,7 +681,7 @@ fn relay_conf_agrees_with_carbon_c_relay_3_7_3() {
                             .iter()
                             .map(|name| config.ring.replica_indices(name).map(|i| by_index[&i].clone()).collect())
                             .collect();
-                        let theirs = relay_place(relay, path, &config.cluster, hash, names);
+                        let theirs = relay_place(path, &config.cluster, hash, names);
                         assert_same(&what, names, &ours, &theirs);
                         placed += names.len();
                     }

@@ -867,10 +867,13 @@ async fn auth_checks_tokens_operations_and_namespaces() {
 async fn uploads_larger_than_the_memory_budget_still_go_through_one_at_a_time() {
     let f = Fixture::with(|c| c.request_memory = 1024);
     let (a, b) = (wsp(&[(1, 1.0)]), wsp(&[(2, 2.0)]));
+    assert!(a.len() > 1024 && b.len() > 1024, "each upload alone needs more than the whole budget");
     let (ra, rb) =
         tokio::join!(f.send(upload(Method::POST, "budget.a", &a)), f.send(upload(Method::POST, "budget.b", &b)));
     assert_eq!((ra.status(), rb.status()), (StatusCode::OK, StatusCode::OK));
     assert_eq!((f.file("budget.a").unwrap(), f.file("budget.b").unwrap()), (a, b));
+    // Both went through, and never held memory together: the second waited for the first's charge.
+    assert_eq!(f.state.budget().most_holders_at_once(), 1, "the uploads held request memory at the same time");
 }
 
 #[tokio::test]

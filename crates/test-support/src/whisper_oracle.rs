@@ -1,6 +1,6 @@
 //! Shared harness of the reference-judged whisper tests: runs the same operations through whisper.py /
 //! carbonate (`tests/oracle/whisper_oracle.py`, one Python process per batch) and through bucky, and
-//! compares what they did. Also used by `crates/bucky-cli/tests/whisper_cli.rs` (included by path).
+//! compares what they did. Used by the whisper crate's tests and by `bucky whisper`'s (bucky-cli).
 //!
 //! A case is a list of ops in the oracle's JSON format (see the oracle's docstring). [`run_ours`] performs
 //! them with the `whisper` crate and answers in the same format, [`compare_case`] judges the two answers:
@@ -11,13 +11,15 @@
 //! - the reference accepts and we refuse: only allowed for bucky's deliberate refusals, whose
 //!   `reference_class()` is `"bucky"`, and our file must be unchanged;
 //! - we accept what the reference refuses: always a failure.
-#![allow(dead_code, unreachable_pub)]
+// A harness named after the oracle's JSON ops: its items are documented where the module says what they do.
+#![allow(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::{oracle_python, oracle_script};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -25,29 +27,6 @@ use serde_json::{json, Value};
 use whisper::{AggregationMethod, CreateOptions, FillMode, FillOptions, Point, ResizeOptions, Retention, WhisperFile};
 
 // ---- environment ---------------------------------------------------------------------------------------
-
-/// The workspace root (both crates that include this file sit two levels below it).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("workspace root").to_owned()
-}
-
-/// The Python that has whisper/carbonate 1.1.10. Missing ⇒ the test fails (never skips).
-pub fn oracle_python() -> PathBuf {
-    let path = std::env::var_os("BUCKY_ORACLE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "the whisper oracle needs {} (Python with whisper/carbonate 1.1.10); run scripts/test.sh, which \
-         creates .venv from tests/oracle/requirements.txt and exports BUCKY_ORACLE_PYTHON",
-        path.display()
-    );
-    path
-}
-
-pub fn oracle_script() -> PathBuf {
-    workspace_root().join("tests/oracle/whisper_oracle.py")
-}
 
 /// Where test files go: tmpfs when there is one (bucky fsyncs on create and fill; a disk fsync per case
 /// would dominate the run time), else the system temp dir.
@@ -153,7 +132,7 @@ pub fn run_oracle(cases: &[Value]) -> Vec<Value> {
     let python = oracle_python();
     let work = scratch_dir();
     let mut child = Command::new(&python)
-        .arg(oracle_script())
+        .arg(oracle_script("whisper_oracle.py"))
         .arg("--workdir")
         .arg(work.path())
         .stdin(Stdio::piped())
@@ -627,7 +606,9 @@ pub fn run_cases(name: &str, seed: Option<u64>, cases: Vec<(usize, Vec<Value>)>)
     for (index, f) in failures.iter().take(shown) {
         let case = &cases.iter().find(|c| c["id"] == json!(index)).unwrap()["ops"];
         let rerun = seed.map_or_else(String::new, |s| {
-            format!("\nrerun: BUCKY_ORACLE_SEED={s} BUCKY_ORACLE_CASE={index} cargo test -p bucky-whisper --test oracle {name}")
+            // The crate whose tests run this harness (cargo sets it for its test binaries).
+            let package = std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| "bucky-whisper".to_owned());
+            format!("\nrerun: BUCKY_ORACLE_SEED={s} BUCKY_ORACLE_CASE={index} cargo test -p {package} --test it {name}")
         });
         report.push_str(&format!(
             "\n--- case {index} ({}) at op {}: {}\n{}\nops: {}{rerun}\n",

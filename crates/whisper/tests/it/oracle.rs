@@ -1,15 +1,13 @@
 //! Randomized differential tests against the reference: whisper 1.1.10 and carbonate 1.1.10's fill, driven
-//! in batch by `tests/oracle/whisper_oracle.py` (see `common/mod.rs` for the judging rules).
+//! in batch by `tests/oracle/whisper_oracle.py` (see `test_support::whisper_oracle` for the judging rules).
 //!
 //! Every suite prints `name: N cases, M ops, K disagreements, seconds (seed S)`; a failure lists the
 //! disagreements by category and the first cases in full. `BUCKY_ORACLE_SEED=S` reproduces a run,
 //! `BUCKY_ORACLE_CASE=i` reruns one case, `BUCKY_ORACLE_CASES=n` changes the number of cases.
 
-mod common;
-
-use common::*;
 use rand::Rng;
 use serde_json::{json, Value};
+use test_support::whisper_oracle::*;
 use whisper::{CreateOptions, FillMode, FillOptions, Point, WhisperBuf};
 
 const CASES: usize = 1000;

@@ -5,9 +5,9 @@
 //! `BUCKY_RING_SEED=N` replays a run (the seed is printed on failure); `BUCKY_RINGS` / `BUCKY_RING_NAMES`
 //! change the number of rings (default 120) and names per ring (default 10,000).
 
-mod common;
+use crate::common;
 
-use common::{CarbonJob, Instances};
+use crate::common::{CarbonJob, Instances};
 use hashring::{Error, Hash, Node, Ring, Router};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

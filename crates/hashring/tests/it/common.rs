@@ -8,9 +8,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use hashring::{Hash, Node, Ring, Router};
@@ -18,29 +18,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
-
-/// The workspace root (two levels above this crate).
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs `cmd` with `input` on stdin (fed from a thread), returning stdout; panics with stderr on failure.
-fn pipe(mut cmd: Command, input: Vec<u8>, what: &str) -> Vec<u8> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}"));
-    let mut stdin = child.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    feeder.join().expect("feeder thread");
-    assert!(out.status.success(), "{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
+use test_support::{parse_relay_test, pipe, relay_test};
 
 // ---------------------------------------------------------------------------------------------------------
 // carbon 1.1.10
@@ -49,15 +27,7 @@ fn pipe(mut cmd: Command, input: Vec<u8>, what: &str) -> Vec<u8> {
 pub fn carbon_python() -> &'static PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let python = std::env::var_os("BUCKY_ORACLE_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join(".venv/bin/python"));
-        assert!(
-            python.exists(),
-            "carbon oracle missing: {} does not exist. Run `bash scripts/test.sh` (it creates the venv with \
-             carbon==1.1.10) or set BUCKY_ORACLE_PYTHON to a python that has it.",
-            python.display()
-        );
+        let python = test_support::oracle_python();
         let mut cmd = Command::new(&python);
         cmd.arg(oracle_script()).arg("--version");
         let version = String::from_utf8(pipe(cmd, Vec::new(), "ring_oracle.py --version")).expect("utf-8");
@@ -67,7 +37,7 @@ pub fn carbon_python() -> &'static PathBuf {
 }
 
 fn oracle_script() -> PathBuf {
-    workspace().join("tests/oracle/ring_oracle.py")
+    test_support::oracle_script("ring_oracle.py")
 }
 
 /// One ring for carbon's router.
@@ -141,23 +111,6 @@ pub fn carbon_batch_parallel(jobs: &[CarbonJob], processes: usize) -> Vec<Result
 // ---------------------------------------------------------------------------------------------------------
 // carbon-c-relay 3.7.3
 
-/// `carbon-c-relay`, checked once to be 3.7.3.
-pub fn relay_binary() -> &'static str {
-    static RELAY: OnceLock<String> = OnceLock::new();
-    RELAY.get_or_init(|| {
-        let bin = std::env::var("BUCKY_RELAY").unwrap_or_else(|_| "carbon-c-relay".to_owned());
-        let out = Command::new(&bin).arg("-v").output().unwrap_or_else(|e| {
-            panic!(
-                "relay oracle missing: cannot run {bin} ({e}). Run `bash scripts/test.sh` (it installs \
-                 Debian's carbon-c-relay) or set BUCKY_RELAY."
-            )
-        });
-        let version = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        assert!(version.contains("v3.7.3"), "the relay oracle must be carbon-c-relay 3.7.3, got {version:?}");
-        bin
-    })
-}
-
 /// The relay config: one cluster `oracle_<hash>` per hash over the same members, and a rule sending every
 /// metric to all of them. Instances are written quoted (bare ones are re-lexed by the relay).
 pub fn relay_config(hashes: &[Hash], nodes: &[Node], replicas: usize) -> String {
@@ -202,16 +155,8 @@ pub fn relay_place_many(hashes: &[Hash], nodes: &[Node], replicas: usize, names:
     let conf = dir.path().join("relay.conf");
     let text = relay_config(hashes, nodes, replicas);
     std::fs::write(&conf, &text).expect("write relay config");
-    let mut input = Vec::new();
-    for name in names {
-        input.extend(name.bytes());
-        input.push(b'\n');
-    }
-    let mut cmd = Command::new(relay_binary());
-    cmd.arg("-t").arg("-f").arg(&conf).env("RES_OPTIONS", "timeout:1 attempts:1");
-    let out = pipe(cmd, input, &format!("carbon-c-relay -t on\n{text}"));
+    let report = relay_test(&conf, names, &format!("carbon-c-relay -t on\n{text}"));
     let by_address: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (relay_address(n), i)).collect();
-    let report = String::from_utf8(out).expect("relay output is UTF-8");
     let records = parse_relay_report(&report, hashes, &by_address);
     assert_eq!(records.len(), names.len(), "one relay answer per name for\n{text}");
     let mut per_hash: Vec<Vec<Vec<usize>>> = vec![Vec::with_capacity(names.len()); hashes.len()];
@@ -224,35 +169,19 @@ pub fn relay_place_many(hashes: &[Hash], nodes: &[Node], replicas: usize, names:
     per_hash
 }
 
-/// Parses `-t` output: `match` / `    * -> NAME` / then per cluster `    HASH(oracle_HASH)` and
-/// `        host:port` per replica.
+/// Reads the `-t` report of a config from [`relay_config`] (one cluster per hash, `oracle_HASH`): per name,
+/// the member indices under each hash.
 fn parse_relay_report(
     report: &str,
     hashes: &[Hash],
     by_address: &HashMap<String, usize>,
 ) -> Vec<(String, Vec<Vec<usize>>)> {
     let headers: Vec<String> = hashes.iter().map(|h| format!("    {h}(oracle_{h})")).collect();
-    let mut out = Vec::new();
-    let mut lines = report.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line != "match" {
-            continue;
-        }
-        let Some(name) = lines.next().and_then(|l| l.strip_prefix("    * -> ")) else { continue };
-        let mut clusters = Vec::with_capacity(hashes.len());
-        for header in &headers {
-            assert_eq!(lines.next(), Some(header.as_str()), "relay report for {name:?}");
-            let mut replicas = Vec::new();
-            while let Some(addr) = lines.peek().and_then(|l| l.strip_prefix("        ")) {
-                let index = *by_address.get(addr).unwrap_or_else(|| panic!("relay named unknown member {addr:?}"));
-                replicas.push(index);
-                lines.next();
-            }
-            clusters.push(replicas);
-        }
-        out.push((name.to_owned(), clusters));
-    }
-    out
+    let index = |addr: &String| *by_address.get(addr).unwrap_or_else(|| panic!("relay named unknown member {addr:?}"));
+    parse_relay_test(report, &headers)
+        .into_iter()
+        .map(|(name, clusters)| (name, clusters.iter().map(|members| members.iter().map(index).collect()).collect()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------

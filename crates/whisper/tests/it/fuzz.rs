@@ -6,7 +6,7 @@
 //! to the partner's layout. Nothing may panic. CI runs it for `BUCKY_FUZZ_SECONDS` (default 15); a long run:
 //!
 //! ```sh
-//! BUCKY_FUZZ_SECONDS=3600 cargo test --release -p bucky-whisper --test fuzz -- --nocapture
+//! BUCKY_FUZZ_SECONDS=3600 cargo test --release -p bucky-whisper --test it fuzz:: -- --nocapture
 //! ```
 //!
 //! A failing input is written to `$TMPDIR/bucky-fuzz-<seed>-<n>.wsp` and the seed is printed

@@ -3,16 +3,12 @@
 //! results; every refusal exits 1 (bad file or value) or 2 (usage) with one line on stderr and changes
 //! nothing on disk (no 0-byte file, no temp file left behind).
 
-#[path = "../../whisper/tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::support::bucky;
 use rand::Rng;
 use serde_json::{json, Value};
-use support::bucky;
+use test_support::whisper_oracle::*;
 
 const NOW: i64 = 1_700_000_000;
 

@@ -7,14 +7,12 @@
 //! write leaves the file's bytes unchanged; and nothing allocates from header fields beyond the file's
 //! length (checked by running the hostile files in a child process under `ulimit -v`).
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{scratch_dir, Gen};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
+use test_support::whisper_oracle::{master_seed, scratch_dir, Gen};
 use whisper::{
     AggregationChange, AggregationMethod, CreateOptions, FillMode, FillOptions, Point, ResizeOptions, Retention,
     WhisperBuf, WhisperFile,
@@ -294,7 +292,7 @@ fn reference_refusals_keep_their_class() {
 /// NaN everywhere; every operation at absurd clocks returns.
 #[test]
 fn garbage_data_in_valid_files() {
-    let mut g = Gen::new(rand::rngs::SmallRng::seed_from_u64(common::master_seed()));
+    let mut g = Gen::new(rand::rngs::SmallRng::seed_from_u64(master_seed()));
     let other = partner();
     let base = valid_file().into_bytes();
     for round in 0..150 {
@@ -331,7 +329,7 @@ fn absurd_clocks_and_ranges() {
 #[test]
 #[ignore = "run by absurd_clocks_and_ranges in a child process under ulimit -v"]
 fn absurd_clocks_and_ranges_child() {
-    let mut g = Gen::new(rand::rngs::SmallRng::seed_from_u64(common::master_seed()));
+    let mut g = Gen::new(rand::rngs::SmallRng::seed_from_u64(master_seed()));
     let empty = WhisperBuf::empty(valid_file().header().clone());
     let mut panics = Vec::new();
     for _ in 0..100 {
@@ -357,11 +355,14 @@ fn absurd_clocks_and_ranges_child() {
 /// returns whether it passed, and its output.
 fn run_child(name: &str, env: &[(&str, &Path)]) -> (bool, String) {
     let exe = std::env::current_exe().unwrap();
+    // Test names are paths below the binary's crate: `hostile::NAME`.
+    let module = module_path!().split_once("::").map_or(module_path!(), |(_, module)| module);
+    let name = format!("{module}::{name}");
     let mut command = std::process::Command::new("sh");
     command.arg("-c").arg("ulimit -v 1048576 && exec \"$0\" \"$@\"").arg(&exe).args([
         "--ignored",
         "--exact",
-        name,
+        &name,
         "--test-threads=1",
         "--nocapture",
     ]);

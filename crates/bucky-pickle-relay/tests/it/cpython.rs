@@ -2,30 +2,16 @@
 //! protocols 0–5, Python 2 `STRING` opcodes, edge values, odd shapes, and pickles that must be refused.
 //! Every line we would send must parse back to exactly the f64 carbon's `float()` computes.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bucky_pickle_relay::line::write_pickle;
 use bucky_pickle_relay::pickle::Decoder;
 use serde_json::Value;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use test_support::{oracle_python, oracle_script};
 
 fn fixtures() -> Value {
-    let python = std::env::var_os("BUCKY_ORACLE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "reference Python {} not found: run scripts/test.sh once (or set BUCKY_ORACLE_PYTHON)",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(workspace_root().join("tests/oracle/pickle_fixtures.py"))
-        .output()
-        .expect("run pickle_fixtures.py");
+    let python = oracle_python();
+    let out = Command::new(&python).arg(oracle_script("pickle_fixtures.py")).output().expect("run pickle_fixtures.py");
     assert!(out.status.success(), "pickle_fixtures.py failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("fixtures are JSON")
 }

@@ -12,7 +12,6 @@
 //!
 //! `--replay-bytes` is set far above any send queue (64 MiB) so that the model need not know this
 //! machine's `tcp_wmem`: what the cap forgets is not what these tests are about.
-#![cfg(target_os = "linux")]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,10 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bucky_pickle_relay::{encode, run_with, Config, Counters, ReplayPolicy, Summary};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{oneshot, Notify};
+use bucky_pickle_relay::{ReplayPolicy, Summary};
+
+use crate::support::{self, config, frames, Relay};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -168,67 +169,24 @@ impl Receiver {
     }
 }
 
-/// The relay in-process, forwarding to `downstream`.
-struct Relay {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Summary>,
-}
-
-impl Relay {
-    async fn start(downstream: SocketAddr, policy: ReplayPolicy, replay_bytes: usize, send_timeout: Duration) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut c = Config::new(downstream.to_string());
-        c.prefix = "self.relay".into();
-        c.interval = None;
-        c.send_timeout = send_timeout;
-        c.replay = policy;
-        c.replay_bytes = replay_bytes;
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_with(listener, c, rx, Counters::default()));
-        Relay { addr, stop: Some(tx), task }
-    }
-
-    async fn stop(mut self) -> Summary {
-        let _ = self.stop.take().unwrap().send(());
-        timeout(Duration::from_secs(60), &mut self.task).await.expect("relay stops in time").expect("relay task")
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// `count` frames of 100 metrics; returns the bytes and the lines they become, in order.
-fn frames(tag: &str, count: usize) -> (Vec<u8>, Vec<String>) {
-    let mut bytes = Vec::new();
-    let mut lines = Vec::new();
-    for f in 0..count {
-        let names: Vec<String> = (0..100).map(|i| format!("{tag}.f{f}.m{i}")).collect();
-        let metrics: Vec<(&str, i64, f64)> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), 1_700_000_000 + f as i64, i as f64 / 7.0 + f as f64))
-            .collect();
-        for (n, t, v) in &metrics {
-            lines.push(format!("{n} {v} {t}"));
-        }
-        encode::frame(&mut bytes, &metrics);
-    }
-    (bytes, lines)
+/// The relay in-process, forwarding to `downstream` with `policy`.
+async fn start_relay(
+    downstream: SocketAddr,
+    policy: ReplayPolicy,
+    replay_bytes: usize,
+    send_timeout: Duration,
+) -> Relay {
+    let mut c = config(downstream);
+    c.send_timeout = send_timeout;
+    c.replay = policy;
+    c.replay_bytes = replay_bytes;
+    Relay::start(c).await
 }
 
 /// One sender connection (so the relay writes the lines in order), closed once everything is sent.
 fn send(addr: SocketAddr, bytes: Vec<u8>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut conn = TcpStream::connect(addr).await.expect("connect to relay");
-        conn.write_all(&bytes).await.expect("send");
-        conn.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        let _ = conn.read_to_end(&mut rest).await;
+        support::send(addr, &bytes, WAIT).await;
     })
 }
 
@@ -313,8 +271,8 @@ async fn two_crashes(
     reads: [u64; 2],
 ) -> (Vec<u32>, Vec<u32>, Model<'static>, Summary) {
     let downstream = Downstream::new();
-    let relay = Relay::start(downstream.addr, policy, replay_bytes, Duration::from_secs(20)).await;
-    let (bytes, lines) = frames("replay", 4_000);
+    let relay = start_relay(downstream.addr, policy, replay_bytes, Duration::from_secs(20)).await;
+    let (bytes, lines) = frames("replay", 4_000, 100);
     let lines: &'static [String] = Vec::leak(lines);
     let sender = send(relay.addr, bytes);
     let mut model = Model::new(lines, policy);
@@ -411,8 +369,8 @@ async fn replay_window_resends_read_and_unread_lines_but_each_at_most_once() {
 async fn a_stuck_receiver_that_reads_on_gets_every_line_and_only_the_unacknowledged_tail_twice() {
     let downstream = Downstream::new();
     // Long enough for the stall to be measured first (it needs 500 ms unchanged), even on a slow machine.
-    let relay = Relay::start(downstream.addr, ReplayPolicy::Unacked, 64 << 20, Duration::from_secs(6)).await;
-    let (bytes, lines) = frames("stuck", 4_000);
+    let relay = start_relay(downstream.addr, ReplayPolicy::Unacked, 64 << 20, Duration::from_secs(6)).await;
+    let (bytes, lines) = frames("stuck", 4_000, 100);
     let sender = send(relay.addr, bytes);
     let stuck = downstream.accept(Some(512 << 10)).await;
     let stall = stuck.stalled(&downstream).await;

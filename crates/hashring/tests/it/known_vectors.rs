@@ -2,9 +2,9 @@
 //! numeric jump order, None vs ''), each checked against the real peer(s) as well as against the expected
 //! values from `shared/reference/hashing.md` and the Go buckytools test suites.
 
-mod common;
+use crate::common;
 
-use common::CarbonJob;
+use crate::common::CarbonJob;
 use hashring::{Error, Hash, Node, Ring, Router};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

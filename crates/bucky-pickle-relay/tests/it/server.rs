@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bucky_pickle_relay::{encode, run_with, Config, Counters, ReplayPolicy, Summary};
+use bucky_pickle_relay::{ReplayPolicy, Summary};
+
+use crate::support::{self, config, frames, Relay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -106,76 +107,6 @@ impl Drop for Sink {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-struct Relay {
-    addr: SocketAddr,
-    counters: Counters,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Summary>,
-}
-
-impl Relay {
-    async fn start(config: Config) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let counters = Counters::default();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_with(listener, config, rx, counters.clone()));
-        Relay { addr, counters, stop: Some(tx), task }
-    }
-
-    async fn stop(mut self) -> Summary {
-        let _ = self.stop.take().unwrap().send(());
-        timeout(Duration::from_secs(60), &mut self.task).await.expect("relay stops in time").expect("relay task")
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A loopback address with nobody listening (yet).
-fn dead_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-fn config(relay: SocketAddr) -> Config {
-    let mut c = Config::new(relay.to_string());
-    c.prefix = "self.relay".into();
-    c.interval = None;
-    c.send_timeout = Duration::from_secs(5);
-    c
-}
-
-/// Frames of `per` metrics each; returns the bytes and the lines they must become.
-fn frames(tag: &str, count: usize, per: usize) -> (Vec<u8>, Vec<String>) {
-    let mut bytes = Vec::new();
-    let mut lines = Vec::new();
-    for f in 0..count {
-        let names: Vec<String> = (0..per).map(|i| format!("{tag}.f{f}.m{i}")).collect();
-        let metrics: Vec<(&str, i64, f64)> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), 1_700_000_000 + f as i64, i as f64 / 7.0 + f as f64))
-            .collect();
-        for (n, t, v) in &metrics {
-            lines.push(format!("{n} {v} {t}"));
-        }
-        encode::frame(&mut bytes, &metrics);
-    }
-    (bytes, lines)
-}
-
-async fn send(addr: SocketAddr, bytes: &[u8]) {
-    let mut conn = TcpStream::connect(addr).await.expect("connect to relay");
-    conn.write_all(bytes).await.expect("send");
-    conn.shutdown().await.unwrap();
-    // Wait for the relay to close its side: it has read every frame.
-    let mut rest = Vec::new();
-    let _ = timeout(WAIT, conn.read_to_end(&mut rest)).await.expect("relay closes the connection");
 }
 
 fn assert_conserved(s: &Summary) {
@@ -310,6 +241,16 @@ async fn unreachable_relay_at_shutdown_counts_the_loss() {
 }
 
 /// Sends `bytes` on a fresh connection and reports whether the relay closed it (within a few seconds).
+/// A loopback address with nobody listening (yet).
+fn dead_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// One sender connection that waits for the relay to read every frame.
+async fn send(addr: SocketAddr, bytes: &[u8]) {
+    assert!(support::send(addr, bytes, WAIT).await, "relay closes the connection");
+}
+
 async fn closed_by_relay(addr: SocketAddr, bytes: &[u8]) -> bool {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     let _ = conn.write_all(bytes).await;

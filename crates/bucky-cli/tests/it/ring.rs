@@ -1,11 +1,9 @@
 //! `bucky ring locate` / `bucky ring show` end to end: output format, node strings as given, errors.
 //! Placement itself is checked against carbon and carbon-c-relay in `crates/hashring/tests`.
 
-mod support;
-
 use std::process::Output;
 
-use support::bucky;
+use crate::support::bucky;
 
 use hashring::{Hash, Node, Ring, Router};
 
