@@ -64,6 +64,16 @@ enum Attempted {
     Failed(AttemptError),
 }
 
+/// How a job of a batch leaves it.
+enum BatchEnd {
+    /// Decided.
+    Done(Outcome),
+    /// Its source did not fit in the batch read's answer: it leads the worker's next batch.
+    Later,
+    /// Handed to the one-job path.
+    Alone,
+}
+
 /// A job on its way through one attempt.
 struct InFlight<'a> {
     job: &'a Job,
@@ -83,27 +93,27 @@ impl Run {
         let runnable: Vec<&Job> = jobs.iter().zip(&refused).filter(|(_, r)| r.is_none()).map(|(j, _)| j).collect();
         let mut attempted =
             if runnable.is_empty() { Vec::new() } else { self.attempt(Transport::Batch, &runnable).await }.into_iter();
-        let ends: Vec<Result<Option<Outcome>, ()>> = refused
+        let ends: Vec<BatchEnd> = refused
             .into_iter()
             .zip(jobs)
             .map(|(refused, job)| match refused {
-                Some(outcome) => Ok(Some(outcome)),
+                Some(outcome) => BatchEnd::Done(outcome),
                 None => match attempted.next() {
                     Some((Attempted::Moved { deleted }, counts)) => {
-                        Ok(Some(Outcome::Moved { kind: job.kind(self.options.op), deleted, counts }))
+                        BatchEnd::Done(Outcome::Moved { kind: job.kind(self.options.op), deleted, counts })
                     }
-                    Some((Attempted::SourceGone, _)) => Ok(Some(Outcome::SourceGone)),
+                    Some((Attempted::SourceGone, _)) => BatchEnd::Done(Outcome::SourceGone),
                     Some((Attempted::Failed(e), counts)) if e.is_final() => {
-                        Ok(Some(Outcome::Failed { error: JobError::Final(e), wire: counts.wire }))
+                        BatchEnd::Done(Outcome::Failed { error: JobError::Final(e), wire: counts.wire })
                     }
-                    Some((Attempted::Failed(AttemptError::CutShort), _)) => Ok(None),
+                    Some((Attempted::Failed(AttemptError::CutShort), _)) => BatchEnd::Later,
                     Some((Attempted::Failed(e), _)) => {
                         if !matches!(e, AttemptError::BatchRefused) {
                             self.printer.verbose(format!("{}: {}", job.source_name, describe(&e)));
                         }
-                        Err(())
+                        BatchEnd::Alone
                     }
-                    None => Err(()),
+                    None => BatchEnd::Alone,
                 },
             })
             .collect();
@@ -111,8 +121,9 @@ impl Run {
         // retries, unless `health` knows a node it needs is down).
         futures_util::future::join_all(jobs.iter().zip(ends).map(|(job, end)| async move {
             match end {
-                Ok(outcome) => outcome,
-                Err(()) => Some(self.job(job).await),
+                BatchEnd::Done(outcome) => Some(outcome),
+                BatchEnd::Later => None,
+                BatchEnd::Alone => Some(self.job(job).await),
             }
         }))
         .await

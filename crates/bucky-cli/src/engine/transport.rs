@@ -191,7 +191,7 @@ async fn heal_batch(run: &Run, copies: &[Copied<'_>]) -> Vec<Vec<Result<Healed, 
     }
     let answers = join_all(by_dest.into_iter().map(|(d, pairs)| async move {
         let _slot = run.slot(d).await;
-        let uploads: Vec<(&str, &crate::client::Upload)> =
+        let uploads: Vec<(&str, &Upload)> =
             pairs.iter().map(|&(j, _)| (copies[j].0.name.as_str(), &copies[j].1.upload)).collect();
         let answer = run.client.heal_many(d, &uploads).await;
         (d, pairs, answer)
