@@ -19,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod config_file;
 pub mod engine;
+mod engine_settings;
 pub mod health;
 pub mod names;
 pub mod placement;
@@ -37,6 +38,8 @@ pub enum ExitStatus {
     Failure,
     /// The command was refused: bad usage, or an unhealthy cluster.
     Usage,
+    /// The command was aborted (a second Ctrl-C): 130, as a shell reports a process killed by SIGINT.
+    Interrupted,
 }
 
 impl ExitStatus {
@@ -100,6 +103,7 @@ pub fn exit_code(result: anyhow::Result<ExitStatus>) -> ExitCode {
         Ok(ExitStatus::Success) => ExitCode::SUCCESS,
         Ok(ExitStatus::Failure) => ExitCode::from(1),
         Ok(ExitStatus::Usage) => ExitCode::from(2),
+        Ok(ExitStatus::Interrupted) => ExitCode::from(130),
         Err(err) => {
             let broken_pipe = err.chain().any(|cause| {
                 cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)

@@ -16,7 +16,8 @@ use super::Ctx;
 use crate::cli::{ClusterArgs, EngineArgs};
 use crate::cluster::Cluster;
 use crate::config::{Addr, DEFAULT_PORT};
-use crate::engine::{self, Job, Options};
+use crate::engine::{self, Job, Operation};
+use crate::engine_settings::engine_options;
 use crate::names::Selection;
 use crate::{ExitStatus, UsageError};
 
@@ -84,7 +85,7 @@ pub struct Backfill2Args {
 /// Plans and runs the backfill within one cluster.
 pub async fn run(args: &BackfillArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
-    let options = Options::from_args("backfill", &args.engine, ctx.config.workers, false)?;
+    let options = engine_options(Operation::Backfill, &args.engine, ctx.config.workers, false)?;
     let map = read_map(&args.map)?;
     let cluster = ctx.cluster().await?;
     cluster.require_healthy()?;
@@ -95,7 +96,7 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<ExitStatus> {
 /// Plans and runs the backfill from one cluster into another.
 pub async fn run_between_clusters(args: &Backfill2Args) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
-    let options = Options::from_args("backfill2", &args.engine, ctx.config.workers, false)?;
+    let options = engine_options(Operation::Backfill2, &args.engine, ctx.config.workers, false)?;
     let rename = match (&args.map, &args.regex) {
         (Some(map), _) => Rename::Map(read_map(map)?),
         (None, Some(regex)) => {

@@ -9,7 +9,8 @@ use crate::cli::{ClusterArgs, EngineArgs};
 use crate::client::ListQuery;
 use crate::cluster::short_error;
 use crate::config::Addr;
-use crate::engine::{self, Job, Options};
+use crate::engine::{self, Job, Operation};
+use crate::engine_settings::engine_options;
 use crate::{ExitStatus, UsageError};
 
 /// `bucky copy`.
@@ -35,7 +36,7 @@ pub struct CopyArgs {
 /// Copies a node.
 pub async fn run(args: &CopyArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
-    let options = Options::from_args("copy", &args.engine, ctx.config.workers, false)?;
+    let options = engine_options(Operation::Copy, &args.engine, ctx.config.workers, false)?;
     let src = Addr::parse(&args.src, crate::config::DEFAULT_PORT)?;
     let dst = Addr::parse(&args.dst, crate::config::DEFAULT_PORT)?;
     if src == dst {

@@ -20,7 +20,7 @@ use super::Ctx;
 use crate::client::{Client, Upload};
 use crate::cluster::{short_error, Cluster};
 use crate::config::{Addr, Config};
-use crate::engine::{self, unix_now, Options};
+use crate::engine::{self, unix_now, Interrupts, Operation, Options};
 use crate::printer::{human_bytes, Printer};
 use crate::{ExitStatus, UsageError};
 
@@ -348,7 +348,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     // 5. rebalance --delete
     let jobs = super::rebalance::plan(&ctx, &cluster, None, &excludes, &[]).await?;
     let options = Options {
-        op: "rebalance",
+        op: Operation::Rebalance,
         delete: true,
         workers: 8,
         batch: 32,
@@ -358,8 +358,13 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         state_file: None,
         error_file: None,
         error_tolerance: 0,
+        now: unix_now,
+        interrupts: Interrupts::CtrlC,
     };
     let summary = engine::execute(&ctx.client, &ctx.printer, options, jobs).await?;
+    if summary.aborted {
+        return Ok(ExitStatus::Interrupted);
+    }
     p.info("5. bucky rebalance --delete:");
     summary.print(&ctx.printer)?;
 

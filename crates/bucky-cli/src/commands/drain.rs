@@ -21,7 +21,8 @@ use crate::cli::{ClusterArgs, EngineArgs};
 use crate::client::ListQuery;
 use crate::cluster::{list_agents, short_error, Cluster};
 use crate::config::Addr;
-use crate::engine::{self, Job, Options, Summary};
+use crate::engine::{self, Job, Operation, Summary};
+use crate::engine_settings::engine_options;
 use crate::names::NameArena;
 use crate::{ExitStatus, UsageError};
 
@@ -120,7 +121,7 @@ fn why_left(metric: &str, planned: &BTreeSet<&str>, failures: &BTreeMap<&str, &s
 /// Drains the node; exit 1 unless it ends empty.
 pub async fn run(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
-    let options = Options::from_args("drain", &args.engine, ctx.config.workers, true)?;
+    let options = engine_options(Operation::Drain, &args.engine, ctx.config.workers, true)?;
     if let Some(r) = &args.regex {
         regex::Regex::new(r).map_err(|e| UsageError(format!("invalid regex: {e}")))?;
     }
@@ -142,11 +143,14 @@ pub async fn run(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
     ctx.printer.info(format!("{} metrics on {node} to move to their ring homes", jobs.len()));
     jobs.extend(replica_syncs(&ctx, &cluster, &jobs).await?);
     if args.engine.no_op {
-        engine::print_plan(&ctx.printer, &jobs, "drain", true)?;
+        engine::print_plan(&ctx.printer, &jobs, Operation::Drain, true)?;
         return Ok(ExitStatus::Success);
     }
     let tolerance = options.error_tolerance;
     let summary = engine::execute(&ctx.client, &ctx.printer, options, jobs).await?;
+    if summary.aborted {
+        return Ok(ExitStatus::Interrupted);
+    }
 
     // Whatever a fresh scan of the node still finds is reported with why.
     let left = list_node(&ctx, &node, args.regex.clone(), true).await?;

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{short_error, Cluster};
 use crate::config::Addr;
-use crate::engine::{self, Job, Options};
+use crate::engine::{self, Job, Operation};
+use crate::engine_settings::engine_options;
 use crate::{ExitStatus, UsageError};
 
 /// `bucky rebalance`.
@@ -136,7 +137,7 @@ pub(crate) async fn replica_syncs(ctx: &Ctx, cluster: &Cluster, moves: &[Job]) -
 /// Plans and runs the rebalance.
 pub async fn run(args: &RebalanceArgs) -> anyhow::Result<ExitStatus> {
     let ctx = Ctx::new(&args.cluster)?;
-    let options = Options::from_args("rebalance", &args.engine, ctx.config.workers, args.delete)?;
+    let options = engine_options(Operation::Rebalance, &args.engine, ctx.config.workers, args.delete)?;
     if let Some(r) = &args.regex {
         regex::Regex::new(r).map_err(|e| UsageError(format!("invalid regex: {e}")))?;
     }

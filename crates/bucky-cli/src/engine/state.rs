@@ -87,6 +87,11 @@ impl StateLog {
         file.write_all(&line)?;
         file.flush()
     }
+
+    /// Makes the finished jobs recorded so far durable (at the end of a run, and when it is aborted).
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner()).sync_data()
+    }
 }
 
 /// Failed jobs: `metric<TAB>source<TAB>reason` lines.

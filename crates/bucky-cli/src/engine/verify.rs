@@ -45,6 +45,19 @@ pub fn verify(source: &WhisperBuf, replica: &WhisperBuf, now: i64) -> Verdict {
     Verdict { checked, missing, first_missing, unplaceable }
 }
 
+/// The points [`verify`] checks in a replica that is byte for byte `source` (a batch heal's read-back
+/// identical to its upload), all of them present: the source's points not about to expire. Counted without
+/// a second file to compare.
+pub fn points_held(source: &WhisperBuf, now: i64) -> u64 {
+    let archives = source.header().archives.iter().enumerate();
+    archives
+        .map(|(index, archive)| {
+            let edge = now - archive.retention() as i64 + i64::from(archive.seconds_per_point) + EDGE_MARGIN;
+            source.archive_slots(index).filter(|&(t, _)| t != 0 && i64::from(t) > edge).count() as u64
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +179,18 @@ mod tests {
         let source = file("1m:1h", &[(NOW - 3600 + 120, 1.0)]);
         let empty = file("1m:1h", &[]);
         assert!(verify(&source, &empty, NOW).complete());
+    }
+
+    #[test]
+    fn points_held_counts_what_a_self_check_checks() {
+        let pts: Vec<(i64, f64)> = (0..3000).map(|i| (NOW - i * 37, i as f64)).collect();
+        for schema in ["1m:1d", "1m:2h", "10s:1h,1m:1d,1h:30d", "1m:6h,1h:7d"] {
+            let source = file(schema, &pts);
+            for now in [NOW, NOW + 90, NOW + 7200] {
+                let verdict = verify(&source, &source, now);
+                assert_eq!(points_held(&source, now), verdict.checked, "{schema} at {now}");
+                assert!(verdict.complete() && verdict.unplaceable == 0);
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use axum::response::Response;
 use bucky_agent::{AppState, Config as AgentConfig};
 use bucky_cli::client::Client;
 use bucky_cli::config::{Addr, Config};
-use bucky_cli::engine::{self, Job, Options};
+use bucky_cli::engine::{self, Interrupt, Interrupts, Job, Operation, Options};
 use bucky_cli::printer::Printer;
 use hashring::{Hash, Node, RingSpec};
 use whisper::{CreateOptions, Point, Retention, WhisperBuf};
@@ -187,16 +187,18 @@ struct Scenario {
     to_dest: bool,
     /// Nothing listens at the destination's address.
     dest_down: bool,
+    /// Sent before the run starts.
+    interrupt: Interrupt,
 }
 
 impl Scenario {
     fn new(mode: Mode, count: usize, batch: usize) -> Scenario {
         let batch_bytes = engine::DEFAULT_BATCH_MIB << 20;
-        Scenario { mode, count, batch, batch_bytes, to_dest: true, dest_down: false }
+        Scenario { mode, count, batch, batch_bytes, to_dest: true, dest_down: false, interrupt: Interrupt::None }
     }
 
     async fn run(self) -> Outcome {
-        let Scenario { mode, count, batch, batch_bytes, to_dest, dest_down } = self;
+        let Scenario { mode, count, batch, batch_bytes, to_dest, dest_down, interrupt } = self;
         let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
         for (i, name) in names.iter().enumerate() {
@@ -231,8 +233,9 @@ impl Scenario {
             ring_cluster: None,
         };
         let client = Client::new(&config).unwrap();
+        let (interrupter, interrupts) = tokio::sync::watch::channel(interrupt);
         let options = Options {
-            op: "rebalance",
+            op: Operation::Rebalance,
             delete: true,
             workers: 2,
             batch,
@@ -242,6 +245,8 @@ impl Scenario {
             state_file: None,
             error_file: None,
             error_tolerance: 0,
+            now: engine::unix_now,
+            interrupts: Interrupts::Channel(interrupts),
         };
         let jobs = names
             .iter()
@@ -254,6 +259,7 @@ impl Scenario {
             })
             .collect();
         let summary = engine::execute(&client, &Printer::new(false, false, false), options, jobs).await.unwrap();
+        drop(interrupter);
         Outcome {
             summary,
             dest_addr,
@@ -417,5 +423,26 @@ async fn a_full_destination_is_sent_no_more_copies_and_every_source_is_kept() {
             assert_eq!(source.as_deref(), Some(&content(i)[..]), "batch {batch}: metric {i} kept");
         }
         assert!(out.dest_files.iter().all(Option::is_none), "batch {batch}");
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_run_starts_no_job_and_says_so() {
+    let out = Scenario { interrupt: Interrupt::Stop, ..Scenario::new(Mode::Honour, 10, 4) }.run().await;
+    assert_eq!((out.summary.moved, out.summary.not_started), (0, 10), "{:?}", out.summary);
+    assert!(!out.summary.aborted && !out.summary.ok(0), "{:?}", out.summary);
+    assert_eq!(out.source.batches.load(Ordering::SeqCst) + out.source.gets.load(Ordering::SeqCst), 0);
+    for (i, source) in out.source_files.iter().enumerate() {
+        assert_eq!(source.as_deref(), Some(&content(i)[..]), "metric {i} kept");
+    }
+}
+
+#[tokio::test]
+async fn an_aborted_run_returns_aborted_with_every_source_kept() {
+    let out = Scenario { interrupt: Interrupt::Abort, ..Scenario::new(Mode::Honour, 10, 4) }.run().await;
+    assert!(out.summary.aborted, "{:?}", out.summary);
+    assert_eq!(out.source.deletes.load(Ordering::SeqCst) + out.source.batches.load(Ordering::SeqCst), 0);
+    for (i, source) in out.source_files.iter().enumerate() {
+        assert_eq!(source.as_deref(), Some(&content(i)[..]), "metric {i} kept");
     }
 }

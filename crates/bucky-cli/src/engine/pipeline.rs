@@ -1,0 +1,324 @@
+//! The per-job pipeline, written once: **read** the source → **heal** it into every destination, each copy
+//! read back → **verify** each read-back → **decide** ([`decide`], the one place of the delete-after-verify
+//! rule) → **delete** the source with `If-Match` of the version copied. Each step runs for a set of jobs
+//! through a [`Transport`]: a batch of jobs from one source node (bucky-agent), or one job alone.
+//!
+//! A batch never retries: whatever goes wrong with a job in it (an error entry, a missing read-back, a
+//! verification that finds points missing, a 412 on delete, an agent that takes no batches) hands the job
+//! to [`Run::job`], which runs the same pipeline for it alone, one request per metric, with its own retries.
+//! A 507 (the destination's disk is full) is handed over too: the client has marked the node full, so the
+//! job alone fails at once. Whether a job may run at all is decided in [`Run::refusal`], before every
+//! attempt on either path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use whisper::WhisperBuf;
+
+use super::decide::{decide, Counts, Decision, Tally};
+use super::reason::{describe, AttemptError, JobError};
+use super::transport::{Healed, ReadBack, SourceCopy, Transport};
+use super::verify;
+use super::{Job, JobKind, Run};
+use crate::client::Fetched;
+use crate::config::Addr;
+
+/// How one job ended.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Healed into every destination and verified there.
+    Moved {
+        /// What the job was.
+        kind: JobKind,
+        /// Whether its source was deleted.
+        deleted: bool,
+        /// What it counted, over all its attempts.
+        counts: Counts,
+    },
+    /// The source was gone when read: nothing to copy.
+    SourceGone,
+    /// Failed; the source is kept.
+    Failed {
+        /// Why.
+        error: JobError,
+        /// Bytes that crossed the network for it.
+        wire: u64,
+    },
+    /// Not copied: `node`, a destination, is full (source kept).
+    NodeFull {
+        /// The full destination.
+        node: Addr,
+        /// Bytes that crossed the network for it.
+        wire: u64,
+    },
+}
+
+/// What one attempt came to for one job.
+#[derive(Debug)]
+enum Attempted {
+    /// Verified everywhere; the source deleted or kept as decided.
+    Moved { deleted: bool },
+    /// The source was gone when read.
+    SourceGone,
+    /// The attempt failed.
+    Failed(AttemptError),
+}
+
+/// How a job of a batch leaves it.
+enum BatchEnd {
+    /// Decided.
+    Done(Outcome),
+    /// Its source did not fit in the batch read's answer: it leads the worker's next batch.
+    Later,
+    /// Handed to the one-job path.
+    Alone,
+}
+
+/// A job on its way through one attempt.
+struct InFlight<'a> {
+    job: &'a Job,
+    copy: Option<SourceCopy>,
+    tally: Tally,
+    /// Set once the job needs no later step.
+    ended: Option<Attempted>,
+}
+
+impl Run {
+    /// Runs `jobs` (all from one source node, more than one) as a batch and returns their outcomes in
+    /// order: `None` for a job whose source did not fit in the batch read's answer, to be moved in a later
+    /// batch.
+    pub(super) async fn batch(&self, jobs: &[Job]) -> Vec<Option<Outcome>> {
+        // Jobs needing a node found down, or writing to a node found full, fail at once (see `crate::health`).
+        let refused: Vec<Option<Outcome>> = jobs.iter().map(|job| self.refusal(job, 0)).collect();
+        let runnable: Vec<&Job> = jobs.iter().zip(&refused).filter(|(_, r)| r.is_none()).map(|(j, _)| j).collect();
+        let mut attempted =
+            if runnable.is_empty() { Vec::new() } else { self.attempt(Transport::Batch, &runnable).await }.into_iter();
+        let ends: Vec<BatchEnd> = refused
+            .into_iter()
+            .zip(jobs)
+            .map(|(refused, job)| match refused {
+                Some(outcome) => BatchEnd::Done(outcome),
+                None => match attempted.next() {
+                    Some((Attempted::Moved { deleted }, counts)) => {
+                        BatchEnd::Done(Outcome::Moved { kind: job.kind(self.options.op), deleted, counts })
+                    }
+                    Some((Attempted::SourceGone, _)) => BatchEnd::Done(Outcome::SourceGone),
+                    Some((Attempted::Failed(e), counts)) if e.is_final() => {
+                        BatchEnd::Done(Outcome::Failed { error: JobError::Final(e), wire: counts.wire })
+                    }
+                    Some((Attempted::Failed(AttemptError::CutShort), _)) => BatchEnd::Later,
+                    Some((Attempted::Failed(e), _)) => {
+                        if !matches!(e, AttemptError::BatchRefused) {
+                            self.printer.verbose(format!("{}: {}", job.source_name, describe(&e)));
+                        }
+                        BatchEnd::Alone
+                    }
+                    None => BatchEnd::Alone,
+                },
+            })
+            .collect();
+        // The jobs handed over run alone side by side, as many as the batch held (each with its own
+        // retries, unless `health` knows a node it needs is down).
+        futures_util::future::join_all(jobs.iter().zip(ends).map(|(job, end)| async move {
+            match end {
+                BatchEnd::Done(outcome) => Some(outcome),
+                BatchEnd::Later => None,
+                BatchEnd::Alone => Some(self.job(job).await),
+            }
+        }))
+        .await
+    }
+
+    /// One job alone, one request per metric: the pipeline, retried as a whole.
+    pub(super) async fn job(&self, job: &Job) -> Outcome {
+        let attempts = self.options.attempts.max(1);
+        let mut wire = 0;
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            if let Some(refused) = self.refusal(job, wire) {
+                return refused;
+            }
+            // One answer per job given: the fallback is never used.
+            let (attempted, counts) = (self.attempt(Transport::PerMetric, &[job]).await.pop())
+                .unwrap_or((Attempted::Failed(AttemptError::BatchRefused), Counts::default()));
+            wire += counts.wire;
+            let error = match attempted {
+                Attempted::Moved { deleted } => {
+                    let counts = Counts { wire, ..counts };
+                    return Outcome::Moved { kind: job.kind(self.options.op), deleted, counts };
+                }
+                Attempted::SourceGone => return Outcome::SourceGone,
+                Attempted::Failed(e) if e.is_final() => return Outcome::Failed { error: JobError::Final(e), wire },
+                Attempted::Failed(e) => e,
+            };
+            self.printer.verbose(format!(
+                "{} on {}: attempt {attempt}/{attempts}: {}",
+                job.source_name,
+                job.source,
+                describe(&error)
+            ));
+            if attempt >= attempts {
+                let error = JobError::GaveUp { last: error, attempts, kept: self.options.delete };
+                return Outcome::Failed { error, wire };
+            }
+            // A destination found full, or a node found down, by the failed attempt (or by another job
+            // meanwhile): no retry can help, fail now rather than after the wait.
+            if let Some(refused) = self.refusal(job, wire) {
+                return refused;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            attempt += 1;
+        }
+    }
+
+    /// Whether `job` must fail now instead of being tried: a destination is full (no copy is sent to it),
+    /// or a node it needs is down. The one check of the batch and the one-job path, before every attempt.
+    fn refusal(&self, job: &Job, wire: u64) -> Option<Outcome> {
+        let health = self.client.health();
+        if let Some(node) = health.full_among(&job.dests) {
+            return Some(Outcome::NodeFull { node: node.clone(), wire });
+        }
+        let down = health.refuse(job.nodes())?;
+        Some(Outcome::Failed { error: JobError::Down { down, kept: self.options.delete }, wire })
+    }
+
+    /// One attempt at `jobs` (all from one source node): every step for all of them through `transport`.
+    /// Per job, in order: what came of it, and what it counted.
+    async fn attempt(&self, transport: Transport, jobs: &[&Job]) -> Vec<(Attempted, Counts)> {
+        let Some(source) = jobs.first().map(|j| &j.source) else { return Vec::new() };
+        let mut flight: Vec<InFlight<'_>> =
+            jobs.iter().map(|&job| InFlight { job, copy: None, tally: Tally::default(), ended: None }).collect();
+
+        // 1. Read every source.
+        let reads = transport.read(self, source, jobs).await;
+        for (f, read) in flight.iter_mut().zip(reads) {
+            match read {
+                Ok(Some(fetched)) => match self.prepare(transport, f, fetched) {
+                    Ok(copy) => f.copy = Some(copy),
+                    Err(e) => f.ended = Some(Attempted::Failed(e)),
+                },
+                Ok(None) => f.ended = Some(Attempted::SourceGone),
+                Err(e) => f.ended = Some(Attempted::Failed(e)),
+            }
+        }
+        if flight.iter().all(|f| f.copy.is_none()) {
+            // Nothing was read (the agent always sends one file): the sources cut short were not cut by a
+            // full answer; they go alone rather than wait for a batch that would cut them again.
+            for f in &mut flight {
+                if matches!(f.ended, Some(Attempted::Failed(AttemptError::CutShort))) {
+                    f.ended = Some(Attempted::Failed(AttemptError::BatchRefused));
+                }
+            }
+        }
+
+        // 2. Heal into every destination, each copy read back.
+        let copied: Vec<(usize, (&Job, &SourceCopy))> =
+            flight.iter().enumerate().filter_map(|(i, f)| Some((i, (f.job, f.copy.as_ref()?)))).collect();
+        let pairs: Vec<(&Job, &SourceCopy)> = copied.iter().map(|&(_, pair)| pair).collect();
+        let heals = if pairs.is_empty() { Vec::new() } else { transport.heal(self, &pairs).await };
+        let indices: Vec<usize> = copied.iter().map(|&(i, _)| i).collect();
+
+        // 3. Verify each read-back against its source.
+        let now = (self.options.now)();
+        for (i, per_dest) in indices.iter().zip(heals) {
+            let f = &mut flight[*i];
+            let Some(copy) = &f.copy else { continue };
+            for (dest, healed) in f.job.dests.iter().zip(per_dest) {
+                let check = healed.and_then(|healed| check(dest, &copy.file, healed, now, &mut f.tally.counts));
+                f.tally.checks.push(check);
+            }
+        }
+
+        // 4. Decide.
+        let mut to_delete: Vec<usize> = Vec::new();
+        for (i, f) in flight.iter_mut().enumerate() {
+            if f.copy.is_none() {
+                continue;
+            }
+            match decide(f.job, &f.tally, &self.options) {
+                Decision::Unverified { first } => {
+                    let why = match f.tally.checks.get_mut(first) {
+                        Some(check @ Err(_)) => std::mem::replace(check, Ok(())).err(),
+                        _ => None,
+                    };
+                    let dest = f.job.dests[first].clone();
+                    f.ended = Some(Attempted::Failed(why.unwrap_or(AttemptError::Unchecked { dest })));
+                }
+                Decision::Keep => f.ended = Some(Attempted::Moved { deleted: false }),
+                Decision::Refuse { unplaceable } => {
+                    f.ended = Some(Attempted::Failed(AttemptError::Unplaceable(unplaceable)));
+                }
+                Decision::Delete => to_delete.push(i),
+            }
+        }
+
+        // 5. Delete the sources decided so.
+        if !to_delete.is_empty() {
+            let pairs: Vec<(&Job, &SourceCopy)> =
+                to_delete.iter().filter_map(|&i| Some((flight[i].job, flight[i].copy.as_ref()?))).collect();
+            let deleted = transport.delete(self, source, &pairs).await;
+            for (i, deleted) in to_delete.into_iter().zip(deleted) {
+                flight[i].ended = Some(match deleted {
+                    Ok(deleted) => Attempted::Moved { deleted },
+                    Err(e) => Attempted::Failed(e),
+                });
+            }
+        }
+
+        flight
+            .into_iter()
+            .map(|f| {
+                let ended = f.ended.unwrap_or(Attempted::Failed(AttemptError::BatchRefused));
+                (ended, f.tally.counts)
+            })
+            .collect()
+    }
+
+    /// A source read, ready to heal; `Err` (final) if it is not a whisper file.
+    fn prepare(
+        &self,
+        transport: Transport,
+        f: &mut InFlight<'_>,
+        fetched: Fetched,
+    ) -> Result<SourceCopy, AttemptError> {
+        let Fetched { mut stat, data, etag, wire_bytes } = fetched;
+        f.tally.counts.wire += wire_bytes;
+        f.tally.counts.bytes += data.len() as u64;
+        let file = Arc::new(WhisperBuf::from_bytes(data).map_err(AttemptError::InvalidSource)?);
+        stat.name = f.job.name.clone();
+        let upload = transport.upload(self, f.job, &file, stat)?;
+        Ok(SourceCopy { file, upload, etag })
+    }
+}
+
+/// Checks that a healed copy holds every point of `source` that it can hold, counting into `counts`.
+fn check(dest: &Addr, source: &WhisperBuf, healed: Healed, now: i64, counts: &mut Counts) -> Result<(), AttemptError> {
+    counts.healed += healed.points_written;
+    counts.wire += healed.sent;
+    let replica = match healed.copy {
+        ReadBack::Identical => {
+            // Read back byte for byte what was sent: it holds every point the source holds.
+            counts.verified += verify::points_held(source, now);
+            return Ok(());
+        }
+        ReadBack::File(replica) => replica,
+    };
+    counts.wire += replica.wire_bytes;
+    let replica = WhisperBuf::from_bytes(replica.data)
+        .map_err(|error| AttemptError::InvalidCopy { dest: dest.clone(), error })?;
+    let verdict = verify::verify(source, &replica, now);
+    if let Some((seconds_per_point, timestamp)) = verdict.first_missing {
+        return Err(AttemptError::Missing {
+            dest: dest.clone(),
+            missing: verdict.missing,
+            checked: verdict.checked,
+            seconds_per_point,
+            timestamp,
+        });
+    }
+    counts.verified += verdict.checked;
+    counts.unplaceable += verdict.unplaceable;
+    Ok(())
+}

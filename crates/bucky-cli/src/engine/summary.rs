@@ -1,0 +1,182 @@
+//! The outcome of a run: counts, the first failures and the full nodes, printed at the end in the
+//! command's own words (JSON with `--json`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::job::Operation;
+use crate::printer::{human_bytes, Printer};
+
+/// The outcome of a run, printed at the end (JSON with `--json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// The operation.
+    pub operation: Operation,
+    /// Jobs planned.
+    pub planned: u64,
+    /// Jobs whose copy was healed into every destination and verified.
+    pub moved: u64,
+    /// Sources deleted after verification.
+    pub deleted: u64,
+    /// Copies on replicas healed into the other replicas of a moved metric (rebalance with RF > 1).
+    pub replicas_synced: u64,
+    /// Jobs skipped: finished in an earlier run (state file).
+    pub skipped: u64,
+    /// Jobs whose source was listed but gone when read (404): moved or deleted since the listing, or never
+    /// there (buckyd's list cache can be an hour old, and may answer a stale list even when forced). Not an
+    /// error: there is nothing left to copy.
+    pub gone: u64,
+    /// Jobs that failed (source kept).
+    pub errors: u64,
+    /// Jobs not started because the run was interrupted.
+    pub not_started: u64,
+    /// Bytes of whisper data read from sources (decoded).
+    pub bytes: u64,
+    /// Bytes sent and received over the network for the copies and verifications.
+    pub wire_bytes: u64,
+    /// Points written into existing destination files by heals.
+    pub points_healed: u64,
+    /// Source points checked in the destinations.
+    pub points_verified: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Metrics per second.
+    pub metrics_per_second: f64,
+    /// Source bytes per second.
+    pub bytes_per_second: f64,
+    /// Per source node: jobs done / failed.
+    pub per_node: BTreeMap<String, NodeSummary>,
+    /// The first failures (all of them are in `--error-file`).
+    pub failures: Vec<Failure>,
+    /// Destinations found full (507 Insufficient Storage), with the jobs that failed because of it (sources
+    /// kept): nothing more was sent to them once they answered 507.
+    pub full_nodes: BTreeMap<String, u64>,
+    /// Whether the run deletes sources (the messages say "source kept" only then).
+    #[serde(skip)]
+    pub deletes: bool,
+    /// Whether the run was aborted (a second Ctrl-C): the jobs in flight were abandoned, sources kept.
+    #[serde(skip)]
+    pub aborted: bool,
+}
+
+/// Per-node counts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeSummary {
+    /// Jobs finished.
+    pub moved: u64,
+    /// Jobs failed.
+    pub errors: u64,
+}
+
+/// One failed job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The metric (as on the source).
+    pub metric: String,
+    /// The source.
+    pub source: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Failures kept in the summary.
+pub(super) const SUMMARY_FAILURES: usize = 20;
+
+impl Summary {
+    /// Whether the run is a success given the tolerance.
+    pub fn ok(&self, tolerance: u64) -> bool {
+        self.errors <= tolerance && self.not_started == 0
+    }
+
+    /// Prints the summary on stderr (or JSON on stdout).
+    pub fn print(&self, printer: &Printer) -> std::io::Result<()> {
+        if printer.json() {
+            return printer.print_json(self);
+        }
+        for f in &self.failures {
+            printer.error(format!("{} on {}: {}", f.metric, f.source, f.reason));
+        }
+        if self.errors > self.failures.len() as u64 {
+            printer.error(format!("… and {} more failures", self.errors - self.failures.len() as u64));
+        }
+        for (node, jobs) in &self.full_nodes {
+            printer.error(format!(
+                "{node} is full (507 Insufficient Storage): {jobs} metrics not copied to it{}; free space on it and \
+                 rerun",
+                if self.deletes { ", sources kept" } else { "" }
+            ));
+        }
+        printer.info(self.line());
+        Ok(())
+    }
+
+    /// The summary line, in the command's own words: `copy` copies, `backfill` backfills, only `rebalance`
+    /// moves and syncs replicas, and deletions are counted only when the run deletes.
+    pub(super) fn line(&self) -> String {
+        let mut counts = vec![format!("{} planned", self.planned)];
+        match self.operation {
+            Operation::Rebalance | Operation::Drain => {
+                counts.push(format!("{} moved", self.moved));
+                counts.push(format!("{} replica copies synced", self.replicas_synced));
+            }
+            Operation::Copy => counts.push(format!("{} copied", self.moved)),
+            Operation::Backfill | Operation::Backfill2 => counts.push(format!("{} backfilled", self.moved)),
+        }
+        if self.deletes {
+            counts.push(format!("{} deleted", self.deleted));
+        }
+        counts.push(format!("{} skipped", self.skipped));
+        if self.gone > 0 {
+            counts.push(format!("{} gone since listed", self.gone));
+        }
+        counts.push(format!("{} errors", self.errors));
+        if self.not_started > 0 {
+            counts.push(format!("{} not started (interrupted)", self.not_started));
+        }
+        format!(
+            "{}: {}; {} read ({} on the wire), {} points healed, {} points verified; {:.1} s, {}, {}/s",
+            self.operation,
+            counts.join(", "),
+            human_bytes(self.bytes),
+            human_bytes(self.wire_bytes),
+            self.points_healed,
+            self.points_verified,
+            self.seconds,
+            crate::printer::human_rate(self.metrics_per_second, "metrics"),
+            human_bytes(self.bytes_per_second as u64),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summary says what the command did in its own words; "replica copies synced" and "deleted" only
+    /// where the command does such things.
+    #[test]
+    fn summaries_speak_the_commands_words() {
+        let summary = |operation: Operation, deletes: bool| Summary {
+            operation,
+            planned: 7,
+            moved: 5,
+            errors: 2,
+            deletes,
+            metrics_per_second: 4601.5404,
+            ..Summary::default()
+        };
+        let copy = summary(Operation::Copy, false).line();
+        assert!(copy.starts_with("copy: 7 planned, 5 copied, 0 skipped, 2 errors;"), "{copy}");
+        assert!(!copy.contains("replica") && !copy.contains("deleted"), "{copy}");
+        assert!(copy.contains("4,602 metrics/s"), "{copy}");
+        let backfill = summary(Operation::Backfill2, false).line();
+        assert!(backfill.starts_with("backfill2: 7 planned, 5 backfilled, 0 skipped"), "{backfill}");
+        let rebalance = summary(Operation::Rebalance, true).line();
+        assert!(
+            rebalance.starts_with("rebalance: 7 planned, 5 moved, 0 replica copies synced, 0 deleted,"),
+            "{rebalance}"
+        );
+        assert!(!summary(Operation::Rebalance, false).line().contains("deleted"));
+    }
+}
