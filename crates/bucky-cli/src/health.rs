@@ -20,7 +20,7 @@ use crate::client::ClientError;
 use crate::config::Addr;
 
 /// How long a node found unreachable is skipped before jobs try it again.
-pub const PROBE_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const PROBE_AFTER: Duration = Duration::from_secs(10);
 
 /// When a node down was first and last found unreachable.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +89,7 @@ mod tests {
         let source = runtime
             .block_on(reqwest::Client::new().get(format!("http://{}/", addr.authority())).send())
             .expect_err("nothing listens there");
-        Err(ClientError::Unreachable { addr: addr.to_string(), what: "test".into(), source })
+        Err(ClientError::Unreachable { addr: addr.to_string(), what: "test".into(), network: source })
     }
 
     #[test]

@@ -157,11 +157,6 @@ impl Progress {
         self.total.inc(1);
     }
 
-    /// Sets the message shown after the overall bar.
-    pub fn message(&self, message: String) {
-        self.total.set_message(message);
-    }
-
     /// Removes the bars.
     pub fn finish(&self) {
         for bar in self.bars.values() {

@@ -10,50 +10,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bucky_wire::MetricStat;
-use clap::Args;
 use futures_util::StreamExt;
 use hashring::{Hash, Node, RingSpec};
 use whisper::{CreateOptions, Point, Retention, WhisperBuf};
 
-use super::inconsistent::{find_misplaced, DEFAULT_EXCLUDES};
-use super::Ctx;
+use crate::cli::{DemoArgs, DEFAULT_EXCLUDES};
 use crate::client::{Client, Upload};
-use crate::cluster::{short_error, Cluster};
+use crate::cluster::{list_agents, Cluster};
 use crate::config::{Addr, Config};
+use crate::ctx::Ctx;
 use crate::engine::{self, unix_now, Options};
+use crate::error::one_line;
+use crate::plan::{self, find_misplaced};
 use crate::printer::{human_bytes, Printer};
 use crate::{ExitStatus, UsageError};
-
-/// `bucky demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Directory for the agents' data and logs (default: a new temporary directory, removed at the end
-    /// unless --keep).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// Leave the agents running at the end and print how to use them.
-    #[arg(long)]
-    pub keep: bool,
-    /// Number of metrics to generate.
-    #[arg(long, default_value_t = 3000, value_name = "N")]
-    pub metrics: usize,
-    /// Placement hash: carbon_ch, fnv1a_ch or jump_fnv1a_ch.
-    #[arg(long, default_value = "carbon_ch")]
-    pub hash: String,
-    /// Replication factor (1 or 2).
-    #[arg(long, default_value_t = 1)]
-    pub replicas: usize,
-    /// Agent port on every address (default: 4242 if free on all three, else any free port).
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// The three local addresses the agents listen on, comma-separated (on Linux all of 127.0.0.0/8 is
-    /// loopback; elsewhere give addresses this machine has).
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.2,127.0.0.3,127.0.0.4", value_name = "A,B,C")]
-    pub ips: Vec<String>,
-    /// Never draw progress bars.
-    #[arg(long)]
-    pub no_progress: bool,
-}
 
 /// Minutes of data written per metric.
 const POINTS: i64 = 120;
@@ -217,7 +187,7 @@ fn generate(i: usize, end: i64, header: &whisper::Header) -> anyhow::Result<Vec<
 
 async fn count_per_agent(ctx: &Ctx, agents: &[Addr]) -> BTreeMap<String, u64> {
     let query = crate::client::ListQuery { regex: None, force: true };
-    crate::cluster::list_agents(&ctx.client, &query, agents)
+    list_agents(&ctx.client, &query, agents)
         .await
         .into_iter()
         .map(|(a, r)| (a.to_string(), r.map_or(0, |l| l.len() as u64)))
@@ -225,7 +195,7 @@ async fn count_per_agent(ctx: &Ctx, agents: &[Addr]) -> BTreeMap<String, u64> {
 }
 
 /// Runs the demo.
-pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
+pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     let hash: Hash = args.hash.parse().map_err(|e| UsageError(format!("{e}")))?;
     if args.ips.len() != 3 {
         return Err(UsageError("--ips needs three addresses".into()).into());
@@ -302,7 +272,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
                 let upload = Upload::new(stat, &data, true).map_err(|e| e.to_string())?;
                 for node in ring.nodes_for(&name) {
                     let addr = Addr { host: node.server.clone(), port };
-                    ctx.client.heal(&addr, &name, &upload).await.map_err(|e| short_error(&e))?;
+                    ctx.client.heal(&addr, &name, &upload).await.map_err(|e| one_line(&e))?;
                 }
                 Ok::<_, String>(data.len() as u64)
             }
@@ -346,7 +316,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     ));
 
     // 5. rebalance --delete
-    let jobs = super::rebalance::plan(&ctx, &cluster, None, &excludes, &[]).await?;
+    let jobs = plan::rebalance(&ctx, &cluster, None, &excludes, &[]).await?;
     let options = Options {
         op: "rebalance",
         delete: true,
@@ -378,7 +348,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
                 let name = metric_name(i);
                 let mut results = Vec::new();
                 for addr in cluster.replicas_of(&name) {
-                    results.push(ctx.client.get(&addr, &name).await.map_err(|e| short_error(&e)));
+                    results.push(ctx.client.get(&addr, &name).await.map_err(|e| one_line(&e)));
                 }
                 (i, results)
             }

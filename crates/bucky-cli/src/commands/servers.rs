@@ -2,24 +2,14 @@
 
 use std::io::Write;
 
-use clap::Args;
-
-use super::Ctx;
-use crate::cli::ClusterArgs;
+use crate::cli::ServersArgs;
 use crate::cluster::MemberState;
+use crate::ctx::Ctx;
 use crate::ExitStatus;
 
-/// `bucky servers`.
-#[derive(Debug, Args)]
-pub struct ServersArgs {
-    /// Common flags.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-}
-
 /// Prints the cluster; exit status 1 when any member is unreachable or disagrees.
-pub async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
+pub(super) async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(crate::settings::config(&args.cluster)?)?;
     let cluster = crate::cluster::Cluster::discover_configured(&ctx.client, &ctx.config).await?;
     if ctx.printer.json() {
         ctx.printer.print_json(&cluster.report())?;

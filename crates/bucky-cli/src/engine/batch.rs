@@ -18,8 +18,8 @@ use whisper::WhisperBuf;
 
 use super::{check_copy, shared_upload, unix_now, AfterVerify, Job, Outcome, Retry, Run};
 use crate::client::{ClientError, Deleted, Fetched, Upload};
-use crate::cluster::short_error;
 use crate::config::Addr;
+use crate::error::one_line;
 
 /// A source copy read in the batch, ready to heal.
 struct Copy {
@@ -89,7 +89,7 @@ impl Run {
         let reads = match client.get_many(source, &names, self.options.batch_bytes).await {
             Ok(Some(reads)) => reads,
             Ok(None) => return alone(progress, "the source takes no batches"),
-            Err(e) => return alone(progress, &short_error(&e)),
+            Err(e) => return alone(progress, &one_line(&e)),
         };
         let mut copies: Vec<Option<Copy>> = Vec::with_capacity(jobs.len());
         for ((job, read), p) in jobs.iter().zip(reads).zip(progress.iter_mut()) {
@@ -148,7 +148,7 @@ impl Run {
                 Ok(Some(entries)) => entries,
                 Ok(None) | Err(_) => {
                     if let Err(e) = &answer {
-                        self.printer.verbose(format!("batch heal into {d}: {}; one by one", short_error(e)));
+                        self.printer.verbose(format!("batch heal into {d}: {}; one by one", one_line(e)));
                     }
                     indices.iter().for_each(|&i| progress[i].alone = true);
                     continue;

@@ -39,8 +39,8 @@ use whisper::WhisperBuf;
 
 use crate::cli::EngineArgs;
 use crate::client::{Client, ClientError, Deleted, Fetched, Upload};
-use crate::cluster::short_error;
 use crate::config::Addr;
+use crate::error::one_line;
 use crate::printer::{human_bytes, Printer};
 use crate::UsageError;
 
@@ -677,13 +677,12 @@ impl Run {
             let healed = client
                 .heal_read_back(d, &job.name, upload)
                 .await
-                .map_err(|e| Retry::Again(format!("heal into {d}: {}", short_error(&e))))?;
+                .map_err(|e| Retry::Again(format!("heal into {d}: {}", one_line(&e))))?;
             let replica = match healed.replica {
                 Some(replica) => Some(replica),
-                None => client
-                    .get(d, &job.name)
-                    .await
-                    .map_err(|e| Retry::Again(format!("verify {d}: {}", short_error(&e))))?,
+                None => {
+                    client.get(d, &job.name).await.map_err(|e| Retry::Again(format!("verify {d}: {}", one_line(&e))))?
+                }
             };
             Ok::<_, Retry>((healed.report.points_written, healed.sent, replica))
         }))
@@ -730,7 +729,7 @@ impl Run {
                         "the source changed since it was read (still receiving writes?); copying again".into(),
                     ))
                 }
-                Err(e) => return Err(Retry::Again(format!("delete: {}", short_error(&e)))),
+                Err(e) => return Err(Retry::Again(format!("delete: {}", one_line(&e)))),
             }
         };
         Ok(Some(self.moved(job, bytes, *wire, healed, verified, deleted, None)))
@@ -802,7 +801,7 @@ enum Retry {
 
 impl From<ClientError> for Retry {
     fn from(e: ClientError) -> Retry {
-        Retry::Again(short_error(&e))
+        Retry::Again(one_line(&e))
     }
 }
 
