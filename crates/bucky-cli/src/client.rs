@@ -116,6 +116,12 @@ pub fn network_cause(error: &reqwest::Error) -> String {
     cause.to_string()
 }
 
+/// Whether a request reached its agent: any answer does, even an error status; only
+/// [`ClientError::Unreachable`] does not.
+pub(crate) fn reached<T>(result: &Result<T, ClientError>) -> bool {
+    !matches!(result, Err(ClientError::Unreachable { .. }))
+}
+
 /// A whisper file read from an agent.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -307,7 +313,7 @@ impl Client {
         build: impl Fn() -> RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
         let result = self.exchange_with_retries(addr, what, build).await;
-        self.health.saw(addr, &result);
+        self.health.saw(addr, reached(&result));
         if matches!(&result, Ok((status, ..)) if *status == StatusCode::INSUFFICIENT_STORAGE) {
             self.health.saw_full(addr);
         }

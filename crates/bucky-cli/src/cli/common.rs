@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Args};
 
-use super::BUCKY_NO_PROGRESS;
+/// Seed agent of the cluster commands, when `-h/--host` is not given.
+pub const BUCKYHOST: &str = "BUCKYHOST";
+/// File holding the JWT sent as `X-Buckyd-Authorization`, when `--token-file` is not given.
+pub const BUCKY_TOKEN_FILE: &str = "BUCKY_TOKEN_FILE";
+/// Set to anything but `0`/`false` to hide progress bars (tests, CI logs).
+pub const BUCKY_NO_PROGRESS: &str = "BUCKY_NO_PROGRESS";
 
 /// Flags shared by every cluster command. Each of -h, -w and --token-file is taken from its flag, else its
 /// environment variable, else the cluster's table of the config file, else the default

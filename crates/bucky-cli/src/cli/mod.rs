@@ -15,20 +15,13 @@ pub use cluster::{
     Backfill2Args, BackfillArgs, CopyArgs, DeleteArgs, DrainArgs, DuArgs, InconsistentArgs, ListArgs, LocateArgs,
     RebalanceArgs, RestoreArgs, ServersArgs, StatArgs, TarArgs, DEFAULT_EXCLUDES,
 };
-pub use common::{ClusterArgs, EngineArgs, NamesArgs, ScopeArgs};
+pub use common::{ClusterArgs, EngineArgs, NamesArgs, ScopeArgs, BUCKYHOST, BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE};
 pub use local::{ConfigCommand, DemoArgs, GenArgs, JsonArgs, ShowArgs};
 pub use ring::{RingArgs, RingCommand, RingLocateArgs};
 pub use whisper::{
     CreateArgs, DiffArgs, DumpArgs, FetchArgs, FillArgs, FindCorruptArgs, InfoArgs, IsEmptyArgs, MergeArgs, ModifyArgs,
     ResizeArgs, SetAggregationArgs, SparsifyArgs, UpdateArgs, WhisperCommand,
 };
-
-/// Seed agent of the cluster commands, when `-h/--host` is not given.
-pub const BUCKYHOST: &str = "BUCKYHOST";
-/// File holding the JWT sent as `X-Buckyd-Authorization`, when `--token-file` is not given.
-pub const BUCKY_TOKEN_FILE: &str = "BUCKY_TOKEN_FILE";
-/// Set to anything but `0`/`false` to hide progress bars (tests, CI logs).
-pub const BUCKY_NO_PROGRESS: &str = "BUCKY_NO_PROGRESS";
 
 /// bucky — move, heal, back up and audit Whisper files across a Graphite cluster.
 ///

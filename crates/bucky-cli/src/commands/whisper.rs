@@ -1,12 +1,13 @@
 //! `bucky whisper …`: local whisper file tools, thin wrappers over the `whisper` crate. The operators' scan
 //! and repair tools (isempty, sparsify, diff, find-corrupt, dump --all) live in their own modules below.
 
-pub(super) mod diff;
+mod common;
+mod diff;
 mod dump_all;
-pub(super) mod find_corrupt;
-pub(super) mod isempty;
+mod find_corrupt;
+mod isempty;
 mod pyfmt;
-pub(super) mod sparsify;
+mod sparsify;
 mod walk;
 
 use std::io::{self, BufRead, Write};
@@ -22,6 +23,7 @@ use crate::cli::{
     UpdateArgs, WhisperCommand,
 };
 use crate::{ExitStatus, UsageError};
+use common::{float_json, now_or_clock, system_now};
 
 /// Runs one `bucky whisper` subcommand.
 pub(super) fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
@@ -40,23 +42,6 @@ pub(super) fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
         WhisperCommand::Sparsify(args) => sparsify::run(args),
         WhisperCommand::Diff(args) => diff::run(args),
         WhisperCommand::FindCorrupt(args) => find_corrupt::run(args),
-    }
-}
-
-fn system_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-fn now_or_clock(now: Option<i64>) -> i64 {
-    now.unwrap_or_else(|| system_now() as i64)
-}
-
-/// One line about a file that could not be handled during a scan: invalid files by their reason, the
-/// rest (I/O, lock timeouts) by their own message, which names the file.
-fn one_line_error(path: &Path, err: &whisper::Error) -> String {
-    match err.reason() {
-        Some(reason) => format!("{}: not a valid whisper file: {reason}", path.display()),
-        None => err.to_string(),
     }
 }
 
@@ -79,19 +64,6 @@ fn create(args: CreateArgs) -> Result<ExitStatus> {
     let options = CreateOptions { aggregation, x_files_factor: args.xff, sparse: args.sparse };
     whisper::create(&args.path, &retentions, &options)?;
     Ok(ExitStatus::Success)
-}
-
-/// A float for JSON: non-finite values as the strings whisper's tooling uses.
-pub(super) fn float_json(v: f64) -> Value {
-    if v.is_nan() {
-        json!("NaN")
-    } else if v == f64::INFINITY {
-        json!("Infinity")
-    } else if v == f64::NEG_INFINITY {
-        json!("-Infinity")
-    } else {
-        json!(v)
-    }
 }
 
 fn header_json(file: &WhisperFile) -> Result<Value> {

@@ -14,7 +14,7 @@ pub(crate) fn run(args: DiffArgs) -> Result<ExitStatus> {
     let a = WhisperFile::open(&args.path_a)?;
     let b = WhisperFile::open(&args.path_b)?;
     let options =
-        DiffOptions { ignore_empty: args.ignore_empty, until: args.until, now: super::now_or_clock(args.now) };
+        DiffOptions { ignore_empty: args.ignore_empty, until: args.until, now: super::common::now_or_clock(args.now) };
     let diffs = whisper::diff(&a, &b, &options)?;
     let text = if args.json {
         json_text(&diffs, &args)

@@ -33,7 +33,7 @@ fn examine(path: &Path, now: i64, lock_timeout: Duration) -> whisper::Result<Exa
 
 /// Runs `bucky whisper isempty`.
 pub(crate) fn run(args: IsEmptyArgs) -> Result<ExitStatus> {
-    let now = super::now_or_clock(args.now);
+    let now = super::common::now_or_clock(args.now);
     let lock_timeout = Duration::from_secs(args.lock_timeout);
     let roots = if args.paths.is_empty() { vec![args.prefix.clone()] } else { args.paths.clone() };
     // Go prints its first argument (`flag.Arg(0)`) in every -d line, "" when it walks the prefix.
@@ -55,7 +55,7 @@ pub(crate) fn run(args: IsEmptyArgs) -> Result<ExitStatus> {
             Ok(examined) => examined,
             Err(e) => {
                 failed += 1;
-                eprintln!("bucky: {}", super::one_line_error(path, &e));
+                eprintln!("bucky: {}", super::common::one_line_error(path, &e));
                 return;
             }
         };
@@ -71,7 +71,7 @@ pub(crate) fn run(args: IsEmptyArgs) -> Result<ExitStatus> {
                     "empty": is_empty,
                     "points": examined.points,
                     "slots": examined.slots,
-                    "newest": examined.newest.map(|(t, v)| json!([t, super::float_json(v)])),
+                    "newest": examined.newest.map(|(t, v)| json!([t, super::common::float_json(v)])),
                 }));
             }
             return;

@@ -46,7 +46,7 @@ pub(crate) fn run(args: SparsifyArgs) -> Result<ExitStatus> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("bucky: {}", super::one_line_error(path, &e));
+                eprintln!("bucky: {}", super::common::one_line_error(path, &e));
             }
         },
         Found::Problem(path, e) => {
