@@ -3,6 +3,7 @@
 //! answers and all agree. Unreachable members are reported by name; nothing here panics on a dead node.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use bucky_wire::RingInfo;
@@ -33,8 +34,8 @@ pub(crate) enum MemberState {
     Agrees,
     /// A different ring: what differs.
     Disagrees(String),
-    /// No answer: why.
-    Unreachable(String),
+    /// No answer: why (shared: a cluster is cloned, the client error is not).
+    Unreachable(Arc<ClientError>),
 }
 
 /// One agent of the cluster (one per distinct ring host).
@@ -160,7 +161,7 @@ impl Cluster {
                         None => MemberState::Agrees,
                         Some(diff) => MemberState::Disagrees(diff),
                     },
-                    Err(e) => MemberState::Unreachable(one_line(&e)),
+                    Err(e) => MemberState::Unreachable(Arc::new(e)),
                 };
                 Member { server, addr, state }
             })
@@ -200,7 +201,7 @@ impl Cluster {
         let members = self.members.iter().filter_map(|m| match &m.state {
             MemberState::Agrees => None,
             MemberState::Disagrees(diff) => Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr)),
-            MemberState::Unreachable(why) => Some(crate::printer::about(&m.addr, why)),
+            MemberState::Unreachable(why) => Some(crate::printer::about(&m.addr, &one_line(why))),
         });
         let ring_file = self.ring_file.iter().filter_map(|f| {
             let diff = f.disagreement.as_ref()?;
@@ -327,7 +328,7 @@ impl Cluster {
                 let (state, problem) = match &m.state {
                     MemberState::Agrees => ("ok", None),
                     MemberState::Disagrees(d) => ("disagrees", Some(d.clone())),
-                    MemberState::Unreachable(w) => ("unreachable", Some(w.clone())),
+                    MemberState::Unreachable(w) => ("unreachable", Some(one_line(w))),
                 };
                 (m.server.clone(), MemberReport { agent: m.addr.to_string(), state, problem })
             })

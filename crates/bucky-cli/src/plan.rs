@@ -3,6 +3,7 @@
 //! restrictions included). The commands only validate, call these and print; [`crate::engine`] runs the jobs.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -23,7 +24,7 @@ pub(crate) struct Gathered {
     /// Sorted, deduplicated names per agent, in member order.
     pub(crate) lists: Vec<(Addr, NameArena)>,
     /// Agents that could not be listed, with the reason.
-    pub(crate) failed: Vec<(Addr, String)>,
+    pub(crate) failed: Vec<(Addr, anyhow::Error)>,
     /// Those of `failed` found unreachable by the cluster's discovery, which warned about them already.
     pub(crate) warned: Vec<Addr>,
 }
@@ -32,7 +33,7 @@ impl Gathered {
     /// Reports failures on stderr (those not warned about already); returns whether there were none.
     pub(crate) fn report(&self, ctx: &Ctx) -> bool {
         for (addr, why) in self.failed.iter().filter(|(a, _)| !self.warned.contains(a)) {
-            ctx.printer.error(crate::printer::about(addr, why));
+            ctx.printer.error(crate::printer::about(addr, &one_line(why.as_ref())));
         }
         self.failed.is_empty()
     }
@@ -44,7 +45,7 @@ impl Gathered {
 }
 
 /// The agents a listing command asks: the seed alone, or every member.
-pub(crate) fn targets(cluster: &Cluster, single: bool) -> (Vec<Addr>, Vec<(Addr, String)>) {
+pub(crate) fn targets(cluster: &Cluster, single: bool) -> (Vec<Addr>, Vec<(Addr, anyhow::Error)>) {
     if single {
         return (vec![cluster.seed.clone()], Vec::new());
     }
@@ -52,7 +53,7 @@ pub(crate) fn targets(cluster: &Cluster, single: bool) -> (Vec<Addr>, Vec<(Addr,
     let mut failed = Vec::new();
     for member in &cluster.members {
         match &member.state {
-            MemberState::Unreachable(why) => failed.push((member.addr.clone(), why.clone())),
+            MemberState::Unreachable(why) => failed.push((member.addr.clone(), anyhow::Error::new(Arc::clone(why)))),
             _ => targets.push(member.addr.clone()),
         }
     }
@@ -69,7 +70,7 @@ pub(crate) async fn gather(ctx: &Ctx, selection: &Selection, targets: &[Addr]) -
             for (addr, result) in list_agents(&ctx.client, &query, targets).await {
                 match result {
                     Ok(list) => gathered.lists.push((addr, list)),
-                    Err(e) => gathered.failed.push((addr, one_line(&e))),
+                    Err(e) => gathered.failed.push((addr, anyhow::Error::new(e))),
                 }
             }
         }
@@ -89,7 +90,7 @@ pub(crate) async fn gather(ctx: &Ctx, selection: &Selection, targets: &[Addr]) -
                         list.sort_dedup();
                         gathered.lists.push((addr, list));
                     }
-                    Err(e) => gathered.failed.push((addr, one_line(&e))),
+                    Err(e) => gathered.failed.push((addr, anyhow::Error::new(e))),
                 }
             }
         }
@@ -103,7 +104,7 @@ pub(crate) struct Misplaced {
     /// Per agent, the metrics it should not hold (sorted).
     pub(crate) copies: Vec<(Addr, NameArena)>,
     /// Agents that could not be listed.
-    pub(crate) failed: Vec<(Addr, String)>,
+    pub(crate) failed: Vec<(Addr, anyhow::Error)>,
     /// Names examined.
     pub(crate) scanned: u64,
     /// Misplaced names that were listed but are gone (404 on a stat), when confirmed.
@@ -187,7 +188,7 @@ pub(crate) async fn find_misplaced(
                 out.scanned += scanned;
                 out.copies.push((addr, names));
             }
-            Err(e) => out.failed.push((addr, one_line(&e))),
+            Err(e) => out.failed.push((addr, anyhow::Error::new(e))),
         }
     }
     out
@@ -219,7 +220,7 @@ pub(crate) async fn confirm_misplaced(ctx: &Ctx, found: Misplaced) -> Misplaced 
                 Ok(None) => gone += 1,
                 Err(e) => {
                     kept.push(&name);
-                    error.get_or_insert_with(|| format!("cannot confirm {name}: {}", one_line(&e)));
+                    error.get_or_insert_with(|| anyhow::Error::new(e).context(format!("cannot confirm {name}")));
                 }
             }
         }
@@ -267,7 +268,7 @@ pub(crate) async fn rebalance(
     let found = find_misplaced(ctx, cluster, regex, excludes, extra).await;
     if !found.failed.is_empty() {
         for (addr, why) in &found.failed {
-            ctx.printer.error(crate::printer::about(addr, why));
+            ctx.printer.error(crate::printer::about(addr, &one_line(why.as_ref())));
         }
         return Err(UsageError("cannot list every agent: refusing to rebalance a partial view".into()).into());
     }

@@ -49,7 +49,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 
 /// Deletes the selected metrics.
 pub(super) async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
-    let (ctx, _cluster, gathered) = open_scope(Scope::from_args(&args.scope, true)?, |_| {
+    let (ctx, _cluster, mut gathered) = open_scope(Scope::from_args(&args.scope, true)?, |_| {
         if !args.yes && !args.no_op && !std::io::stderr().is_terminal() {
             // Refuse before doing any work.
             confirm("")?;
@@ -57,10 +57,10 @@ pub(super) async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
         Ok(())
     })
     .await?;
-    let failed = gathered.failed.clone();
     if args.no_op {
         return print_plan(&ctx, &gathered);
     }
+    let failed = std::mem::take(&mut gathered.failed);
     let mut approved: Vec<(Addr, &NameArena)> = Vec::new();
     for (addr, names) in &gathered.lists {
         if names.is_empty() {
@@ -100,7 +100,7 @@ pub(super) async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
     }
     progress.finish();
     for (addr, why) in &failed {
-        ctx.printer.error(crate::printer::about(addr, why));
+        ctx.printer.error(crate::printer::about(addr, &one_line(why.as_ref())));
     }
     if ctx.printer.json() {
         ctx.printer.print_json(&serde_json::json!({

@@ -267,14 +267,14 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             let (ctx, ring, header) = (&ctx, &ring, &header);
             async move {
                 let name = metric_name(i);
-                let data = generate(i, end, header).map_err(|e| format!("{e}"))?;
+                let data = generate(i, end, header)?;
                 let stat = MetricStat { name: name.clone(), mode: 0o644, mod_time: end, ..MetricStat::default() };
-                let upload = Upload::new(stat, &data, true).map_err(|e| e.to_string())?;
+                let upload = Upload::new(stat, &data, true)?;
                 for node in ring.nodes_for(&name) {
                     let addr = Addr { host: node.server.clone(), port };
-                    ctx.client.heal(&addr, &name, &upload).await.map_err(|e| one_line(&e))?;
+                    ctx.client.heal(&addr, &name, &upload).await?;
                 }
-                Ok::<_, String>(data.len() as u64)
+                anyhow::Ok(data.len() as u64)
             }
         })
         .buffer_unordered(16)
@@ -282,7 +282,7 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         .await;
     let mut bytes = 0;
     for w in written {
-        bytes += w.map_err(|e| anyhow::anyhow!("writing the demo metrics: {e}"))?;
+        bytes += w.context("writing the demo metrics")?;
     }
     let v1_agents: Vec<Addr> = ring_v1.iter().map(|ip| Addr { host: ip.clone(), port }).collect();
     let before = count_per_agent(&ctx, &v1_agents).await;
@@ -307,7 +307,8 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     let excludes: Vec<String> = DEFAULT_EXCLUDES.map(String::from).to_vec();
     let found = find_misplaced(&ctx, &cluster, None, &excludes, &[]).await;
     if !found.failed.is_empty() {
-        bail!("listing failed: {:?}", found.failed);
+        let failed: Vec<(&Addr, String)> = found.failed.iter().map(|(a, why)| (a, one_line(why.as_ref()))).collect();
+        bail!("listing failed: {failed:?}");
     }
     p.info(format!(
         "4. bucky inconsistent: {} copies are on a node that is not among their replicas ({})",
@@ -348,7 +349,7 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
                 let name = metric_name(i);
                 let mut results = Vec::new();
                 for addr in cluster.replicas_of(&name) {
-                    results.push(ctx.client.get(&addr, &name).await.map_err(|e| one_line(&e)));
+                    results.push(ctx.client.get(&addr, &name).await);
                 }
                 (i, results)
             }
@@ -356,7 +357,7 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         .buffer_unordered(16);
     while let Some((i, results)) = checks.next().await {
         for result in results {
-            let Some(fetched) = result.map_err(|e| anyhow::anyhow!("reading back {}: {e}", metric_name(i)))? else {
+            let Some(fetched) = result.with_context(|| format!("reading back {}", metric_name(i)))? else {
                 missing_files += 1;
                 lost += POINTS as u64;
                 continue;

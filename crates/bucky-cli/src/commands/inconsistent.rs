@@ -11,6 +11,7 @@ use std::io::Write;
 
 use crate::cli::InconsistentArgs;
 use crate::ctx::Ctx;
+use crate::error::one_line;
 use crate::plan::{confirm_misplaced, excludes, find_misplaced};
 use crate::{settings, ExitStatus};
 
@@ -28,8 +29,8 @@ pub(super) async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
             .filter(|(_, c)| !c.is_empty())
             .map(|(a, c)| (a.to_string(), c.iter().collect()))
             .collect();
-        let unlisted: BTreeMap<String, &str> =
-            found.failed.iter().map(|(a, why)| (a.to_string(), why.as_str())).collect();
+        let unlisted: BTreeMap<String, String> =
+            found.failed.iter().map(|(a, why)| (a.to_string(), one_line(why.as_ref()))).collect();
         ctx.printer.print_json(&serde_json::json!({
             "misplaced": map,
             "count": found.count(),
@@ -56,7 +57,7 @@ pub(super) async fn run(args: &InconsistentArgs) -> anyhow::Result<ExitStatus> {
         found.gone
     ));
     for (addr, why) in &found.failed {
-        ctx.printer.error(crate::printer::about(addr, why));
+        ctx.printer.error(crate::printer::about(addr, &one_line(why.as_ref())));
     }
     Ok(ExitStatus::from_ok(found.failed.is_empty()))
 }

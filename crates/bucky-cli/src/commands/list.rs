@@ -10,7 +10,6 @@ use crate::cli::ListArgs;
 use crate::client::ListQuery;
 use crate::config::Addr;
 use crate::ctx::Ctx;
-use crate::error::one_line;
 use crate::names::{merge_sorted, NameArena};
 use crate::plan::{gather, targets, Gathered};
 use crate::settings::{Scope, Selection};
@@ -78,7 +77,7 @@ pub(super) async fn run(args: &ListArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// Streams one agent's list to stdout.
-async fn stream_one(ctx: &Ctx, addr: &Addr, selection: &Selection) -> Result<(), String> {
+async fn stream_one(ctx: &Ctx, addr: &Addr, selection: &Selection) -> anyhow::Result<()> {
     let regex = selection.regex().map(|r| r.as_str().to_owned());
     let query = ListQuery { regex, force: ctx.config.force };
     let json = ctx.printer.json();
@@ -110,11 +109,12 @@ async fn stream_one(ctx: &Ctx, addr: &Addr, selection: &Selection) -> Result<(),
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             return Ok(());
         }
-        return Err(format!("cannot write the list: {e}"));
+        return Err(anyhow::Error::new(e).context("cannot write the list"));
     }
     if json {
         let _ = out.write_all(b"]\n");
     }
     let _ = out.flush();
-    result.map(|_| ()).map_err(|e| one_line(&e))
+    result?;
+    Ok(())
 }

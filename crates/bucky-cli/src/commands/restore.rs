@@ -108,7 +108,7 @@ pub(super) async fn run(args: &RestoreArgs) -> anyhow::Result<ExitStatus> {
                 ..MetricStat::default()
             };
             whisper::WhisperBuf::from_bytes(item.data.clone())
-                .map_err(|e| format!("{}: not a whisper file: {e}", item.name))?;
+                .map_err(|e| format!("{}: not a whisper file: {}", item.name, one_line(&e)))?;
             let upload = Upload::new(stat, &item.data, snappy).map_err(|e| e.to_string())?;
             let dests = if single { vec![ctx_ref.config.seed.clone()] } else { cluster_ref.replicas_of(&item.name) };
             for dest in &dests {

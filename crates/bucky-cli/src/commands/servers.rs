@@ -5,6 +5,7 @@ use std::io::Write;
 use crate::cli::ServersArgs;
 use crate::cluster::MemberState;
 use crate::ctx::Ctx;
+use crate::error::one_line;
 use crate::ExitStatus;
 
 /// Prints the cluster; exit status 1 when any member is unreachable or disagrees.
@@ -37,7 +38,7 @@ pub(super) async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
             let state = match &member.state {
                 MemberState::Agrees => "ok".to_owned(),
                 MemberState::Disagrees(d) => format!("DISAGREES: {d}"),
-                MemberState::Unreachable(w) => format!("UNREACHABLE: {w}"),
+                MemberState::Unreachable(w) => format!("UNREACHABLE: {}", one_line(w)),
             };
             writeln!(out, "  {} at {}: {state}", member.server, member.addr)?;
         }

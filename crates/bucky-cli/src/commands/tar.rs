@@ -89,7 +89,7 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
             Err(e) => return Err(Unreadable::Agent(addr.clone(), one_line(&e))),
         };
         let buf = WhisperBuf::from_bytes(fetched.data)
-            .map_err(|e| Unreadable::Metric(format!("not a whisper file on {addr}: {e}")))?;
+            .map_err(|e| Unreadable::Metric(format!("not a whisper file on {addr}: {}", one_line(&e))))?;
         let mode = (fetched.stat.mode & 0o7777) as u32;
         merged = Some(match merged {
             None => (buf, mode, fetched.stat.mod_time),
@@ -98,7 +98,7 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
                 options.lock = false;
                 options.sync = false;
                 whisper::fill_buf(&buf, &mut base, &options)
-                    .map_err(|e| Unreadable::Metric(format!("cannot merge the copy on {addr}: {e}")))?;
+                    .map_err(|e| Unreadable::Metric(format!("cannot merge the copy on {addr}: {}", one_line(&e))))?;
                 (base, mode, mtime.max(fetched.stat.mod_time))
             }
         });
@@ -184,7 +184,7 @@ pub(super) async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
         gone,
         not_read: unread.count() as u64,
         partial: unread.count() > 0 || !gathered.failed.is_empty(),
-        unlisted: gathered.failed.iter().map(|(a, why)| (a.to_string(), why.clone())).collect(),
+        unlisted: gathered.failed.iter().map(|(a, why)| (a.to_string(), one_line(why.as_ref()))).collect(),
         unread,
     };
     if ctx.printer.json() {

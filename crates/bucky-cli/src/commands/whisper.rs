@@ -22,6 +22,7 @@ use crate::cli::{
     CreateArgs, DumpArgs, FetchArgs, FillArgs, InfoArgs, MergeArgs, ModifyArgs, ResizeArgs, SetAggregationArgs,
     UpdateArgs, WhisperCommand,
 };
+use crate::error::one_line;
 use crate::{ExitStatus, UsageError};
 use common::{float_json, now_or_clock, system_now};
 
@@ -189,7 +190,7 @@ fn update(args: UpdateArgs) -> Result<ExitStatus> {
     for p in &points {
         if let Err(e) = file.update(p.value, p.timestamp, now) {
             rejected += 1;
-            eprintln!("bucky: rejected {} {}: {e}", p.timestamp, p.value);
+            eprintln!("bucky: rejected {} {}: {}", p.timestamp, p.value, one_line(&e));
         }
     }
     Ok(if rejected == 0 { ExitStatus::Success } else { ExitStatus::Failure })

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::walk::{self, Found};
 use crate::cli::FindCorruptArgs;
+use crate::error::one_line;
 use crate::ExitStatus;
 
 /// Runs `bucky whisper find-corrupt`.
@@ -40,8 +41,9 @@ pub(crate) fn run(args: FindCorruptArgs) -> Result<ExitStatus> {
                 bad.push(json!({"path": path.display().to_string(), "kind": kind, "reason": reason}));
             }
             None => {
-                eprintln!("bucky: {e}");
-                unreadable.push(json!({"path": path.display().to_string(), "error": e.to_string()}));
+                let error = one_line(&e);
+                eprintln!("bucky: {error}");
+                unreadable.push(json!({"path": path.display().to_string(), "error": error}));
             }
         }
     });
