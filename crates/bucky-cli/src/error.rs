@@ -40,8 +40,8 @@ mod tests {
         assert_eq!(one_line(err.as_ref()), "outer: inner");
     }
 
-    /// Whether or not an error prints its source, the line is the same: whisper's I/O error once printed its
-    /// cause and exposed it as its source too.
+    /// Whether an error prints its source, exposes it, or both (whisper's I/O error once did both), the line
+    /// is the same.
     #[test]
     fn a_printed_source_and_an_exposed_one_read_the_same() {
         #[derive(Debug, thiserror::Error)]
@@ -50,11 +50,14 @@ mod tests {
         #[derive(Debug, thiserror::Error)]
         #[error("/x.wsp: {0}")]
         struct Printed(std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("/x.wsp: {0}")]
+        struct Both(#[source] std::io::Error);
         let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
-        let exposed = anyhow::Error::new(Exposed(io())).context("cannot open");
-        let printed = anyhow::Error::new(Printed(io())).context("cannot open");
-        assert_eq!(one_line(exposed.as_ref()), one_line(printed.as_ref()));
-        assert_eq!(one_line(printed.as_ref()), "cannot open: /x.wsp: No such file or directory");
+        let want = "cannot open: /x.wsp: No such file or directory";
+        assert_eq!(one_line(anyhow::Error::new(Exposed(io())).context("cannot open").as_ref()), want);
+        assert_eq!(one_line(anyhow::Error::new(Printed(io())).context("cannot open").as_ref()), want);
+        assert_eq!(one_line(anyhow::Error::new(Both(io())).context("cannot open").as_ref()), want);
     }
 
     /// An unreachable agent used to make a 250-character line naming its address three times (the client

@@ -451,6 +451,30 @@ mod tests {
     }
 
     #[test]
+    fn selections() {
+        let names =
+            |regex: bool, names: &[&str]| NamesArgs { regex, names: names.iter().map(|n| n.to_string()).collect() };
+        assert_eq!(Selection::from_args(&names(false, &[]), false).unwrap(), Selection::All);
+        assert_eq!(
+            Selection::from_args(&names(false, &["b", "a", "b"]), false).unwrap(),
+            Selection::Names(vec!["b".into(), "a".into()])
+        );
+        let regex = Selection::from_args(&names(true, &["^a"]), false).unwrap();
+        assert_eq!(regex.regex().map(MetricRegex::as_str), Some("^a"));
+        for (args, why) in [
+            (names(true, &["a("]), "invalid regex"),
+            (names(true, &[]), "-r/--regex needs a regular expression"),
+            (names(true, &["a", "b"]), "takes exactly one"),
+            (names(false, &[]), "no metric names given"),
+        ] {
+            let require = !args.regex;
+            let err = Selection::from_args(&args, require).unwrap_err();
+            assert!(err.downcast_ref::<UsageError>().is_some(), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
+    }
+
+    #[test]
     fn the_file_is_looked_for_in_home_then_etc() {
         let setup = Setup::new(FILE);
         // Neither exists: defaults, no file.

@@ -243,6 +243,30 @@ mod tests {
         );
     }
 
+    /// A regex flag is checked once, by clap, for every command that has one: a bad one is refused before
+    /// any work, and a good one reaches the command as given.
+    #[test]
+    fn regex_flags_are_checked_when_parsed() {
+        for command in ["inconsistent", "rebalance", "copy", "drain", "backfill2"] {
+            let extra: &[&str] = match command {
+                "copy" => &["--src", "a:1", "--dst", "b:1"],
+                "drain" => &["x:1"],
+                "backfill2" => &["--src-cluster-seed", "a:1", "--dst-cluster-seed", "b:1"],
+                _ => &[],
+            };
+            let args = |regex: &'static str| {
+                ["bucky", command, "-r", regex].iter().chain(extra).copied().collect::<Vec<&str>>()
+            };
+            let err = Cli::try_parse_from(args("a(")).expect_err(command);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{command}");
+            assert!(err.to_string().contains("invalid regex"), "{command}: {err}");
+            Cli::try_parse_from(args("^a\\.b")).unwrap_or_else(|e| panic!("{command}: {e}"));
+        }
+        let cli = Cli::try_parse_from(["bucky", "inconsistent", "-r", "^a\\.b$"]).unwrap();
+        let Command::Inconsistent(args) = cli.command else { panic!("not inconsistent") };
+        assert_eq!(args.regex.map(|r| r.as_str().to_owned()).as_deref(), Some("^a\\.b$"));
+    }
+
     #[test]
     fn rewritten_go_command_line_parses() {
         let args = ["bucky", "list", "-host", "node1:4242", "-workers", "3", "-regex", "^carbon"];
