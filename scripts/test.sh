@@ -18,6 +18,11 @@ if ! cargo clippy --workspace --all-targets --quiet -- -D warnings; then
     say "FAILED: clippy reports warnings (above); fix them, or allow one where it is wrong, saying why"
     exit 1
 fi
+say "checking module cycles (scripts/module-graph.py: bucky-cli and whisper)"
+if ! python3 scripts/module-graph.py crates/bucky-cli/src crates/whisper/src; then
+    say "FAILED: modules import each other in a cycle (above); move what both need into a module of its own"
+    exit 1
+fi
 
 # Debian peers: carbon-c-relay is the placement oracle (`carbon-c-relay -t`).
 need_apt=()

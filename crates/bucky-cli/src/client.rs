@@ -35,16 +35,15 @@ use crate::names::JsonArrayParser;
 pub enum ClientError {
     /// The agent could not be reached (or kept timing out) after every retry. The message names the
     /// address once: the network error's own chain (reqwest's "error sending request for url (…)") is
-    /// reduced to its root cause, see [`network_cause`].
-    #[error("{addr} is unreachable ({what}): {}", network_cause(source))]
+    /// reduced to its root cause, see [`network_cause`], and printed; so it is not exposed as a source.
+    #[error("{addr} is unreachable ({what}): {}", network_cause(network))]
     Unreachable {
         /// The agent.
         addr: String,
         /// What was being done.
         what: String,
-        /// The last network error.
-        #[source]
-        source: reqwest::Error,
+        /// The last network error (printed as its root cause).
+        network: reqwest::Error,
     },
     /// The agent answered with an unexpected status.
     #[error("{addr}: {what}: HTTP {status}: {body}")]
@@ -117,18 +116,10 @@ pub fn network_cause(error: &reqwest::Error) -> String {
     cause.to_string()
 }
 
-impl ClientError {
-    /// The agent the error is about.
-    pub fn addr(&self) -> &str {
-        match self {
-            ClientError::Unreachable { addr, .. }
-            | ClientError::Status { addr, .. }
-            | ClientError::Full { addr, .. }
-            | ClientError::Changed { addr, .. }
-            | ClientError::CacheWait { addr, .. }
-            | ClientError::Invalid { addr, .. } => addr,
-        }
-    }
+/// Whether a request reached its agent: any answer does, even an error status; only
+/// [`ClientError::Unreachable`] does not.
+pub(crate) fn reached<T>(result: &Result<T, ClientError>) -> bool {
+    !matches!(result, Err(ClientError::Unreachable { .. }))
 }
 
 /// A whisper file read from an agent.
@@ -322,7 +313,7 @@ impl Client {
         build: impl Fn() -> RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
         let result = self.exchange_with_retries(addr, what, build).await;
-        self.health.saw(addr, &result);
+        self.health.saw(addr, reached(&result));
         if matches!(&result, Ok((status, ..)) if *status == StatusCode::INSUFFICIENT_STORAGE) {
             self.health.saw_full(addr);
         }
@@ -363,7 +354,11 @@ impl Client {
                     tokio::time::sleep(jitter(delay)).await;
                 }
                 Err(source) => {
-                    return Err(ClientError::Unreachable { addr: addr.to_string(), what: what.to_owned(), source })
+                    return Err(ClientError::Unreachable {
+                        addr: addr.to_string(),
+                        what: what.to_owned(),
+                        network: source,
+                    })
                 }
             }
             delay = (delay * 2).min(MAX_BACKOFF);
@@ -437,7 +432,11 @@ impl Client {
                         tokio::time::sleep(jitter(delay)).await;
                     }
                     Err(source) => {
-                        return Err(ClientError::Unreachable { addr: addr.to_string(), what: what.into(), source })
+                        return Err(ClientError::Unreachable {
+                            addr: addr.to_string(),
+                            what: what.into(),
+                            network: source,
+                        })
                     }
                 }
                 delay = (delay * 2).min(MAX_BACKOFF);
@@ -466,7 +465,11 @@ impl Client {
                     Ok(Some(chunk)) => parser.feed(&chunk, &mut emit).map_err(|e| invalid(format!("{e:#}")))?,
                     Ok(None) => break,
                     Err(source) => {
-                        return Err(ClientError::Unreachable { addr: addr.to_string(), what: what.into(), source })
+                        return Err(ClientError::Unreachable {
+                            addr: addr.to_string(),
+                            what: what.into(),
+                            network: source,
+                        })
                     }
                 }
             }
@@ -550,36 +553,24 @@ impl Client {
 
     /// `POST /metrics/<name>`: heal (create, or fill the empty slots of the existing file).
     pub async fn heal(&self, addr: &Addr, name: &str, upload: &Upload) -> Result<HealReport, ClientError> {
-        self.upload(addr, name, upload, false, false).await.map(|healed| healed.report)
+        self.upload(addr, name, upload, false).await.map(|healed| healed.report)
     }
 
     /// [`Client::heal`], asking the agent to answer with the replica as it reads it back from its final
     /// path after the heal (`X-Bucky-Read-Back`), which saves a `GET` to verify it. `replica` is `None`
     /// when the agent ignores the header (buckyd) or could not read the file back.
     pub async fn heal_read_back(&self, addr: &Addr, name: &str, upload: &Upload) -> Result<Healed, ClientError> {
-        self.upload(addr, name, upload, false, true).await
+        self.upload(addr, name, upload, true).await
     }
 
-    /// `PUT /metrics/<name>`: replace.
-    pub async fn replace(&self, addr: &Addr, name: &str, upload: &Upload) -> Result<HealReport, ClientError> {
-        self.upload(addr, name, upload, true, false).await.map(|healed| healed.report)
-    }
-
-    async fn upload(
-        &self,
-        addr: &Addr,
-        name: &str,
-        upload: &Upload,
-        put: bool,
-        read_back: bool,
-    ) -> Result<Healed, ClientError> {
+    async fn upload(&self, addr: &Addr, name: &str, upload: &Upload, read_back: bool) -> Result<Healed, ClientError> {
         let url = Self::url(addr, &["metrics", name]);
-        let what = format!("{} {name}", if put { "replace" } else { "heal" });
+        let what = format!("heal {name}");
         let snappy = self.snappy_for(addr);
         let (stat, body, compressed) = upload.body(snappy);
         let (status, headers, answer) = self
             .exchange(addr, &what, || {
-                let request = if put { self.http.put(url.clone()) } else { self.http.post(url.clone()) };
+                let request = self.http.post(url.clone());
                 let mut request = request
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(METRIC_STAT_HEADER, stat)

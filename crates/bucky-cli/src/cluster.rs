@@ -2,7 +2,8 @@
 //! own view (a host carrying several instances is asked once). The cluster is healthy iff every member
 //! answers and all agree. Unreachable members are reported by name; nothing here panics on a dead node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use bucky_wire::RingInfo;
@@ -11,26 +12,35 @@ use serde::Serialize;
 
 use crate::client::{Client, ClientError, ListQuery};
 use crate::config::{Addr, Config};
+use crate::error::one_line;
 use crate::names::NameArena;
 use crate::placement::Placement;
 use crate::printer::Printer;
 use crate::ringfile::RingFileCheck;
 use crate::UsageError;
 
+/// The seed's ring could not be read. The client error names the seed: the address once, then what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the ring from the seed: {error}; is its agent running? (-h/--host or $BUCKYHOST names another)")]
+pub(crate) struct SeedUnreachable {
+    /// Why (printed, so not exposed as a source: its text sits in the middle of the message).
+    error: ClientError,
+}
+
 /// What one member said.
 #[derive(Debug, Clone)]
-pub enum MemberState {
+pub(crate) enum MemberState {
     /// Same ring as the seed.
     Agrees,
     /// A different ring: what differs.
     Disagrees(String),
-    /// No answer: why.
-    Unreachable(String),
+    /// No answer: why (shared: a cluster is cloned, the client error is not).
+    Unreachable(Arc<ClientError>),
 }
 
 /// One agent of the cluster (one per distinct ring host).
 #[derive(Debug, Clone)]
-pub struct Member {
+pub(crate) struct Member {
     /// The ring's `Server` string.
     pub server: String,
     /// Where its agent listens.
@@ -41,19 +51,14 @@ pub struct Member {
 
 impl Member {
     /// Whether it answered with the seed's ring.
-    pub fn agrees(&self) -> bool {
+    pub(crate) fn agrees(&self) -> bool {
         matches!(self.state, MemberState::Agrees)
-    }
-
-    /// Whether it answered at all.
-    pub fn reachable(&self) -> bool {
-        !matches!(self.state, MemberState::Unreachable(_))
     }
 }
 
 /// A discovered cluster.
 #[derive(Debug, Clone)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     /// The seed agent.
     pub seed: Addr,
     /// The seed's `/hashring`.
@@ -70,7 +75,7 @@ pub struct Cluster {
 
 /// A ring from a `/hashring` document, with the rules of `placement` for what buckyd leaves unsaid (router,
 /// diverse replicas).
-pub fn ring_from_info(info: &RingInfo, placement: &Placement) -> anyhow::Result<Ring> {
+pub(crate) fn ring_from_info(info: &RingInfo, placement: &Placement) -> anyhow::Result<Ring> {
     let hash: Hash = info.algo.parse().with_context(|| format!("unknown ring algorithm {:?}", info.algo))?;
     let nodes: Vec<Node> = info
         .nodes
@@ -123,14 +128,9 @@ impl Cluster {
     /// Discovers the cluster from the seed. Fails only if the seed itself cannot be asked or its ring is
     /// invalid; any other member's problem is recorded in [`Member::state`]. `diverse` is
     /// `--diverse-replicas`, which settles DIVERSE_REPLICAS where it matters (see [`crate::placement`]).
-    pub async fn discover(client: &Client, seed: &Addr, diverse: Option<bool>) -> anyhow::Result<Cluster> {
+    pub(crate) async fn discover(client: &Client, seed: &Addr, diverse: Option<bool>) -> anyhow::Result<Cluster> {
         // The client error names the seed: the address once, then what to do.
-        let info = client.hashring(seed).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the ring from the seed: {}; is its agent running? (-h/--host or $BUCKYHOST names another)",
-                short_error(&e)
-            )
-        })?;
+        let info = client.hashring(seed).await.map_err(|error| SeedUnreachable { error })?;
         let mut servers: Vec<String> = Vec::new();
         for node in &info.nodes {
             if !servers.contains(&node.server) {
@@ -161,7 +161,7 @@ impl Cluster {
                         None => MemberState::Agrees,
                         Some(diff) => MemberState::Disagrees(diff),
                     },
-                    Err(e) => MemberState::Unreachable(short_error(&e)),
+                    Err(e) => MemberState::Unreachable(Arc::new(e)),
                 };
                 Member { server, addr, state }
             })
@@ -171,7 +171,7 @@ impl Cluster {
 
     /// Discovery of the configured cluster: [`Cluster::discover`], then the ring checked against the config
     /// file's ring file when the cluster's table names one.
-    pub async fn discover_configured(client: &Client, config: &Config) -> anyhow::Result<Cluster> {
+    pub(crate) async fn discover_configured(client: &Client, config: &Config) -> anyhow::Result<Cluster> {
         let mut cluster = Cluster::discover(client, &config.seed, config.diverse_replicas).await?;
         if let Some(path) = &config.ring_config {
             cluster.ring_file = Some(crate::ringfile::check(path, config.ring_cluster.as_deref(), &cluster.ring)?);
@@ -180,7 +180,7 @@ impl Cluster {
     }
 
     /// Discovery for a command: prints problems as warnings.
-    pub async fn connect(client: &Client, config: &Config, printer: &Printer) -> anyhow::Result<Cluster> {
+    pub(crate) async fn connect(client: &Client, config: &Config, printer: &Printer) -> anyhow::Result<Cluster> {
         let cluster = Cluster::discover_configured(client, config).await?;
         if let Some(note) = &cluster.placement.note {
             printer.info(format!("placement: {note}"));
@@ -192,16 +192,16 @@ impl Cluster {
     }
 
     /// Whether every member answered with the seed's ring, and the ring file (if any) places as it does.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.members.iter().all(Member::agrees) && self.ring_file.as_ref().is_none_or(|f| f.disagreement.is_none())
     }
 
     /// One line per unhealthy member, and one for a ring file that disagrees.
-    pub fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         let members = self.members.iter().filter_map(|m| match &m.state {
             MemberState::Agrees => None,
             MemberState::Disagrees(diff) => Some(format!("{} ({}) disagrees with the seed: {diff}", m.server, m.addr)),
-            MemberState::Unreachable(why) => Some(crate::printer::about(&m.addr, why)),
+            MemberState::Unreachable(why) => Some(crate::printer::about(&m.addr, &one_line(why))),
         });
         let ring_file = self.ring_file.iter().filter_map(|f| {
             let diff = f.disagreement.as_ref()?;
@@ -211,7 +211,7 @@ impl Cluster {
     }
 
     /// Refuses to go on unless healthy (for commands that move or delete data).
-    pub fn require_healthy(&self) -> anyhow::Result<()> {
+    pub(crate) fn require_healthy(&self) -> anyhow::Result<()> {
         if self.healthy() {
             return Ok(());
         }
@@ -219,12 +219,12 @@ impl Cluster {
     }
 
     /// The agent address of a ring node.
-    pub fn addr_of(&self, node: &Node) -> Addr {
+    pub(crate) fn addr_of(&self, node: &Node) -> Addr {
         Addr { host: node.server.clone(), port: self.seed.port }
     }
 
     /// The agents that must hold `name` (one per distinct host; RF- and instance-aware).
-    pub fn replicas_of(&self, name: &str) -> Vec<Addr> {
+    pub(crate) fn replicas_of(&self, name: &str) -> Vec<Addr> {
         let mut out: Vec<Addr> = Vec::new();
         for node in self.ring.nodes_for(name) {
             let addr = self.addr_of(node);
@@ -236,40 +236,18 @@ impl Cluster {
     }
 
     /// The ring nodes `name` belongs on, as strings (`server[:port][=instance]`).
-    pub fn nodes_of(&self, name: &str) -> Vec<String> {
+    pub(crate) fn nodes_of(&self, name: &str) -> Vec<String> {
         self.ring.nodes_for(name).map(ToString::to_string).collect()
     }
 
-    /// The reachable members.
-    pub fn reachable(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter().filter(|m| m.reachable())
-    }
-
     /// The member at `addr`, if any.
-    pub fn member(&self, addr: &Addr) -> Option<&Member> {
+    pub(crate) fn member(&self, addr: &Addr) -> Option<&Member> {
         self.members.iter().find(|m| &m.addr == addr)
-    }
-
-    /// Lists every reachable member (plus `extra` agents) concurrently into sorted arenas. Members that
-    /// fail are returned as errors, by address.
-    pub async fn list_all(
-        &self,
-        client: &Client,
-        query: &ListQuery,
-        extra: &[Addr],
-    ) -> Vec<(Addr, Result<NameArena, ClientError>)> {
-        let mut targets: Vec<Addr> = self.reachable().map(|m| m.addr.clone()).collect();
-        for addr in extra {
-            if !targets.contains(addr) {
-                targets.push(addr.clone());
-            }
-        }
-        list_agents(client, query, &targets).await
     }
 }
 
 /// Lists `targets` concurrently into sorted, deduplicated arenas.
-pub async fn list_agents(
+pub(crate) async fn list_agents(
     client: &Client,
     query: &ListQuery,
     targets: &[Addr],
@@ -283,24 +261,9 @@ pub async fn list_agents(
     .await
 }
 
-/// The first line of an error chain, for one-line reports.
-pub fn short_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    // A client error's message is whole (its network cause included): its source chain only repeats the URL.
-    let mut source = if error.is::<ClientError>() { None } else { error.source() };
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = if cause.is::<ClientError>() { None } else { cause.source() };
-    }
-    text
-}
-
 /// A JSON view of the cluster for `servers --json`.
 #[derive(Debug, Serialize)]
-pub struct ClusterReport {
+pub(crate) struct ClusterReport {
     /// The seed.
     pub seed: String,
     /// The seed's node name.
@@ -333,7 +296,7 @@ pub struct ClusterReport {
 
 /// The ring file in [`ClusterReport`].
 #[derive(Debug, Serialize)]
-pub struct RingFileReport {
+pub(crate) struct RingFileReport {
     /// What was read.
     pub source: String,
     /// Whether it places every metric as the agents' ring does.
@@ -345,7 +308,7 @@ pub struct RingFileReport {
 
 /// One member in [`ClusterReport`].
 #[derive(Debug, Serialize)]
-pub struct MemberReport {
+pub(crate) struct MemberReport {
     /// The agent address.
     pub agent: String,
     /// `ok`, `disagrees` or `unreachable`.
@@ -357,7 +320,7 @@ pub struct MemberReport {
 
 impl Cluster {
     /// The JSON report.
-    pub fn report(&self) -> ClusterReport {
+    pub(crate) fn report(&self) -> ClusterReport {
         let members = self
             .members
             .iter()
@@ -365,7 +328,7 @@ impl Cluster {
                 let (state, problem) = match &m.state {
                     MemberState::Agrees => ("ok", None),
                     MemberState::Disagrees(d) => ("disagrees", Some(d.clone())),
-                    MemberState::Unreachable(w) => ("unreachable", Some(w.clone())),
+                    MemberState::Unreachable(w) => ("unreachable", Some(one_line(w))),
                 };
                 (m.server.clone(), MemberReport { agent: m.addr.to_string(), state, problem })
             })
@@ -390,15 +353,6 @@ impl Cluster {
             healthy: self.healthy(),
         }
     }
-}
-
-/// Counts per agent, for logs.
-pub fn spread<'a>(addrs: impl Iterator<Item = &'a Addr>) -> HashMap<&'a Addr, u64> {
-    let mut out = HashMap::new();
-    for a in addrs {
-        *out.entry(a).or_insert(0) += 1;
-    }
-    out
 }
 
 #[cfg(test)]

@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use toml_edit::{DocumentMut, Item, Table, Value};
 
 /// The keys a cluster table may have.
-pub const CLUSTER_KEYS: [&str; 5] = ["host", "token_file", "workers", "ring_config", "ring_cluster"];
+pub(crate) const CLUSTER_KEYS: [&str; 5] = ["host", "token_file", "workers", "ring_config", "ring_cluster"];
 
 /// What is wrong with a config file.
 #[derive(Debug, thiserror::Error)]
-pub enum FileError {
+pub(crate) enum FileError {
     /// The file cannot be read.
     #[error("cannot read the config file {path}: {source}")]
     Read {
@@ -97,7 +97,7 @@ pub enum FileError {
 
 /// One cluster's table; every key optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileCluster {
+pub(crate) struct FileCluster {
     /// Seed agent, `HOST[:PORT]` (validated where it is used, like `-h`).
     pub host: Option<String>,
     /// The JWT file (absolute: relative paths are taken from the config file's directory).
@@ -112,7 +112,7 @@ pub struct FileCluster {
 
 /// A parsed, checked config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// Where it was read from.
     pub path: PathBuf,
     /// The cluster used without `--cluster`.
@@ -123,13 +123,13 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     /// Reads and checks `path`.
-    pub fn load(path: &Path) -> Result<ConfigFile, FileError> {
+    pub(crate) fn load(path: &Path) -> Result<ConfigFile, FileError> {
         let text = std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.to_owned(), source })?;
         ConfigFile::parse(&text, path)
     }
 
     /// Checks `text`, the contents of `path`.
-    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, FileError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<ConfigFile, FileError> {
         let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| FileError::Toml {
             path: path.to_owned(),
             line: e.span().map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1),
@@ -171,7 +171,7 @@ impl ConfigFile {
     }
 
     /// The cluster called `name`.
-    pub fn cluster(&self, name: &str) -> Result<&FileCluster, FileError> {
+    pub(crate) fn cluster(&self, name: &str) -> Result<&FileCluster, FileError> {
         self.clusters.get(name).ok_or_else(|| FileError::UnknownCluster {
             path: self.path.clone(),
             name: name.to_owned(),

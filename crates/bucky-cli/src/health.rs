@@ -16,11 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::client::ClientError;
 use crate::config::Addr;
 
 /// How long a node found unreachable is skipped before jobs try it again.
-pub const PROBE_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const PROBE_AFTER: Duration = Duration::from_secs(10);
 
 /// When a node down was first and last found unreachable.
 #[derive(Debug, Clone, Copy)]
@@ -37,18 +36,15 @@ pub struct Health {
 }
 
 impl Health {
-    /// Takes note of the outcome of a request to `addr`: unreachable marks it down, any answer (even an
-    /// error status) clears the mark.
-    pub fn saw<T>(&self, addr: &Addr, result: &Result<T, ClientError>) {
+    /// Takes note of the outcome of a request to `addr` (see [`crate::client::reached`]): unreachable marks
+    /// it down, any answer (even an error status) clears the mark.
+    pub fn saw(&self, addr: &Addr, reached: bool) {
         let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
-        match result {
-            Err(ClientError::Unreachable { .. }) => {
-                let now = Instant::now();
-                down.entry(addr.clone()).and_modify(|d| d.last = now).or_insert(Down { since: now, last: now });
-            }
-            _ => {
-                down.remove(addr);
-            }
+        if reached {
+            down.remove(addr);
+        } else {
+            let now = Instant::now();
+            down.entry(addr.clone()).and_modify(|d| d.last = now).or_insert(Down { since: now, last: now });
         }
     }
 
@@ -82,6 +78,7 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::{reached, ClientError};
 
     fn unreachable(addr: &Addr) -> Result<(), ClientError> {
         // A real connection error: nothing listens on port 9 of this loopback address.
@@ -89,7 +86,7 @@ mod tests {
         let source = runtime
             .block_on(reqwest::Client::new().get(format!("http://{}/", addr.authority())).send())
             .expect_err("nothing listens there");
-        Err(ClientError::Unreachable { addr: addr.to_string(), what: "test".into(), source })
+        Err(ClientError::Unreachable { addr: addr.to_string(), what: "test".into(), network: source })
     }
 
     #[test]
@@ -97,18 +94,23 @@ mod tests {
         let health = Health::default();
         let (a, b) = (Addr { host: "127.0.0.1".into(), port: 9 }, Addr { host: "127.0.0.2".into(), port: 9 });
         assert_eq!(health.refuse([&a, &b]), None);
-        health.saw(&a, &unreachable(&a));
+        health.saw(&a, reached(&unreachable(&a)));
         let why = health.refuse([&b, &a]).expect("a is down");
         assert!(why.starts_with("127.0.0.1:9 is down"), "{why}");
         assert_eq!(health.refuse([&b]), None, "only the node that failed");
         // An answer, even an error status, means the node is up.
-        health.saw::<()>(
+        health.saw(
             &a,
-            &Err(ClientError::Status { addr: a.to_string(), what: "x".into(), status: 503, body: String::new() }),
+            reached::<()>(&Err(ClientError::Status {
+                addr: a.to_string(),
+                what: "x".into(),
+                status: 503,
+                body: String::new(),
+            })),
         );
         assert_eq!(health.refuse([&a]), None);
-        health.saw(&a, &unreachable(&a));
-        health.saw(&a, &Ok(()));
+        health.saw(&a, reached(&unreachable(&a)));
+        health.saw(&a, reached(&Ok(())));
         assert_eq!(health.refuse([&a]), None);
     }
 
@@ -122,7 +124,7 @@ mod tests {
         assert_eq!(health.full_among([&b]), None, "only the node that answered 507");
         assert_eq!(health.refuse([&a]), None, "full is not down: reads and deletes on it go on");
         // Any later answer, even a success, leaves it full: space is seldom freed within a run.
-        health.saw(&a, &Ok(()));
+        health.saw(&a, reached(&Ok(())));
         assert_eq!(health.full_among([&a]), Some(&a));
     }
 }

@@ -1,63 +1,42 @@
 //! Metric names: reading them from arguments or stdin, parsing a JSON array as it streams in, and holding
 //! millions of them compactly.
 
-use std::io::Read;
-
 use anyhow::{bail, Context};
 
-use crate::cli::NamesArgs;
-use crate::UsageError;
+/// A regex over metric names (RE2 syntax, evaluated by the agents), checked once, when it is parsed: by
+/// clap for `-r REGEX` flags, by [`crate::settings::Selection`] for `-r` with names.
+#[derive(Debug, Clone)]
+pub struct MetricRegex(regex::Regex);
 
-/// What a command was asked to work on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    /// Every metric on the cluster.
-    All,
-    /// These names (deduplicated, in the order given).
-    Names(Vec<String>),
-    /// Names matching this regex (evaluated by the agents, RE2 syntax).
-    Regex(String),
+impl MetricRegex {
+    /// Checks `text`; the error is the one line a user sees.
+    pub fn parse(text: &str) -> Result<MetricRegex, String> {
+        regex::Regex::new(text).map(MetricRegex).map_err(|e| format!("invalid regex: {e}"))
+    }
+
+    /// The regex as given, as sent to the agents.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
 }
 
-impl Selection {
-    /// Resolves `[-r] [names|-|regex]`. `-` reads stdin (a JSON array, or one name per line). With
-    /// `require` set, an empty selection is a usage error.
-    pub fn from_args(args: &NamesArgs, require: bool) -> anyhow::Result<Selection> {
-        if args.regex {
-            match args.names.as_slice() {
-                [regex] => {
-                    regex::Regex::new(regex).map_err(|e| UsageError(format!("invalid regex: {e}")))?;
-                    return Ok(Selection::Regex(regex.clone()));
-                }
-                [] => return Err(UsageError("-r/--regex needs a regular expression".into()).into()),
-                _ => return Err(UsageError("-r/--regex takes exactly one regular expression".into()).into()),
-            }
-        }
-        let mut names = Vec::new();
-        for arg in &args.names {
-            if arg == "-" {
-                let mut text = String::new();
-                std::io::stdin().read_to_string(&mut text).context("cannot read names from stdin")?;
-                names.extend(parse_name_list(&text)?);
-            } else {
-                names.push(arg.clone());
-            }
-        }
-        if names.is_empty() {
-            if args.names.is_empty() && !require {
-                return Ok(Selection::All);
-            }
-            return Err(UsageError("no metric names given (use NAME..., '-' for stdin, or -r REGEX)".into()).into());
-        }
-        let mut seen = std::collections::HashSet::new();
-        names.retain(|n| seen.insert(n.clone()));
-        Ok(Selection::Names(names))
+impl PartialEq for MetricRegex {
+    fn eq(&self, other: &MetricRegex) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for MetricRegex {}
+
+impl std::fmt::Display for MetricRegex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// Names from text: a JSON array of strings, or one name per line (blank lines skipped, whitespace
 /// trimmed).
-pub fn parse_name_list(text: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn parse_name_list(text: &str) -> anyhow::Result<Vec<String>> {
     if text.trim_start().starts_with('[') {
         return serde_json::from_str(text).context("stdin starts with '[' but is not a JSON array of strings");
     }
@@ -67,7 +46,7 @@ pub fn parse_name_list(text: &str) -> anyhow::Result<Vec<String>> {
 /// An incremental parser of a JSON array of strings, fed in chunks as they arrive from the network, so a
 /// list of millions of names is never held as one document.
 #[derive(Debug, Default)]
-pub struct JsonArrayParser {
+pub(crate) struct JsonArrayParser {
     state: State,
     token: Vec<u8>,
     escaped: bool,
@@ -91,12 +70,12 @@ enum State {
 
 impl JsonArrayParser {
     /// A parser expecting `[`.
-    pub fn new() -> JsonArrayParser {
+    pub(crate) fn new() -> JsonArrayParser {
         JsonArrayParser::default()
     }
 
     /// Feeds a chunk; calls `emit` for every complete name.
-    pub fn feed(&mut self, chunk: &[u8], mut emit: impl FnMut(String)) -> anyhow::Result<()> {
+    pub(crate) fn feed(&mut self, chunk: &[u8], mut emit: impl FnMut(String)) -> anyhow::Result<()> {
         for &b in chunk {
             match self.state {
                 State::Start => match b {
@@ -150,7 +129,7 @@ impl JsonArrayParser {
     }
 
     /// Checks the array was complete.
-    pub fn finish(&self) -> anyhow::Result<u64> {
+    pub(crate) fn finish(&self) -> anyhow::Result<u64> {
         if self.state != State::Done {
             bail!("metric list ended early (truncated response)");
         }
@@ -161,47 +140,47 @@ impl JsonArrayParser {
 /// Many names in one allocation: the bytes of every name back to back, plus where each starts. About
 /// 8 bytes of overhead per name instead of ~40 for a `Vec<String>`.
 #[derive(Debug, Default, Clone)]
-pub struct NameArena {
+pub(crate) struct NameArena {
     bytes: Vec<u8>,
     starts: Vec<usize>,
 }
 
 impl NameArena {
     /// An empty arena.
-    pub fn new() -> NameArena {
+    pub(crate) fn new() -> NameArena {
         NameArena::default()
     }
 
     /// Appends a name.
-    pub fn push(&mut self, name: &str) {
+    pub(crate) fn push(&mut self, name: &str) {
         self.starts.push(self.bytes.len());
         self.bytes.extend_from_slice(name.as_bytes());
     }
 
     /// Number of names.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.starts.len()
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.starts.is_empty()
     }
 
     /// Name `i`.
-    pub fn get(&self, i: usize) -> &str {
+    pub(crate) fn get(&self, i: usize) -> &str {
         let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
         // Only whole `&str`s are pushed, so every slice between starts is UTF-8.
         std::str::from_utf8(&self.bytes[self.starts[i]..end]).unwrap_or("")
     }
 
     /// The names in order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> + '_ {
         (0..self.len()).map(|i| self.get(i))
     }
 
     /// Sorts and removes duplicates (rebuilds the arena).
-    pub fn sort_dedup(&mut self) {
+    pub(crate) fn sort_dedup(&mut self) {
         let mut order: Vec<usize> = (0..self.len()).collect();
         let sorted = self.iter().zip(self.iter().skip(1)).all(|(a, b)| a < b);
         if sorted {
@@ -223,7 +202,7 @@ impl NameArena {
 }
 
 /// Merges sorted, deduplicated arenas into one sorted stream without duplicates.
-pub fn merge_sorted<'a>(
+pub(crate) fn merge_sorted<'a>(
     lists: &'a [&'a NameArena],
     mut emit: impl FnMut(&'a str) -> std::io::Result<()>,
 ) -> std::io::Result<()> {

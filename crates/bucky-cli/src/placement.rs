@@ -15,7 +15,7 @@ use hashring::{Hash, Router};
 
 /// The rules the CLI builds the ring with, and how it came to them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
+pub(crate) struct Placement {
     /// The router (`carbon` or `relay`) as a bucky-agent stated it, if any did.
     pub router: Option<String>,
     /// Whether replicas go to distinct servers.
@@ -29,13 +29,13 @@ pub struct Placement {
 }
 
 /// Whether a member is a bucky-agent (it states its router; buckyd sends no `Router`).
-pub fn is_agent(info: &RingInfo) -> bool {
+pub(crate) fn is_agent(info: &RingInfo) -> bool {
     info.router.is_some()
 }
 
 /// The router a ring document implies: as stated, else the hash's default (carbon for carbon_ch, the relay's
 /// otherwise), which is also what buckyd's own rings follow (Go buckytools has no router of its own).
-pub fn router_of(info: &RingInfo, stated: Option<&str>) -> Option<Router> {
+pub(crate) fn router_of(info: &RingInfo, stated: Option<&str>) -> Option<Router> {
     match stated {
         Some(router) => router.parse().ok(),
         None => info.algo.parse::<Hash>().ok().map(Hash::default_router),
@@ -45,7 +45,7 @@ pub fn router_of(info: &RingInfo, stated: Option<&str>) -> Option<Router> {
 /// Whether carbon's DIVERSE_REPLICAS can change where any metric goes: only the carbon router has it,
 /// with one replica the primary is the first node of the walk either way, and when no server holds two
 /// ring nodes the walk never meets a server twice, so skipping repeated servers skips nothing.
-pub fn diverse_matters(info: &RingInfo, router: Option<Router>) -> bool {
+pub(crate) fn diverse_matters(info: &RingInfo, router: Option<Router>) -> bool {
     if router != Some(Router::Carbon) || info.replicas <= 1 {
         return false;
     }
@@ -57,7 +57,7 @@ pub fn diverse_matters(info: &RingInfo, router: Option<Router>) -> bool {
 impl Placement {
     /// Decides the rules from the seed's document and the other members' (`members`: ring server and its
     /// answer), with `flag` = `--diverse-replicas`.
-    pub fn decide(seed: &RingInfo, members: &[(&str, &RingInfo)], flag: Option<bool>) -> Placement {
+    pub(crate) fn decide(seed: &RingInfo, members: &[(&str, &RingInfo)], flag: Option<bool>) -> Placement {
         // Statements of bucky-agents, the seed's first.
         let agents: Vec<(&str, &RingInfo)> = std::iter::once(("the seed", seed))
             .chain(members.iter().copied())
@@ -99,7 +99,7 @@ impl Placement {
     }
 
     /// How `other` disagrees with these rules on what only bucky-agents state, if it does.
-    pub fn disagreement(&self, other: &RingInfo) -> Option<String> {
+    pub(crate) fn disagreement(&self, other: &RingInfo) -> Option<String> {
         let theirs = other.router.as_deref()?; // buckyd: nothing stated, nothing to disagree with
         if let Some(ours) = &self.router {
             if theirs != ours {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde::Serialize;
 
-use crate::progress::Meters;
+use crate::progress::{round_rate, Meters};
 
 /// Where output goes and how it looks.
 #[derive(Debug, Clone)]
@@ -157,11 +157,6 @@ impl Progress {
         self.total.inc(1);
     }
 
-    /// Sets the message shown after the overall bar.
-    pub fn message(&self, message: String) {
-        self.total.set_message(message);
-    }
-
     /// Removes the bars.
     pub fn finish(&self) {
         for bar in self.bars.values() {
@@ -186,35 +181,6 @@ pub fn about(addr: &impl std::fmt::Display, why: &str) -> String {
     } else {
         format!("{addr}: {why}")
     }
-}
-
-/// A rate (or any positive quantity) to about three significant digits, whole numbers from 100 up with
-/// thousands separators: `4,602`, `25.5`, `3.14`, `0.96`, `0.012`.
-pub fn round_rate(value: f64) -> String {
-    if !value.is_finite() || value <= 0.0 {
-        return "0".into();
-    }
-    if value >= 99.95 {
-        let whole = value.round() as u64;
-        let digits = whole.to_string();
-        let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        return out;
-    }
-    let decimals = if value >= 9.995 {
-        1
-    } else if value >= 0.995 {
-        2
-    } else {
-        // At least two digits after the leading zeros: 0.96, 0.012.
-        (2.0 - value.log10().floor()).max(2.0) as usize - 1
-    };
-    format!("{value:.decimals$}")
 }
 
 /// `4,602 metrics/s`.

@@ -12,8 +12,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use crate::printer::round_rate;
-
 /// How far back a rate looks.
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
@@ -156,6 +154,35 @@ pub(crate) fn human_seconds(seconds: f64) -> String {
         60..=3599 => format!("{}m {}s", s / 60, s % 60),
         _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
     }
+}
+
+/// A rate (or any positive quantity) to about three significant digits, whole numbers from 100 up with
+/// thousands separators: `4,602`, `25.5`, `3.14`, `0.96`, `0.012`.
+pub(crate) fn round_rate(value: f64) -> String {
+    if !value.is_finite() || value <= 0.0 {
+        return "0".into();
+    }
+    if value >= 99.95 {
+        let whole = value.round() as u64;
+        let digits = whole.to_string();
+        let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        return out;
+    }
+    let decimals = if value >= 9.995 {
+        1
+    } else if value >= 0.995 {
+        2
+    } else {
+        // At least two digits after the leading zeros: 0.96, 0.012.
+        (2.0 - value.log10().floor()).max(2.0) as usize - 1
+    };
+    format!("{value:.decimals$}")
 }
 
 #[cfg(test)]

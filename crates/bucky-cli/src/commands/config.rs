@@ -1,34 +1,15 @@
 //! `bucky config show`: every setting of the cluster commands in force, and where each came from (flag,
 //! env VAR, file PATH [cluster], default), resolved exactly as the other commands resolve them
-//! ([`crate::config::Settings::resolve`]).
+//! ([`crate::settings::Settings::resolve`]).
 
 use std::io::Write;
 
-use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::cli::ClusterArgs;
-use crate::config::{Environment, Settings};
+use crate::cli::ConfigCommand;
 use crate::printer::Printer;
+use crate::settings::{Environment, Settings};
 use crate::ExitStatus;
-
-/// `bucky config …`.
-#[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
-    /// Print every setting in force and where it came from: flag, env VAR, file PATH [cluster], default.
-    /// Takes the flags of the cluster commands (--cluster, --config, -h, -w, --token-file, …) to show
-    /// what they would use.
-    #[command(disable_help_flag = true)]
-    Show(ShowArgs),
-}
-
-/// `bucky config show`.
-#[derive(Debug, Args)]
-pub struct ShowArgs {
-    /// Common flags.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-}
 
 /// One setting in `--json`.
 #[derive(Debug, Serialize)]
@@ -38,7 +19,7 @@ struct Entry {
 }
 
 /// Runs `bucky config …`.
-pub fn run(command: &ConfigCommand) -> anyhow::Result<ExitStatus> {
+pub(super) fn run(command: &ConfigCommand) -> anyhow::Result<ExitStatus> {
     let ConfigCommand::Show(args) = command;
     let settings = Settings::resolve(&args.cluster, &Environment::from_process())?;
     let printer = Printer::new(args.cluster.json, false, false);

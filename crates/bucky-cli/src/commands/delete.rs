@@ -5,30 +5,18 @@
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 
-use clap::Args;
 use futures_util::StreamExt;
 
-use super::list::open_scope;
-use crate::cli::ScopeArgs;
+use crate::cli::DeleteArgs;
 use crate::client::Deleted;
-use crate::cluster::short_error;
 use crate::config::Addr;
+use crate::ctx::Ctx;
+use crate::error::one_line;
 use crate::names::NameArena;
+use crate::plan::Gathered;
+use crate::scope::open_scope;
+use crate::settings::Scope;
 use crate::{ExitStatus, UsageError};
-
-/// `bucky delete`.
-#[derive(Debug, Args)]
-pub struct DeleteArgs {
-    /// Common flags, metrics, --single.
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-    /// Do not ask: delete on every server.
-    #[arg(short = 'y', long, alias = "noconfirm")]
-    pub yes: bool,
-    /// Print what would be deleted (`agent: metric` per copy; JSON: {agent: [metrics]}), delete nothing.
-    #[arg(long = "no-op", alias = "noop")]
-    pub no_op: bool,
-}
 
 /// Names shown in the confirmation question.
 const PROMPT_NAMES: usize = 10;
@@ -60,8 +48,8 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 }
 
 /// Deletes the selected metrics.
-pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
-    let (ctx, _cluster, gathered) = open_scope(&args.scope, true, |_| {
+pub(super) async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
+    let (ctx, _cluster, mut gathered) = open_scope(Scope::from_args(&args.scope, true)?, |_| {
         if !args.yes && !args.no_op && !std::io::stderr().is_terminal() {
             // Refuse before doing any work.
             confirm("")?;
@@ -69,10 +57,10 @@ pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
         Ok(())
     })
     .await?;
-    let failed = gathered.failed.clone();
     if args.no_op {
         return print_plan(&ctx, &gathered);
     }
+    let failed = std::mem::take(&mut gathered.failed);
     let mut approved: Vec<(Addr, &NameArena)> = Vec::new();
     for (addr, names) in &gathered.lists {
         if names.is_empty() {
@@ -105,14 +93,14 @@ pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
                 Ok(Deleted::Absent) => absent += 1,
                 Err(e) => {
                     errors += 1;
-                    ctx.printer.error(short_error(&e));
+                    ctx.printer.error(one_line(&e));
                 }
             }
         }
     }
     progress.finish();
     for (addr, why) in &failed {
-        ctx.printer.error(crate::printer::about(addr, why));
+        ctx.printer.error(crate::printer::about(addr, &one_line(why.as_ref())));
     }
     if ctx.printer.json() {
         ctx.printer.print_json(&serde_json::json!({
@@ -126,7 +114,7 @@ pub async fn run(args: &DeleteArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// `--no-op`: what would be deleted, on stdout; the agents that could not be listed, on stderr.
-fn print_plan(ctx: &super::Ctx, gathered: &super::list::Gathered) -> anyhow::Result<ExitStatus> {
+fn print_plan(ctx: &Ctx, gathered: &Gathered) -> anyhow::Result<ExitStatus> {
     let lists = gathered.lists.iter().filter(|(_, names)| !names.is_empty());
     let count: usize = gathered.copies();
     if ctx.printer.json() {

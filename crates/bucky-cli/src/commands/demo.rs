@@ -10,50 +10,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bucky_wire::MetricStat;
-use clap::Args;
 use futures_util::StreamExt;
 use hashring::{Hash, Node, RingSpec};
 use whisper::{CreateOptions, Point, Retention, WhisperBuf};
 
-use super::inconsistent::{find_misplaced, DEFAULT_EXCLUDES};
-use super::Ctx;
+use crate::cli::{DemoArgs, DEFAULT_EXCLUDES};
 use crate::client::{Client, Upload};
-use crate::cluster::{short_error, Cluster};
+use crate::cluster::{list_agents, Cluster};
 use crate::config::{Addr, Config};
+use crate::ctx::Ctx;
 use crate::engine::{self, unix_now, Interrupts, Operation, Options};
+use crate::error::one_line;
+use crate::plan::{self, find_misplaced};
 use crate::printer::{human_bytes, Printer};
 use crate::{ExitStatus, UsageError};
-
-/// `bucky demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Directory for the agents' data and logs (default: a new temporary directory, removed at the end
-    /// unless --keep).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// Leave the agents running at the end and print how to use them.
-    #[arg(long)]
-    pub keep: bool,
-    /// Number of metrics to generate.
-    #[arg(long, default_value_t = 3000, value_name = "N")]
-    pub metrics: usize,
-    /// Placement hash: carbon_ch, fnv1a_ch or jump_fnv1a_ch.
-    #[arg(long, default_value = "carbon_ch")]
-    pub hash: String,
-    /// Replication factor (1 or 2).
-    #[arg(long, default_value_t = 1)]
-    pub replicas: usize,
-    /// Agent port on every address (default: 4242 if free on all three, else any free port).
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// The three local addresses the agents listen on, comma-separated (on Linux all of 127.0.0.0/8 is
-    /// loopback; elsewhere give addresses this machine has).
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.2,127.0.0.3,127.0.0.4", value_name = "A,B,C")]
-    pub ips: Vec<String>,
-    /// Never draw progress bars.
-    #[arg(long)]
-    pub no_progress: bool,
-}
 
 /// Minutes of data written per metric.
 const POINTS: i64 = 120;
@@ -217,7 +187,7 @@ fn generate(i: usize, end: i64, header: &whisper::Header) -> anyhow::Result<Vec<
 
 async fn count_per_agent(ctx: &Ctx, agents: &[Addr]) -> BTreeMap<String, u64> {
     let query = crate::client::ListQuery { regex: None, force: true };
-    crate::cluster::list_agents(&ctx.client, &query, agents)
+    list_agents(&ctx.client, &query, agents)
         .await
         .into_iter()
         .map(|(a, r)| (a.to_string(), r.map_or(0, |l| l.len() as u64)))
@@ -225,7 +195,7 @@ async fn count_per_agent(ctx: &Ctx, agents: &[Addr]) -> BTreeMap<String, u64> {
 }
 
 /// Runs the demo.
-pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
+pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     let hash: Hash = args.hash.parse().map_err(|e| UsageError(format!("{e}")))?;
     if args.ips.len() != 3 {
         return Err(UsageError("--ips needs three addresses".into()).into());
@@ -297,14 +267,14 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             let (ctx, ring, header) = (&ctx, &ring, &header);
             async move {
                 let name = metric_name(i);
-                let data = generate(i, end, header).map_err(|e| format!("{e}"))?;
+                let data = generate(i, end, header)?;
                 let stat = MetricStat { name: name.clone(), mode: 0o644, mod_time: end, ..MetricStat::default() };
-                let upload = Upload::new(stat, &data, true).map_err(|e| e.to_string())?;
+                let upload = Upload::new(stat, &data, true)?;
                 for node in ring.nodes_for(&name) {
                     let addr = Addr { host: node.server.clone(), port };
-                    ctx.client.heal(&addr, &name, &upload).await.map_err(|e| short_error(&e))?;
+                    ctx.client.heal(&addr, &name, &upload).await?;
                 }
-                Ok::<_, String>(data.len() as u64)
+                anyhow::Ok(data.len() as u64)
             }
         })
         .buffer_unordered(16)
@@ -312,7 +282,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         .await;
     let mut bytes = 0;
     for w in written {
-        bytes += w.map_err(|e| anyhow::anyhow!("writing the demo metrics: {e}"))?;
+        bytes += w.context("writing the demo metrics")?;
     }
     let v1_agents: Vec<Addr> = ring_v1.iter().map(|ip| Addr { host: ip.clone(), port }).collect();
     let before = count_per_agent(&ctx, &v1_agents).await;
@@ -337,7 +307,8 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     let excludes: Vec<String> = DEFAULT_EXCLUDES.map(String::from).to_vec();
     let found = find_misplaced(&ctx, &cluster, None, &excludes, &[]).await;
     if !found.failed.is_empty() {
-        bail!("listing failed: {:?}", found.failed);
+        let failed: Vec<(&Addr, String)> = found.failed.iter().map(|(a, why)| (a, one_line(why.as_ref()))).collect();
+        bail!("listing failed: {failed:?}");
     }
     p.info(format!(
         "4. bucky inconsistent: {} copies are on a node that is not among their replicas ({})",
@@ -346,7 +317,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     ));
 
     // 5. rebalance --delete
-    let jobs = super::rebalance::plan(&ctx, &cluster, None, &excludes, &[]).await?;
+    let jobs = plan::rebalance(&ctx, &cluster, None, &excludes, &[]).await?;
     let options = Options {
         op: Operation::Rebalance,
         delete: true,
@@ -383,7 +354,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
                 let name = metric_name(i);
                 let mut results = Vec::new();
                 for addr in cluster.replicas_of(&name) {
-                    results.push(ctx.client.get(&addr, &name).await.map_err(|e| short_error(&e)));
+                    results.push(ctx.client.get(&addr, &name).await);
                 }
                 (i, results)
             }
@@ -391,7 +362,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         .buffer_unordered(16);
     while let Some((i, results)) = checks.next().await {
         for result in results {
-            let Some(fetched) = result.map_err(|e| anyhow::anyhow!("reading back {}: {e}", metric_name(i)))? else {
+            let Some(fetched) = result.with_context(|| format!("reading back {}", metric_name(i)))? else {
                 missing_files += 1;
                 lost += POINTS as u64;
                 continue;

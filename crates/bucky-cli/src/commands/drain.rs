@@ -12,39 +12,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use clap::Args;
+use anyhow::Context;
 use serde::Serialize;
 
-use super::rebalance::replica_syncs;
-use super::Ctx;
-use crate::cli::{ClusterArgs, EngineArgs};
+use crate::cli::DrainArgs;
 use crate::client::ListQuery;
-use crate::cluster::{list_agents, short_error, Cluster};
+use crate::cluster::{list_agents, Cluster};
 use crate::config::Addr;
-use crate::engine::{self, Job, Operation, Summary};
-use crate::engine_settings::engine_options;
-use crate::names::NameArena;
-use crate::{ExitStatus, UsageError};
+use crate::ctx::Ctx;
+use crate::engine::{self, Operation, Summary};
+use crate::names::{MetricRegex, NameArena};
+use crate::plan::{self, replica_syncs};
+use crate::settings::engine_options;
+use crate::{settings, ExitStatus, UsageError};
 
 /// Names of what is left printed (all of them are in `--json`'s `left_count`).
 const SHOWN_LEFT: usize = 20;
-
-/// `bucky drain`.
-#[derive(Debug, Args)]
-pub struct DrainArgs {
-    /// Common flags.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Engine flags.
-    #[command(flatten)]
-    pub engine: EngineArgs,
-    /// Scope: only metrics matching this regex (RE2 syntax); "empty" then means none of them is left.
-    #[arg(short = 'r', long, value_name = "REGEX")]
-    pub regex: Option<String>,
-    /// The node to drain, HOST[:PORT] (port default: the seed's). It must not be in the seed's ring.
-    #[arg(value_name = "HOST:PORT")]
-    pub node: String,
-}
 
 /// A metric still on the node after the drain, and why.
 #[derive(Debug, Serialize)]
@@ -84,27 +67,13 @@ fn check_roles(cluster: &Cluster, node: &Addr) -> anyhow::Result<()> {
 }
 
 /// Lists the node (a fresh scan when `force`).
-async fn list_node(ctx: &Ctx, node: &Addr, regex: Option<String>, force: bool) -> anyhow::Result<NameArena> {
-    let query = ListQuery { regex, force };
+async fn list_node(ctx: &Ctx, node: &Addr, regex: Option<&MetricRegex>, force: bool) -> anyhow::Result<NameArena> {
+    let query = ListQuery { regex: regex.map(|r| r.as_str().to_owned()), force };
     let (_, listed) = list_agents(&ctx.client, &query, std::slice::from_ref(node))
         .await
         .pop()
         .ok_or_else(|| anyhow::anyhow!("no answer from {node}"))?;
-    listed.map_err(|e| anyhow::anyhow!("cannot list {node}: {}", short_error(&e)))
-}
-
-/// One job per metric on the node: heal it into every replica, then delete it from the node.
-fn plan(cluster: &Cluster, node: &Addr, names: &NameArena) -> Vec<Job> {
-    names
-        .iter()
-        .map(|name| Job {
-            name: name.to_owned(),
-            source_name: name.to_owned(),
-            source: node.clone(),
-            dests: cluster.replicas_of(name),
-            keep_source: false,
-        })
-        .collect()
+    listed.with_context(|| format!("cannot list {node}"))
 }
 
 /// Why `metric` is still on the node.
@@ -119,18 +88,15 @@ fn why_left(metric: &str, planned: &BTreeSet<&str>, failures: &BTreeMap<&str, &s
 }
 
 /// Drains the node; exit 1 unless it ends empty.
-pub async fn run(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
+pub(super) async fn run(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(settings::config(&args.cluster)?)?;
     let options = engine_options(Operation::Drain, &args.engine, ctx.config.workers, true)?;
-    if let Some(r) = &args.regex {
-        regex::Regex::new(r).map_err(|e| UsageError(format!("invalid regex: {e}")))?;
-    }
     let node = Addr::parse(&args.node, ctx.config.seed.port)?;
     let cluster = ctx.cluster().await?;
     cluster.require_healthy()?;
     check_roles(&cluster, &node)?;
     match ctx.client.hashring(&node).await {
-        Err(e) => return Err(anyhow::anyhow!("cannot reach {node}: {}", short_error(&e))),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot reach {node}"))),
         Ok(theirs) if theirs.nodes.iter().any(|n| n.server == theirs.name) => ctx.printer.warn(format!(
             "{node} still has itself in its ring (node {:?}): it accepts new writes; restart it with the new ring \
              so that nothing lands on it during the drain",
@@ -138,8 +104,8 @@ pub async fn run(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
         )),
         Ok(_) => {}
     }
-    let names = list_node(&ctx, &node, args.regex.clone(), ctx.config.force).await?;
-    let mut jobs = plan(&cluster, &node, &names);
+    let names = list_node(&ctx, &node, args.regex.as_ref(), ctx.config.force).await?;
+    let mut jobs = plan::drain(&cluster, &node, &names);
     ctx.printer.info(format!("{} metrics on {node} to move to their ring homes", jobs.len()));
     jobs.extend(replica_syncs(&ctx, &cluster, &jobs).await?);
     if args.engine.no_op {
@@ -153,7 +119,7 @@ pub async fn run(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
     }
 
     // Whatever a fresh scan of the node still finds is reported with why.
-    let left = list_node(&ctx, &node, args.regex.clone(), true).await?;
+    let left = list_node(&ctx, &node, args.regex.as_ref(), true).await?;
     let planned: BTreeSet<&str> = names.iter().collect();
     let failures: BTreeMap<&str, &str> =
         summary.failures.iter().map(|f| (f.metric.as_str(), f.reason.as_str())).collect();
@@ -164,7 +130,7 @@ pub async fn run(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
         .collect();
     let empty = left.is_empty();
     let scope = match &args.regex {
-        Some(r) => format!(" matching {r:?}"),
+        Some(r) => format!(" matching {:?}", r.as_str()),
         None => String::new(),
     };
     if ctx.printer.json() {

@@ -4,48 +4,14 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use clap::Args;
-use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::list::{open_scope, Gathered, Unread};
-use super::Ctx;
-use crate::cli::ScopeArgs;
-use crate::client::ClientError;
-use crate::cluster::short_error;
-use crate::config::Addr;
+use crate::cli::DuArgs;
+use crate::error::one_line;
 use crate::printer::human_bytes;
+use crate::scope::{open_scope, stat_each, Unread};
+use crate::settings::Scope;
 use crate::ExitStatus;
-use bucky_wire::MetricStat;
-
-/// `bucky du`.
-#[derive(Debug, Args)]
-pub struct DuArgs {
-    /// Common flags, metrics, --single.
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-}
-
-/// Stats every listed copy, `--workers` requests per agent, in list order; calls `each` per answer.
-pub async fn stat_each(
-    ctx: &Ctx,
-    gathered: &Gathered,
-    mut each: impl FnMut(&Addr, &str, Result<Option<MetricStat>, ClientError>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let progress = ctx
-        .printer
-        .progress("stat", &gathered.lists.iter().map(|(a, l)| (a.to_string(), l.len() as u64)).collect::<Vec<_>>());
-    let width = ctx.config.workers * gathered.lists.len().max(1);
-    let copies = gathered.lists.iter().flat_map(|(addr, list)| list.iter().map(move |name| (addr, name)));
-    let mut answers = futures_util::stream::iter(copies)
-        .map(|(addr, name)| async move { (addr, name, ctx.client.stat(addr, name).await) })
-        .buffered(width);
-    while let Some((addr, name, result)) = answers.next().await {
-        progress.inc(&addr.to_string());
-        each(addr, name, result)?;
-    }
-    Ok(())
-}
 
 #[derive(Debug, Default, Serialize)]
 struct Usage {
@@ -54,8 +20,8 @@ struct Usage {
 }
 
 /// Prints the usage.
-pub async fn run(args: &DuArgs) -> anyhow::Result<ExitStatus> {
-    let (ctx, _cluster, gathered) = open_scope(&args.scope, false, |_| Ok(())).await?;
+pub(super) async fn run(args: &DuArgs) -> anyhow::Result<ExitStatus> {
+    let (ctx, _cluster, gathered) = open_scope(Scope::from_args(&args.scope, false)?, |_| Ok(())).await?;
     let mut per_agent: BTreeMap<String, Usage> = BTreeMap::new();
     let mut unread = Unread::default();
     stat_each(&ctx, &gathered, |addr, name, result| {
@@ -66,7 +32,7 @@ pub async fn run(args: &DuArgs) -> anyhow::Result<ExitStatus> {
                 usage.bytes += u64::try_from(stat.size).unwrap_or(0);
             }
             Ok(None) => {}
-            Err(e) => unread.on_agent(addr, name, short_error(&e)),
+            Err(e) => unread.on_agent(addr, name, one_line(&e)),
         }
         Ok(())
     })

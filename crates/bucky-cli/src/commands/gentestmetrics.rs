@@ -7,49 +7,14 @@ use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::{ArgAction, Args};
 use rand::Rng;
 
+use crate::cli::GenArgs;
 use crate::config::Addr;
 use crate::{ExitStatus, UsageError};
 
-/// `bucky gentestmetrics`.
-#[derive(Debug, Args)]
-pub struct GenArgs {
-    /// Print help.
-    #[arg(long, action = ArgAction::Help)]
-    pub help: Option<bool>,
-    /// Prefix prepended to each metric name.
-    #[arg(short = 'p', long, default_value = "test.")]
-    pub prefix: String,
-    /// Number of metric names to generate (000000, 000001, …).
-    #[arg(short = 'c', long, default_value_t = 1000)]
-    pub count: u64,
-    /// Timestamp/value pairs per metric.
-    #[arg(short = 'x', long, default_value_t = 1)]
-    pub iterations: u64,
-    /// Seconds between consecutive timestamps of a metric.
-    #[arg(short = 'i', long, default_value_t = 60)]
-    pub interval: i64,
-    /// Upper bound (exclusive) of the random integer values.
-    #[arg(short = 'l', long, default_value_t = 100)]
-    pub limit: i64,
-    /// Use this value instead of random ones.
-    #[arg(short = 'v', long)]
-    pub value: Option<i64>,
-    /// Use the metric names in this file (one per line) instead of -c generated ones.
-    #[arg(short = 'f', long, value_name = "FILE")]
-    pub file: Option<std::path::PathBuf>,
-    /// Newest timestamp (default now); the iterations end at it, stepping back by -i.
-    #[arg(short = 's', long)]
-    pub start: Option<i64>,
-    /// Send the lines to this carbon line receiver (HOST:PORT, port default 2003) instead of stdout.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub send: Option<String>,
-}
-
 /// Generates (and prints or sends) the lines.
-pub fn run(args: &GenArgs) -> anyhow::Result<ExitStatus> {
+pub(super) fn run(args: &GenArgs) -> anyhow::Result<ExitStatus> {
     if args.interval <= 0 {
         return Err(UsageError("-i/--interval must be positive".into()).into());
     }

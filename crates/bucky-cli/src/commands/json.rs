@@ -3,24 +3,13 @@
 use std::io::{Read, Write};
 
 use anyhow::Context;
-use clap::{ArgAction, Args};
 
+use crate::cli::JsonArgs;
 use crate::names::parse_name_list;
 use crate::ExitStatus;
 
-/// `bucky json`.
-#[derive(Debug, Args)]
-pub struct JsonArgs {
-    /// Print help.
-    #[arg(long, action = ArgAction::Help)]
-    pub help: Option<bool>,
-    /// Names; `-` (or none) reads them from stdin, one per line.
-    #[arg(value_name = "NAME")]
-    pub names: Vec<String>,
-}
-
 /// Prints the JSON array.
-pub fn run(args: &JsonArgs) -> anyhow::Result<ExitStatus> {
+pub(super) fn run(args: &JsonArgs) -> anyhow::Result<ExitStatus> {
     let mut names = Vec::new();
     if args.names.is_empty() || args.names.iter().any(|n| n == "-") {
         let mut text = String::new();

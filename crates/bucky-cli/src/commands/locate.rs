@@ -7,29 +7,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use clap::Args;
-
-use super::Ctx;
-use crate::cli::ClusterArgs;
+use crate::cli::{LocateArgs, NamesArgs};
 use crate::cluster::Cluster;
-use crate::names::Selection;
+use crate::ctx::Ctx;
+use crate::settings::{self, Selection};
 use crate::{ExitStatus, UsageError};
 
-/// `bucky locate`.
-#[derive(Debug, Args)]
-pub struct LocateArgs {
-    /// Common flags.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Metric names; `-` reads them from stdin (a JSON array, or one per line).
-    #[arg(value_name = "NAME", required = true)]
-    pub names: Vec<String>,
-}
-
 /// Prints `metric => host[, host…]` per name (JSON: {metric: [nodes with port and instance]}).
-pub async fn run(args: &LocateArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
-    let names_args = crate::cli::NamesArgs { regex: false, names: args.names.clone() };
+pub(super) async fn run(args: &LocateArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(settings::config(&args.cluster)?)?;
+    let names_args = NamesArgs { regex: false, names: args.names.clone() };
     let Selection::Names(names) = Selection::from_args(&names_args, true)? else {
         return Err(UsageError("locate needs metric names".into()).into());
     };

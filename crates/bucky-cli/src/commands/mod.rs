@@ -1,69 +1,40 @@
-//! One module per subcommand. Cluster commands are async and share a [`Ctx`]: the validated config, the
-//! HTTP client and the printer.
+//! One module per subcommand, each thin: it validates its flags ([`crate::settings`]), asks [`crate::plan`],
+//! [`crate::scope`] or [`crate::engine`] for the work, and prints. Cluster commands are async and share a
+//! [`crate::ctx::Ctx`]. No command uses another's internals.
 
-pub mod backfill;
-pub mod config;
-pub mod copy;
-pub mod delete;
-pub mod demo;
-pub mod drain;
-pub mod du;
-pub mod gentestmetrics;
-pub mod inconsistent;
-pub mod json;
-pub mod list;
-pub mod locate;
-pub mod rebalance;
-pub mod restore;
-pub mod ring;
-pub mod servers;
-pub mod stat;
-pub mod tar;
-pub mod whisper;
+mod backfill;
+mod config;
+mod copy;
+mod delete;
+mod demo;
+mod drain;
+mod du;
+mod gentestmetrics;
+mod inconsistent;
+mod json;
+mod list;
+mod locate;
+mod rebalance;
+mod restore;
+mod ring;
+mod servers;
+mod stat;
+mod tar;
+mod whisper;
 
 use anyhow::Context;
 
-use crate::cli::{ClusterArgs, Command};
-use crate::client::Client;
-use crate::cluster::Cluster;
-use crate::config::Config;
-use crate::printer::Printer;
+use crate::cli::Command;
 use crate::ExitStatus;
 
-/// What every cluster command works with.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// Validated common flags.
-    pub config: Config,
-    /// The HTTP client.
-    pub client: Client,
-    /// All output.
-    pub printer: Printer,
-}
-
-impl Ctx {
-    /// Validates the common flags and builds the client and the printer.
-    pub fn new(args: &ClusterArgs) -> anyhow::Result<Ctx> {
-        let config = Config::from_args(args)?;
-        let client = Client::new(&config).context("cannot set up the HTTP client")?;
-        let printer = Printer::from_config(&config);
-        Ok(Ctx { config, client, printer })
-    }
-
-    /// Discovers the cluster from the seed (problems are printed as warnings).
-    pub async fn cluster(&self) -> anyhow::Result<Cluster> {
-        Cluster::connect(&self.client, &self.config, &self.printer).await
-    }
-}
-
 /// Runs a command: local ones directly, cluster ones on a Tokio runtime.
-pub fn run(command: Command) -> anyhow::Result<ExitStatus> {
+pub(crate) fn run(command: Command) -> anyhow::Result<ExitStatus> {
     match command {
         Command::Whisper(cmd) => whisper::run(cmd),
         Command::Ring(cmd) => ring::run(cmd),
         Command::Json(args) => json::run(&args),
         Command::GenTestMetrics(args) => gentestmetrics::run(&args),
-        Command::Modify(args) => whisper::run(whisper::WhisperCommand::Modify(args)),
+        Command::Modify(args) => whisper::run(crate::cli::WhisperCommand::Modify(args)),
         Command::Config(cmd) => config::run(&cmd),
         other => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

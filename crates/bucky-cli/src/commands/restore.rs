@@ -6,32 +6,14 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
-use clap::Args;
 use futures_util::StreamExt;
 
-use super::Ctx;
-use crate::cli::ClusterArgs;
+use crate::cli::RestoreArgs;
 use crate::client::Upload;
-use crate::cluster::short_error;
+use crate::ctx::Ctx;
+use crate::error::one_line;
 use crate::{ExitStatus, UsageError};
 use bucky_wire::{metric_from_relative, MetricStat};
-
-/// `bucky restore`.
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// Common flags.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Path prefix prepended to every entry (`-p old` restores `a/b.wsp` as `old.a.b`).
-    #[arg(short = 'p', long, value_name = "PREFIX")]
-    pub prefix: Option<PathBuf>,
-    /// Only write to the seed agent, not to the metrics' replicas.
-    #[arg(short = 's', long)]
-    pub single: bool,
-    /// The archive; `-` reads stdin.
-    #[arg(value_name = "TAR")]
-    pub archive: String,
-}
 
 /// One whisper file read from the archive.
 struct Item {
@@ -100,8 +82,8 @@ fn read_archive(
 }
 
 /// Restores the archive.
-pub async fn run(args: &RestoreArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
+pub(super) async fn run(args: &RestoreArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(crate::settings::config(&args.cluster)?)?;
     if args.archive != "-" && !Path::new(&args.archive).exists() {
         return Err(UsageError(format!("{} does not exist", args.archive)).into());
     }
@@ -126,7 +108,7 @@ pub async fn run(args: &RestoreArgs) -> anyhow::Result<ExitStatus> {
                 ..MetricStat::default()
             };
             whisper::WhisperBuf::from_bytes(item.data.clone())
-                .map_err(|e| format!("{}: not a whisper file: {e}", item.name))?;
+                .map_err(|e| format!("{}: not a whisper file: {}", item.name, one_line(&e)))?;
             let upload = Upload::new(stat, &item.data, snappy).map_err(|e| e.to_string())?;
             let dests = if single { vec![ctx_ref.config.seed.clone()] } else { cluster_ref.replicas_of(&item.name) };
             for dest in &dests {
@@ -134,7 +116,7 @@ pub async fn run(args: &RestoreArgs) -> anyhow::Result<ExitStatus> {
                     .client
                     .heal(dest, &item.name, &upload)
                     .await
-                    .map_err(|e| format!("{}: {}", item.name, short_error(&e)))?;
+                    .map_err(|e| format!("{}: {}", item.name, one_line(&e)))?;
             }
             ctx_ref.printer.verbose(format!(
                 "{} -> {}",

@@ -2,24 +2,15 @@
 
 use std::io::Write;
 
-use clap::Args;
-
-use super::Ctx;
-use crate::cli::ClusterArgs;
+use crate::cli::ServersArgs;
 use crate::cluster::MemberState;
+use crate::ctx::Ctx;
+use crate::error::one_line;
 use crate::ExitStatus;
 
-/// `bucky servers`.
-#[derive(Debug, Args)]
-pub struct ServersArgs {
-    /// Common flags.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-}
-
 /// Prints the cluster; exit status 1 when any member is unreachable or disagrees.
-pub async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = Ctx::new(&args.cluster)?;
+pub(super) async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
+    let ctx = Ctx::new(crate::settings::config(&args.cluster)?)?;
     let cluster = crate::cluster::Cluster::discover_configured(&ctx.client, &ctx.config).await?;
     if ctx.printer.json() {
         ctx.printer.print_json(&cluster.report())?;
@@ -47,7 +38,7 @@ pub async fn run(args: &ServersArgs) -> anyhow::Result<ExitStatus> {
             let state = match &member.state {
                 MemberState::Agrees => "ok".to_owned(),
                 MemberState::Disagrees(d) => format!("DISAGREES: {d}"),
-                MemberState::Unreachable(w) => format!("UNREACHABLE: {w}"),
+                MemberState::Unreachable(w) => format!("UNREACHABLE: {}", one_line(w)),
             };
             writeln!(out, "  {} at {}: {state}", member.server, member.addr)?;
         }

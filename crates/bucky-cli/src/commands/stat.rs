@@ -2,30 +2,21 @@
 
 use std::io::Write;
 
-use clap::Args;
-
-use super::du::stat_each;
-use super::list::open_scope;
-use crate::cli::ScopeArgs;
-use crate::cluster::short_error;
+use crate::cli::StatArgs;
+use crate::error::one_line;
+use crate::scope::open_scope;
+use crate::scope::stat_each;
+use crate::settings::Scope;
 use crate::ExitStatus;
 
-/// `bucky stat`.
-#[derive(Debug, Args)]
-pub struct StatArgs {
-    /// Common flags, metrics, --single.
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-}
-
 /// RFC 3339 UTC time of Unix seconds, e.g. `2023-11-14T22:13:20Z`.
-pub fn rfc3339(secs: i64) -> String {
+pub(super) fn rfc3339(secs: i64) -> String {
     bucky_wire::UtcTime::from_unix(secs).rfc3339()
 }
 
 /// Prints `size KiB<TAB>mtime<TAB>agent<TAB>name` per copy (JSON: an array of stats).
-pub async fn run(args: &StatArgs) -> anyhow::Result<ExitStatus> {
-    let (ctx, _cluster, gathered) = open_scope(&args.scope, false, |_| Ok(())).await?;
+pub(super) async fn run(args: &StatArgs) -> anyhow::Result<ExitStatus> {
+    let (ctx, _cluster, gathered) = open_scope(Scope::from_args(&args.scope, false)?, |_| Ok(())).await?;
     let json = ctx.printer.json();
     let mut out = ctx.printer.stdout();
     let mut errors = 0u64;
@@ -51,7 +42,7 @@ pub async fn run(args: &StatArgs) -> anyhow::Result<ExitStatus> {
         Ok(None) => Ok(()),
         Err(e) => {
             errors += 1;
-            ctx.printer.error(short_error(&e));
+            ctx.printer.error(one_line(&e));
             Ok(())
         }
     })

@@ -14,30 +14,20 @@ use std::io::Write;
 
 use anyhow::Context;
 use bucky_wire::MetricName;
-use clap::Args;
 use futures_util::StreamExt;
 use whisper::{FillOptions, WhisperBuf};
 
 use serde::Serialize;
 
-use super::list::{open_scope, Unread};
-use super::Ctx;
-use crate::cli::ScopeArgs;
-use crate::cluster::{short_error, Cluster};
+use crate::cli::TarArgs;
+use crate::cluster::Cluster;
 use crate::config::Addr;
+use crate::ctx::Ctx;
 use crate::engine::unix_now;
+use crate::error::one_line;
+use crate::scope::{open_scope, Unread};
+use crate::settings::Scope;
 use crate::{ExitStatus, UsageError};
-
-/// `bucky tar`.
-#[derive(Debug, Args)]
-pub struct TarArgs {
-    /// Common flags, metrics, --single.
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-    /// Compress the archive with gzip.
-    #[arg(short = 'z', long)]
-    pub gzip: bool,
-}
 
 /// stdout, maybe gzipped.
 enum Sink<W: Write> {
@@ -96,10 +86,10 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
         let fetched = match ctx.client.get(addr, name).await {
             Ok(Some(f)) => f,
             Ok(None) => continue,
-            Err(e) => return Err(Unreadable::Agent(addr.clone(), short_error(&e))),
+            Err(e) => return Err(Unreadable::Agent(addr.clone(), one_line(&e))),
         };
         let buf = WhisperBuf::from_bytes(fetched.data)
-            .map_err(|e| Unreadable::Metric(format!("not a whisper file on {addr}: {e}")))?;
+            .map_err(|e| Unreadable::Metric(format!("not a whisper file on {addr}: {}", one_line(&e))))?;
         let mode = (fetched.stat.mode & 0o7777) as u32;
         merged = Some(match merged {
             None => (buf, mode, fetched.stat.mod_time),
@@ -108,7 +98,7 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
                 options.lock = false;
                 options.sync = false;
                 whisper::fill_buf(&buf, &mut base, &options)
-                    .map_err(|e| Unreadable::Metric(format!("cannot merge the copy on {addr}: {e}")))?;
+                    .map_err(|e| Unreadable::Metric(format!("cannot merge the copy on {addr}: {}", one_line(&e))))?;
                 (base, mode, mtime.max(fetched.stat.mod_time))
             }
         });
@@ -118,8 +108,8 @@ async fn read_merged(ctx: &Ctx, cluster: &Cluster, name: &str, holders: &[Addr])
 }
 
 /// Writes the archive.
-pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
-    let (ctx, cluster, gathered) = open_scope(&args.scope, false, |ctx| {
+pub(super) async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
+    let (ctx, cluster, gathered) = open_scope(Scope::from_args(&args.scope, false)?, |ctx| {
         if ctx.printer.stdout_is_terminal() {
             return Err(UsageError(
                 "refusing to write a tar archive to a terminal: redirect stdout (> out.tar)".into(),
@@ -194,7 +184,7 @@ pub async fn run(args: &TarArgs) -> anyhow::Result<ExitStatus> {
         gone,
         not_read: unread.count() as u64,
         partial: unread.count() > 0 || !gathered.failed.is_empty(),
-        unlisted: gathered.failed.iter().map(|(a, why)| (a.to_string(), why.clone())).collect(),
+        unlisted: gathered.failed.iter().map(|(a, why)| (a.to_string(), one_line(why.as_ref()))).collect(),
         unread,
     };
     if ctx.printer.json() {

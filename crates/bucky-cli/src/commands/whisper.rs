@@ -1,12 +1,13 @@
 //! `bucky whisper …`: local whisper file tools, thin wrappers over the `whisper` crate. The operators' scan
 //! and repair tools (isempty, sparsify, diff, find-corrupt, dump --all) live in their own modules below.
 
-pub mod diff;
+mod common;
+mod diff;
 mod dump_all;
-pub mod find_corrupt;
-pub mod isempty;
+mod find_corrupt;
+mod isempty;
 mod pyfmt;
-pub mod sparsify;
+mod sparsify;
 mod walk;
 
 use std::io::{self, BufRead, Write};
@@ -14,266 +15,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Value};
 use whisper::{AggregationMethod, CreateOptions, FillOptions, Point, Retention, Series, WhisperFile};
 
+use crate::cli::{
+    CreateArgs, DumpArgs, FetchArgs, FillArgs, InfoArgs, MergeArgs, ModifyArgs, ResizeArgs, SetAggregationArgs,
+    UpdateArgs, WhisperCommand,
+};
+use crate::error::one_line;
 use crate::{ExitStatus, UsageError};
-
-/// Local whisper file tools.
-#[derive(Debug, Subcommand)]
-pub enum WhisperCommand {
-    /// Create a whisper file (whisper-create): `bucky whisper create PATH 10s:1d 1m:30d`.
-    Create(CreateArgs),
-    /// Print a file's header (whisper-info).
-    Info(InfoArgs),
-    /// Print the header and the stored points of every archive, sorted by timestamp; with --all, every slot
-    /// exactly as whisper-dump.py prints it.
-    Dump(DumpArgs),
-    /// Write `timestamp value` lines from stdin with one update_many (whisper-update).
-    Update(UpdateArgs),
-    /// Read a time range as JSON (whisper-fetch).
-    Fetch(FetchArgs),
-    /// Copy every known point of SRC over DST; both must have the same archives (whisper-merge).
-    Merge(MergeArgs),
-    /// Heal DST from SRC: fill DST's empty slots (default), or run carbonate's whisper-fill (--carbonate).
-    /// A missing DST becomes a durable copy of SRC.
-    Fill(FillArgs),
-    /// Give a file new retentions, optionally a new method and xFilesFactor (whisper-resize); the original
-    /// is kept as PATH.bak: `bucky whisper resize PATH 1m:30d 1h:2y`.
-    Resize(ResizeArgs),
-    /// Change a file's aggregation method, and optionally its xFilesFactor, in place
-    /// (whisper-set-aggregation-method).
-    SetAggregation(SetAggregationArgs),
-    /// buckytools' modify: resize one archive (--index N --retention R) or change the aggregation method
-    /// (--agg), keeping FILE.bak.
-    Modify(ModifyArgs),
-    /// List whisper files that hold no point (buckytools' bucky-isempty): `bucky whisper isempty -prefix
-    /// /var/lib/graphite/whisper`, or give files and directories.
-    #[command(name = "isempty")]
-    IsEmpty(isempty::IsEmptyArgs),
-    /// Free the disk blocks of never-written archive regions, in place under the file's flock (buckytools'
-    /// bucky-sparsify, without its rename over the live file).
-    Sparsify(sparsify::SparsifyArgs),
-    /// Compare two files with the same archives slot by slot (whisper-diff.py, byte-identical output).
-    Diff(diff::DiffArgs),
-    /// List every .wsp whose header is invalid, with the reason (find-corrupt-whisper-files.py).
-    FindCorrupt(find_corrupt::FindCorruptArgs),
-}
-
-/// `bucky whisper dump`.
-#[derive(Debug, Args)]
-pub struct DumpArgs {
-    /// The whisper file.
-    pub path: PathBuf,
-    /// Print JSON (with --all: every slot per archive under "slots", in file order).
-    #[arg(long, short = 'j')]
-    pub json: bool,
-    /// Every slot of every archive in file order, empty and stale ones included, exactly as whisper-dump.py
-    /// prints it (header, archive infos, `slot: timestamp, value` lines).
-    #[arg(long, short = 'a')]
-    pub all: bool,
-    /// With --all: only `timestamp:value` lines, as whisper-dump.py --raw (the input of whisper-update).
-    #[arg(long, short = 'r', requires = "all", conflicts_with = "json")]
-    pub raw: bool,
-}
-
-/// `bucky whisper create`.
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// The file to create; must not exist.
-    pub path: PathBuf,
-    /// Retentions, finest first or not: `60:1440`, `1m:30d`, `10s:1d,1m:30d`.
-    #[arg(required = true)]
-    pub retentions: Vec<String>,
-    /// Aggregation method: average, sum, last, max, min, avg_zero, absmax, absmin.
-    #[arg(long = "agg", alias = "aggregationMethod", default_value = "average")]
-    pub aggregation: String,
-    /// xFilesFactor: fraction of known points needed to propagate (0..1).
-    #[arg(long, alias = "xFilesFactor", default_value_t = 0.5, allow_negative_numbers = true)]
-    pub xff: f64,
-    /// Leave the empty archives as holes in the file.
-    #[arg(long)]
-    pub sparse: bool,
-}
-
-/// `bucky whisper info|dump`.
-#[derive(Debug, Args)]
-pub struct InfoArgs {
-    /// The whisper file.
-    pub path: PathBuf,
-    /// Print JSON.
-    #[arg(long, short = 'j')]
-    pub json: bool,
-}
-
-/// `bucky whisper update`.
-#[derive(Debug, Args)]
-pub struct UpdateArgs {
-    /// The whisper file.
-    pub path: PathBuf,
-    /// The clock (epoch seconds); default: the system clock.
-    #[arg(long)]
-    pub now: Option<i64>,
-    /// Apply whisper's single-point `update` per line (stricter: rejects future and too-old points) and
-    /// report the rejected ones.
-    #[arg(long)]
-    pub single: bool,
-    /// Hold whisper's exclusive flock while writing.
-    #[arg(long)]
-    pub lock: bool,
-}
-
-/// `bucky whisper fetch`.
-#[derive(Debug, Args)]
-pub struct FetchArgs {
-    /// The whisper file.
-    pub path: PathBuf,
-    /// Start of the range (epoch seconds, exclusive).
-    #[arg(allow_hyphen_values = true)]
-    pub from: i64,
-    /// End of the range (epoch seconds) or `now`.
-    #[arg(default_value = "now", allow_hyphen_values = true)]
-    pub until: String,
-    /// The clock (epoch seconds); default: the system clock.
-    #[arg(long)]
-    pub now: Option<i64>,
-    /// Read this archive (precision such as `60` or `1m`) instead of the one fetch would choose.
-    #[arg(long)]
-    pub archive: Option<String>,
-    /// Print JSON (the default; kept for symmetry with the other commands).
-    #[arg(long, short = 'j')]
-    pub json: bool,
-}
-
-/// `bucky whisper merge`.
-#[derive(Debug, Args)]
-pub struct MergeArgs {
-    /// Source file.
-    pub src: PathBuf,
-    /// Destination file (overwritten where SRC has data).
-    pub dst: PathBuf,
-    /// The clock (epoch seconds); default: the system clock.
-    #[arg(long)]
-    pub now: Option<i64>,
-    /// Only merge points newer than this.
-    #[arg(long)]
-    pub from: Option<i64>,
-    /// Only merge points up to this.
-    #[arg(long)]
-    pub until: Option<i64>,
-}
-
-/// `bucky whisper fill`.
-#[derive(Debug, Args)]
-pub struct FillArgs {
-    /// Source file (read only).
-    pub src: PathBuf,
-    /// Destination file (healed in place, or created as a copy of SRC).
-    pub dst: PathBuf,
-    /// The clock (epoch seconds, may be fractional); default: the system clock.
-    #[arg(long)]
-    pub now: Option<f64>,
-    /// Reproduce carbonate's whisper-fill exactly, quirks included (0.0 is a gap, boundary cross-fills).
-    #[arg(long)]
-    pub carbonate: bool,
-    /// Carbonate mode: treat every destination slot as a gap (whisper-fill -o).
-    #[arg(long, requires = "carbonate")]
-    pub overwrite: bool,
-    /// Hold whisper's flock: shared on SRC while reading it, exclusive on DST while filling it.
-    #[arg(long, short = 'l')]
-    pub lock: bool,
-    /// With --lock: write nearby filled gaps as one block (much faster for many gaps). Only safe when
-    /// every writer takes whisper's flock (carbon-cache: WHISPER_LOCK_WRITES = True).
-    #[arg(long, requires = "lock")]
-    pub coalesce: bool,
-    /// Newest time to fill (carbonate-sync's startFrom); default now.
-    #[arg(long)]
-    pub start_from: Option<f64>,
-    /// Oldest time to fill (endAt); default: all of history.
-    #[arg(long, default_value_t = 0.0)]
-    pub end_at: f64,
-    /// Seconds to wait for a lock before giving up.
-    #[arg(long, default_value_t = 30)]
-    pub lock_timeout: u64,
-}
-
-/// `bucky whisper resize`.
-#[derive(Debug, Args)]
-pub struct ResizeArgs {
-    /// The whisper file, replaced atomically by the resized one.
-    pub path: PathBuf,
-    /// The new retentions, all of them: `60:1440`, `1m:30d`, `10s:1d,1m:30d`.
-    #[arg(required = true)]
-    pub retentions: Vec<String>,
-    /// New xFilesFactor (0..1); default: the file's.
-    #[arg(long, alias = "xFilesFactor", allow_negative_numbers = true)]
-    pub xff: Option<f64>,
-    /// New aggregation method (average, sum, last, max, min, avg_zero, absmax, absmin); default: the file's.
-    #[arg(long = "agg", alias = "aggregationMethod")]
-    pub aggregation: Option<String>,
-    /// Fill each new slot by aggregating the old points inside it (whisper-resize --aggregate), instead of
-    /// copying the old archives' points.
-    #[arg(long)]
-    pub aggregate: bool,
-    /// Keep no PATH.bak (an older one is removed too, as whisper-resize does).
-    #[arg(long)]
-    pub nobackup: bool,
-    /// The clock (epoch seconds); default: the system clock.
-    #[arg(long)]
-    pub now: Option<i64>,
-    /// Accepted and ignored, as whisper-resize ignores it.
-    #[arg(long, hide = true)]
-    pub force: bool,
-    /// Seconds to wait for the file's lock before giving up.
-    #[arg(long, default_value_t = 30)]
-    pub lock_timeout: u64,
-}
-
-/// `bucky whisper set-aggregation`.
-#[derive(Debug, Args)]
-pub struct SetAggregationArgs {
-    /// The whisper file.
-    pub path: PathBuf,
-    /// The new method: average, sum, last, max, min, avg_zero, absmax, absmin.
-    pub method: String,
-    /// New xFilesFactor, as whisper-set-aggregation-method's third argument.
-    #[arg(value_name = "XFF", conflicts_with = "xff", allow_negative_numbers = true)]
-    pub xff_arg: Option<f64>,
-    /// New xFilesFactor (0..1); default: unchanged.
-    #[arg(long, alias = "xFilesFactor", allow_negative_numbers = true)]
-    pub xff: Option<f64>,
-    /// Seconds to wait for the file's lock before giving up.
-    #[arg(long, default_value_t = 30)]
-    pub lock_timeout: u64,
-}
-
-/// `bucky whisper modify` (buckytools' `bucky modify`).
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("change").required(true).args(["index", "agg"])))]
-pub struct ModifyArgs {
-    /// The whisper file to modify.
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: PathBuf,
-    /// The archive to resize, 0 being the finest (with --retention); the others keep their retentions.
-    #[arg(long, requires = "retention", conflicts_with = "agg")]
-    pub index: Option<usize>,
-    /// The archive's new retention, e.g. 1m:30d.
-    #[arg(long, requires = "index")]
-    pub retention: Option<String>,
-    /// The new aggregation method; stored values are kept as they are.
-    #[arg(long)]
-    pub agg: Option<String>,
-    /// The clock (epoch seconds); default, or a bare --now (buckytools' flag): the system clock.
-    #[arg(long, num_args = 0..=1, value_name = "T")]
-    pub now: Option<Option<i64>>,
-    /// Seconds to wait for the file's lock before giving up.
-    #[arg(long, default_value_t = 30)]
-    pub lock_timeout: u64,
-}
+use common::{float_json, now_or_clock, system_now};
 
 /// Runs one `bucky whisper` subcommand.
-pub fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
+pub(super) fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
     match cmd {
         WhisperCommand::Create(args) => create(args),
         WhisperCommand::Info(args) => info(args),
@@ -289,23 +43,6 @@ pub fn run(cmd: WhisperCommand) -> Result<ExitStatus> {
         WhisperCommand::Sparsify(args) => sparsify::run(args),
         WhisperCommand::Diff(args) => diff::run(args),
         WhisperCommand::FindCorrupt(args) => find_corrupt::run(args),
-    }
-}
-
-fn system_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-fn now_or_clock(now: Option<i64>) -> i64 {
-    now.unwrap_or_else(|| system_now() as i64)
-}
-
-/// One line about a file that could not be handled during a scan: invalid files by their reason, the
-/// rest (I/O, lock timeouts) by their own message, which names the file.
-fn one_line_error(path: &Path, err: &whisper::Error) -> String {
-    match err.reason() {
-        Some(reason) => format!("{}: not a valid whisper file: {reason}", path.display()),
-        None => err.to_string(),
     }
 }
 
@@ -328,19 +65,6 @@ fn create(args: CreateArgs) -> Result<ExitStatus> {
     let options = CreateOptions { aggregation, x_files_factor: args.xff, sparse: args.sparse };
     whisper::create(&args.path, &retentions, &options)?;
     Ok(ExitStatus::Success)
-}
-
-/// A float for JSON: non-finite values as the strings whisper's tooling uses.
-pub fn float_json(v: f64) -> Value {
-    if v.is_nan() {
-        json!("NaN")
-    } else if v == f64::INFINITY {
-        json!("Infinity")
-    } else if v == f64::NEG_INFINITY {
-        json!("-Infinity")
-    } else {
-        json!(v)
-    }
 }
 
 fn header_json(file: &WhisperFile) -> Result<Value> {
@@ -471,14 +195,14 @@ fn update(args: UpdateArgs) -> Result<ExitStatus> {
     for p in &points {
         if let Err(e) = file.update(p.value, p.timestamp, now) {
             rejected += 1;
-            eprintln!("bucky: rejected {} {}: {e}", p.timestamp, p.value);
+            eprintln!("bucky: rejected {} {}: {}", p.timestamp, p.value, one_line(&e));
         }
     }
     Ok(if rejected == 0 { ExitStatus::Success } else { ExitStatus::Failure })
 }
 
 /// The fetch result as JSON: `{"fromTime","untilTime","step","values"}` or `null`.
-pub fn series_json(series: Option<&Series>) -> Value {
+pub(super) fn series_json(series: Option<&Series>) -> Value {
     match series {
         None => Value::Null,
         Some(s) => json!({

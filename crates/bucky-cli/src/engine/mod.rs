@@ -33,6 +33,7 @@ mod job;
 mod options;
 mod pipeline;
 mod reason;
+mod run;
 pub mod state;
 mod summary;
 mod transport;
@@ -49,43 +50,11 @@ pub use self::job::{print_plan, Job, JobKind, Operation};
 pub use self::options::{unix_now, Interrupt, Interrupts, Options, DEFAULT_BATCH_MIB};
 pub use self::summary::{Failure, NodeSummary, Summary};
 
-use self::pipeline::Outcome;
+use self::run::{Pacer, Run};
 use self::state::{ErrorLog, StateLog};
-use self::summary::SUMMARY_FAILURES;
 use crate::client::Client;
 use crate::config::Addr;
 use crate::printer::Printer;
-
-/// Shared state of a run.
-struct Run {
-    client: Client,
-    printer: Printer,
-    options: Options,
-    dest_slots: HashMap<Addr, Arc<Semaphore>>,
-    state: Option<StateLog>,
-    errors: Option<ErrorLog>,
-    stop: AtomicBool,
-    summary: Mutex<Summary>,
-    started_jobs: AtomicU64,
-}
-
-/// Paces job starts at `rate` per second.
-struct Pacer {
-    interval: Duration,
-    next: Mutex<Instant>,
-}
-
-impl Pacer {
-    async fn wait(&self) {
-        let slot = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot.into()).await;
-    }
-}
 
 /// Runs `jobs` and returns the summary. A stop (the first Ctrl-C) starts no new jobs and lets the ones in
 /// flight finish; an abort (the second) abandons them and returns at once, with [`Summary::aborted`] set.
@@ -243,98 +212,6 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
         summary.bytes_per_second = summary.bytes as f64 / summary.seconds;
     }
     Ok(summary)
-}
-
-impl Run {
-    /// Counts `outcome` in the summary, and records it in the state file or the error file.
-    fn record(&self, job: &Job, outcome: Outcome) {
-        let source = job.source.to_string();
-        let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
-        match outcome {
-            Outcome::Moved { kind, deleted, counts } => {
-                if kind == JobKind::ReplicaSync {
-                    summary.replicas_synced += 1;
-                } else {
-                    summary.moved += 1;
-                }
-                summary.deleted += u64::from(deleted);
-                summary.bytes += counts.bytes;
-                summary.wire_bytes += counts.wire;
-                summary.points_healed += counts.healed;
-                summary.points_verified += counts.verified;
-                summary.per_node.entry(source.clone()).or_default().moved += 1;
-                drop(summary);
-                if counts.unplaceable > 0 {
-                    self.printer.warn(format!(
-                        "{} from {source}: {} points do not fit the destinations' schema (other resolution or \
-                         shorter retention)",
-                        job.source_name, counts.unplaceable
-                    ));
-                }
-                self.printer.verbose(format!(
-                    "{} {} -> {}{}",
-                    job.source_name,
-                    source,
-                    job.dests.iter().map(|d| format!("{d}/{}", job.name)).collect::<Vec<_>>().join(", "),
-                    if deleted { " (source deleted)" } else { "" }
-                ));
-                self.finished(job);
-            }
-            Outcome::SourceGone => {
-                summary.gone += 1;
-                drop(summary);
-                self.printer.verbose(format!("{} on {source}: gone since listed (nothing to copy)", job.source_name));
-                self.finished(job);
-            }
-            Outcome::NodeFull { node, wire } => {
-                let first = !summary.full_nodes.contains_key(&node.to_string());
-                *summary.full_nodes.entry(node.to_string()).or_default() += 1;
-                if first {
-                    // Printed under the summary's lock: once, and before any job it refuses is reported.
-                    self.printer.info(format!(
-                        "bucky: {node} is full: no more copies sent to it{}; free space and rerun",
-                        if self.options.delete { "; sources kept" } else { "" }
-                    ));
-                }
-                drop(summary);
-                self.record(job, Outcome::Failed { error: reason::JobError::Full { node }, wire });
-            }
-            Outcome::Failed { error, wire } => {
-                let reason = error.to_string();
-                summary.errors += 1;
-                summary.wire_bytes += wire;
-                summary.per_node.entry(source.clone()).or_default().errors += 1;
-                if summary.failures.len() < SUMMARY_FAILURES {
-                    summary.failures.push(Failure {
-                        metric: job.source_name.clone(),
-                        source: source.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                drop(summary);
-                self.printer.verbose(format!("FAILED {} on {source}: {reason}", job.source_name));
-                if let Some(log) = &self.errors {
-                    if let Err(e) = log.write(&job.source_name, &source, &reason) {
-                        self.printer.error(format!("cannot write the error file: {e}"));
-                    }
-                }
-            }
-        }
-    }
-
-    fn finished(&self, job: &Job) {
-        if let Some(state) = &self.state {
-            if let Err(e) = state.record(job) {
-                self.printer.error(format!("cannot write the state file: {e}"));
-            }
-        }
-    }
-
-    /// A request slot at destination `addr` (`--workers` at most at once).
-    async fn slot(&self, addr: &Addr) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let sem = self.dest_slots.get(addr)?;
-        Arc::clone(sem).acquire_owned().await.ok()
-    }
 }
 
 /// The end of `rebalance`, `backfill` and `copy`: print the plan with `--no-op` (exit 0), otherwise run

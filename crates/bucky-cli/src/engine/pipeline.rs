@@ -16,42 +16,13 @@ use std::time::Duration;
 use whisper::WhisperBuf;
 
 use super::decide::{decide, Counts, Decision, Tally};
+use super::job::Job;
 use super::reason::{describe, AttemptError, JobError};
+use super::run::{Outcome, Run};
 use super::transport::{Healed, ReadBack, SourceCopy, Transport};
 use super::verify;
-use super::{Job, JobKind, Run};
 use crate::client::Fetched;
 use crate::config::Addr;
-
-/// How one job ended.
-#[derive(Debug)]
-pub(super) enum Outcome {
-    /// Healed into every destination and verified there.
-    Moved {
-        /// What the job was.
-        kind: JobKind,
-        /// Whether its source was deleted.
-        deleted: bool,
-        /// What it counted, over all its attempts.
-        counts: Counts,
-    },
-    /// The source was gone when read: nothing to copy.
-    SourceGone,
-    /// Failed; the source is kept.
-    Failed {
-        /// Why.
-        error: JobError,
-        /// Bytes that crossed the network for it.
-        wire: u64,
-    },
-    /// Not copied: `node`, a destination, is full (source kept).
-    NodeFull {
-        /// The full destination.
-        node: Addr,
-        /// Bytes that crossed the network for it.
-        wire: u64,
-    },
-}
 
 /// What one attempt came to for one job.
 #[derive(Debug)]

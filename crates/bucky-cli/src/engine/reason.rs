@@ -156,7 +156,7 @@ fn source_kept(kept: bool) -> &'static str {
 
 /// An error with its causes, on one line: the edge where reasons become text.
 pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    crate::cluster::short_error(error)
+    crate::error::one_line(error)
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use whisper::WhisperBuf;
 
+use super::job::Job;
 use super::reason::{describe, AttemptError};
-use super::{Job, Run};
+use super::run::Run;
 use crate::client::{ClientError, Deleted, Fetched, Upload};
 use crate::config::Addr;
 

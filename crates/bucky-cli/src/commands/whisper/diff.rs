@@ -1,55 +1,20 @@
 //! `bucky whisper diff`: whisper 1.1.10's `whisper-diff.py`, same options, same output byte for byte.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Args;
 use whisper::{ArchiveDiff, DiffOptions, WhisperFile};
 
 use super::pyfmt::{repr, PyJson};
+use crate::cli::DiffArgs;
 use crate::ExitStatus;
 
-/// `bucky whisper diff`.
-#[derive(Debug, Args)]
-#[command(after_help = "\
-Both files must have the same archives. Archives are numbered by increasing retention; each is compared \
-from now - its retention up to --until (or now), then --until moves back to that start. The files are not \
-locked, as whisper-diff does not lock them.")]
-pub struct DiffArgs {
-    /// The first file (value_a).
-    pub path_a: PathBuf,
-    /// The second file (value_b).
-    pub path_b: PathBuf,
-    /// Show a summary of differences: per archive, the slots compared and how many differ.
-    #[arg(long)]
-    pub summary: bool,
-    /// Skip slots where either value is undefined (default: compare slots where either is defined).
-    #[arg(long)]
-    pub ignore_empty: bool,
-    /// Print output in simple space-separated columns.
-    #[arg(long)]
-    pub columns: bool,
-    /// Do not print column headers.
-    #[arg(long)]
-    pub no_headers: bool,
-    /// Unix epoch time of the end of the compared interval (default: now; 0 also means now).
-    #[arg(long, allow_hyphen_values = true)]
-    pub until: Option<i64>,
-    /// Output the results as JSON (whisper-diff's format).
-    #[arg(long, short = 'j')]
-    pub json: bool,
-    /// The clock (epoch seconds); default: the system clock.
-    #[arg(long)]
-    pub now: Option<i64>,
-}
-
 /// Runs `bucky whisper diff`.
-pub fn run(args: DiffArgs) -> Result<ExitStatus> {
+pub(crate) fn run(args: DiffArgs) -> Result<ExitStatus> {
     let a = WhisperFile::open(&args.path_a)?;
     let b = WhisperFile::open(&args.path_b)?;
     let options =
-        DiffOptions { ignore_empty: args.ignore_empty, until: args.until, now: super::now_or_clock(args.now) };
+        DiffOptions { ignore_empty: args.ignore_empty, until: args.until, now: super::common::now_or_clock(args.now) };
     let diffs = whisper::diff(&a, &b, &options)?;
     let text = if args.json {
         json_text(&diffs, &args)

@@ -48,6 +48,6 @@ pub(crate) fn print(out: &mut impl Write, file: &WhisperFile, raw: bool) -> Resu
 pub(crate) fn slots_json(file: &WhisperFile) -> Result<Value> {
     let buf = file.read_buf()?;
     Ok((0..buf.header().archives.len())
-        .map(|i| buf.archive_slots(i).map(|(t, v)| json!([t, super::float_json(v)])).collect::<Vec<_>>())
+        .map(|i| buf.archive_slots(i).map(|(t, v)| json!([t, super::common::float_json(v)])).collect::<Vec<_>>())
         .collect())
 }

@@ -6,55 +6,16 @@
 //! oldest archive range holding any, which is older as soon as several archives have data).
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::Args;
 use serde_json::{json, Value};
 use whisper::{LockMode, WhisperFile};
 
 use super::walk::{self, Found};
+use crate::cli::IsEmptyArgs;
 use crate::ExitStatus;
-
-/// buckytools' default `-prefix`.
-const DEFAULT_PREFIX: &str = "/opt/graphite/storage/whisper";
-
-/// `bucky whisper isempty`.
-#[derive(Debug, Args)]
-#[command(after_help = "\
-A point counts when whisper's fetch returns a value (not NaN) for it, looking at each archive over the \
-stretch of history the finer archives do not cover, as buckytools does: a slot left over from an older \
-cycle is not a point. Exits 1 if a file could not be read (reported on stderr; the scan goes on).")]
-pub struct IsEmptyArgs {
-    /// Files to examine, or directories to walk for *.wsp (hidden directories and symlinks skipped).
-    /// Default: the --prefix tree.
-    pub paths: Vec<PathBuf>,
-    /// Print metric names (the path relative to --prefix, `/` as `.`) instead of paths.
-    #[arg(short = 'm', long = "metricname")]
-    pub metric_name: bool,
-    /// For every file, print its newest point (`PATH: Most recent DP: T or RFC3339<TAB>VALUE`) or
-    /// `PATH: No valid data points`; empty files are then not listed on their own.
-    #[arg(short = 'l', long = "last")]
-    pub last: bool,
-    /// For every file, print `PATH: N data points used out of M in ARG` (M: the slots looked at); empty files
-    /// are then not listed on their own.
-    #[arg(short = 'd', long = "debug")]
-    pub debug: bool,
-    /// The whisper tree: walked when no PATH is given, and stripped from paths to make metric names.
-    #[arg(short = 'p', long, default_value = DEFAULT_PREFIX)]
-    pub prefix: PathBuf,
-    /// Print one JSON summary instead: counts, and the files (all of them with -l or -d, else the empty
-    /// ones) with their points, slots and newest point.
-    #[arg(long, short = 'j')]
-    pub json: bool,
-    /// The clock (epoch seconds); default: the system clock.
-    #[arg(long)]
-    pub now: Option<i64>,
-    /// Seconds to wait for a file's lock before reporting it and moving on.
-    #[arg(long, default_value_t = 30)]
-    pub lock_timeout: u64,
-}
 
 /// What one file holds.
 struct Examined {
@@ -70,8 +31,8 @@ fn examine(path: &Path, now: i64, lock_timeout: Duration) -> whisper::Result<Exa
 }
 
 /// Runs `bucky whisper isempty`.
-pub fn run(args: IsEmptyArgs) -> Result<ExitStatus> {
-    let now = super::now_or_clock(args.now);
+pub(crate) fn run(args: IsEmptyArgs) -> Result<ExitStatus> {
+    let now = super::common::now_or_clock(args.now);
     let lock_timeout = Duration::from_secs(args.lock_timeout);
     let roots = if args.paths.is_empty() { vec![args.prefix.clone()] } else { args.paths.clone() };
     // Go prints its first argument (`flag.Arg(0)`) in every -d line, "" when it walks the prefix.
@@ -93,7 +54,7 @@ pub fn run(args: IsEmptyArgs) -> Result<ExitStatus> {
             Ok(examined) => examined,
             Err(e) => {
                 failed += 1;
-                eprintln!("bucky: {}", super::one_line_error(path, &e));
+                eprintln!("bucky: {}", super::common::one_line_error(path, &e));
                 return;
             }
         };
@@ -109,7 +70,7 @@ pub fn run(args: IsEmptyArgs) -> Result<ExitStatus> {
                     "empty": is_empty,
                     "points": examined.points,
                     "slots": examined.slots,
-                    "newest": examined.newest.map(|(t, v)| json!([t, super::float_json(v)])),
+                    "newest": examined.newest.map(|(t, v)| json!([t, super::common::float_json(v)])),
                 }));
             }
             return;

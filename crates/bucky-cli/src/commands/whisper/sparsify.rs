@@ -3,47 +3,15 @@
 //! [`whisper::sparsify`]).
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::Args;
 use serde_json::{json, Value};
 use whisper::{SparsifyOptions, SparsifyReport};
 
 use super::walk::{self, Found};
+use crate::cli::SparsifyArgs;
 use crate::{ExitStatus, UsageError};
-
-/// `bucky whisper sparsify`.
-#[derive(Debug, Args)]
-#[command(after_help = "\
-Unlike buckytools' bucky-sparsify, which writes a copy and renames it over the original (points that \
-carbon-cache writes to the old, still open inode are lost), the file keeps its inode and its exact content: \
-each filesystem block that reads as zeros is deallocated with fallocate(PUNCH_HOLE), under the file's \
-exclusive flock (the lock carbon-cache takes with WHISPER_LOCK_WRITES = True). A writer that ignores the \
-flock could still lose a point written into a zero block at the instant it is punched: run it on files no \
-lock-less writer is filling. Exits 1 if a file could not be sparsified (reported on stderr; the others are \
-still done).")]
-pub struct SparsifyArgs {
-    /// Whisper files, or directories to walk for *.wsp (hidden directories and symlinks skipped).
-    #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
-    /// Change nothing: report how many bytes each file would free (takes only a shared lock).
-    #[arg(long = "no-op", alias = "noop", short = 'n')]
-    pub no_op: bool,
-    /// Print only the total, not one line per file.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Accepted for buckytools' `-d` (its per-file log lines are always printed here).
-    #[arg(short = 'd', long = "debug", hide = true)]
-    pub debug: bool,
-    /// Print one JSON summary instead: every file's size, allocation before and after, zero bytes found.
-    #[arg(long, short = 'j')]
-    pub json: bool,
-    /// Seconds to wait for a file's lock before reporting it and moving on.
-    #[arg(long, default_value_t = 30)]
-    pub lock_timeout: u64,
-}
 
 fn report_json(r: &SparsifyReport) -> Value {
     json!({
@@ -57,7 +25,7 @@ fn report_json(r: &SparsifyReport) -> Value {
 }
 
 /// Runs `bucky whisper sparsify`.
-pub fn run(args: SparsifyArgs) -> Result<ExitStatus> {
+pub(crate) fn run(args: SparsifyArgs) -> Result<ExitStatus> {
     if args.lock_timeout > 24 * 3600 {
         return Err(UsageError("--lock-timeout is in seconds; give at most a day".into()).into());
     }
@@ -78,7 +46,7 @@ pub fn run(args: SparsifyArgs) -> Result<ExitStatus> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("bucky: {}", super::one_line_error(path, &e));
+                eprintln!("bucky: {}", super::common::one_line_error(path, &e));
             }
         },
         Found::Problem(path, e) => {

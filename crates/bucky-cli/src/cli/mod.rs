@@ -1,24 +1,27 @@
-//! The command line: clap definitions only. Flags are validated into a [`crate::config::Config`] before any
-//! work starts.
+//! The command line: every clap type, and nothing else. [`crate::settings`] turns what is parsed here into
+//! validated values before any work starts; nothing below the commands reads these types.
 //!
 //! Cluster commands take `-h/--host` like buckytools, so they disable clap's `-h` help and offer `--help`.
 
-use std::path::PathBuf;
+mod cluster;
+mod common;
+mod local;
+mod ring;
+mod whisper;
 
-use clap::builder::FalseyValueParser;
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::commands::{
-    backfill, config, copy, delete, demo, drain, du, gentestmetrics, inconsistent, json, list, locate, rebalance,
-    restore, ring, servers, stat, tar, whisper,
+pub use cluster::{
+    Backfill2Args, BackfillArgs, CopyArgs, DeleteArgs, DrainArgs, DuArgs, InconsistentArgs, ListArgs, LocateArgs,
+    RebalanceArgs, RestoreArgs, ServersArgs, StatArgs, TarArgs, DEFAULT_EXCLUDES,
 };
-
-/// Seed agent of the cluster commands, when `-h/--host` is not given.
-pub const BUCKYHOST: &str = "BUCKYHOST";
-/// File holding the JWT sent as `X-Buckyd-Authorization`, when `--token-file` is not given.
-pub const BUCKY_TOKEN_FILE: &str = "BUCKY_TOKEN_FILE";
-/// Set to anything but `0`/`false` to hide progress bars (tests, CI logs).
-pub const BUCKY_NO_PROGRESS: &str = "BUCKY_NO_PROGRESS";
+pub use common::{ClusterArgs, EngineArgs, NamesArgs, ScopeArgs, BUCKYHOST, BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE};
+pub use local::{ConfigCommand, DemoArgs, GenArgs, JsonArgs, ShowArgs};
+pub use ring::{RingArgs, RingCommand, RingLocateArgs};
+pub use whisper::{
+    CreateArgs, DiffArgs, DumpArgs, FetchArgs, FillArgs, FindCorruptArgs, InfoArgs, IsEmptyArgs, MergeArgs, ModifyArgs,
+    ResizeArgs, SetAggregationArgs, SparsifyArgs, UpdateArgs, WhisperCommand,
+};
 
 /// bucky — move, heal, back up and audit Whisper files across a Graphite cluster.
 ///
@@ -41,202 +44,68 @@ pub enum Command {
     /// Local whisper file tools: create, info, dump, update, fetch, merge, fill, resize, set-aggregation,
     /// modify.
     #[command(subcommand)]
-    Whisper(whisper::WhisperCommand),
+    Whisper(WhisperCommand),
     /// Metric placement: which node(s) hold a metric (carbon_ch, fnv1a_ch, jump_fnv1a_ch; carbon or relay),
     /// the ring given as NODEs or read from a carbon.conf, carbonate.conf or carbon-c-relay config.
     #[command(subcommand)]
-    Ring(ring::RingCommand),
+    Ring(RingCommand),
     /// Show the cluster: ring, hash, router, replication, members and whether they agree.
     #[command(disable_help_flag = true)]
-    Servers(servers::ServersArgs),
+    Servers(ServersArgs),
     /// List metrics on the cluster (all, given names, or a regex).
     #[command(disable_help_flag = true)]
-    List(list::ListArgs),
+    List(ListArgs),
     /// Print the node(s) every metric belongs on, all replicas.
     #[command(disable_help_flag = true)]
-    Locate(locate::LocateArgs),
+    Locate(LocateArgs),
     /// List copies of metrics on nodes that are not among their replicas.
     #[command(disable_help_flag = true)]
-    Inconsistent(inconsistent::InconsistentArgs),
+    Inconsistent(InconsistentArgs),
     /// Move every misplaced copy to all of its replicas, verify by content, optionally delete the source.
     #[command(disable_help_flag = true)]
-    Rebalance(rebalance::RebalanceArgs),
+    Rebalance(RebalanceArgs),
     /// Empty a node leaving the cluster: move every metric on it to all its ring homes (verified, then
     /// deleted from it), and check that it ends empty. Its agent runs outside the ring (reads and deletes only).
     #[command(disable_help_flag = true)]
-    Drain(drain::DrainArgs),
+    Drain(DrainArgs),
     /// Fill metrics from other metrics: a JSON map {"old": "new"}; never deletes.
     #[command(disable_help_flag = true)]
-    Backfill(backfill::BackfillArgs),
+    Backfill(BackfillArgs),
     /// Fill metrics of one cluster from another: a JSON map {"old": "new"} or a regex; never deletes.
     #[command(disable_help_flag = true)]
-    Backfill2(backfill::Backfill2Args),
+    Backfill2(Backfill2Args),
     /// Copy (heal) every metric of one node into another node.
     #[command(disable_help_flag = true)]
-    Copy(copy::CopyArgs),
+    Copy(CopyArgs),
     /// Write metrics as a tar archive to stdout (a/b/c.wsp entries); the summary (JSON with --json) goes
     /// to stderr.
     #[command(disable_help_flag = true)]
-    Tar(tar::TarArgs),
+    Tar(TarArgs),
     /// Restore a tar archive (plain or gzip) into every replica of each metric.
     #[command(disable_help_flag = true)]
-    Restore(restore::RestoreArgs),
+    Restore(RestoreArgs),
     /// Delete metrics from the cluster, asking per server.
     #[command(disable_help_flag = true)]
-    Delete(delete::DeleteArgs),
+    Delete(DeleteArgs),
     /// Disk usage of metrics.
     #[command(disable_help_flag = true)]
-    Du(du::DuArgs),
+    Du(DuArgs),
     /// Size, modification time and name of metrics.
     #[command(disable_help_flag = true)]
-    Stat(stat::StatArgs),
+    Stat(StatArgs),
     /// Turn a newline-separated list of names into a JSON array.
     #[command(disable_help_flag = true)]
-    Json(json::JsonArgs),
+    Json(JsonArgs),
     /// Print test metrics in the plaintext protocol, or send them to a line receiver.
     #[command(name = "gentestmetrics", disable_help_flag = true)]
-    GenTestMetrics(gentestmetrics::GenArgs),
+    GenTestMetrics(GenArgs),
     /// The CLI's settings: `bucky config show` prints every value in force and where it came from.
     #[command(subcommand)]
-    Config(config::ConfigCommand),
+    Config(ConfigCommand),
     /// Start a 3-agent local cluster, grow its ring and rebalance it, proving nothing is lost.
-    Demo(demo::DemoArgs),
+    Demo(DemoArgs),
     /// buckytools' modify of a local file, the same as `bucky whisper modify`.
-    Modify(whisper::ModifyArgs),
-}
-
-/// Flags shared by every cluster command. Each of -h, -w and --token-file is taken from its flag, else its
-/// environment variable, else the cluster's table of the config file, else the default
-/// (`bucky config show` tells which).
-#[derive(Debug, Clone, Args)]
-pub struct ClusterArgs {
-    /// Seed agent, HOST[:PORT] (port default 4242; IPv6 as [ADDR]:PORT). Every other agent is reached at
-    /// its ring host on the seed's port. Default: $BUCKYHOST, else the config file's `host`, else
-    /// localhost:4242.
-    #[arg(short = 'h', long, value_name = "HOST[:PORT]")]
-    pub host: Option<String>,
-
-    /// Use this named cluster of the config file (its seed, token file, workers, ring file). Default:
-    /// $BUCKY_CLUSTER, else the file's `default`.
-    #[arg(long, value_name = "NAME")]
-    pub cluster: Option<String>,
-
-    /// The config file (TOML, one table per cluster). Default: $BUCKY_CONFIG, else
-    /// ~/.config/bucky/config.toml, else /etc/bucky/config.toml, if they exist.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Print help.
-    #[arg(long, action = ArgAction::Help)]
-    pub help: Option<bool>,
-
-    /// Concurrent requests per node [default: the config file's `workers`, else 5].
-    #[arg(short = 'w', long, value_name = "N")]
-    pub workers: Option<usize>,
-
-    /// Print results and the final summary as JSON, one object (`tar` prints its summary on stderr: its
-    /// stdout is the archive).
-    #[arg(short = 'j', long)]
-    pub json: bool,
-
-    /// Log every action on stderr (hides the progress bars).
-    #[arg(short = 'v', long)]
-    pub verbose: bool,
-
-    /// Make the agents rebuild their metric list before answering.
-    #[arg(short = 'f', long)]
-    pub force: bool,
-
-    /// Seconds without progress before a request is abandoned (then retried) [default: 30].
-    #[arg(short = 't', long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
-
-    /// Longest wait, in seconds, for an agent that answers "Cache update in progress." (202) [default: 600].
-    #[arg(long, value_name = "SECONDS")]
-    pub cache_wait: Option<u64>,
-
-    /// Transfer whisper files uncompressed (default: snappy).
-    #[arg(long)]
-    pub no_encoding: bool,
-
-    /// File holding the JWT for the agents' authentication (X-Buckyd-Authorization). Default:
-    /// $BUCKY_TOKEN_FILE, else the config file's `token_file`.
-    #[arg(long, alias = "api-token-file", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-
-    /// Place replicas on distinct servers (carbon's DIVERSE_REPLICAS) or not, whatever the agents say. Matters
-    /// only with the carbon router, replication ≥ 2 and several ring nodes on one server; buckyd does not say,
-    /// bucky-agents do. Without it the agents' rule is followed (buckyd alone: off), and said when it matters.
-    #[arg(long, value_name = "true|false", action = ArgAction::Set)]
-    pub diverse_replicas: Option<bool>,
-
-    /// Never draw progress bars (they are drawn only when stderr is a terminal).
-    #[arg(long, env = BUCKY_NO_PROGRESS, value_parser = FalseyValueParser::new())]
-    pub no_progress: bool,
-}
-
-/// Which metrics a command works on: names, `-` (stdin), or a regex with `-r`.
-#[derive(Debug, Clone, Args)]
-pub struct NamesArgs {
-    /// Treat the first argument as a regular expression (RE2 syntax) matched by the agents.
-    #[arg(short = 'r', long)]
-    pub regex: bool,
-
-    /// Metric names; `-` reads them from stdin (a JSON array, or one per line).
-    #[arg(value_name = "NAME")]
-    pub names: Vec<String>,
-}
-
-/// The common flags plus which metrics, on the whole cluster or on the seed alone.
-#[derive(Debug, Clone, Args)]
-pub struct ScopeArgs {
-    /// Common flags.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Which metrics.
-    #[command(flatten)]
-    pub names: NamesArgs,
-    /// Only the seed agent, not the whole cluster.
-    #[arg(short = 's', long)]
-    pub single: bool,
-}
-
-/// Progress and failure bookkeeping of the copy engine (`rebalance`, `backfill`, `copy`).
-#[derive(Debug, Clone, Args)]
-pub struct EngineArgs {
-    /// Print the plan (JSON with --json) and change nothing.
-    #[arg(long = "no-op", alias = "noop")]
-    pub no_op: bool,
-
-    /// Record finished work in this file (one JSON line each); a rerun skips it (resume after a crash).
-    #[arg(long, alias = "job-state-file", value_name = "FILE")]
-    pub state_file: Option<PathBuf>,
-
-    /// Write the metrics that failed to this file: `metric<TAB>source<TAB>reason` per line.
-    #[arg(long, alias = "metric-err-file", value_name = "FILE")]
-    pub error_file: Option<PathBuf>,
-
-    /// Number of failed metrics tolerated before the exit status becomes 1.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub error_tolerance: u64,
-
-    /// Most metrics per second started per source node (default: unlimited).
-    #[arg(long, alias = "metrics-per-second", value_name = "M")]
-    pub max_rate: Option<f64>,
-
-    /// Metrics moved per request with agents that take batches (bucky-agent: one request reads a batch of
-    /// sources, one heals each destination's share, one deletes); 1 = one request per metric, as with buckyd.
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    pub batch: usize,
-
-    /// Most MiB of files read per batch request: a batch of large files is cut short, the rest goes in
-    /// the next batch, so the memory used stays bounded (about this times -w times 3 per source node).
-    #[arg(long, default_value_t = crate::engine::DEFAULT_BATCH_MIB, value_name = "MIB")]
-    pub batch_mib: u64,
-
-    /// Attempts per metric (heal, verify, delete) before it is reported as failed.
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub attempts: u32,
+    Modify(ModifyArgs),
 }
 
 /// Rewrites buckytools' single-dash long flags for clap; see [`bucky_wire::goflags::go_style_args`].
@@ -372,6 +241,30 @@ mod tests {
             unknown_flag(&Cli::command(), &rewritten, &flag),
             "`bucky list` has no flag --noconfirm (--noconfirm is a flag of `bucky delete`); see `bucky list --help`"
         );
+    }
+
+    /// A regex flag is checked once, by clap, for every command that has one: a bad one is refused before
+    /// any work, and a good one reaches the command as given.
+    #[test]
+    fn regex_flags_are_checked_when_parsed() {
+        for command in ["inconsistent", "rebalance", "copy", "drain", "backfill2"] {
+            let extra: &[&str] = match command {
+                "copy" => &["--src", "a:1", "--dst", "b:1"],
+                "drain" => &["x:1"],
+                "backfill2" => &["--src-cluster-seed", "a:1", "--dst-cluster-seed", "b:1"],
+                _ => &[],
+            };
+            let args = |regex: &'static str| {
+                ["bucky", command, "-r", regex].iter().chain(extra).copied().collect::<Vec<&str>>()
+            };
+            let err = Cli::try_parse_from(args("a(")).expect_err(command);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{command}");
+            assert!(err.to_string().contains("invalid regex"), "{command}: {err}");
+            Cli::try_parse_from(args("^a\\.b")).unwrap_or_else(|e| panic!("{command}: {e}"));
+        }
+        let cli = Cli::try_parse_from(["bucky", "inconsistent", "-r", "^a\\.b$"]).unwrap();
+        let Command::Inconsistent(args) = cli.command else { panic!("not inconsistent") };
+        assert_eq!(args.regex.map(|r| r.as_str().to_owned()).as_deref(), Some("^a\\.b$"));
     }
 
     #[test]

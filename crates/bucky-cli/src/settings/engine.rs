@@ -1,5 +1,5 @@
 //! The engine's flags ([`EngineArgs`]) as validated [`engine::Options`]: the engine itself knows nothing
-//! of clap. (To be folded into the crate's `settings.rs`, with the other validated settings.)
+//! of clap.
 
 use crate::cli::EngineArgs;
 use crate::engine::{self, Interrupts, Operation};

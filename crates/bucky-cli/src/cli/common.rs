@@ -1,0 +1,148 @@
+//! The flag groups several commands share: the common flags of the cluster commands, which metrics, the
+//! copy engine's knobs.
+
+use std::path::PathBuf;
+
+use clap::builder::FalseyValueParser;
+use clap::{ArgAction, Args};
+
+/// Seed agent of the cluster commands, when `-h/--host` is not given.
+pub const BUCKYHOST: &str = "BUCKYHOST";
+/// File holding the JWT sent as `X-Buckyd-Authorization`, when `--token-file` is not given.
+pub const BUCKY_TOKEN_FILE: &str = "BUCKY_TOKEN_FILE";
+/// Set to anything but `0`/`false` to hide progress bars (tests, CI logs).
+pub const BUCKY_NO_PROGRESS: &str = "BUCKY_NO_PROGRESS";
+
+/// Flags shared by every cluster command. Each of -h, -w and --token-file is taken from its flag, else its
+/// environment variable, else the cluster's table of the config file, else the default
+/// (`bucky config show` tells which).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Seed agent, HOST[:PORT] (port default 4242; IPv6 as [ADDR]:PORT). Every other agent is reached at
+    /// its ring host on the seed's port. Default: $BUCKYHOST, else the config file's `host`, else
+    /// localhost:4242.
+    #[arg(short = 'h', long, value_name = "HOST[:PORT]")]
+    pub host: Option<String>,
+
+    /// Use this named cluster of the config file (its seed, token file, workers, ring file). Default:
+    /// $BUCKY_CLUSTER, else the file's `default`.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// The config file (TOML, one table per cluster). Default: $BUCKY_CONFIG, else
+    /// ~/.config/bucky/config.toml, else /etc/bucky/config.toml, if they exist.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// Concurrent requests per node [default: the config file's `workers`, else 5].
+    #[arg(short = 'w', long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Print results and the final summary as JSON, one object (`tar` prints its summary on stderr: its
+    /// stdout is the archive).
+    #[arg(short = 'j', long)]
+    pub json: bool,
+
+    /// Log every action on stderr (hides the progress bars).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Make the agents rebuild their metric list before answering.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+
+    /// Seconds without progress before a request is abandoned (then retried) [default: 30].
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+
+    /// Longest wait, in seconds, for an agent that answers "Cache update in progress." (202) [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub cache_wait: Option<u64>,
+
+    /// Transfer whisper files uncompressed (default: snappy).
+    #[arg(long)]
+    pub no_encoding: bool,
+
+    /// File holding the JWT for the agents' authentication (X-Buckyd-Authorization). Default:
+    /// $BUCKY_TOKEN_FILE, else the config file's `token_file`.
+    #[arg(long, alias = "api-token-file", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Place replicas on distinct servers (carbon's DIVERSE_REPLICAS) or not, whatever the agents say. Matters
+    /// only with the carbon router, replication ≥ 2 and several ring nodes on one server; buckyd does not say,
+    /// bucky-agents do. Without it the agents' rule is followed (buckyd alone: off), and said when it matters.
+    #[arg(long, value_name = "true|false", action = ArgAction::Set)]
+    pub diverse_replicas: Option<bool>,
+
+    /// Never draw progress bars (they are drawn only when stderr is a terminal).
+    #[arg(long, env = BUCKY_NO_PROGRESS, value_parser = FalseyValueParser::new())]
+    pub no_progress: bool,
+}
+
+/// Which metrics a command works on: names, `-` (stdin), or a regex with `-r`.
+#[derive(Debug, Clone, Args)]
+pub struct NamesArgs {
+    /// Treat the first argument as a regular expression (RE2 syntax) matched by the agents.
+    #[arg(short = 'r', long)]
+    pub regex: bool,
+
+    /// Metric names; `-` reads them from stdin (a JSON array, or one per line).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// The common flags plus which metrics, on the whole cluster or on the seed alone.
+#[derive(Debug, Clone, Args)]
+pub struct ScopeArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Which metrics.
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Only the seed agent, not the whole cluster.
+    #[arg(short = 's', long)]
+    pub single: bool,
+}
+
+/// Progress and failure bookkeeping of the copy engine (`rebalance`, `backfill`, `copy`).
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Print the plan (JSON with --json) and change nothing.
+    #[arg(long = "no-op", alias = "noop")]
+    pub no_op: bool,
+
+    /// Record finished work in this file (one JSON line each); a rerun skips it (resume after a crash).
+    #[arg(long, alias = "job-state-file", value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Write the metrics that failed to this file: `metric<TAB>source<TAB>reason` per line.
+    #[arg(long, alias = "metric-err-file", value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
+
+    /// Number of failed metrics tolerated before the exit status becomes 1.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub error_tolerance: u64,
+
+    /// Most metrics per second started per source node (default: unlimited).
+    #[arg(long, alias = "metrics-per-second", value_name = "M")]
+    pub max_rate: Option<f64>,
+
+    /// Metrics moved per request with agents that take batches (bucky-agent: one request reads a batch of
+    /// sources, one heals each destination's share, one deletes); 1 = one request per metric, as with buckyd.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch: usize,
+
+    /// Most MiB of files read per batch request: a batch of large files is cut short, the rest goes in
+    /// the next batch, so the memory used stays bounded (about this times -w times 3 per source node).
+    #[arg(long, default_value_t = crate::engine::DEFAULT_BATCH_MIB, value_name = "MIB")]
+    pub batch_mib: u64,
+
+    /// Attempts per metric (heal, verify, delete) before it is reported as failed.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub attempts: u32,
+}
