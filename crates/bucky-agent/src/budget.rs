@@ -148,12 +148,13 @@ impl Charge {
     pub(crate) fn shrink_to(&mut self, bytes: u64) {
         let keep = self.budget.units(bytes);
         if keep < self.units {
-            self.budget.permits.add_permits((self.units - keep) as usize);
+            let freed = self.units - keep;
             self.set_units(keep);
+            self.budget.permits.add_permits(freed as usize);
         }
     }
 
-    /// Records the units now held (after the permits were taken or given back).
+    /// Records the units now held (after permits were taken, before any are given back).
     fn set_units(&mut self, units: u32) {
         #[cfg(test)]
         {
@@ -183,8 +184,10 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         if self.units > 0 {
-            self.budget.permits.add_permits(self.units as usize);
+            // Counted as released before the permits go back, so the next holder is never counted with it.
+            let units = self.units;
             self.set_units(0);
+            self.budget.permits.add_permits(units as usize);
         }
     }
 }
