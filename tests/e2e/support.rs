@@ -12,6 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use test_support::{free_port, go_peer, oracle_python, workspace_bin as bin, workspace_root};
 
+#[path = "support/go_carbon.rs"]
+pub mod go_carbon;
+
 /// Bytes of a command's output as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
