@@ -31,6 +31,7 @@ pub struct GoCarbonConfig {
 }
 
 impl GoCarbonConfig {
+    /// flock on, uncompressed, a 1,000,000-point cache, a v2 file-list-cache rescanned every 2 s.
     pub fn new(retentions: &str) -> GoCarbonConfig {
         GoCarbonConfig {
             flock: true,
@@ -48,10 +49,15 @@ impl GoCarbonConfig {
 /// HTTP listener; `file_list_cache` the cache it writes (when configured).
 pub struct GoCarbon {
     child: Child,
+    /// Its whisper tree (`[whisper] data-dir`).
     pub data_dir: PathBuf,
+    /// `IP:PORT` of its plain-text line receiver.
     pub line: String,
+    /// `IP:PORT` of its carbonserver (`/admin/info`, `/metrics/list`).
     pub carbonserver: String,
+    /// The file-list-cache it writes, when configured.
     pub file_list_cache: Option<PathBuf>,
+    /// Its log file.
     pub log: PathBuf,
 }
 
