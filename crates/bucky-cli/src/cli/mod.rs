@@ -15,7 +15,9 @@ pub use cluster::{
     Backfill2Args, BackfillArgs, CopyArgs, DeleteArgs, DrainArgs, DuArgs, InconsistentArgs, ListArgs, LocateArgs,
     RebalanceArgs, RestoreArgs, ServersArgs, StatArgs, TarArgs, DEFAULT_EXCLUDES,
 };
-pub use common::{ClusterArgs, EngineArgs, NamesArgs, ScopeArgs, ThrottleArgs, BUCKYHOST, BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE};
+pub use common::{
+    ClusterArgs, EngineArgs, NamesArgs, ScopeArgs, ThrottleArgs, BUCKYHOST, BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE,
+};
 pub use local::{ConfigCommand, DemoArgs, GenArgs, JsonArgs, ShowArgs};
 pub use ring::{RingArgs, RingCommand, RingLocateArgs};
 pub use whisper::{

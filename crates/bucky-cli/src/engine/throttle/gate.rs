@@ -282,13 +282,7 @@ mod tests {
     }
 
     fn config() -> GateConfig {
-        GateConfig {
-            pause_at: 0.75,
-            resume_below: 0.6,
-            base_rate: 2.0,
-            speed_up: Some(s(60.0)),
-            hold_pause: s(30.0),
-        }
+        GateConfig { pause_at: 0.75, resume_below: 0.6, base_rate: 2.0, speed_up: Some(s(60.0)), hold_pause: s(30.0) }
     }
 
     fn cache(size: u64) -> Reading {

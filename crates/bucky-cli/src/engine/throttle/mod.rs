@@ -252,10 +252,9 @@ impl Throttles {
                     "{addr}: go-carbon throttle rate now {}",
                     crate::printer::human_rate(*rate, "metrics")
                 )),
-                Change::Judged { fill } => self.printer.verbose(format!(
-                    "{addr}: go-carbon answers /admin/info again (cache at {})",
-                    percent(*fill)
-                )),
+                Change::Judged { fill } => self
+                    .printer
+                    .verbose(format!("{addr}: go-carbon answers /admin/info again (cache at {})", percent(*fill))),
             }
         }
         if !changes.is_empty() {
