@@ -335,4 +335,27 @@ mod tests {
         assert_eq!(options.carbonserver(&node("10.0.0.3", 4242)).to_string(), "10.0.0.3:8080");
         assert_eq!(options.carbonserver(&node("::1", 4242)).to_string(), "[::1]:8080");
     }
+
+    /// The progress line names every paused node with its cache's fill, and nothing when none is paused.
+    #[test]
+    fn the_progress_line_names_the_paused_nodes() {
+        let config = GateConfig {
+            pause_at: 0.75,
+            resume_below: 0.6,
+            base_rate: 1.0,
+            speed_up: None,
+            hold_pause: Duration::from_secs(60),
+        };
+        let mut nodes = BTreeMap::new();
+        for (host, size) in [("10.0.0.1", 10), ("10.0.0.3", 812), ("10.0.0.2", 900)] {
+            let mut gate = Gate::new(config);
+            gate.observe(Duration::ZERO, Reading::Cache(CacheInfo { size, limit: 1000 }));
+            nodes.insert(Addr { host: host.into(), port: 4242 }, Node { url: String::new(), gate });
+        }
+        assert_eq!(paused_message(&nodes), "paused: 10.0.0.2:4242 (cache 90%), 10.0.0.3:4242 (cache 81%)");
+        for node in nodes.values_mut() {
+            node.gate.observe(Duration::from_secs(1), Reading::Cache(CacheInfo { size: 0, limit: 1000 }));
+        }
+        assert_eq!(paused_message(&nodes), "");
+    }
 }
