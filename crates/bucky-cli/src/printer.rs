@@ -157,6 +157,11 @@ impl Progress {
         self.total.inc(1);
     }
 
+    /// A note at the end of the overall bar (`paused: 10.0.0.3 (cache 81%)`); empty clears it.
+    pub fn set_message(&self, message: String) {
+        self.total.set_message(message);
+    }
+
     /// Removes the bars.
     pub fn finish(&self) {
         for bar in self.bars.values() {

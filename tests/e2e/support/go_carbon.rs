@@ -28,6 +28,11 @@ pub struct GoCarbonConfig {
     pub file_list_cache_version: Option<u8>,
     /// `[carbonserver] scan-frequency`: how often the carbonserver rescans the tree (and rewrites the cache).
     pub scan_frequency: String,
+    /// The line receiver's port (`None`: a free one). A relay's ring names every node on one port.
+    pub line_port: Option<u16>,
+    /// The carbonserver's port (`None`: a free one). bucky finds a node's carbonserver at its host on one
+    /// port (`--go-carbon-port`).
+    pub carbonserver_port: Option<u16>,
 }
 
 impl GoCarbonConfig {
@@ -41,6 +46,8 @@ impl GoCarbonConfig {
             retentions: retentions.to_owned(),
             file_list_cache_version: Some(2),
             scan_frequency: "2s".to_owned(),
+            line_port: None,
+            carbonserver_port: None,
         }
     }
 }
@@ -67,8 +74,8 @@ impl GoCarbon {
     pub fn start(ip: &str, data_dir: &Path, work: &Path, config: &GoCarbonConfig) -> GoCarbon {
         std::fs::create_dir_all(data_dir).expect("create go-carbon data dir");
         std::fs::create_dir_all(work).expect("create go-carbon work dir");
-        let line = format!("{ip}:{}", free_port(ip));
-        let carbonserver = format!("{ip}:{}", free_port(ip));
+        let line = format!("{ip}:{}", config.line_port.unwrap_or_else(|| free_port(ip)));
+        let carbonserver = format!("{ip}:{}", config.carbonserver_port.unwrap_or_else(|| free_port(ip)));
         let schemas = work.join("storage-schemas.conf");
         std::fs::write(&schemas, format!("[default]\npattern = .*\nretentions = {}\n", config.retentions))
             .expect("write schemas");
@@ -163,13 +170,7 @@ encoding = "mixed"
 
     /// Sends plain-text lines (`name value timestamp`, one per entry) to the line receiver on one connection.
     pub fn send_lines<S: AsRef<str>>(&self, lines: &[S]) {
-        let mut stream = TcpStream::connect(&self.line).expect("connect to go-carbon's line receiver");
-        let mut text = String::new();
-        for line in lines {
-            text.push_str(line.as_ref());
-            text.push('\n');
-        }
-        stream.write_all(text.as_bytes()).expect("send lines to go-carbon");
+        send_lines(&self.line, lines);
     }
 
     /// `(cache size, cache limit)` from `GET /admin/info`, or `None` when it does not answer.
@@ -198,6 +199,18 @@ encoding = "mixed"
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Sends plain-text lines to the line receiver at `line` (a [`GoCarbon::line`]) on one connection: for a
+/// thread feeding a go-carbon that the test owns.
+pub fn send_lines<S: AsRef<str>>(line: &str, lines: &[S]) {
+    let mut stream = TcpStream::connect(line).expect("connect to go-carbon's line receiver");
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line.as_ref());
+        text.push('\n');
+    }
+    stream.write_all(text.as_bytes()).expect("send lines to go-carbon");
 }
 
 impl Drop for GoCarbon {

@@ -128,8 +128,9 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub error_tolerance: u64,
 
-    /// Most metrics per second started per source node (default: unlimited).
-    #[arg(long, alias = "metrics-per-second", value_name = "M")]
+    /// Most metrics per second started per source node (default: unlimited). (go-graphite's
+    /// `-metrics-per-second` is the go-carbon throttle's `--throttle-rate`.)
+    #[arg(long, value_name = "M")]
     pub max_rate: Option<f64>,
 
     /// Metrics moved per request with agents that take batches (bucky-agent: one request reads a batch of
@@ -145,4 +146,65 @@ pub struct EngineArgs {
     /// Attempts per metric (heal, verify, delete) before it is reported as failed.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub attempts: u32,
+
+    /// The go-carbon throttle.
+    #[command(flatten)]
+    pub throttle: ThrottleArgs,
+}
+
+/// The help heading of the throttle's flags.
+const THROTTLE: &str = "go-carbon throttle";
+
+/// The copy engine's go-carbon cache-pressure throttle (go-graphite buckytools' `-go-carbon-health-check`
+/// flags are aliases). Every flag but the first needs the first.
+#[derive(Debug, Clone, Args)]
+pub struct ThrottleArgs {
+    /// Poll every destination's go-carbon (carbonserver `GET /admin/info`) and pause the node's transfers
+    /// while its cache holds --go-carbon-cache-threshold of its limit or more, until it holds less than
+    /// --go-carbon-resume-threshold; the other nodes go on meanwhile. Each node takes at most
+    /// --throttle-rate metrics/s at first, more every --throttle-speed-up while its cache stays low, less
+    /// when it climbs. A node whose /admin/info does not answer is warned about and kept at --throttle-rate.
+    #[arg(help_heading = THROTTLE, long, alias = "go-carbon-health-check")]
+    pub go_carbon_throttle: bool,
+
+    /// The carbonserver's port: a node's /admin/info is asked at its agent's host on this port [default:
+    /// 8080].
+    #[arg(help_heading = THROTTLE, long, value_name = "PORT")]
+    pub go_carbon_port: Option<u16>,
+
+    /// `http` or `https` for /admin/info [default: http].
+    #[arg(help_heading = THROTTLE, long, value_name = "http|https", value_parser = ["http", "https"])]
+    pub go_carbon_protocol: Option<String>,
+
+    /// A node whose carbonserver is not at its host on --go-carbon-port: NODE=HOST:PORT, NODE its agent's
+    /// host (or HOST:PORT) as the ring names it. Repeatable.
+    #[arg(help_heading = THROTTLE, long, value_name = "NODE=HOST:PORT")]
+    pub go_carbon_server: Vec<String>,
+
+    /// Pause a node when its cache holds this share of its limit (`[cache] max-size`) or more [default:
+    /// 0.75].
+    #[arg(help_heading = THROTTLE, long, value_name = "SHARE")]
+    pub go_carbon_cache_threshold: Option<f64>,
+
+    /// Resume a paused node when its cache holds less than this share [default: 0.8 × the threshold].
+    #[arg(help_heading = THROTTLE, long, value_name = "SHARE")]
+    pub go_carbon_resume_threshold: Option<f64>,
+
+    /// Seconds between two polls of a node's /admin/info [default: 10].
+    #[arg(help_heading = THROTTLE, long, alias = "go-carbon-health-check-interval", value_name = "SECONDS")]
+    pub go_carbon_poll_interval: Option<f64>,
+
+    /// Metrics per second each destination node takes at first, after a pause, and while its /admin/info
+    /// says nothing usable [default: 1, as go-graphite's].
+    #[arg(help_heading = THROTTLE, long, alias = "metrics-per-second", value_name = "M")]
+    pub throttle_rate: Option<f64>,
+
+    /// Seconds a node's cache must stay below the resume mark before its rate grows by --throttle-rate;
+    /// 0 or less: it never grows [default: 600].
+    #[arg(help_heading = THROTTLE, long, alias = "sync-speed-up-interval", value_name = "SECONDS", allow_negative_numbers = true)]
+    pub throttle_speed_up: Option<f64>,
+
+    /// Accepted for go-graphite's scripts: bucky's throttle never slows down at random.
+    #[arg(help_heading = THROTTLE, long, hide = true)]
+    pub no_random_easing: bool,
 }

@@ -15,7 +15,9 @@ pub use cluster::{
     Backfill2Args, BackfillArgs, CopyArgs, DeleteArgs, DrainArgs, DuArgs, InconsistentArgs, ListArgs, LocateArgs,
     RebalanceArgs, RestoreArgs, ServersArgs, StatArgs, TarArgs, DEFAULT_EXCLUDES,
 };
-pub use common::{ClusterArgs, EngineArgs, NamesArgs, ScopeArgs, BUCKYHOST, BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE};
+pub use common::{
+    ClusterArgs, EngineArgs, NamesArgs, ScopeArgs, ThrottleArgs, BUCKYHOST, BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE,
+};
 pub use local::{ConfigCommand, DemoArgs, GenArgs, JsonArgs, ShowArgs};
 pub use ring::{RingArgs, RingCommand, RingLocateArgs};
 pub use whisper::{
@@ -197,7 +199,15 @@ mod tests {
             "-metric-err-file /e",
             "-job-state-file /s",
             "-error-tolerance 2",
+            "-go-carbon-health-check",
+            "-go-carbon-port 8080",
+            "-go-carbon-protocol http",
+            "-go-carbon-cache-threshold 0.75",
+            "-go-carbon-health-check-interval 10",
             "-metrics-per-second 3",
+            "-sync-speed-up-interval 600",
+            "-sync-speed-up-interval -1",
+            "-no-random-easing",
         ];
         let commands: Vec<(&str, Vec<&str>, &str)> = vec![
             ("servers", vec![], ""),

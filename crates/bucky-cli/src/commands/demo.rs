@@ -331,6 +331,7 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         error_tolerance: 0,
         now: unix_now,
         interrupts: Interrupts::CtrlC,
+        throttle: None,
     };
     let summary = engine::execute(&ctx.client, &ctx.printer, options, jobs).await?;
     if summary.aborted {

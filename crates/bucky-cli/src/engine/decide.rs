@@ -104,6 +104,7 @@ mod tests {
             error_tolerance: 0,
             now: || 0,
             interrupts: Interrupts::never(),
+            throttle: None,
         }
     }
 

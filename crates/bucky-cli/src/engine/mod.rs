@@ -27,19 +27,24 @@
 //! node. `--state-file` records finished jobs (one JSON line each) so a rerun skips them; `--error-file`
 //! lists failed ones. Interrupts come through [`Options::interrupts`]: the first stops starting jobs, the
 //! second abandons those in flight; either way the run returns its summary ([`Summary::aborted`]).
+//!
+//! go-carbon clusters: with [`Options::throttle`], each destination's go-carbon cache is polled and a node
+//! under pressure is paused (its jobs wait, the others' go on) or slowed; see [`throttle`].
 
 mod decide;
 mod job;
 mod options;
 mod pipeline;
+mod queue;
 mod reason;
 mod run;
 pub mod state;
 mod summary;
+mod throttle;
 mod transport;
 pub mod verify;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,9 +54,13 @@ use tokio::sync::Semaphore;
 pub use self::job::{print_plan, Job, JobKind, Operation};
 pub use self::options::{unix_now, Interrupt, Interrupts, Options, DEFAULT_BATCH_MIB};
 pub use self::summary::{Failure, NodeSummary, Summary};
+pub use self::throttle::{ThrottleOptions, ThrottleSummary};
 
+use self::options::AbortOnDrop;
+use self::queue::SourceQueue;
 use self::run::{Pacer, Run};
 use self::state::{ErrorLog, StateLog};
+use self::throttle::Throttles;
 use crate::client::Client;
 use crate::config::Addr;
 use crate::printer::Printer;
@@ -74,8 +83,12 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             dest_slots.entry(d.clone()).or_insert_with(|| Arc::new(Semaphore::new(options.workers)));
         }
     }
+    let throttles = match &options.throttle {
+        Some(throttle) => Some(Arc::new(Throttles::new(throttle, dest_slots.keys(), printer)?)),
+        None => None,
+    };
     // Group by source node: each gets its own workers.
-    let mut queues: BTreeMap<Addr, VecDeque<Job>> = BTreeMap::new();
+    let mut queues: BTreeMap<Addr, SourceQueue> = BTreeMap::new();
     let planned = jobs.len() as u64;
     let mut skipped = 0;
     for job in jobs {
@@ -83,7 +96,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             skipped += 1;
             continue;
         }
-        queues.entry(job.source.clone()).or_default().push_back(job);
+        queues.entry(job.source.clone()).or_insert_with(|| SourceQueue::new(throttles.is_some())).push(job);
     }
     if skipped > 0 {
         printer.info(format!("{skipped} jobs already finished in an earlier run (state file): skipped"));
@@ -109,6 +122,15 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
         options,
     });
     let progress = Arc::new(progress);
+    // The throttle's pollers live as long as the run; a first poll of every node comes before any job.
+    let mut pollers = Vec::new();
+    if let Some(throttles) = &throttles {
+        throttles.poll_all(&progress).await;
+        for addr in run.dest_slots.keys() {
+            let task = tokio::spawn(Arc::clone(throttles).poll_forever(addr.clone(), Arc::clone(&progress)));
+            pollers.push(AbortOnDrop::new(task));
+        }
+    }
     // Paced runs start a batch at least every second.
     let batch = match run.options.max_rate {
         Some(rate) => run.options.batch.min((rate as usize).max(1)),
@@ -123,6 +145,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
         for _ in 0..run.options.workers {
             let (run, queue, pacer, progress, source) =
                 (Arc::clone(&run), Arc::clone(&queue), pacer.clone(), Arc::clone(&progress), source.to_string());
+            let throttles = throttles.clone();
             tasks.spawn(async move {
                 // Jobs of this worker's last batch that did not fit in its read (--batch-mib) lead its next.
                 let mut carried: Vec<Job> = Vec::new();
@@ -133,7 +156,10 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
                     let fresh: Vec<Job> = {
                         let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
                         let n = queue.len().min(batch.saturating_sub(carried.len()));
-                        queue.drain(..n).collect()
+                        match &throttles {
+                            Some(throttles) => queue.take(n, |dests| throttles.admit(dests)),
+                            None => queue.take(n, |_| true),
+                        }
                     };
                     if let Some(p) = &pacer {
                         for _ in &fresh {
@@ -144,7 +170,15 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
                     let mut jobs = std::mem::take(&mut carried);
                     jobs.extend(fresh);
                     if jobs.is_empty() {
-                        break;
+                        let waiting = !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+                        match &throttles {
+                            // Every job left waits for a paused or rate-limited destination.
+                            Some(throttles) if waiting => {
+                                tokio::time::sleep(throttles.retry_after()).await;
+                                continue;
+                            }
+                            _ => break,
+                        }
                     }
                     let outcomes =
                         if jobs.len() > 1 { run.batch(&jobs).await } else { vec![Some(run.job(&jobs[0]).await)] };
@@ -196,6 +230,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             }
         }
     }
+    drop(pollers);
     progress.finish();
     if let Some(state) = &run.state {
         if let Err(e) = state.sync() {
@@ -205,6 +240,9 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
     let mut summary = run.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let started_jobs = run.started_jobs.load(Ordering::Relaxed);
     summary.aborted = seen == Interrupt::Abort;
+    if let Some(throttles) = &throttles {
+        summary.throttle = throttles.report();
+    }
     summary.not_started = planned.saturating_sub(skipped + started_jobs);
     summary.seconds = started.elapsed().as_secs_f64();
     if summary.seconds > 0.0 {

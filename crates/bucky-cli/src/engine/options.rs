@@ -39,6 +39,8 @@ pub struct Options {
     pub now: fn() -> i64,
     /// What interrupts the run.
     pub interrupts: Interrupts,
+    /// The go-carbon cache-pressure throttle of the destinations, when on.
+    pub throttle: Option<super::ThrottleOptions>,
 }
 
 /// Seconds since the epoch.
@@ -93,8 +95,15 @@ impl Interrupts {
     }
 }
 
-/// A task aborted when this is dropped: the Ctrl-C listener lives as long as the run.
+/// A task aborted when this is dropped: the Ctrl-C listener and the throttle's pollers live as long as the
+/// run.
 pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    pub(super) fn new(task: tokio::task::JoinHandle<()>) -> AbortOnDrop {
+        AbortOnDrop(task)
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::job::Operation;
+use super::throttle::ThrottleSummary;
 use crate::printer::{human_bytes, Printer};
 
 /// The outcome of a run, printed at the end (JSON with `--json`).
@@ -52,6 +53,10 @@ pub struct Summary {
     /// Destinations found full (507 Insufficient Storage), with the jobs that failed because of it (sources
     /// kept): nothing more was sent to them once they answered 507.
     pub full_nodes: BTreeMap<String, u64>,
+    /// Per destination, the go-carbon throttle (`--go-carbon-throttle`): time paused, polls, rate. Absent
+    /// without the throttle.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub throttle: BTreeMap<String, ThrottleSummary>,
     /// Whether the run deletes sources (the messages say "source kept" only then).
     #[serde(skip)]
     pub deletes: bool,
@@ -107,6 +112,16 @@ impl Summary {
                 if self.deletes { ", sources kept" } else { "" }
             ));
         }
+        for (node, throttle) in &self.throttle {
+            if let Some(problem) = &throttle.problem {
+                printer.warn(format!(
+                    "go-carbon throttle: {node}: {} of {} polls said nothing usable (last: {problem}); held at the \
+                     starting rate then",
+                    throttle.failed_polls, throttle.polls
+                ));
+            }
+            printer.info(throttle_line(node, throttle));
+        }
         printer.info(self.line());
         Ok(())
     }
@@ -149,9 +164,48 @@ impl Summary {
     }
 }
 
+/// `go-carbon throttle 10.0.0.3:4242: paused 12.5 s (2 pauses); cache 3% at the end, peak 81%; 40 polls;
+/// rate 7 metrics/s`.
+fn throttle_line(node: &str, t: &ThrottleSummary) -> String {
+    let cache = match (t.cache_percent, t.peak_cache_percent) {
+        (Some(last), Some(peak)) => format!("cache {last:.0}% at the end, peak {peak:.0}%"),
+        _ => "cache never read".to_owned(),
+    };
+    format!(
+        "go-carbon throttle {node}: paused {:.1} s ({} pause{}); {cache}; {} polls; rate {}",
+        t.paused_seconds,
+        t.pauses,
+        if t.pauses == 1 { "" } else { "s" },
+        t.polls,
+        crate::printer::human_rate(t.rate, "metrics"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_throttle_line_says_how_long_a_node_was_paused() {
+        let t = ThrottleSummary {
+            url: "http://10.0.0.3:8080/admin/info".into(),
+            paused_seconds: 12.46,
+            pauses: 2,
+            polls: 40,
+            failed_polls: 0,
+            rate: 7.0,
+            cache_percent: Some(3.2),
+            peak_cache_percent: Some(81.0),
+            problem: None,
+        };
+        assert_eq!(
+            throttle_line("10.0.0.3:4242", &t),
+            "go-carbon throttle 10.0.0.3:4242: paused 12.5 s (2 pauses); cache 3% at the end, peak 81%; 40 polls; \
+             rate 7.00 metrics/s"
+        );
+        let never = ThrottleSummary { pauses: 1, cache_percent: None, peak_cache_percent: None, ..t };
+        assert!(throttle_line("n", &never).contains("(1 pause); cache never read;"));
+    }
 
     /// The summary says what the command did in its own words; "replica copies synced" and "deleted" only
     /// where the command does such things.

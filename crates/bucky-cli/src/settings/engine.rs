@@ -1,8 +1,11 @@
 //! The engine's flags ([`EngineArgs`]) as validated [`engine::Options`]: the engine itself knows nothing
 //! of clap.
 
-use crate::cli::EngineArgs;
-use crate::engine::{self, Interrupts, Operation};
+use std::time::Duration;
+
+use crate::cli::{EngineArgs, ThrottleArgs};
+use crate::config::Addr;
+use crate::engine::{self, Interrupts, Operation, ThrottleOptions};
 use crate::UsageError;
 
 /// The options of `op` from its engine flags, `-w` (`workers`) and whether it deletes sources; a
@@ -42,5 +45,154 @@ pub(crate) fn engine_options(
         error_tolerance: args.error_tolerance,
         now: engine::unix_now,
         interrupts: Interrupts::CtrlC,
+        throttle: throttle_options(&args.throttle)?,
     })
+}
+
+/// The go-carbon throttle's options, `None` when it is off; a [`UsageError`] for a value out of range, or
+/// for a throttle flag given without `--go-carbon-throttle` (it would do nothing).
+pub(crate) fn throttle_options(args: &ThrottleArgs) -> Result<Option<ThrottleOptions>, UsageError> {
+    if !args.go_carbon_throttle {
+        let given = [
+            ("--go-carbon-port", args.go_carbon_port.is_some()),
+            ("--go-carbon-protocol", args.go_carbon_protocol.is_some()),
+            ("--go-carbon-server", !args.go_carbon_server.is_empty()),
+            ("--go-carbon-cache-threshold", args.go_carbon_cache_threshold.is_some()),
+            ("--go-carbon-resume-threshold", args.go_carbon_resume_threshold.is_some()),
+            ("--go-carbon-poll-interval", args.go_carbon_poll_interval.is_some()),
+            ("--throttle-rate (-metrics-per-second)", args.throttle_rate.is_some()),
+            ("--throttle-speed-up (-sync-speed-up-interval)", args.throttle_speed_up.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(UsageError(format!(
+                "{flag} sets the go-carbon throttle: add --go-carbon-throttle (-go-carbon-health-check) to turn it \
+                 on (--max-rate paces source nodes without it)"
+            )));
+        }
+        return Ok(None);
+    }
+    let share = |flag: &str, value: f64| {
+        if value.is_finite() && value > 0.0 && value <= 1.0 {
+            Ok(value)
+        } else {
+            Err(UsageError(format!("{flag} must be a share of the cache's limit, above 0 and at most 1, not {value}")))
+        }
+    };
+    let threshold = share("--go-carbon-cache-threshold", args.go_carbon_cache_threshold.unwrap_or(0.75))?;
+    let resume = share("--go-carbon-resume-threshold", args.go_carbon_resume_threshold.unwrap_or(threshold * 0.8))?;
+    if resume > threshold {
+        return Err(UsageError(format!(
+            "--go-carbon-resume-threshold ({resume}) must not be above --go-carbon-cache-threshold ({threshold})"
+        )));
+    }
+    let interval = args.go_carbon_poll_interval.unwrap_or(10.0);
+    if !(interval.is_finite() && (0.05..=86_400.0).contains(&interval)) {
+        return Err(UsageError(format!(
+            "--go-carbon-poll-interval must be a number of seconds from 0.05 to 86400, not {interval}"
+        )));
+    }
+    let rate = args.throttle_rate.unwrap_or(1.0);
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(UsageError(format!("--throttle-rate must be a positive number of metrics per second, not {rate}")));
+    }
+    let speed_up = args.throttle_speed_up.unwrap_or(600.0);
+    if !speed_up.is_finite() || speed_up > 1e9 {
+        return Err(UsageError(format!("--throttle-speed-up must be a number of seconds, not {speed_up}")));
+    }
+    let port = args.go_carbon_port.unwrap_or(8080);
+    if port == 0 {
+        return Err(UsageError("--go-carbon-port must not be 0".into()));
+    }
+    let servers = args
+        .go_carbon_server
+        .iter()
+        .map(|text| {
+            let (node, server) = text
+                .split_once('=')
+                .filter(|(node, _)| !node.trim().is_empty())
+                .ok_or_else(|| UsageError(format!("--go-carbon-server {text:?}: want NODE=HOST:PORT")))?;
+            let server = Addr::parse(server, port)
+                .map_err(|UsageError(why)| UsageError(format!("--go-carbon-server {text:?}: {why}")))?;
+            Ok((node.trim().to_owned(), server))
+        })
+        .collect::<Result<Vec<_>, UsageError>>()?;
+    Ok(Some(ThrottleOptions {
+        scheme: if args.go_carbon_protocol.as_deref() == Some("https") { "https" } else { "http" },
+        port,
+        servers,
+        threshold,
+        resume,
+        interval: Duration::from_secs_f64(interval),
+        rate,
+        speed_up: (speed_up > 0.0).then(|| Duration::from_secs_f64(speed_up)),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The throttle options of `bucky rebalance ARGS…`, go-style spellings rewritten as `main` does.
+    fn throttle(args: &[&str]) -> Result<Option<ThrottleOptions>, UsageError> {
+        let args = ["bucky", "rebalance"].iter().chain(args).map(std::ffi::OsString::from);
+        let args = crate::cli::go_style_args(&<crate::Cli as clap::CommandFactory>::command(), args);
+        let cli = crate::Cli::try_parse_from(args).unwrap();
+        let crate::Command::Rebalance(rebalance) = cli.command else { panic!("not rebalance") };
+        throttle_options(&rebalance.engine.throttle)
+    }
+
+    #[test]
+    fn go_graphites_flags_set_the_throttle() {
+        let options = throttle(&[
+            "-go-carbon-health-check",
+            "-go-carbon-port",
+            "9090",
+            "-go-carbon-protocol",
+            "https",
+            "-go-carbon-cache-threshold",
+            "0.5",
+            "-go-carbon-health-check-interval",
+            "2",
+            "-metrics-per-second",
+            "7",
+            "-sync-speed-up-interval",
+            "-1",
+            "-no-random-easing",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((options.scheme, options.port, options.threshold), ("https", 9090, 0.5));
+        assert_eq!(options.resume, 0.4);
+        assert_eq!((options.interval, options.rate, options.speed_up), (Duration::from_secs(2), 7.0, None));
+        // Our defaults are go-graphite's, plus the lower mark.
+        let options = throttle(&["--go-carbon-throttle", "--go-carbon-server", "10.0.0.2=10.0.9.2"]).unwrap().unwrap();
+        assert_eq!((options.scheme, options.port, options.threshold), ("http", 8080, 0.75));
+        assert!((options.resume - 0.6).abs() < 1e-9, "{}", options.resume);
+        assert_eq!((options.interval, options.rate), (Duration::from_secs(10), 1.0));
+        assert_eq!(options.speed_up, Some(Duration::from_secs(600)));
+        assert_eq!(options.servers, [("10.0.0.2".to_owned(), Addr { host: "10.0.9.2".into(), port: 8080 })]);
+        assert_eq!(throttle(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_throttle_flags_are_one_line_usage_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["-metrics-per-second", "3"], "--throttle-rate (-metrics-per-second) sets the go-carbon throttle"),
+            (&["--go-carbon-port", "1"], "--go-carbon-port sets the go-carbon throttle: add --go-carbon-throttle"),
+            (&["--go-carbon-throttle", "--go-carbon-cache-threshold", "1.5"], "above 0 and at most 1, not 1.5"),
+            (&["--go-carbon-throttle", "--go-carbon-cache-threshold", "0"], "not 0"),
+            (&["--go-carbon-throttle", "--go-carbon-resume-threshold", "0.8"], "must not be above"),
+            (&["--go-carbon-throttle", "--go-carbon-poll-interval", "0"], "from 0.05 to 86400, not 0"),
+            (&["--go-carbon-throttle", "--throttle-rate", "0"], "positive number of metrics per second, not 0"),
+            (&["--go-carbon-throttle", "--throttle-rate", "NaN"], "not NaN"),
+            (&["--go-carbon-throttle", "--go-carbon-server", "10.0.0.2"], "want NODE=HOST:PORT"),
+            (&["--go-carbon-throttle", "--go-carbon-server", "=h:1"], "want NODE=HOST:PORT"),
+            (&["--go-carbon-throttle", "--go-carbon-server", "n=h:99999"], "bad port"),
+        ];
+        for (args, want) in cases {
+            let UsageError(why) = throttle(args).expect_err(&args.join(" "));
+            assert!(why.contains(want) && !why.contains('\n'), "{args:?}: {why}");
+        }
+    }
 }

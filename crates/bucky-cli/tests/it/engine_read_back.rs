@@ -247,6 +247,7 @@ impl Scenario {
             error_tolerance: 0,
             now: engine::unix_now,
             interrupts: Interrupts::Channel(interrupts),
+            throttle: None,
         };
         let jobs = names
             .iter()
