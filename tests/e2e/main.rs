@@ -7,6 +7,7 @@ mod agent_server;
 mod cli;
 mod cluster;
 mod config;
+mod diag;
 mod drain;
 mod go_carbon;
 mod go_client;

@@ -62,12 +62,25 @@ pub struct MetricCache {
     lifetime: Duration,
     threads: usize,
     inner: Mutex<Inner>,
+    /// Where the scan registers itself as an operation in flight (set once by the agent's state).
+    registry: std::sync::OnceLock<bucky_diag::Registry>,
 }
 
 impl MetricCache {
     /// A cache of the metrics below `root`, fresh for `lifetime`, scanned with `threads` threads.
     pub fn new(root: PathBuf, lifetime: Duration, threads: usize) -> Arc<MetricCache> {
-        Arc::new(MetricCache { root, lifetime, threads, inner: Mutex::new(Inner::default()) })
+        Arc::new(MetricCache {
+            root,
+            lifetime,
+            threads,
+            inner: Mutex::new(Inner::default()),
+            registry: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Registers every scan in `registry` (as `list scan`), for the watchdog and the state dump.
+    pub fn set_registry(&self, registry: bucky_diag::Registry) {
+        let _ = self.registry.set(registry);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -122,6 +135,10 @@ impl MetricCache {
     }
 
     fn scan(&self) {
+        let op = self.registry.get().map(|r| r.begin("list scan", self.root.display().to_string()));
+        if let Some(op) = &op {
+            op.phase("walking the tree");
+        }
         let started = Instant::now();
         tracing::info!(root = %self.root.display(), "scanning for metrics");
         let scanned = std::panic::catch_unwind(AssertUnwindSafe(|| walk::scan(&self.root, self.threads)));

@@ -177,6 +177,38 @@ pub struct Cli {
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub idle_timeout: u64,
 
+    /// Report a runtime stall when the async runtime has not run its 100 ms heartbeat for longer than
+    /// this (e.g. 500ms, 2s). Reports go straight to stderr and --diag-file, not through the log.
+    #[arg(long, default_value = "500ms", value_parser = bucky_runtime::parse_duration, value_name = "DURATION", help_heading = "Diagnostics")]
+    pub stall_threshold: Duration,
+
+    /// Report an operation (request or background job) that stays in one phase longer than this, once,
+    /// with its phase, its age and its flock; for a flock wait, the holder's pid and command.
+    #[arg(long, default_value = "30s", value_parser = bucky_runtime::parse_duration, value_name = "DURATION", help_heading = "Diagnostics")]
+    pub stuck_after: Duration,
+
+    /// Also append the watchdog's reports and the state dumps (SIGQUIT, SIGUSR1) to this file.
+    #[arg(long, value_name = "FILE", help_heading = "Diagnostics")]
+    pub diag_file: Option<PathBuf>,
+
+    /// Send self-metrics (requests by route and status, bytes, heals, lock waits, stalls, stuck
+    /// operations, open fds, RSS) to this carbon line receiver, HOST:PORT, every --graphite-interval.
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Diagnostics")]
+    pub graphite: Option<String>,
+
+    /// Path prefix of the self-metrics [default: bucky.agent.<hostname, dots as underscores>].
+    #[arg(long, value_name = "PREFIX", help_heading = "Diagnostics")]
+    pub graphite_prefix: Option<String>,
+
+    /// Time between two self-metrics samples (e.g. 60s, 10s).
+    #[arg(long, default_value = "60s", value_parser = bucky_runtime::parse_duration, value_name = "DURATION", help_heading = "Diagnostics")]
+    pub graphite_interval: Duration,
+
+    /// Do not register requests in the in-flight registry (the watchdog and the dump then do not see
+    /// them): only to measure what the registry costs, as scripts/bench-agent.sh does.
+    #[arg(long, hide = true)]
+    pub no_inflight_registry: bool,
+
     /// Fault injection for tests: pause before publishing a new file.
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_publish_delay_ms: u64,
@@ -291,6 +323,21 @@ impl Cli {
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace);
         config.header_timeout = Duration::from_secs(self.header_timeout.max(1));
         config.idle_timeout = Duration::from_secs(self.idle_timeout.max(1));
+        config.diag.stall_threshold = self.stall_threshold.max(Duration::from_millis(150));
+        config.diag.stuck_after = self.stuck_after.max(Duration::from_millis(100));
+        config.diag.diag_file = self.diag_file.clone();
+        config.inflight_registry = !self.no_inflight_registry;
+        if let Some(address) = &self.graphite {
+            anyhow::ensure!(
+                address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
+                "--graphite {address:?}: expected HOST:PORT of a carbon line receiver (e.g. 127.0.0.1:2003)"
+            );
+            config.graphite = Some(bucky_diag::GraphiteTarget {
+                address: address.clone(),
+                prefix: self.graphite_prefix.clone().unwrap_or_else(|| bucky_diag::metrics::default_prefix("agent")),
+                interval: self.graphite_interval.max(Duration::from_secs(1)),
+            });
+        }
         Ok(config)
     }
 }
@@ -332,6 +379,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         let state = crate::AppState::new(config)?;
+        state.diagnostics().start(&tokio::runtime::Handle::current()).context("cannot start the diagnostics")?;
+        // Sends until dropped at the end of the block (one last sample at shutdown).
+        let _sender = match state.config().graphite.clone() {
+            Some(target) => {
+                let diag = state.diagnostics().clone();
+                Some(
+                    bucky_diag::metrics::spawn_sender(target, diag.metrics().clone(), move |_| diag.refresh_gauges())
+                        .context("cannot start the self-metrics sender")?,
+                )
+            }
+            None => None,
+        };
         crate::serve(listener, state, crate::shutdown_signal()).await.context("server failed")
     });
     // `serve` has already waited for the disk operations; a task stuck in a system call (a hung mount)

@@ -62,6 +62,12 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request (`--idle-timeout`).
     pub idle_timeout: Duration,
+    /// The watchdog and state dump (`--stall-threshold`, `--stuck-after`, `--diag-file`).
+    pub diag: bucky_diag::DiagConfig,
+    /// Whether requests are registered in the in-flight registry (off only to measure its cost).
+    pub inflight_registry: bool,
+    /// Where self-metrics go (`--graphite`), if anywhere.
+    pub graphite: Option<bucky_diag::GraphiteTarget>,
 }
 
 impl Config {
@@ -88,6 +94,9 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            diag: bucky_diag::DiagConfig::new("bucky-agent"),
+            inflight_registry: true,
+            graphite: None,
         }
     }
 }

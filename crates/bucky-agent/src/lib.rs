@@ -97,6 +97,8 @@ struct Inner {
     /// What requests may hold in memory together (`--request-memory`).
     budget: Budget,
     client: reqwest::Client,
+    /// In-flight registry, watchdog, state dump, self-metrics.
+    diag: bucky_diag::Diagnostics,
 }
 
 impl AppState {
@@ -129,7 +131,10 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let io = Arc::new(Semaphore::new(config.io_concurrency.max(1)));
-        Ok(AppState(Arc::new(Inner { config, ring_info, store, cache, io, budget, client })))
+        // Threads start only in `run` (`Diagnostics::start`): tests build states freely.
+        let diag = bucky_diag::Diagnostics::new(config.diag.clone())?;
+        cache.set_registry(diag.registry().clone());
+        Ok(AppState(Arc::new(Inner { config, ring_info, store, cache, io, budget, client, diag })))
     }
 
     /// The agent's configuration.
@@ -147,6 +152,11 @@ impl AppState {
         &self.0.store
     }
 
+    /// The daemon's diagnostics: in-flight registry, watchdog, state dump, self-metrics.
+    pub fn diagnostics(&self) -> &bucky_diag::Diagnostics {
+        &self.0.diag
+    }
+
     /// The memory budget of requests.
     pub(crate) fn budget(&self) -> &Budget {
         &self.0.budget
@@ -155,6 +165,7 @@ impl AppState {
     /// A new waiter for one request (or one batch): `--lock-timeout` and `--memory-wait`.
     pub(crate) fn waiter(&self) -> Waiter {
         Waiter::new(self.config().store.lock_timeout, self.config().memory_wait, self.0.budget.clone())
+            .counting_in(self.0.diag.metrics().clone())
     }
 
     /// Runs `f` on the blocking pool once an I/O slot is free, and again each time it reports a [`Wait`]
@@ -168,23 +179,30 @@ impl AppState {
     {
         let mut waiter = self.waiter();
         let mut f = f;
+        // The tries after a wait are part of that wait: they leave the operation's phase ("waiting for
+        // flock" since the first try) alone, so the watchdog sees how long it has really waited.
+        let mut waiting = false;
         loop {
-            let (given_back, result) = self.blocking_once(f).await?;
+            let (given_back, result) = self.blocking_once(f, !waiting).await?;
             f = given_back;
             match result {
-                Err(AgentError::Wait(wait)) => waiter.wait(&wait).await?,
+                Err(AgentError::Wait(wait)) => {
+                    waiting = true;
+                    waiter.wait(&wait).await?
+                }
                 other => return other,
             }
         }
     }
 
     /// One try of `f` in an I/O slot; gives `f` back for the next.
-    async fn blocking_once<T, F>(&self, mut f: F) -> Result<(F, Result<T, AgentError>), AgentError>
+    async fn blocking_once<T, F>(&self, mut f: F, mark_phases: bool) -> Result<(F, Result<T, AgentError>), AgentError>
     where
         T: Send + 'static,
         F: FnMut(&Store) -> Result<T, AgentError> + Send + 'static,
     {
-        self.in_slot(move |store| {
+        let op = if mark_phases { bucky_diag::current() } else { None };
+        self.run_in_slot(op, move |store| {
             let result = f(store);
             (f, result)
         })
@@ -198,14 +216,37 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&Store) -> T + Send + 'static,
     {
+        self.run_in_slot(bucky_diag::current(), f).await
+    }
+
+    /// [`AppState::in_slot`], marking the phases of `op` (waiting for a slot, disk work) when given.
+    async fn run_in_slot<T, F>(&self, op: Option<Arc<bucky_diag::Op>>, f: F) -> Result<T, AgentError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        if let Some(op) = &op {
+            op.phase(bucky_diag::phase::WAITING_FOR_DISK_SLOT);
+        }
         let permit = Arc::clone(&self.0.io).acquire_owned().await.map_err(|e| AgentError::internal("I/O slots", e))?;
         let state = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let blocking_op = op.clone();
+        let done = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            if let Some(op) = &blocking_op {
+                op.phase(bucky_diag::phase::DISK);
+            }
+            // The store marks the flocks it takes and the group commit it waits for on this op.
+            let _scope = bucky_diag::on_this_thread(blocking_op);
             f(&state.0.store)
         })
         .await
-        .map_err(|e| AgentError::internal("blocking task", e))
+        .map_err(|e| AgentError::internal("blocking task", e));
+        if let Some(op) = &op {
+            op.lock_released();
+            op.phase(bucky_diag::phase::HANDLING);
+        }
+        done
     }
 }
 

@@ -417,7 +417,15 @@ impl Store {
     /// reported, trying once and reporting [`Wait::Lock`] if it is held.
     fn open_locked(&self, path: &Path, mode: LockMode, write: bool) -> Result<LockedFile, StoreError> {
         let timeout = if self.report_waits { Duration::ZERO } else { self.options.lock_timeout };
-        LockedOpen::new(mode, timeout).write(write).no_follow().open(path).map_err(|e| match e {
+        let op = bucky_diag::current();
+        if let (Some(op), false) = (&op, self.report_waits) {
+            op.waiting_for_lock(path);
+        }
+        let opened = LockedOpen::new(mode, timeout).write(write).no_follow().open(path);
+        if let (Some(op), Ok(_)) = (&op, &opened) {
+            op.holding_lock(path, bucky_diag::phase::DISK);
+        }
+        opened.map_err(|e| match e {
             whisper::Error::LockTimeout { .. } if self.report_waits => {
                 StoreError::Wait(Wait::Lock { path: path.to_owned() })
             }

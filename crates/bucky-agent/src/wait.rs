@@ -66,6 +66,8 @@ pub(crate) struct Waiter {
     lock_pause: Duration,
     memory_since: Option<Instant>,
     unsettled_tries: u32,
+    /// Where lock waits are counted (`lock_waits`, `lock_wait_ms`).
+    metrics: Option<bucky_diag::Metrics>,
 }
 
 impl Waiter {
@@ -78,7 +80,14 @@ impl Waiter {
             lock_pause: Duration::from_millis(1),
             memory_since: None,
             unsettled_tries: 0,
+            metrics: None,
         }
+    }
+
+    /// Counts lock waits in `metrics`.
+    pub(crate) fn counting_in(mut self, metrics: bucky_diag::Metrics) -> Waiter {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The final answer of an operation still waiting for `wait` once this waiter has given up.
@@ -94,16 +103,31 @@ impl Waiter {
     pub(crate) async fn wait(&mut self, wait: &Wait) -> Result<(), AgentError> {
         match wait {
             Wait::Lock { path } => {
+                if self.lock_since.is_none() {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.incr("lock_waits");
+                    }
+                }
                 let since = *self.lock_since.get_or_insert_with(Instant::now);
                 let waited = since.elapsed();
                 if waited >= self.lock_timeout {
                     return Err(lock_timeout(path, waited));
                 }
-                tokio::time::sleep(self.lock_pause.min(self.lock_timeout - waited)).await;
+                if let Some(op) = bucky_diag::current() {
+                    op.waiting_for_lock(path);
+                }
+                let pause = self.lock_pause.min(self.lock_timeout - waited);
+                tokio::time::sleep(pause).await;
+                if let Some(metrics) = &self.metrics {
+                    metrics.add("lock_wait_ms", pause.as_secs_f64() * 1e3);
+                }
                 self.lock_pause = (self.lock_pause * 2).min(LOCK_PAUSE_MAX);
                 Ok(())
             }
             Wait::Memory { bytes } => {
+                if let Some(op) = bucky_diag::current() {
+                    op.phase(bucky_diag::phase::WAITING_FOR_MEMORY);
+                }
                 let since = *self.memory_since.get_or_insert_with(Instant::now);
                 let left = self.memory_wait.saturating_sub(since.elapsed());
                 if left.is_zero() || !self.budget.room_for(*bytes, left).await {

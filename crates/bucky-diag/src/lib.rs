@@ -281,9 +281,34 @@ pub async fn scope<F: std::future::Future>(op: Arc<Op>, future: F) -> F::Output 
     CURRENT.scope(op, future).await
 }
 
-/// The operation of the running task, when it runs inside [`scope`].
+std::thread_local! {
+    static BLOCKING: std::cell::RefCell<Option<Arc<Op>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The operation of the running task (inside [`scope`]), or of the blocking work running on this thread
+/// (inside [`on_this_thread`]).
 pub fn current() -> Option<Arc<Op>> {
-    CURRENT.try_with(Arc::clone).ok()
+    CURRENT.try_with(Arc::clone).ok().or_else(|| BLOCKING.with(|b| b.borrow().clone()))
+}
+
+/// Makes `op` the current operation of this (blocking-pool) thread until the guard is dropped, so code
+/// that runs there without the task's context (the store, the group commit) can mark its phases.
+pub fn on_this_thread(op: Option<Arc<Op>>) -> ThreadScope {
+    let previous = BLOCKING.with(|b| b.replace(op));
+    ThreadScope { previous }
+}
+
+/// Restores the thread's previous operation when dropped.
+#[derive(Debug)]
+pub struct ThreadScope {
+    previous: Option<Arc<Op>>,
+}
+
+impl Drop for ThreadScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        BLOCKING.with(|b| *b.borrow_mut() = previous);
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,10 @@ pub struct LockState {
 pub mod phase {
     /// Registered, nothing started yet.
     pub const STARTED: &str = "started";
+    /// Waiting for a client that may stay quiet for as long as it likes (never reported stuck).
+    pub const IDLE: &str = "idle (waiting for the client)";
+    /// Between steps, in async code.
+    pub const HANDLING: &str = "handling";
     /// Reading the request body.
     pub const READING_BODY: &str = "reading body";
     /// Waiting for a whisper file's flock.
@@ -149,7 +153,10 @@ impl Registry {
         let mut ops = self.ops();
         let mut stuck = Vec::new();
         for (id, op) in ops.iter_mut() {
-            if now.duration_since(op.phase_since) >= after && op.reported != Some(op.phase_since) {
+            if op.phase != phase::IDLE
+                && now.duration_since(op.phase_since) >= after
+                && op.reported != Some(op.phase_since)
+            {
                 op.reported = Some(op.phase_since);
                 stuck.push(op.snapshot(*id, now));
             }

@@ -57,7 +57,7 @@ pub(crate) fn run(diag: Diagnostics) {
             diag.reporter()
                 .write(&format!("bucky watchdog: runtime stall over: the runtime did not run for {length} ms"));
         }
-        if ticks.is_multiple_of(20) {
+        if ticks.is_multiple_of(5) {
             report_stuck(&diag);
         }
         if ticks.is_multiple_of(fd_every) {

@@ -107,6 +107,19 @@ pub struct Cli {
     #[arg(long, default_value = "4MiB", value_name = "BYTES", value_parser = parse_size)]
     pub replay_bytes: u32,
 
+    /// Report a runtime stall when the async runtime has not run its 100 ms heartbeat for longer than
+    /// this (e.g. 500ms). Reports go straight to stderr and --diag-file, not through the log.
+    #[arg(long, default_value = "500ms", value_parser = bucky_runtime::parse_duration, value_name = "DURATION", help_heading = "Diagnostics")]
+    pub stall_threshold: Duration,
+
+    /// Report a connection that waits for queue room (or an operation in one phase) longer than this.
+    #[arg(long, default_value = "30s", value_parser = bucky_runtime::parse_duration, value_name = "DURATION", help_heading = "Diagnostics")]
+    pub stuck_after: Duration,
+
+    /// Also append the watchdog's reports and the state dumps (SIGQUIT, SIGUSR1) to this file.
+    #[arg(long, value_name = "FILE", help_heading = "Diagnostics")]
+    pub diag_file: Option<std::path::PathBuf>,
+
     /// Debug logging (each connection, each reconnect).
     #[arg(short = 'd', long)]
     pub debug: bool,
@@ -180,8 +193,16 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let config = cli.config()?;
+    let mut config = cli.config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the runtime")?;
+    let diag = bucky_diag::Diagnostics::new(bucky_diag::DiagConfig {
+        stall_threshold: cli.stall_threshold.max(Duration::from_millis(150)),
+        stuck_after: cli.stuck_after.max(Duration::from_millis(100)),
+        diag_file: cli.diag_file.clone(),
+        ..bucky_diag::DiagConfig::new("bucky-pickle-relay")
+    })?;
+    diag.start(rt.handle()).context("cannot start the diagnostics")?;
+    config.diagnostics = Some(diag);
     rt.block_on(async {
         let mut last = None;
         for addr in bind_candidates(&cli.bind)? {

@@ -113,6 +113,9 @@ pub struct Config {
     /// At shutdown, how long connections keep reading what their senders already sent (a connection
     /// whose sender pauses for 250 ms is closed sooner), and how long a full queue may hold them.
     pub shutdown_grace: Duration,
+    /// The in-flight registry, watchdog and state dump (the binary starts them; `None` in library use
+    /// unless the caller sets them).
+    pub diagnostics: Option<bucky_diag::Diagnostics>,
 }
 
 impl Config {
@@ -132,6 +135,7 @@ impl Config {
             replay: ReplayPolicy::Unacked,
             replay_bytes: 4 << 20,
             shutdown_grace: Duration::from_secs(2),
+            diagnostics: None,
         }
     }
 }

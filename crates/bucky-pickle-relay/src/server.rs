@@ -61,9 +61,10 @@ pub async fn run_with(listener: TcpListener, config: Config, shutdown: impl Futu
         drain_rx,
     );
     let upstream = tokio::spawn(upstream.run(rx));
-    let reporter = config
-        .interval
-        .map(|every| tokio::spawn(report(queue.clone(), stats.clone(), config.prefix.clone(), every, stop_rx.clone())));
+    let reporter = config.interval.map(|every| {
+        let diagnostics = config.diagnostics.clone();
+        tokio::spawn(report(queue.clone(), stats.clone(), config.prefix.clone(), every, stop_rx.clone(), diagnostics))
+    });
     let local = listener.local_addr().ok();
     info!(listen = ?local, relay = %config.relay, "bucky-pickle-relay started");
 
@@ -168,19 +169,32 @@ enum End {
 
 impl Conn {
     async fn serve(mut self, socket: TcpStream) {
-        Stats::add(&self.stats.connections, 1u64);
-        debug!(peer = %self.peer, "connection opened");
-        let end = self.frames(socket).await;
-        Stats::sub(&self.stats.connections, 1u64);
-        match end {
-            End::Normal => debug!(peer = %self.peer, "connection closed"),
-            End::Quiet(why) => debug!(peer = %self.peer, %why, "connection closed"),
-            End::Refused(why) => {
-                Stats::add(&self.stats.decode_errors, 1u64);
-                if self.limiter.allow() {
-                    warn!(peer = %self.peer, %why, "refused a frame; connection closed");
+        // Registered for the watchdog and the state dump. A connection waiting for its sender is idle (never
+        // reported stuck: carbon keeps its connections for days); one waiting for queue room is not.
+        let op =
+            self.config.diagnostics.as_ref().map(|d| Arc::new(d.registry().begin("connection", self.peer.to_string())));
+        if let Some(op) = &op {
+            op.phase(bucky_diag::phase::IDLE);
+        }
+        let serve = async {
+            Stats::add(&self.stats.connections, 1u64);
+            debug!(peer = %self.peer, "connection opened");
+            let end = self.frames(socket).await;
+            Stats::sub(&self.stats.connections, 1u64);
+            match end {
+                End::Normal => debug!(peer = %self.peer, "connection closed"),
+                End::Quiet(why) => debug!(peer = %self.peer, %why, "connection closed"),
+                End::Refused(why) => {
+                    Stats::add(&self.stats.decode_errors, 1u64);
+                    if self.limiter.allow() {
+                        warn!(peer = %self.peer, %why, "refused a frame; connection closed");
+                    }
                 }
             }
+        };
+        match op {
+            Some(op) => bucky_diag::scope(op, serve).await,
+            None => serve.await,
         }
     }
 
@@ -284,7 +298,14 @@ impl Conn {
             }
             Stats::add(&self.stats.metrics_seen, converted.metrics);
             let give_up = grace_over(&mut stop, drain_until, self.config.shutdown_grace);
+            let op = bucky_diag::current();
+            if let Some(op) = &op {
+                op.phase("waiting for queue room");
+            }
             let pushed = self.queue.push(lines, converted.metrics, give_up).await;
+            if let Some(op) = &op {
+                op.phase(bucky_diag::phase::IDLE);
+            }
             if drain_until.is_none() && *self.stop.borrow() {
                 drain_until = Some(Instant::now() + self.config.shutdown_grace);
             }
@@ -342,7 +363,14 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut R, frame: &mut Vec<u8>, len: us
 }
 
 /// Writes a self-metrics sample every `every`, and a last one at shutdown.
-async fn report(queue: QueueTx, stats: Arc<Stats>, prefix: String, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn report(
+    queue: QueueTx,
+    stats: Arc<Stats>,
+    prefix: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    diagnostics: Option<bucky_diag::Diagnostics>,
+) {
     let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -350,7 +378,16 @@ async fn report(queue: QueueTx, stats: Arc<Stats>, prefix: String, every: Durati
             _ = tick.tick() => false,
             _ = stop.wait_for(|s| *s) => true,
         };
-        let lines = stats.snapshot().lines(&prefix, stats::rss_bytes(), stats::unix_now());
+        // One mechanism for every daemon: the relay's counters go into the diagnostics' metrics (with the
+        // watchdog's counts, open fds and in-flight gauges) when the binary runs them.
+        let lines = match &diagnostics {
+            Some(diag) => {
+                diag.refresh_gauges();
+                stats.snapshot().record(diag.metrics(), stats::rss_bytes());
+                diag.metrics().lines(&prefix, u64::try_from(stats::unix_now()).unwrap_or(0)).into_bytes()
+            }
+            None => stats.snapshot().lines(&prefix, stats::rss_bytes(), stats::unix_now()),
+        };
         let count = lines.iter().filter(|&&b| b == b'\n').count() as u32;
         if !queue.push_self(lines, count, last) {
             debug!("queue full: self-metrics sample skipped (the counters are cumulative; the next one catches up)");

@@ -3,8 +3,6 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::line::write_i64;
-
 /// Live counters, shared by every task (all cumulative since start, except the gauges).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -80,17 +78,14 @@ impl Summary {
     /// original bucky-pickle-relay (`seenPickles`, `seenMetrics`, `sentMetrics`, `queueLength`,
     /// `systemMemory`) plus ours; `rss` and `systemMemory` are both the resident set size in bytes.
     pub fn lines(&self, prefix: &str, rss: Option<u64>, now: i64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 * 14);
-        let mut put = |name: &str, v: u64| {
-            out.extend_from_slice(prefix.as_bytes());
-            out.push(b'.');
-            out.extend_from_slice(name.as_bytes());
-            out.push(b' ');
-            write_i64(&mut out, i64::try_from(v).unwrap_or(i64::MAX));
-            out.push(b' ');
-            write_i64(&mut out, now);
-            out.push(b'\n');
-        };
+        let metrics = bucky_diag::Metrics::new();
+        self.record(&metrics, rss);
+        metrics.lines(prefix, u64::try_from(now).unwrap_or(0)).into_bytes()
+    }
+
+    /// Sets these counters (and `rss`) in `metrics`, the self-metrics mechanism every bucky daemon shares.
+    pub fn record(&self, metrics: &bucky_diag::Metrics, rss: Option<u64>) {
+        let put = |name: &str, v: u64| metrics.set(name, v as f64);
         put("seenPickles", self.pickles);
         put("seenMetrics", self.metrics_seen);
         put("sentMetrics", self.metrics_sent);
@@ -106,7 +101,6 @@ impl Summary {
             put("rss", rss);
             put("systemMemory", rss);
         }
-        out
     }
 }
 

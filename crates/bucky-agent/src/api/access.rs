@@ -16,24 +16,37 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
 use crate::server::{InFlight, Lifecycle};
+use crate::AppState;
 
 /// Target of the per-request lines (`RUST_LOG=bucky_agent::access=off` silences them, not the warnings).
 const ACCESS: &str = "bucky_agent::access";
 
-/// The access-log middleware.
-pub(super) async fn access_log(request: Request, next: Next) -> Response {
+/// The access-log middleware; it also registers the request in the in-flight registry (for the watchdog
+/// and the state dump) and counts it in the self-metrics.
+pub(super) async fn access_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let remote =
         request.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "-".to_owned(), |c| c.0.to_string());
     let in_flight = request.extensions().get::<Arc<Lifecycle>>().map(Lifecycle::request);
     let body_failure = Arc::new(OnceLock::new());
-    let request = request.map(|body| Body::new(WatchedBody { body, failure: Arc::clone(&body_failure) }));
+    let (kind, route, detail) = describe(request.method(), request.uri().path());
+    let diag = state.diagnostics().clone();
+    // `--no-inflight-registry` exists to measure what the registry costs (scripts/bench-agent.sh).
+    let op = state.config().inflight_registry.then(|| Arc::new(diag.registry().begin(kind, detail)));
+    let request = request.map(|body| {
+        Body::new(WatchedBody {
+            body,
+            failure: Arc::clone(&body_failure),
+            metrics: diag.metrics().clone(),
+            op: op.clone(),
+        })
+    });
     let mut pending = Pending {
         method: request.method().clone(),
         uri: request.uri().clone(),
@@ -42,10 +55,18 @@ pub(super) async fn access_log(request: Request, next: Next) -> Response {
         in_flight,
         answered: false,
     };
-    let response = next.run(request).await;
+    let response = match &op {
+        Some(op) => bucky_diag::scope(Arc::clone(op), next.run(request)).await,
+        None => next.run(request).await,
+    };
     pending.answered = true;
     let (method, uri, remote) = (&pending.method, &pending.uri, &pending.remote);
     let status = response.status().as_u16();
+    diag.metrics().incr(&format!("requests.{route}.{status}"));
+    if let Some(op) = &op {
+        op.phase(bucky_diag::phase::WRITING_RESPONSE);
+    }
+    let response = response.map(|body| Body::new(CountedBody { body, metrics: diag.metrics().clone(), _op: op }));
     let ms = pending.started.elapsed().as_secs_f64() * 1e3;
     if let Some(failure) = body_failure.get() {
         tracing::warn!(%remote, %method, %uri, status, ms, "request abandoned by the client: {failure}");
@@ -81,10 +102,32 @@ impl Drop for Pending {
     }
 }
 
-/// A request body that notes how it failed when its client went away mid-body.
+/// `(registry kind, self-metrics route, detail)` of a request: `POST /metrics/{name}`, `post_metric`, the
+/// name; routes without a name are their path (`GET /metrics`, `get_list`).
+fn describe(method: &Method, path: &str) -> (String, String, String) {
+    let verb = method.as_str().to_ascii_lowercase();
+    if let Some(name) = path.strip_prefix("/metrics/") {
+        return (format!("{method} /metrics/{{name}}"), format!("{verb}_metric"), name.to_owned());
+    }
+    let route = match path {
+        "/metrics" => "list",
+        "/hashring" => "hashring",
+        bucky_wire::batch::READ_PATH => "batch_read",
+        bucky_wire::batch::HEAL_PATH => "batch_heal",
+        bucky_wire::batch::DELETE_PATH => "batch_delete",
+        "/debug/state" => "debug_state",
+        _ => "other",
+    };
+    (format!("{method} {path}"), format!("{verb}_{route}"), String::new())
+}
+
+/// A request body that notes how it failed when its client went away mid-body, counts its bytes
+/// (`bytes_in`) and marks its request as reading it.
 struct WatchedBody {
     body: Body,
     failure: Arc<OnceLock<String>>,
+    metrics: bucky_diag::Metrics,
+    op: Option<Arc<bucky_diag::Op>>,
 }
 
 impl http_body::Body for WatchedBody {
@@ -93,9 +136,53 @@ impl http_body::Body for WatchedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Pending => {
+                if let Some(op) = &self.op {
+                    op.phase(bucky_diag::phase::READING_BODY);
+                }
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.metrics.add("bytes_in", data.len() as f64);
+                }
+            }
+            _ => {}
+        }
         if let Poll::Ready(Some(Err(e))) = &polled {
             if let Some(cause) = client_went_away(e) {
                 let _ = self.failure.set(cause);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A response body that counts its bytes (`bytes_out`) and keeps its request registered (phase
+/// "writing response") until it is sent or dropped: a client that stops reading shows up in the dump.
+struct CountedBody {
+    body: Body,
+    metrics: bucky_diag::Metrics,
+    _op: Option<Arc<bucky_diag::Op>>,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.metrics.add("bytes_out", data.len() as f64);
             }
         }
         polled

@@ -588,6 +588,7 @@ async fn heal_entries(
         match result {
             Ok(outcome) => {
                 let mut report = HealReport { dump, ..HealReport::default() };
+                super::count_heal(state, &outcome);
                 match outcome {
                     Healed::Created => {
                         state.cache().added(metric.as_str());

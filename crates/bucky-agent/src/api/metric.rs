@@ -271,6 +271,7 @@ async fn heal(
             Ok((healed, took, replica))
         })
         .await?;
+    super::count_heal(state, &healed);
     match healed {
         Healed::Created => {
             report.created = true;

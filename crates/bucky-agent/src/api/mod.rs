@@ -51,11 +51,12 @@ pub fn app(state: AppState) -> Router {
         .route(bucky_wire::batch::READ_PATH, post(batch::read).fallback(bad_method))
         .route(bucky_wire::batch::HEAL_PATH, post(batch::heal).fallback(bad_method))
         .route(bucky_wire::batch::DELETE_PATH, post(batch::delete).fallback(bad_method))
+        .route("/debug/state", get(debug_state).fallback(bad_method))
         .fallback(not_found)
         // Handlers enforce `--max-body` themselves (with a 413 that names the limit).
         .layer(DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-        .layer(middleware::from_fn(access::access_log))
+        .layer(middleware::from_fn_with_state(state.clone(), access::access_log))
         .with_state(state)
 }
 
@@ -73,6 +74,29 @@ async fn bad_method() -> AgentError {
 
 async fn name_missing() -> AgentError {
     AgentError::BadRequest("Metric name missing.".into())
+}
+
+/// Counts a heal in the self-metrics: `heals.created`, or `heals.filled` and the points written.
+pub(crate) fn count_heal(state: &AppState, healed: &crate::store::Healed) {
+    let metrics = state.diagnostics().metrics();
+    match healed {
+        crate::store::Healed::Created => metrics.incr("heals.created"),
+        crate::store::Healed::Filled(points) => {
+            metrics.incr("heals.filled");
+            metrics.add("heals.points_written", *points as f64);
+        }
+    }
+}
+
+/// `GET /debug/state`: the daemon's state as JSON (what `SIGQUIT` writes as text), for tokens with read
+/// permission when auth is on. It holds no secret: no tokens, keys or request bodies.
+async fn debug_state(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AgentError> {
+    if let Some(grant) = authenticate(&state, &headers)? {
+        if !grant.allows(Op::Read) {
+            return Err(AgentError::Forbidden("forbidden: token doesn't have read permission".into()));
+        }
+    }
+    Ok(Json(state.diagnostics().state("GET /debug/state")).into_response())
 }
 
 /// Seconds since the Unix epoch.

@@ -156,6 +156,9 @@ impl Committer {
             }
         }
         let failure = if jobs.is_empty() { None } else { self.send(jobs).err().map(|e| e.to_string()) };
+        if let Some(op) = bucky_diag::current() {
+            op.phase(bucky_diag::phase::COMMITTING);
+        }
         answers
             .into_iter()
             .map(|answer| {
