@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod drain;
 mod go_carbon;
+mod go_carbon_whisper;
 mod go_client;
 mod live;
 mod mixed;
