@@ -189,13 +189,19 @@ fn whisper_tools_refuse_go_carbon_compressed_files() {
     assert_eq!((found["bad"].as_array().map(Vec::len), found["compressed"].as_u64()), (Some(0), Some(1)), "{found}");
 }
 
-/// Steady traffic into go-carbon (`flock = true`) while a rebalance heals 600 older points into every file
-/// it is writing: the rebalance finishes (no deadlock, each wait for go-carbon's lock bounded by the
-/// agent's), go-carbon keeps writing throughout, and at the end every point go-carbon received and every
-/// point healed is in the files, each with its value.
+/// Steady traffic into go-carbon (`flock = true`) while a rebalance heals 650 points into every file it is
+/// writing, into the slots between those go-carbon fills (even minutes healed, odd minutes sent), with the
+/// agents' `--coalesce-writes`, whose large writes rewrite the slots in between with the values read under
+/// the lock: only go-carbon's flock keeps them from overwriting a point it wrote meanwhile. The rebalance
+/// finishes (no deadlock; each wait for go-carbon's lock is bounded by the agent's `--lock-timeout`, and
+/// go-carbon waits only while one file is filled), go-carbon keeps writing throughout, and at the end every
+/// point go-carbon received and every point healed is in the files, each with its value.
 #[test]
 fn heals_into_files_go_carbon_writes_under_flock_lose_nothing() {
     let mut cluster = TestCluster::new(2, "carbon_ch", 1);
+    // Each fill also holds the lock 100 ms between its read and its write (a slow disk): without go-carbon's
+    // flock, its writes in that window would be overwritten.
+    cluster.agent_args = ["--coalesce-writes", "--test-fill-delay-ms", "100"].map(String::from).to_vec();
     cluster.start();
     let pool: Vec<String> = (0..60).map(|i| format!("gc.live.m{i}")).collect();
     let homes = placement(&cluster, &pool);
@@ -208,16 +214,16 @@ fn heals_into_files_go_carbon_writes_under_flock_lose_nothing() {
         &GoCarbonConfig::new("1m:1d"),
     );
     let now = now_minute();
-    // The copies to heal: minutes now-700..now-100, misplaced on node 0.
+    // The copies to heal, misplaced on node 0: the even minutes from now-1400 to now-102.
     let mut expected: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
     for (m, name) in names.iter().enumerate() {
         let points: Vec<(i64, f64)> =
-            (100..700).map(|k| (now - k * 60, (m * 1000 + k as usize) as f64 + 0.5)).collect();
+            (51..701).map(|k| (now - 2 * k * 60, (m * 1000 + k as usize) as f64 + 0.5)).collect();
         cluster.write_metric(0, name, &points);
         expected.entry(name.clone()).or_default().extend(points);
     }
-    // The traffic: every 20 ms a point per metric, each at its own minute (now-1400.. onward), so that no
-    // two points share a slot and each can be checked.
+    // The traffic: every 20 ms a point per metric, at the next odd minute from now-1399 on, so that no two
+    // points share a slot and each can be checked.
     let sent: Arc<Mutex<Vec<(usize, i64, f64)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
@@ -226,7 +232,7 @@ fn heals_into_files_go_carbon_writes_under_flock_lose_nothing() {
             let mut stream = std::net::TcpStream::connect(&line).expect("connect to go-carbon");
             let mut k = 0i64;
             while !stop.load(Ordering::Relaxed) && k < 650 {
-                let t = now - (1400 - k) * 60;
+                let t = now - (1399 - 2 * k) * 60;
                 let mut batch = String::new();
                 for (m, name) in names.iter().enumerate() {
                     let value = (m * 10_000) as f64 + k as f64 + 0.25;
@@ -240,6 +246,7 @@ fn heals_into_files_go_carbon_writes_under_flock_lose_nothing() {
         })
     };
     gc.wait_for_files(&names, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500)); // go-carbon has written some odd minutes
     let sent_before = sent.lock().unwrap().len();
     let started = Instant::now();
     let out = cluster.bucky(&["rebalance", "--delete", "-j", "-f", "-w", "4", "--batch", "4"]);
@@ -250,7 +257,7 @@ fn heals_into_files_go_carbon_writes_under_flock_lose_nothing() {
     let summary = summary_of(&out);
     assert!(out.status.success(), "{summary}\n{}", text(&out.stderr));
     assert_eq!((summary["moved"].as_u64(), summary["errors"].as_u64()), (Some(16), Some(0)), "{summary}");
-    assert_eq!(summary["points_healed"].as_u64(), Some(16 * 600), "{summary}");
+    assert_eq!(summary["points_healed"].as_u64(), Some(16 * 650), "{summary}");
     assert!(sent_during > 0, "go-carbon received nothing while the rebalance ran");
     eprintln!("rebalance of 16 files being written: {took:?}, {sent_during} points sent to go-carbon meanwhile");
     for &(m, t, value) in sent.lock().unwrap().iter() {

@@ -80,6 +80,8 @@ pub struct StoreOptions {
     pub flush: Flush,
     /// Fault injection for tests: pause between writing a new file's temp copy and publishing it.
     pub publish_delay: Duration,
+    /// Fault injection for tests: pause under a fill's exclusive lock between reading and writing the file.
+    pub fill_delay: Duration,
 }
 
 impl Default for StoreOptions {
@@ -92,6 +94,7 @@ impl Default for StoreOptions {
             coalesce_writes: false,
             flush: Flush::detect(),
             publish_delay: Duration::ZERO,
+            fill_delay: Duration::ZERO,
         }
     }
 }
@@ -504,6 +507,9 @@ impl Store {
                 let written = whisper::fill_buf(src, &mut dst, &FillOptions::new(now))
                     .map_err(|e| StoreError::failed(format!("fill {}", path.display()), e))?;
                 if written > 0 {
+                    if !self.options.fill_delay.is_zero() {
+                        thread::sleep(self.options.fill_delay);
+                    }
                     let spans = match self.options.coalesce_writes {
                         true => whisper::coalesce_ranges(dst.dirty_ranges()),
                         false => dst.dirty_ranges(),

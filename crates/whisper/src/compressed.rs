@@ -5,9 +5,8 @@
 //!
 //! Every parse of a file as standard whisper ([`crate::Header::parse`], hence [`crate::WhisperFile`] and
 //! [`crate::WhisperBuf`]) refuses one with [`crate::Error::Compressed`], which says what can be done instead.
-//! [`WhisperData`] is what carries either kind of file between the nodes.
+//! [`crate::WhisperData`] is what carries either kind of file between the nodes.
 
-use crate::buf::WhisperBuf;
 use crate::error::{Error, Result};
 
 /// The first bytes of every compressed file (go-whisper's `compressedMagicString`).
@@ -16,52 +15,6 @@ pub const COMPRESSED_MAGIC: &[u8] = b"whisper_compressed";
 /// Whether `bytes` (a file's beginning, at least [`COMPRESSED_MAGIC`]'s length) is a compressed file's.
 pub fn is_compressed(bytes: &[u8]) -> bool {
     bytes.starts_with(COMPRESSED_MAGIC)
-}
-
-/// A whole file as received or read: a standard whisper file, validated, or a compressed one, kept as bytes.
-#[derive(Debug, Clone)]
-pub enum WhisperData {
-    /// A standard whisper file: its points can be read, verified and filled.
-    Standard(WhisperBuf),
-    /// A go-whisper compressed file: only ever copied whole.
-    Compressed(Vec<u8>),
-}
-
-impl WhisperData {
-    /// Recognises a compressed file by its magic; validates anything else as a standard whisper file.
-    pub fn from_bytes(data: Vec<u8>) -> Result<WhisperData> {
-        if is_compressed(&data) {
-            return Ok(WhisperData::Compressed(data));
-        }
-        WhisperBuf::from_bytes(data).map(WhisperData::Standard)
-    }
-
-    /// The file's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            WhisperData::Standard(buf) => buf.as_bytes(),
-            WhisperData::Compressed(bytes) => bytes,
-        }
-    }
-
-    /// The standard file, or `None` for a compressed one.
-    pub fn standard(&self) -> Option<&WhisperBuf> {
-        match self {
-            WhisperData::Standard(buf) => Some(buf),
-            WhisperData::Compressed(_) => None,
-        }
-    }
-
-    /// Whether it is a compressed file.
-    pub fn is_compressed(&self) -> bool {
-        matches!(self, WhisperData::Compressed(_))
-    }
-}
-
-impl From<WhisperBuf> for WhisperData {
-    fn from(buf: WhisperBuf) -> WhisperData {
-        WhisperData::Standard(buf)
-    }
 }
 
 /// [`Error::Compressed`] for `path` if `bytes` begin as a compressed file does.
@@ -75,7 +28,7 @@ pub(crate) fn refuse(bytes: &[u8], path: &std::path::Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{create, CreateOptions, Retention, WhisperFile};
+    use crate::{create, CreateOptions, Retention, WhisperBuf, WhisperData, WhisperFile};
 
     /// The first bytes go-whisper 0.17's `CreateWithOptions(..., Compressed: true)` writes: the magic, then
     /// version 1, then the aggregation method (big-endian 1, average).

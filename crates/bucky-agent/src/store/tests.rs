@@ -477,4 +477,10 @@ fn compressed_files_are_created_whole_and_never_filled() {
         assert_eq!(fs::read(plain.path(&standard)).unwrap(), standard_before, "a refused heal changed the file");
         assert_eq!(fs::read(plain.path(&packed)).unwrap(), packed_before, "a refused heal changed the file");
     }
+    // A PUT replaces a file whole, whichever kind either one is.
+    assert_eq!(plain.replace(&standard, &src, None, 0).unwrap(), Replaced::Renamed);
+    assert_eq!(fs::read(plain.path(&standard)).unwrap(), src.as_bytes());
+    let back = buf(&[(9, 9.0)]);
+    assert_eq!(plain.replace(&standard, &back, None, 0).unwrap(), Replaced::Renamed);
+    assert_eq!(fs::read(plain.path(&standard)).unwrap(), back.as_bytes());
 }

@@ -313,3 +313,32 @@ fn check_whole(dest: &Addr, source: &[u8], copy: ReadBack, counts: &mut Counts) 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_back(data: &[u8]) -> Healed {
+        let fetched = Fetched { stat: Default::default(), data: data.to_vec(), etag: None, wire_bytes: 7 };
+        Healed { points_written: 0, sent: 10, copy: ReadBack::File(fetched) }
+    }
+
+    /// A compressed source's copy verifies only when it is byte for byte the source.
+    #[test]
+    fn a_compressed_copy_must_be_identical() {
+        let dest = Addr { host: "d".into(), port: 1 };
+        let mut bytes = whisper::COMPRESSED_MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let source = WhisperData::from_bytes(bytes.clone()).unwrap();
+        let mut counts = Counts::default();
+        let identical = Healed { points_written: 0, sent: 10, copy: ReadBack::Identical };
+        assert!(check(&dest, &source, identical, 0, &mut counts).is_ok());
+        assert!(check(&dest, &source, read_back(&bytes), 0, &mut counts).is_ok());
+        let mut written = bytes.clone();
+        written[19] = 9;
+        let err = check(&dest, &source, read_back(&written), 0, &mut counts).unwrap_err();
+        assert!(matches!(err, AttemptError::NotIdentical { .. }), "{err}");
+        assert!(!err.is_final(), "tried again (and then refused by the agent)");
+        assert_eq!((counts.wire, counts.verified), (3 * 10 + 2 * 7, 0));
+    }
+}
