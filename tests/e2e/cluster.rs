@@ -53,6 +53,8 @@ pub(crate) struct TestCluster {
     pub(crate) hash: String,
     /// Replication factor.
     pub(crate) replicas: usize,
+    /// More arguments for every agent started from now on.
+    pub(crate) agent_args: Vec<String>,
     agents: Vec<Option<Child>>,
     generation: u32,
 }
@@ -73,6 +75,7 @@ impl TestCluster {
             port,
             hash: hash.into(),
             replicas,
+            agent_args: Vec::new(),
             agents: (0..n).map(|_| None).collect(),
             generation: 0,
         }
@@ -111,6 +114,7 @@ impl TestCluster {
                 .arg(self.data(i))
                 .args(["--hash", &self.hash, "--replicas", &self.replicas.to_string()])
                 .args(ring)
+                .args(&self.agent_args)
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

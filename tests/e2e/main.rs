@@ -10,6 +10,7 @@ mod config;
 mod diag;
 mod drain;
 mod go_carbon;
+mod go_carbon_whisper;
 mod go_client;
 mod live;
 mod mixed;

@@ -212,6 +212,11 @@ pub struct Cli {
     /// Fault injection for tests: pause before publishing a new file.
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_publish_delay_ms: u64,
+
+    /// Fault injection for tests: pause this long under a fill's exclusive lock, between reading the file
+    /// and writing the points filled (a slow disk), so that a writer ignoring the lock would be caught.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_fill_delay_ms: u64,
 }
 
 /// Rewrites Go-style single-dash long flags (`-prefix /x`, `-hash=carbon`) into clap's `--prefix`, so unit
@@ -306,6 +311,7 @@ impl Cli {
             coalesce_writes: self.coalesce_writes,
             flush: self.flush.unwrap_or_else(Flush::detect),
             publish_delay: Duration::from_millis(self.test_publish_delay_ms),
+            fill_delay: Duration::from_millis(self.test_fill_delay_ms),
         };
         config.body_limit = self.max_body;
         config.request_memory = self.request_memory;

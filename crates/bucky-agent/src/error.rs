@@ -30,6 +30,10 @@ pub enum AgentError {
     /// 409: the file on disk is in a state the operation cannot work with (e.g. a corrupt destination).
     #[error("{0}")]
     Conflict(String),
+    /// 422: the operation cannot be done on this kind of file (a fill into or from a go-whisper compressed
+    /// file); no retry helps.
+    #[error("{0}")]
+    Unprocessable(String),
     /// 412: `If-Match` did not match the file's current ETag.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -97,6 +101,7 @@ impl AgentError {
             AgentError::NotFound | AgentError::NotFoundPath => StatusCode::NOT_FOUND,
             AgentError::Conflict(_) => StatusCode::CONFLICT,
             AgentError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            AgentError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AgentError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AgentError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AgentError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

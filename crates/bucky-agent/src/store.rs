@@ -12,6 +12,9 @@
 //!   is *still* at the path (a file replaced meanwhile is re-opened), so no write lands in an unlinked inode;
 //! - a heal never overwrites a point (`whisper::fill_buf`, safe mode) and never replaces a file: if the file
 //!   appears while we create it (another heal, or carbon-cache), we heal into it instead;
+//! - a go-whisper compressed file (go-carbon's `compressed = true`) is only ever created whole: a heal from
+//!   one into an existing file, or into an existing one, is refused before anything changes
+//!   ([`StoreError::CompressedUpload`], [`StoreError::Compressed`]); reads and deletes treat it as bytes;
 //! - nothing changes when a precondition (`If-Match`) fails;
 //! - no symbolic link is followed below the root (the root itself may be one): every directory on the way
 //!   to a file is resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (or an `lstat` walk on
@@ -34,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bucky_wire::{go_file_mode, MetricName, MetricStat};
 use whisper::durable::{sync_dir, TempFile};
-use whisper::{FillOptions, Header, LockMode, LockedFile, LockedOpen, WhisperBuf};
+use whisper::{FillOptions, Header, LockMode, LockedFile, LockedOpen, WhisperBuf, WhisperData};
 
 use crate::budget::{Budget, Charge};
 use crate::etag::{etag_of, IfMatch};
@@ -55,7 +58,7 @@ const ATTEMPTS: u32 = 5;
 const BLOCK: usize = 4096;
 
 /// One upload of [`Store::heal_many`]: the metric, its file, and the upload's `ModTime`.
-pub type HealItem = (MetricName, WhisperBuf, i64);
+pub type HealItem = (MetricName, WhisperData, i64);
 
 /// Options of the store (from the agent's flags).
 #[derive(Debug, Clone)]
@@ -77,6 +80,8 @@ pub struct StoreOptions {
     pub flush: Flush,
     /// Fault injection for tests: pause between writing a new file's temp copy and publishing it.
     pub publish_delay: Duration,
+    /// Fault injection for tests: pause under a fill's exclusive lock between reading and writing the file.
+    pub fill_delay: Duration,
 }
 
 impl Default for StoreOptions {
@@ -89,6 +94,7 @@ impl Default for StoreOptions {
             coalesce_writes: false,
             flush: Flush::detect(),
             publish_delay: Duration::ZERO,
+            fill_delay: Duration::ZERO,
         }
     }
 }
@@ -207,7 +213,14 @@ impl Store {
 
     /// Heals `src` into the metric's file (POST): creates it durably if missing, otherwise fills its empty
     /// slots under the exclusive flock. `remote_mtime` is the upload's `ModTime` (used with `--mtime`).
-    pub fn heal(&self, name: &MetricName, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<Healed, StoreError> {
+    /// A compressed `src` only creates a missing file; a compressed file on either side of a fill is refused.
+    pub fn heal(
+        &self,
+        name: &MetricName,
+        src: &WhisperData,
+        remote_mtime: i64,
+        now: i64,
+    ) -> Result<Healed, StoreError> {
         let path = self.located(name, Access::Write)?;
         for _ in 0..ATTEMPTS {
             // If it appeared meanwhile (another heal, or carbon-cache), heal into it instead.
@@ -304,7 +317,7 @@ impl Store {
     pub fn replace(
         &self,
         name: &MetricName,
-        src: &WhisperBuf,
+        src: &WhisperData,
         if_match: Option<&IfMatch>,
         remote_mtime: i64,
     ) -> Result<Replaced, StoreError> {
@@ -465,7 +478,7 @@ impl Store {
 
     /// Fills the existing file at `path` from `src` under the exclusive flock and makes it durable; returns
     /// the points written.
-    fn fill_existing(&self, path: &Path, src: &WhisperBuf, remote_mtime: i64, now: i64) -> Result<u64, StoreError> {
+    fn fill_existing(&self, path: &Path, src: &WhisperData, remote_mtime: i64, now: i64) -> Result<u64, StoreError> {
         let (written, written_through) = self.fill_locked(path, src, remote_mtime, now)?;
         if let Some(file) = written_through {
             self.committer.sync(file, path)?;
@@ -474,20 +487,27 @@ impl Store {
     }
 
     /// Fills the existing file at `path` from `src` under the exclusive flock; returns the points written and,
-    /// if any, the file to make durable (not yet durable: the caller hands it to the committer).
+    /// if any, the file to make durable (not yet durable: the caller hands it to the committer). A compressed
+    /// file on either side is refused, the file unchanged: its points cannot be read.
     fn fill_locked(
         &self,
         path: &Path,
-        src: &WhisperBuf,
+        src: &WhisperData,
         remote_mtime: i64,
         now: i64,
     ) -> Result<(u64, Option<File>), StoreError> {
+        let Some(src) = src.standard() else {
+            return Err(StoreError::CompressedUpload { path: path.to_owned() });
+        };
         let mut attempt = 0;
         loop {
             let outcome = self.locked(path, LockMode::Exclusive, true, |locked| {
                 let (file, meta) = (locked.file(), locked.metadata());
                 let before = meta.mtime();
                 let (bytes, _charge) = self.read_all(locked)?;
+                if whisper::is_compressed(&bytes) {
+                    return Err(StoreError::Compressed(whisper::Error::Compressed { path: path.to_owned() }));
+                }
                 let mut dst = match WhisperBuf::from_bytes(bytes) {
                     Ok(dst) => dst,
                     Err(e) => return Ok(Err(e)),
@@ -495,6 +515,9 @@ impl Store {
                 let written = whisper::fill_buf(src, &mut dst, &FillOptions::new(now))
                     .map_err(|e| StoreError::failed(format!("fill {}", path.display()), e))?;
                 if written > 0 {
+                    if !self.options.fill_delay.is_zero() {
+                        thread::sleep(self.options.fill_delay);
+                    }
                     let spans = match self.options.coalesce_writes {
                         true => whisper::coalesce_ranges(dst.dirty_ranges()),
                         false => dst.dirty_ranges(),
@@ -764,7 +787,9 @@ fn check_precondition(if_match: Option<&IfMatch>, current: &[u8]) -> Result<(), 
 }
 
 /// Same length and same archives: the new content can be written over the old in place.
-fn same_layout(current: &[u8], src: &WhisperBuf, path: &Path) -> bool {
+/// A compressed file on either side is never rewritten in place: its layout is not known.
+fn same_layout(current: &[u8], src: &WhisperData, path: &Path) -> bool {
+    let Some(src) = src.standard() else { return false };
     current.len() == src.as_bytes().len()
         && Header::parse(current, current.len() as u64, path)
             .map(|h| h.archives == src.header().archives)

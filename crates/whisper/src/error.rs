@@ -33,6 +33,17 @@ pub enum Error {
         /// What exactly is wrong.
         reason: String,
     },
+    /// A go-whisper compressed file (go-carbon's `compressed = true`): a valid file of another format, whose
+    /// points bucky cannot read; it is never filled, merged or rewritten, only copied whole.
+    #[error(
+        "{path}: compressed whisper file (go-carbon `compressed = true`): bucky cannot read its points, so it \
+         neither fills, merges nor rewrites it; the file was left untouched (a rebalance or copy moves it whole \
+         to a node that has no copy)"
+    )]
+    Compressed {
+        /// The file involved (`<memory>` for in-memory data).
+        path: PathBuf,
+    },
     /// A file whisper.py would accept but whose structure is impossible (archives overlapping, beyond the
     /// end of the file, out of order, ...): refused rather than read as garbage.
     #[error(
@@ -140,7 +151,8 @@ impl Error {
     pub fn reference_class(&self) -> &'static str {
         match self {
             Error::Io { .. } | Error::NotAFile(_) => "IOError",
-            Error::Corrupt { .. } => "CorruptWhisperFile",
+            // whisper.py reads the magic as a header listing 1.9 billion archives, and fails reading them.
+            Error::Corrupt { .. } | Error::Compressed { .. } => "CorruptWhisperFile",
             Error::InvalidConfiguration(_) | Error::AlreadyExists(_) => "InvalidConfiguration",
             Error::InvalidRetention { .. } | Error::InvalidGranularity(_) | Error::InvalidArgument(_) => "ValueError",
             Error::InvalidAggregationMethod(_) => "InvalidAggregationMethod",

@@ -482,6 +482,8 @@ fn read_header(file: &File, path: &Path) -> Result<(Header, Vec<u8>)> {
     // One read covers the header of any file with fewer than 340 archives.
     let mut first = [0u8; PAGE];
     let got = read_up_to(file, &mut first, 0).map_err(|e| Error::io(path, e))?;
+    // Before its "archive count" (bytes of the magic) sends us reading the whole file.
+    crate::compressed::refuse(&first[..got], path)?;
     let needed = Header::needed_len(&first[..got.min(METADATA_SIZE)], len);
     let bytes = if needed <= got as u64 {
         first[..needed as usize].to_vec()

@@ -119,11 +119,12 @@ impl Header {
     /// Parses and validates a header. `bytes` starts at the beginning of the file and must hold the whole
     /// header (see [`Header::needed_len`]); `file_len` is the real length of the file.
     ///
-    /// Rejects everything whisper.py rejects (`Unable to read header`, `Unable to read archiveN metadata`)
+    /// A go-whisper compressed file is [`Error::Compressed`]. Rejects everything whisper.py rejects (`Unable to read header`, `Unable to read archiveN metadata`)
     /// and also what it forgets to check: no archives, zero-sized archives, archives overlapping the header
     /// or each other, archives not ordered finest first, a file length that does not match the archives,
     /// and a maxRetention that disagrees with the archives.
     pub fn parse(bytes: &[u8], file_len: u64, path: &Path) -> Result<Header> {
+        crate::compressed::refuse(bytes, path)?;
         let corrupt = |reason: String| Error::corrupt(path, reason);
         if bytes.len() < METADATA_SIZE || file_len < METADATA_SIZE as u64 {
             return Err(corrupt(format!("Unable to read header: {file_len} bytes is shorter than the 16-byte header")));

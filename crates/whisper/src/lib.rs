@@ -11,7 +11,9 @@
 //! - creates files atomically (temp file, fsync, no-replace link) and locks with `flock(2)` through an RAII
 //!   guard with a bounded wait, on the inode still at the path once locked ([`WhisperFile::open_locked`],
 //!   [`LockedOpen`]);
-//! - has a safe heal, [`FillMode::Safe`], that only ever writes empty slots of the same archive.
+//! - has a safe heal, [`FillMode::Safe`], that only ever writes empty slots of the same archive;
+//! - recognises go-whisper's compressed files (go-carbon's `compressed = true`) by their magic and refuses
+//!   to parse them ([`Error::Compressed`]); [`WhisperData`] carries either kind whole.
 //!
 //! Every operation takes an explicit `now`, so results are deterministic.
 //!
@@ -35,8 +37,10 @@
 
 mod aggregation;
 mod buf;
+mod compressed;
 mod coverage;
 mod create;
+mod data;
 mod diff;
 pub mod durable;
 mod engine;
@@ -58,8 +62,10 @@ mod sparse;
 
 pub use aggregation::AggregationMethod;
 pub use buf::WhisperBuf;
+pub use compressed::{is_compressed, COMPRESSED_MAGIC};
 pub use coverage::{count_points, coverage, Coverage};
 pub use create::{create, header_for, CreateOptions};
+pub use data::WhisperData;
 pub use diff::{diff, ArchiveDiff, DiffOptions, DiffPoint};
 pub use error::{Error, Result};
 pub use fetch::Series;

@@ -36,7 +36,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bucky_wire::batch::{self, Frame, Limits, Meta, CONTENT_TYPE};
 use bucky_wire::{HealReport, MetricName, MetricStat};
-use whisper::WhisperBuf;
+use whisper::WhisperData;
 
 use super::{admit, authenticate, decode_whisper, is_snappy, max_encoded_len, nanos, read_body};
 use super::{unix_now, wants_snappy};
@@ -485,7 +485,7 @@ impl Entries for DeleteEntries {
 
 /// An upload entry, checked as a single upload is: its `Stat` is required, its `Size` must be the data's
 /// length, its `Encoding` 0 (only the whole body may be compressed), and the data a valid whisper file.
-fn checked_upload(stat: Option<MetricStat>, data: Bytes, limit: u64) -> Result<(WhisperBuf, i64), AgentError> {
+fn checked_upload(stat: Option<MetricStat>, data: Bytes, limit: u64) -> Result<(WhisperData, i64), AgentError> {
     let stat = stat.ok_or_else(|| {
         AgentError::BadRequest("Stat missing: a heal entry carries the file's Stat (ModTime, Size)".into())
     })?;

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bucky_wire::{HealReport, MetricName, MetricStat, HEAL_REPORT_HEADER, METRIC_STAT_HEADER, READ_BACK_HEADER};
-use whisper::WhisperBuf;
+use whisper::WhisperData;
 
 use super::{
     admit, authenticate, authorize, checked_size, decode_whisper, is_snappy, max_encoded_len, nanos, parse_stat,
@@ -141,7 +141,7 @@ const INLINE_DECODE: i64 = 64 * 1024;
 /// An upload, checked and decoded, with the time it took and the memory it holds.
 pub(super) struct Upload {
     pub(super) stat: MetricStat,
-    pub(super) buf: WhisperBuf,
+    pub(super) buf: WhisperData,
     pub(super) took: u64,
     pub(super) charge: Charge,
 }
@@ -180,7 +180,7 @@ pub(super) async fn decode(
     snappy: bool,
     charge: Charge,
     what: &'static str,
-) -> Result<(MetricStat, WhisperBuf, Charge), AgentError> {
+) -> Result<(MetricStat, WhisperData, Charge), AgentError> {
     let limit = state.config().body_limit;
     // Small plain files decode in microseconds: a trip through the blocking pool would cost more than the work.
     if !snappy && stat.size <= INLINE_DECODE {
@@ -243,7 +243,7 @@ async fn heal(
     state: &AppState,
     name: MetricName,
     stat: MetricStat,
-    buf: WhisperBuf,
+    buf: WhisperData,
     charge: Charge,
     report: &mut HealReport,
     read_back: Option<bool>,

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use bucky_wire::{MetricName, MetricStat, METRIC_STAT_HEADER};
 use http_body_util::BodyExt;
 use tower_http::timeout::TimeoutLayer;
-use whisper::WhisperBuf;
+use whisper::WhisperData;
 
 use crate::auth::{Grant, Op};
 use crate::budget::Charge;
@@ -257,7 +257,8 @@ pub(crate) fn checked_size(stat: &MetricStat, limit: u64, what: &str) -> Result<
 }
 
 /// Decodes and validates an uploaded (or fetched) whisper file before anything on disk changes: the
-/// decoded size must equal `X-Metric-Stat.Size`, and the bytes must be a structurally valid whisper file.
+/// decoded size must equal `X-Metric-Stat.Size`, and the bytes must be a structurally valid whisper file, or
+/// a go-whisper compressed one (recognised by its magic, kept as bytes: it can only create a missing file).
 /// `what` prefixes the messages ("" for uploads). A snappy stream is inflated into memory charged to
 /// `charge` (which holds the body already) as it grows: [`Wait::Memory`](crate::Wait) when the budget
 /// has no room, so run it where waits are handled ([`AppState::blocking`]).
@@ -268,7 +269,7 @@ pub(crate) fn decode_whisper(
     limit: u64,
     what: &str,
     charge: &mut Charge,
-) -> Result<WhisperBuf, AgentError> {
+) -> Result<WhisperData, AgentError> {
     let size = checked_size(stat, limit, what)?;
     let bytes = if snappy {
         inflate(&body, size, charge).map_err(|e| match e {
@@ -284,7 +285,7 @@ pub(crate) fn decode_whisper(
             bytes.len()
         )));
     }
-    WhisperBuf::from_bytes(bytes).map_err(|e| AgentError::BadRequest(format!("{what}Malformed whisper data: {e}")))
+    WhisperData::from_bytes(bytes).map_err(|e| AgentError::BadRequest(format!("{what}Malformed whisper data: {e}")))
 }
 
 /// A snappy framed stream inflated to at most `size + 1` bytes (a lying `Size` cannot make us inflate a
@@ -358,6 +359,7 @@ impl From<StoreError> for AgentError {
             StoreError::Symlink { .. } => AgentError::Forbidden(text),
             StoreError::InTheWay { .. } => AgentError::Conflict(text),
             StoreError::Corrupt(_) => AgentError::corrupt_file(text),
+            StoreError::Compressed(_) | StoreError::CompressedUpload { .. } => AgentError::Unprocessable(text),
             StoreError::IfMatchButMissing | StoreError::Changed => AgentError::PreconditionFailed(text),
             StoreError::Locked(_) | StoreError::Unstable { .. } | StoreError::KeepsBeingReplaced { .. } => {
                 AgentError::Unavailable(text)

@@ -40,6 +40,20 @@ pub enum StoreError {
     /// The file on disk is not a valid whisper file (the error names it and why).
     #[error("{0}")]
     Corrupt(whisper::Error),
+    /// The file on disk is a go-whisper compressed file, which cannot be filled (the error names it).
+    #[error("{0}")]
+    Compressed(whisper::Error),
+    /// A compressed upload for a metric that already has a file: it could only replace it, and a heal never
+    /// replaces a file.
+    #[error(
+        "{}: the upload is a compressed whisper file (go-carbon `compressed = true`), which bucky copies only \
+         whole to a node without a copy, and this node has one; the file was left untouched",
+        path.display()
+    )]
+    CompressedUpload {
+        /// The metric's path.
+        path: PathBuf,
+    },
     /// The file's flock was not had in time (`--lock-timeout`).
     #[error("{0}")]
     Locked(whisper::Error),
@@ -136,6 +150,7 @@ impl StoreError {
         match err {
             whisper::Error::LockTimeout { .. } => StoreError::Locked(err),
             whisper::Error::Corrupt { .. } => StoreError::Corrupt(err),
+            whisper::Error::Compressed { .. } => StoreError::Compressed(err),
             whisper::Error::Io { path, cause } => StoreError::io(&path, cause),
             whisper::Error::NotAFile(_) => StoreError::NotFound,
             whisper::Error::KeepsBeingReplaced(path) => StoreError::KeepsBeingReplaced { path },

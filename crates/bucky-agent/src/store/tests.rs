@@ -6,14 +6,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bucky_wire::MetricName;
-use whisper::WhisperBuf;
+use whisper::{WhisperBuf, WhisperData};
 
 use super::*;
 use crate::error::AgentError;
 use crate::testutil::{self, now, wsp};
 
-fn buf(points: &[(i64, f64)]) -> WhisperBuf {
-    WhisperBuf::from_bytes(wsp(points)).unwrap()
+fn buf(points: &[(i64, f64)]) -> WhisperData {
+    WhisperBuf::from_bytes(wsp(points)).unwrap().into()
 }
 
 fn points(path: &Path) -> Vec<(i64, f64)> {
@@ -302,7 +302,7 @@ fn names_whose_last_component_is_up_to_251_bytes_are_created_healed_and_replaced
         assert_eq!(store.heal(&name, &buf(&[(1, 1.0)]), 0, now()).unwrap(), Healed::Created, "{len}");
         assert_eq!(store.heal(&name, &buf(&[(2, 2.0)]), 0, now()).unwrap(), Healed::Filled(1), "{len}");
         assert_eq!(testutil::points(&store.read(&name).unwrap().bytes), [(1, 1.0), (2, 2.0)], "{len}");
-        let other_layout = WhisperBuf::from_bytes(testutil::wsp_with("1m:2d", &[(3, 3.0)])).unwrap();
+        let other_layout = WhisperData::from_bytes(testutil::wsp_with("1m:2d", &[(3, 3.0)])).unwrap();
         assert_eq!(store.replace(&name, &other_layout, None, 0).unwrap(), Replaced::Renamed, "{len}");
         assert_eq!(store.read(&name).unwrap().bytes, other_layout.as_bytes(), "{len}");
         // A PUT and a batch heal of a new long name create it too.
@@ -422,4 +422,65 @@ fn a_create_failing_at_its_publish_leaves_no_directory_it_made() {
     store.heal(&name, &buf(&[(1, 1.0)]), 0, now()).unwrap_err();
     remover.join().unwrap();
     assert_eq!(tree(dir.path()), ["new", "new/dirs", "new/dirs/sibling.wsp", "shared"]);
+}
+
+// ---- go-whisper compressed files --------------------------------------------------------------------------
+
+/// A stand-in for a go-whisper compressed file: its magic, then bytes bucky never parses.
+fn compressed(seed: u8) -> WhisperData {
+    let mut bytes = whisper::COMPRESSED_MAGIC.to_vec();
+    bytes.extend((0..5000u32).map(|i| (i as u8).wrapping_mul(seed)));
+    WhisperData::from_bytes(bytes).unwrap()
+}
+
+/// A compressed upload creates a missing file whole (read back byte for byte), and is refused into an
+/// existing file; a standard upload is refused into a compressed file. Refused heals change nothing, in
+/// the agent's mode (waits reported) too, and each entry of a batch fails or succeeds on its own.
+#[test]
+fn compressed_files_are_created_whole_and_never_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = store(dir.path(), |_| {});
+    let agent = store(dir.path(), |_| {}).reporting_waits(crate::budget::Budget::unlimited());
+    let [new, standard, packed] = <[MetricName; 3]>::try_from(names(&["c.new", "c.standard", "c.packed"])).unwrap();
+    let src = compressed(3);
+    assert_eq!(plain.heal(&new, &src, 0, now()).unwrap(), Healed::Created);
+    assert_eq!(fs::read(plain.path(&new)).unwrap(), src.as_bytes());
+    assert_eq!(plain.read(&new).unwrap().bytes, src.as_bytes(), "served as it is");
+    plain.heal(&standard, &buf(&[(1, 1.0)]), 0, now()).unwrap();
+    plain.heal(&packed, &compressed(5), 0, now()).unwrap();
+    let (standard_before, packed_before) =
+        (fs::read(plain.path(&standard)).unwrap(), fs::read(plain.path(&packed)).unwrap());
+    for (store, other) in [(&plain, "c.other1"), (&agent, "c.other2")] {
+        let other = MetricName::parse(other).unwrap();
+        let err = store.heal(&standard, &src, 0, now()).unwrap_err();
+        assert!(matches!(err, StoreError::CompressedUpload { .. }), "{err}");
+        let err = AgentError::from(err);
+        assert_eq!(err.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(err.to_string().contains("c/standard.wsp: the upload is a compressed whisper file"), "{err}");
+        for upload in [buf(&[(2, 2.0)]), src.clone()] {
+            let err = store.heal(&packed, &upload, 0, now()).unwrap_err();
+            assert!(matches!(err, StoreError::Compressed(_) | StoreError::CompressedUpload { .. }), "{err}");
+            assert_eq!(AgentError::from(err).status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        let err = store.heal(&packed, &buf(&[(2, 2.0)]), 0, now()).unwrap_err().to_string();
+        assert!(err.contains("c/packed.wsp: compressed whisper file") && !err.contains('\n'), "{err}");
+        let items = vec![
+            (packed.clone(), buf(&[(3, 3.0)]), 0),
+            (standard.clone(), src.clone(), 0),
+            (other.clone(), src.clone(), 0),
+        ];
+        let results = store.heal_many(&items, now());
+        assert!(matches!(results[0], Err(StoreError::Compressed(_))), "{:?}", results[0]);
+        assert!(matches!(results[1], Err(StoreError::CompressedUpload { .. })), "{:?}", results[1]);
+        assert!(matches!(results[2], Ok(Healed::Created)), "{:?}", results[2]);
+        assert_eq!(fs::read(plain.path(&other)).unwrap(), src.as_bytes());
+        assert_eq!(fs::read(plain.path(&standard)).unwrap(), standard_before, "a refused heal changed the file");
+        assert_eq!(fs::read(plain.path(&packed)).unwrap(), packed_before, "a refused heal changed the file");
+    }
+    // A PUT replaces a file whole, whichever kind either one is.
+    assert_eq!(plain.replace(&standard, &src, None, 0).unwrap(), Replaced::Renamed);
+    assert_eq!(fs::read(plain.path(&standard)).unwrap(), src.as_bytes());
+    let back = buf(&[(9, 9.0)]);
+    assert_eq!(plain.replace(&standard, &back, None, 0).unwrap(), Replaced::Renamed);
+    assert_eq!(fs::read(plain.path(&standard)).unwrap(), back.as_bytes());
 }

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use whisper::WhisperBuf;
+use whisper::{WhisperBuf, WhisperData};
 
 use super::decide::{decide, Counts, Decision, Tally};
 use super::job::Job;
@@ -247,7 +247,8 @@ impl Run {
             .collect()
     }
 
-    /// A source read, ready to heal; `Err` (final) if it is not a whisper file.
+    /// A source read, ready to heal; `Err` (final) if it is not a whisper file. A go-whisper compressed file
+    /// is one: it goes whole, and only to destinations that have no copy (the agent refuses the others).
     fn prepare(
         &self,
         transport: Transport,
@@ -257,17 +258,22 @@ impl Run {
         let Fetched { mut stat, data, etag, wire_bytes } = fetched;
         f.tally.counts.wire += wire_bytes;
         f.tally.counts.bytes += data.len() as u64;
-        let file = Arc::new(WhisperBuf::from_bytes(data).map_err(AttemptError::InvalidSource)?);
+        let file = Arc::new(WhisperData::from_bytes(data).map_err(AttemptError::InvalidSource)?);
         stat.name = f.job.name.clone();
         let upload = transport.upload(self, f.job, &file, stat)?;
         Ok(SourceCopy { file, upload, etag })
     }
 }
 
-/// Checks that a healed copy holds every point of `source` that it can hold, counting into `counts`.
-fn check(dest: &Addr, source: &WhisperBuf, healed: Healed, now: i64, counts: &mut Counts) -> Result<(), AttemptError> {
+/// Checks that a healed copy holds every point of `source` that it can hold, counting into `counts`. A
+/// compressed source's copy must be byte for byte the source: its points cannot be read.
+fn check(dest: &Addr, source: &WhisperData, healed: Healed, now: i64, counts: &mut Counts) -> Result<(), AttemptError> {
     counts.healed += healed.points_written;
     counts.wire += healed.sent;
+    let source = match source {
+        WhisperData::Standard(source) => source,
+        WhisperData::Compressed(bytes) => return check_whole(dest, bytes, healed.copy, counts),
+    };
     let replica = match healed.copy {
         ReadBack::Identical => {
             // Read back byte for byte what was sent: it holds every point the source holds.
@@ -292,4 +298,47 @@ fn check(dest: &Addr, source: &WhisperBuf, healed: Healed, now: i64, counts: &mu
     counts.verified += verdict.checked;
     counts.unplaceable += verdict.unplaceable;
     Ok(())
+}
+
+/// Checks that the copy of a compressed source is byte for byte the source (go-carbon writing into it since
+/// makes it differ: the job is then tried again, and the agent refuses to heal into the file it now has).
+fn check_whole(dest: &Addr, source: &[u8], copy: ReadBack, counts: &mut Counts) -> Result<(), AttemptError> {
+    let replica = match copy {
+        ReadBack::Identical => return Ok(()),
+        ReadBack::File(replica) => replica,
+    };
+    counts.wire += replica.wire_bytes;
+    if replica.data != source {
+        return Err(AttemptError::NotIdentical { dest: dest.clone() });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_back(data: &[u8]) -> Healed {
+        let fetched = Fetched { stat: Default::default(), data: data.to_vec(), etag: None, wire_bytes: 7 };
+        Healed { points_written: 0, sent: 10, copy: ReadBack::File(fetched) }
+    }
+
+    /// A compressed source's copy verifies only when it is byte for byte the source.
+    #[test]
+    fn a_compressed_copy_must_be_identical() {
+        let dest = Addr { host: "d".into(), port: 1 };
+        let mut bytes = whisper::COMPRESSED_MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let source = WhisperData::from_bytes(bytes.clone()).unwrap();
+        let mut counts = Counts::default();
+        let identical = Healed { points_written: 0, sent: 10, copy: ReadBack::Identical };
+        assert!(check(&dest, &source, identical, 0, &mut counts).is_ok());
+        assert!(check(&dest, &source, read_back(&bytes), 0, &mut counts).is_ok());
+        let mut written = bytes.clone();
+        written[19] = 9;
+        let err = check(&dest, &source, read_back(&written), 0, &mut counts).unwrap_err();
+        assert!(matches!(err, AttemptError::NotIdentical { .. }), "{err}");
+        assert!(!err.is_final(), "tried again (and then refused by the agent)");
+        assert_eq!((counts.wire, counts.verified), (3 * 10 + 2 * 7, 0));
+    }
 }

@@ -79,6 +79,12 @@ pub(crate) enum AttemptError {
         /// The first missing point.
         timestamp: i64,
     },
+    /// The copy of a compressed source read back is not byte for byte the source (written since?).
+    #[error("verify {dest}: the copy of the compressed file is not byte for byte the source")]
+    NotIdentical {
+        /// The destination.
+        dest: Addr,
+    },
     /// A destination whose copy was never checked.
     #[error("verify {dest}: not checked")]
     Unchecked {
@@ -108,7 +114,12 @@ pub(crate) enum AttemptError {
 impl AttemptError {
     /// Whether no retry can mend it: the job fails at once.
     pub(crate) fn is_final(&self) -> bool {
-        matches!(self, AttemptError::InvalidSource(_) | AttemptError::Compress(_) | AttemptError::Unplaceable(_))
+        match self {
+            AttemptError::InvalidSource(_) | AttemptError::Compress(_) | AttemptError::Unplaceable(_) => true,
+            // The agent's 422: a fill into or from a compressed whisper file, which no retry makes possible.
+            AttemptError::Heal { error: ClientError::Status { status: 422, .. }, .. } => true,
+            _ => false,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use whisper::WhisperBuf;
+use whisper::WhisperData;
 
 use super::job::Job;
 use super::reason::{describe, AttemptError};
@@ -28,7 +28,7 @@ pub(super) enum Transport {
 /// A source copy read, ready to heal.
 pub(super) struct SourceCopy {
     /// The file, shared by the upload body and the verification.
-    pub(super) file: Arc<WhisperBuf>,
+    pub(super) file: Arc<WhisperData>,
     /// Its upload.
     pub(super) upload: Upload,
     /// The version read, for `If-Match` (bucky-agent only).
@@ -102,7 +102,7 @@ impl Transport {
         self,
         run: &Run,
         job: &Job,
-        file: &Arc<WhisperBuf>,
+        file: &Arc<WhisperData>,
         stat: bucky_wire::MetricStat,
     ) -> Result<Upload, AttemptError> {
         let snappy = self == Transport::PerMetric && job.dests.iter().any(|d| run.client.snappy_for(d));
@@ -147,7 +147,7 @@ impl Transport {
 }
 
 /// A source file shared between the upload body and the verification.
-struct SharedFile(Arc<WhisperBuf>);
+struct SharedFile(Arc<WhisperData>);
 
 impl AsRef<[u8]> for SharedFile {
     fn as_ref(&self) -> &[u8] {
@@ -156,7 +156,7 @@ impl AsRef<[u8]> for SharedFile {
 }
 
 /// An upload whose body is the source's own buffer, shared rather than copied.
-fn shared_upload(file: &Arc<WhisperBuf>, stat: bucky_wire::MetricStat, snappy: bool) -> std::io::Result<Upload> {
+fn shared_upload(file: &Arc<WhisperData>, stat: bucky_wire::MetricStat, snappy: bool) -> std::io::Result<Upload> {
     let body = bytes::Bytes::from_owner(SharedFile(Arc::clone(file)));
     Upload::from_bytes(stat, body, snappy)
 }

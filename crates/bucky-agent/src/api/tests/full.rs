@@ -144,7 +144,7 @@ fn a_sparse_fill_with_room_writes_every_point() {
     file.set_len(sparse.len() as u64).unwrap();
     let store = crate::store::Store::new(dir.path(), crate::store::StoreOptions::default());
     let name = bucky_wire::MetricName::parse("s").unwrap();
-    let src = whisper::WhisperBuf::from_bytes(wsp(&[(1000, 1.0), (320, 2.0), (5, 3.0)])).unwrap();
+    let src = whisper::WhisperData::from_bytes(wsp(&[(1000, 1.0), (320, 2.0), (5, 3.0)])).unwrap();
     let healed = store.heal(&name, &src, 0, crate::testutil::now()).unwrap();
     assert_eq!(healed, crate::store::Healed::Filled(2));
     assert_eq!(points(&fs::read(&path).unwrap()), [(5, 3.0), (320, 2.0), (1000, 1.0)]);

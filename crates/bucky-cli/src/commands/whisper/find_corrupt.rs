@@ -1,5 +1,7 @@
 //! `bucky whisper find-corrupt`: whisper's `find-corrupt-whisper-files.py`, with the reason. Lists every
-//! `.wsp` whose header fails [`whisper::check_file`]'s validation; never changes or deletes anything.
+//! `.wsp` whose header fails [`whisper::check_file`]'s validation; never changes or deletes anything. A
+//! go-whisper compressed file (go-carbon's `compressed = true`) is not corrupt, only another format: it is
+//! counted apart (`compressed`), not checked.
 
 use std::io::{self, Write};
 
@@ -18,6 +20,7 @@ pub(crate) fn run(args: FindCorruptArgs) -> Result<ExitStatus> {
     let mut scanned = 0usize;
     let mut bad = Vec::new();
     let mut unreadable = Vec::new();
+    let mut compressed = 0usize;
     let mut write_error: Option<io::Error> = None;
     walk::whisper_files(&roots, &mut |found| {
         let path = match found {
@@ -30,6 +33,10 @@ pub(crate) fn run(args: FindCorruptArgs) -> Result<ExitStatus> {
         };
         scanned += 1;
         let Err(e) = whisper::check_file(path) else { return };
+        if matches!(e, whisper::Error::Compressed { .. }) {
+            compressed += 1;
+            return;
+        }
         match e.reason() {
             Some(reason) => {
                 let kind = if matches!(e, whisper::Error::Malformed { .. }) { "malformed" } else { "corrupt" };
@@ -52,7 +59,9 @@ pub(crate) fn run(args: FindCorruptArgs) -> Result<ExitStatus> {
     }
     let ok = bad.is_empty() && unreadable.is_empty();
     if args.json {
-        writeln!(out, "{}", json!({"scanned": scanned, "bad": bad, "errors": unreadable}))?;
+        writeln!(out, "{}", json!({"scanned": scanned, "bad": bad, "errors": unreadable, "compressed": compressed}))?;
+    } else if compressed > 0 {
+        eprintln!("bucky: {compressed} compressed whisper files (go-carbon `compressed = true`) were not checked");
     }
     out.flush()?;
     Ok(ExitStatus::from_ok(ok))
