@@ -58,7 +58,8 @@ pub struct Cli {
     #[arg(short = 't', long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
 
-    /// Lifetime of the cached metric list, in seconds; an older list is rebuilt on the next listing.
+    /// Lifetime of the cached metric list, in seconds; an older list is rebuilt on the next listing. With
+    /// --file-list-cache, also the age beyond which go-carbon's file is stale (then the agent walks).
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub timeout: u64,
 
