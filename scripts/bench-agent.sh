@@ -5,6 +5,10 @@
 #     100 x 100 directories), from starting the agent to the last byte of `GET /metrics`, next to
 #     `find TREE -name '*.wsp' | wc -l` on the same (page-cached) tree; then a forced rescan; and the
 #     agent's RSS with the list cached (VmRSS / VmHWM from /proc).
+#     With go-carbon ($BUCKY_PEERS/bin/go-carbon, else .peers/bin/go-carbon): go-carbon 0.17.1 scans the
+#     same tree once and writes its file-list-cache (v2; BENCH_FLC_VERSION=1 for v1), counted with its own
+#     -print-file-list-cache, and the agent lists from it (--file-list-cache), side by side with the walk and
+#     find: first list, forced re-read, the ratio to the walk, the RSS. BENCH_FLC=0 skips it.
 #  2. Throughput: GET and POST-heal of 17 KB metrics (1m:1d) with 16 concurrent clients over loopback,
 #     next to cat(1) of the same files (the `bench_http` example), with precise and coalesced heal writes.
 #
@@ -21,8 +25,10 @@ TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$TARGET/release/bucky-agent
 WORK=$(mktemp -d)
 AGENT_PID=
+GC_PID=
 cleanup() {
     [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
+    [ -n "$GC_PID" ] && kill "$GC_PID" 2>/dev/null && wait "$GC_PID" 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -112,6 +118,103 @@ echo "agent cached list:                          ${cached} s"
 python3 -c "print(f'ratio first list / find: {$first / $best_find:.2f}x (target <= 1.5x); rescan / find: {$rescan / $best_find:.2f}x')"
 python3 -c "print(f'agent RSS with {$listed} names cached: {$rss_kb / 1024:.0f} MiB (peak {$hwm_kb / 1024:.0f} MiB; target < 300 MB)')"
 [ "$listed" = "$found" ] || echo "WARNING: the agent listed $listed names, find found $found files"
+
+GO_CARBON=${BUCKY_PEERS:-$PWD/.peers}/bin/go-carbon
+if [ "${BENCH_FLC:-1}" != 0 ] && [ -x "$GO_CARBON" ]; then
+    FLC_VERSION=${BENCH_FLC_VERSION:-2}
+    say "go-carbon scans the tree and writes its file-list-cache (v$FLC_VERSION)"
+    GC_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf '[default]\npattern = .*\nretentions = 1m:1d\n' >"$WORK/schemas.conf"
+    cat >"$WORK/go-carbon.toml" <<TOML
+[common]
+user = ""
+max-cpu = 2
+[whisper]
+data-dir = "$TREE"
+schemas-file = "$WORK/schemas.conf"
+enabled = true
+[udp]
+enabled = false
+[tcp]
+enabled = false
+[pickle]
+enabled = false
+[carbonlink]
+enabled = false
+[grpc]
+enabled = false
+[tags]
+enabled = false
+[carbonserver]
+enabled = true
+listen = "127.0.0.1:$GC_PORT"
+scan-frequency = "24h"
+file-list-cache = "$WORK/flc.bin"
+file-list-cache-version = $FLC_VERSION
+[pprof]
+enabled = false
+[[logging]]
+logger = ""
+file = "$WORK/go-carbon.log"
+level = "info"
+TOML
+    t0=$(now)
+    "$GO_CARBON" -config "$WORK/go-carbon.toml" >"$WORK/go-carbon.out" 2>&1 &
+    GC_PID=$!
+    # It writes a temp file and renames it into place at the end of its first scan.
+    until [ -f "$WORK/flc.bin" ]; do
+        kill -0 "$GC_PID" 2>/dev/null || { cat "$WORK/go-carbon.out" "$WORK/go-carbon.log"; exit 1; }
+        sleep 0.2
+    done
+    gc_scan=$(secs "$t0" "$(now)")
+    kill "$GC_PID"; wait "$GC_PID" 2>/dev/null || true; GC_PID=
+    flc_wsp=$("$GO_CARBON" -print-file-list-cache "$WORK/flc.bin" | grep -c '\.wsp')
+    flc_mb=$(python3 -c "import os, sys; print(f'{os.path.getsize(sys.argv[1]) / 1e6:.1f}')" "$WORK/flc.bin")
+
+    say "first full list from the file-list-cache"
+    t0=$(now)
+    "$BIN" -b "127.0.0.1:$PORT" -n 127.0.0.1 -p "$TREE" --file-list-cache "$WORK/flc.bin" 127.0.0.1 \
+        2>"$WORK/agent-flc.log" &
+    AGENT_PID=$!
+    fetch_list
+    flc_first=$(secs "$t0" "$(now)")
+    flc_listed=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/list.json")
+    # Once built and served (rebuilds then grow it: a new list is built before the old one is freed, and
+    # the allocator keeps what it freed).
+    flc_rss_first_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status")
+    grep -q "read from go-carbon's file-list-cache" "$WORK/agent-flc.log" \
+        || { echo "the agent did not list from the file-list-cache:"; cat "$WORK/agent-flc.log"; exit 1; }
+
+    say "forced re-reads of the file-list-cache"
+    flc_times=
+    for _ in $(seq "$ROUNDS"); do
+        t0=$(now)
+        fetch_list force
+        flc_times="$flc_times $(secs "$t0" "$(now)")"
+    done
+    flc_reread=$(best "$flc_times")
+    fetch_list
+    flc_rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status")
+    flc_hwm_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$AGENT_PID/status")
+    # The list's build alone, inside the agent (its log): without the HTTP and JSON both paths share.
+    flc_read_s=$(grep "read from go-carbon's file-list-cache" "$WORK/agent-flc.log" | tail -1 \
+        | sed 's/.*seconds=\([0-9.]*\).*/\1/')
+    walk_s=$(grep "metric scan complete" "$WORK/agent.log" | tail -1 | sed 's/.*seconds=\([0-9.]*\).*/\1/')
+    kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
+
+    echo
+    echo "== listing from go-carbon's file-list-cache (v$FLC_VERSION, $flc_mb MB, $flc_wsp .wsp entries by" \
+        "go-carbon -print-file-list-cache; go-carbon's own scan to write it: ${gc_scan} s)"
+    echo "find -name '*.wsp' | wc -l (best of $ROUNDS):          ${best_find} s"
+    echo "agent walk: first list / forced rescan (best):      ${first} s / ${rescan} s"
+    echo "agent file-list-cache: first list / forced re-read: ${flc_first} s / ${flc_reread} s (runs:$flc_times)"
+    echo "inside the agent, the last build of the list:       walk ${walk_s} s, file-list-cache ${flc_read_s} s"
+    python3 -c "print(f'ratio walk / file-list-cache: first list {$first / $flc_first:.1f}x, forced {$rescan / $flc_reread:.1f}x (target >= 5x), the build alone {$walk_s / $flc_read_s:.1f}x; file-list-cache / find: {$flc_reread / $best_find:.2f}x')"
+    python3 -c "print(f'agent RSS with {$flc_listed} names cached from the file-list-cache: {$flc_rss_first_kb / 1024:.0f} MiB after the first list, {$flc_rss_kb / 1024:.0f} MiB after {$ROUNDS} forced re-reads (peak {$flc_hwm_kb / 1024:.0f} MiB; target <= 120 MB)')"
+    [ "$flc_listed" = "$listed" ] || echo "WARNING: the file-list-cache gave $flc_listed names, the walk $listed"
+else
+    say "go-carbon not found at $GO_CARBON (or BENCH_FLC=0): file-list-cache section skipped"
+fi
 
 [ "$HTTP_FILES" -gt 0 ] || exit 0
 echo

@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod diag;
 mod drain;
+mod file_list_cache;
 mod go_carbon;
 mod go_carbon_whisper;
 mod go_client;

@@ -13,15 +13,23 @@
 //! forced or not, within [`FORCED_SCAN_PICKUP`]: Go bucky's forced retry gets it, as does bucky's own
 //! unforced retry. Any later forced listing scans again, instead of every retry restarting the scan
 //! forever or a new `-f` getting a list scanned before it asked.
+//!
+//! With `--file-list-cache`, a list is read from go-carbon's file-list-cache instead of walking the store
+//! (see `flc`), and the walk is the fallback when that file is missing, older than the list's lifetime,
+//! truncated, corrupt or another tree's (one warning says why). go-carbon's file is as old as its last scan
+//! (`scan-frequency`), so it may not show what this agent created or deleted since: the agent remembers
+//! the names it changed ([`Touched`]) and looks each of them up on disk when it reads the file, until a
+//! later go-carbon scan (or a walk) has certainly seen the change. Files that other programs create or
+//! remove show up with go-carbon's next scan.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::walk;
+use crate::{flc, walk};
 
 /// Whether a list can be served now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +61,65 @@ struct Inner {
     force_owed: bool,
     /// Changes made while a scan runs, replayed onto its result.
     journal: Vec<Change>,
+    /// With a file-list-cache: the names this agent changed that go-carbon's file may not show yet.
+    touched: Touched,
+}
+
+/// Most names remembered in [`Touched`]; past it the next list comes from a walk.
+const MAX_TOUCHED: usize = 100_000;
+
+/// The metrics this agent created or deleted, and when, that the next file-list-cache read must look up on
+/// disk. go-carbon scans one after the other and writes its file at the end of each scan, so a file written
+/// after another one comes from a scan that started after that one was written: once such a file is read,
+/// the changes made before the earlier one was written are in it and are forgotten.
+#[derive(Debug, Default)]
+struct Touched {
+    names: HashMap<Box<str>, SystemTime>,
+    /// When the newest file-list-cache read so far was written.
+    newest_read: Option<SystemTime>,
+    /// Too many changes to remember: the next list is walked.
+    overflowed: bool,
+}
+
+impl Touched {
+    fn record(&mut self, name: &str) {
+        if self.names.len() >= MAX_TOUCHED && !self.names.contains_key(name) {
+            if !self.overflowed {
+                tracing::warn!(
+                    limit = MAX_TOUCHED,
+                    "this agent changed more metrics than it remembers since go-carbon's last file-list-cache; \
+                     the next metric list is walked"
+                );
+            }
+            self.names.clear();
+            self.overflowed = true;
+        }
+        self.names.insert(name.into(), SystemTime::now());
+    }
+
+    /// A file-list-cache written at `modified` is about to be read: forgets what the scan behind it has
+    /// certainly seen, and returns the names to look up.
+    fn reading(&mut self, modified: SystemTime) -> Vec<Box<str>> {
+        if let Some(previous) = self.newest_read.filter(|&previous| modified > previous) {
+            // A second of slack for the file system's timestamps.
+            let seen_before = previous.checked_sub(Duration::from_secs(1)).unwrap_or(SystemTime::UNIX_EPOCH);
+            self.names.retain(|_, changed| *changed >= seen_before);
+        }
+        self.newest_read = Some(self.newest_read.map_or(modified, |newest| newest.max(modified)));
+        self.names.keys().cloned().collect()
+    }
+
+    /// A walk that started at `started` is done: it saw every change made before.
+    fn walked(&mut self, started: SystemTime) {
+        self.names.retain(|_, changed| *changed >= started);
+        self.overflowed = false;
+    }
+}
+
+/// Where a list came from.
+enum Source {
+    Walk(walk::Scan),
+    FileListCache(flc::Listing),
 }
 
 /// The cached metric list of one store.
@@ -61,6 +128,8 @@ pub struct MetricCache {
     root: PathBuf,
     lifetime: Duration,
     threads: usize,
+    /// go-carbon's file-list-cache, read instead of walking when it is usable.
+    file_list_cache: Option<PathBuf>,
     inner: Mutex<Inner>,
     /// Where the scan registers itself as an operation in flight (set once by the agent's state).
     registry: std::sync::OnceLock<bucky_diag::Registry>,
@@ -69,10 +138,22 @@ pub struct MetricCache {
 impl MetricCache {
     /// A cache of the metrics below `root`, fresh for `lifetime`, scanned with `threads` threads.
     pub fn new(root: PathBuf, lifetime: Duration, threads: usize) -> Arc<MetricCache> {
+        Self::with_file_list_cache(root, lifetime, threads, None)
+    }
+
+    /// [`MetricCache::new`], listing from go-carbon's `file_list_cache` when it is usable (see the module
+    /// docs).
+    pub fn with_file_list_cache(
+        root: PathBuf,
+        lifetime: Duration,
+        threads: usize,
+        file_list_cache: Option<PathBuf>,
+    ) -> Arc<MetricCache> {
         Arc::new(MetricCache {
             root,
             lifetime,
             threads,
+            file_list_cache,
             inner: Mutex::new(Inner::default()),
             registry: std::sync::OnceLock::new(),
         })
@@ -137,21 +218,18 @@ impl MetricCache {
     fn scan(&self) {
         let op = self.registry.get().map(|r| r.begin("list scan", self.root.display().to_string()));
         if let Some(op) = &op {
-            op.phase("walking the tree");
+            op.phase("building the list (walk or file-list-cache)");
         }
         let started = Instant::now();
-        tracing::info!(root = %self.root.display(), "scanning for metrics");
-        let scanned = std::panic::catch_unwind(AssertUnwindSafe(|| walk::scan(&self.root, self.threads)));
-        let scan = match scanned {
-            Ok(scan) => scan,
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| self.build()));
+        let (mut set, source) = match built {
+            Ok(built) => built,
             Err(_) => {
                 tracing::error!("the metric scan panicked; the previous list is kept");
                 self.lock().building = false;
                 return;
             }
         };
-        // Already sorted: building the set is linear.
-        let mut set: BTreeSet<Box<str>> = scan.names.into_iter().collect();
         let mut inner = self.lock();
         for change in inner.journal.drain(..) {
             match change {
@@ -166,20 +244,75 @@ impl MetricCache {
         inner.force_owed = std::mem::take(&mut inner.force_waiting);
         drop(inner);
         drop(old); // freeing the old list takes a while: not under the lock
-        tracing::info!(
-            metrics = count,
-            dirs = scan.dirs,
-            unaddressable = scan.unaddressable,
-            errors = scan.errors,
-            stale_temps_removed = scan.stale_temps_removed,
-            seconds = started.elapsed().as_secs_f64(),
-            "metric scan complete"
-        );
+        let seconds = started.elapsed().as_secs_f64();
+        match source {
+            Source::Walk(scan) => tracing::info!(
+                metrics = count,
+                dirs = scan.dirs,
+                unaddressable = scan.unaddressable,
+                errors = scan.errors,
+                stale_temps_removed = scan.stale_temps_removed,
+                seconds,
+                "metric scan complete"
+            ),
+            Source::FileListCache(listing) => tracing::info!(
+                metrics = count,
+                version = listing.version.number(),
+                entries = listing.entries,
+                unaddressable = listing.unaddressable,
+                age_seconds = SystemTime::now().duration_since(listing.modified).unwrap_or_default().as_secs(),
+                seconds,
+                "metric list read from go-carbon's file-list-cache"
+            ),
+        }
+    }
+
+    /// Builds a list: from the file-list-cache when there is one and it is usable, else by walking.
+    fn build(&self) -> (BTreeSet<Box<str>>, Source) {
+        if let Some(path) = &self.file_list_cache {
+            if !self.lock().touched.overflowed {
+                match self.read_file_list_cache(path) {
+                    Ok(built) => return built,
+                    Err(e) => tracing::warn!(
+                        file = %path.display(),
+                        "not listing from go-carbon's file-list-cache: {e}; walking the store instead"
+                    ),
+                }
+            }
+        }
+        tracing::info!(root = %self.root.display(), "scanning for metrics");
+        let started = SystemTime::now();
+        let mut scan = walk::scan(&self.root, self.threads);
+        self.lock().touched.walked(started);
+        // Already sorted: building the set is linear.
+        let set = std::mem::take(&mut scan.names).into_iter().collect();
+        (set, Source::Walk(scan))
+    }
+
+    /// The list in go-carbon's file-list-cache at `path`, with this agent's own recent changes looked up on
+    /// disk (see [`Touched`]).
+    fn read_file_list_cache(&self, path: &Path) -> Result<(BTreeSet<Box<str>>, Source), flc::FlcError> {
+        let mut listing = flc::load(path, &self.root, self.lifetime)?;
+        let recheck = self.lock().touched.reading(listing.modified);
+        // Already sorted: building the set is linear.
+        let mut set: BTreeSet<Box<str>> = std::mem::take(&mut listing.names).into_iter().collect();
+        for name in recheck {
+            let file = self.root.join(format!("{}.wsp", name.replace('.', "/")));
+            if std::fs::symlink_metadata(file).is_ok_and(|m| m.is_file()) {
+                set.insert(name);
+            } else {
+                set.remove(&name);
+            }
+        }
+        Ok((set, Source::FileListCache(listing)))
     }
 
     /// Records a metric the agent just created.
     pub fn added(&self, name: &str) {
         let mut inner = self.lock();
+        if self.file_list_cache.is_some() {
+            inner.touched.record(name);
+        }
         if let Some(names) = inner.names.as_mut() {
             names.insert(name.into());
         }
@@ -191,6 +324,9 @@ impl MetricCache {
     /// Records a metric the agent just deleted.
     pub fn removed(&self, name: &str) {
         let mut inner = self.lock();
+        if self.file_list_cache.is_some() {
+            inner.touched.record(name);
+        }
         if let Some(names) = inner.names.as_mut() {
             names.remove(name);
         }
@@ -314,6 +450,69 @@ mod tests {
         // Pretend the scan finished longer ago than any retry would wait.
         cache.lock().built = Instant::now().checked_sub(FORCED_SCAN_PICKUP + Duration::from_secs(1));
         assert_eq!(cache.request(true), ListStatus::Building);
+    }
+
+    fn wait_built(cache: &Arc<MetricCache>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.is_building() {
+            assert!(Instant::now() < deadline, "scan did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn touch(root: &std::path::Path, path: &str) {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+    }
+
+    #[test]
+    fn lists_from_the_file_list_cache_with_its_own_changes_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("whisper");
+        for path in ["a/b.wsp", "a/c.wsp", "d.wsp", "late.wsp"] {
+            touch(&root, path);
+        }
+        let flc = dir.path().join("flc.bin");
+        // go-carbon's last scan: before late.wsp was made.
+        std::fs::write(&flc, crate::flc::tests::v2(&["", "/a", "/a/b.wsp", "/a/c.wsp", "/d.wsp"])).unwrap();
+        let cache = MetricCache::with_file_list_cache(root.clone(), Duration::from_secs(60), 1, Some(flc.clone()));
+        wait_ready(&cache);
+        assert_eq!(cache.page(None, 10), vec!["a.b".into(), "a.c".into(), "d".into()], "go-carbon's list");
+        // The agent deletes one and creates one; go-carbon has not scanned since.
+        std::fs::remove_file(root.join("a/b.wsp")).unwrap();
+        cache.removed("a.b");
+        touch(&root, "new.wsp");
+        cache.added("new");
+        assert_eq!(cache.request(true), ListStatus::Building);
+        wait_built(&cache);
+        assert_eq!(cache.request(true), ListStatus::Ready, "the forced retry");
+        assert_eq!(cache.page(None, 10), vec!["a.c".into(), "d".into(), "new".into()], "the agent's own changes");
+        // A broken file: the walk, which sees late.wsp too.
+        std::fs::write(&flc, b"not a file-list-cache, not even gzip").unwrap();
+        assert_eq!(cache.request(true), ListStatus::Building);
+        wait_built(&cache);
+        assert_eq!(cache.page(None, 10), vec!["a.c".into(), "d".into(), "late".into(), "new".into()]);
+    }
+
+    #[test]
+    fn changes_are_looked_up_until_a_later_scan_has_certainly_seen_them() {
+        let mut touched = Touched::default();
+        let t0 = SystemTime::now();
+        touched.record("a");
+        // The first file read: it may come from a scan that started before the change.
+        assert_eq!(touched.reading(t0 - Duration::from_secs(10)), vec!["a".into()]);
+        // The same file again, or an older one: still looked up.
+        assert_eq!(touched.reading(t0 - Duration::from_secs(10)), vec!["a".into()]);
+        assert_eq!(touched.reading(t0 - Duration::from_secs(20)), vec!["a".into()]);
+        // A newer file: its scan started after the first was written, before the change: still looked up.
+        assert_eq!(touched.reading(t0 + Duration::from_secs(5)), vec!["a".into()]);
+        // One newer still: its scan started after the one written at t0 + 5 s, after the change.
+        assert!(touched.reading(t0 + Duration::from_secs(10)).is_empty());
+        // A walk forgets what was changed before it started.
+        touched.record("b");
+        touched.walked(SystemTime::now() + Duration::from_secs(1));
+        assert!(touched.names.is_empty());
     }
 
     #[test]

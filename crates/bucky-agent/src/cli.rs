@@ -58,7 +58,8 @@ pub struct Cli {
     #[arg(short = 't', long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
 
-    /// Lifetime of the cached metric list, in seconds; an older list is rebuilt on the next listing.
+    /// Lifetime of the cached metric list, in seconds; an older list is rebuilt on the next listing. With
+    /// --file-list-cache, also the age beyond which go-carbon's file is stale (then the agent walks).
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub timeout: u64,
 
@@ -149,6 +150,16 @@ pub struct Cli {
     /// this also bounds how many files one flush can carry (see --flush).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub io_concurrency: usize,
+
+    /// List the metrics from go-carbon's file-list-cache (its `[carbonserver] file-list-cache`, version 1
+    /// or 2) instead of walking --prefix, which must then be go-carbon's data-dir. The file is used if
+    /// go-carbon wrote it within --timeout; when it is missing, older, truncated or corrupt the agent walks
+    /// instead and logs why. go-carbon rewrites it after each of its scans (`scan-frequency`), so a file that
+    /// another program created or removed since is listed as it was until go-carbon's next scan; this
+    /// agent's own creates and deletes are looked up on disk. A forced listing re-reads the file.
+    /// go-graphite buckyd's `-cache_path` is accepted.
+    #[arg(long, visible_alias = "cache-path", alias = "cache_path", value_name = "FILE")]
+    pub file_list_cache: Option<PathBuf>,
 
     /// Threads of the metric scan. Default: the number of CPUs.
     #[arg(long, value_name = "N")]
@@ -295,6 +306,9 @@ impl Cli {
                 Some(Auth::new(secret).map_err(anyhow::Error::msg).with_context(|| file.display().to_string())?)
             }
         };
+        if let Some(file) = self.file_list_cache.as_ref().filter(|f| f.is_dir()) {
+            bail!("--file-list-cache {} is a directory, not go-carbon's file-list-cache", file.display());
+        }
         let bind = if self.bind.starts_with(':') { format!("0.0.0.0{}", self.bind) } else { self.bind.clone() };
         let port = bind
             .rsplit_once(':')
@@ -303,6 +317,7 @@ impl Cli {
         let mut config = Config::new(node, ring, self.prefix.clone());
         config.bind = bind;
         config.cache_lifetime = Duration::from_secs(self.timeout);
+        config.file_list_cache = self.file_list_cache.clone();
         config.store = StoreOptions {
             sparse: self.sparse,
             set_mtime: self.mtime,
@@ -564,6 +579,30 @@ mod tests {
         assert!(Cli::try_parse_from(["a", "--cluster", "x", "h1"]).is_err(), "--cluster needs --ring-config");
         let missing = Cli::try_parse_from(["a", "-p", prefix, "-n", "h1", "--ring-config", "/nonexistent/c.conf"]);
         assert!(format!("{:#}", missing.unwrap().into_config().unwrap_err()).contains("cannot read the ring config"));
+    }
+
+    #[test]
+    fn file_list_cache_flag_and_its_go_spellings() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().to_str().unwrap();
+        let parse = |flag: &str, value: &str| {
+            Cli::try_parse_from(go_style_args(os(&["a", "-p", prefix, "-n", "h1", flag, value, "h1"])))
+                .unwrap()
+                .into_config()
+        };
+        for flag in ["--file-list-cache", "-file-list-cache", "--cache-path", "-cache_path"] {
+            let config = parse(flag, "/var/lib/carbon/flc.bin").unwrap();
+            assert_eq!(
+                config.file_list_cache.as_deref(),
+                Some(std::path::Path::new("/var/lib/carbon/flc.bin")),
+                "{flag}"
+            );
+        }
+        // Not written yet is fine (the walk serves until go-carbon writes it); a directory is a mistake.
+        let err = parse("--file-list-cache", prefix).unwrap_err();
+        assert!(format!("{err:#}").contains("is a directory"), "{err:#}");
+        let none = Cli::try_parse_from(["a", "-p", prefix, "-n", "h1", "h1"]).unwrap().into_config().unwrap();
+        assert_eq!(none.file_list_cache, None);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Config {
     pub prefix: PathBuf,
     /// Lifetime of the metric list (`--timeout`).
     pub cache_lifetime: Duration,
+    /// go-carbon's file-list-cache, listed from instead of walking when usable (`--file-list-cache`).
+    pub file_list_cache: Option<PathBuf>,
     /// Disk behaviour of the store.
     pub store: StoreOptions,
     /// Largest accepted upload or offload download, decoded (`--max-body`).
@@ -79,6 +81,7 @@ impl Config {
             bind: format!("0.0.0.0:{}", bucky_wire::DEFAULT_PORT),
             prefix: prefix.into(),
             cache_lifetime: Duration::from_secs(3600),
+            file_list_cache: None,
             store: StoreOptions::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             request_memory: 2 * DEFAULT_BODY_LIMIT,

@@ -56,6 +56,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod etag;
+mod flc;
 mod server;
 pub mod store;
 #[cfg(test)]
@@ -124,7 +125,12 @@ impl AppState {
         let budget = Budget::new(config.request_memory);
         // The store reports what it would wait for instead of waiting in an I/O slot (see `wait`).
         let store = Store::new(config.prefix.clone(), config.store.clone()).reporting_waits(budget.clone());
-        let cache = MetricCache::new(config.prefix.clone(), config.cache_lifetime, config.scan_threads);
+        let cache = MetricCache::with_file_list_cache(
+            config.prefix.clone(),
+            config.cache_lifetime,
+            config.scan_threads,
+            config.file_list_cache.clone(),
+        );
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(config.fetch_timeout)

@@ -209,7 +209,7 @@ fn read_dir(job: &Job, found: &mut Scan, discovered: &mut Vec<Job>, buffer: &mut
 }
 
 /// A directory or file-stem name that can be one part of a metric name.
-fn addressable_part(part: &str) -> bool {
+pub(crate) fn addressable_part(part: &str) -> bool {
     !part.is_empty() && !part.contains('.') && !part.chars().any(char::is_control)
 }
 
