@@ -51,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .route(bucky_wire::batch::READ_PATH, post(batch::read).fallback(bad_method))
         .route(bucky_wire::batch::HEAL_PATH, post(batch::heal).fallback(bad_method))
         .route(bucky_wire::batch::DELETE_PATH, post(batch::delete).fallback(bad_method))
+        .route(bucky_wire::digest::DIGEST_PATH, post(batch::digest).fallback(bad_method))
         .fallback(not_found)
         // Handlers enforce `--max-body` themselves (with a 413 that names the limit).
         .layer(DefaultBodyLimit::disable())
