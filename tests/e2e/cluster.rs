@@ -53,6 +53,8 @@ pub(crate) struct TestCluster {
     pub(crate) hash: String,
     /// Replication factor.
     pub(crate) replicas: usize,
+    /// More flags for every agent (`--diverse-replicas false`, …).
+    pub(crate) agent_args: Vec<String>,
     agents: Vec<Option<Child>>,
     generation: u32,
 }
@@ -73,6 +75,7 @@ impl TestCluster {
             port,
             hash: hash.into(),
             replicas,
+            agent_args: Vec::new(),
             agents: (0..n).map(|_| None).collect(),
             generation: 0,
         }
@@ -110,6 +113,7 @@ impl TestCluster {
                 .arg("-p")
                 .arg(self.data(i))
                 .args(["--hash", &self.hash, "--replicas", &self.replicas.to_string()])
+                .args(&self.agent_args)
                 .args(ring)
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())

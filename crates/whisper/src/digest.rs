@@ -86,7 +86,11 @@ pub fn digest(file: &WhisperBuf, until: i64, ranges: bool) -> Result<Vec<Archive
             }
             digests.extend(current.map(Range::finish));
         }
-        out.push(ArchiveDigest { seconds_per_point: archive.seconds_per_point, points: archive.points, ranges: digests });
+        out.push(ArchiveDigest {
+            seconds_per_point: archive.seconds_per_point,
+            points: archive.points,
+            ranges: digests,
+        });
     }
     Ok(out)
 }

@@ -505,8 +505,9 @@ impl Entries for DigestEntries {
         let digest = admit(self.grant.as_ref(), Op::Read, &name).and_then(|metric| {
             let snapshot = store.read(&metric)?;
             let mod_time = snapshot.stat.mod_time;
-            let file = WhisperBuf::from_bytes(snapshot.bytes)
-                .map_err(|e| AgentError::corrupt_file(format!("{} is not a valid whisper file: {e}", metric.as_str())))?;
+            let file = WhisperBuf::from_bytes(snapshot.bytes).map_err(|e| {
+                AgentError::corrupt_file(format!("{} is not a valid whisper file: {e}", metric.as_str()))
+            })?;
             let archives = whisper::digest(&file, self.until, self.ranges)
                 .map_err(|e| AgentError::BadRequest(format!("cannot digest {}: {e}", metric.as_str())))?;
             Ok(bucky_wire::digest::encode(&bucky_wire::digest::MetricDigest { mod_time, archives }))

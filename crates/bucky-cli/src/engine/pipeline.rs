@@ -193,11 +193,12 @@ impl Run {
 
         // 3. Verify each read-back against its source.
         let now = (self.options.now)();
+        let exact = self.options.op.overwrites();
         for (i, per_dest) in indices.iter().zip(heals) {
             let f = &mut flight[*i];
             let Some(copy) = &f.copy else { continue };
             for (dest, healed) in f.job.dests.iter().zip(per_dest) {
-                let check = healed.and_then(|healed| check(dest, &copy.file, healed, now, &mut f.tally.counts));
+                let check = healed.and_then(|healed| check(dest, &copy.file, healed, now, exact, &mut f.tally.counts));
                 f.tally.checks.push(check);
             }
         }
@@ -264,9 +265,19 @@ impl Run {
     }
 }
 
-/// Checks that a healed copy holds every point of `source` that it can hold, counting into `counts`.
-fn check(dest: &Addr, source: &WhisperBuf, healed: Healed, now: i64, counts: &mut Counts) -> Result<(), AttemptError> {
+/// Checks that a healed copy holds every point of `source` that it can hold (with `exact`, with the
+/// source's very values), counting into `counts`.
+fn check(
+    dest: &Addr,
+    source: &WhisperBuf,
+    healed: Healed,
+    now: i64,
+    exact: bool,
+    counts: &mut Counts,
+) -> Result<(), AttemptError> {
     counts.healed += healed.points_written;
+    counts.replaced += healed.points_replaced;
+    counts.created += u64::from(healed.created);
     counts.wire += healed.sent;
     let replica = match healed.copy {
         ReadBack::Identical => {
@@ -279,7 +290,10 @@ fn check(dest: &Addr, source: &WhisperBuf, healed: Healed, now: i64, counts: &mu
     counts.wire += replica.wire_bytes;
     let replica = WhisperBuf::from_bytes(replica.data)
         .map_err(|error| AttemptError::InvalidCopy { dest: dest.clone(), error })?;
-    let verdict = verify::verify(source, &replica, now);
+    let verdict = match exact {
+        true => verify::verify_exact(source, &replica, now),
+        false => verify::verify(source, &replica, now),
+    };
     if let Some((seconds_per_point, timestamp)) = verdict.first_missing {
         return Err(AttemptError::Missing {
             dest: dest.clone(),

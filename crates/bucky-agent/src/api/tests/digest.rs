@@ -66,7 +66,8 @@ async fn digests_answer_each_entry_and_change_nothing() {
 async fn a_huge_list_is_answered_in_full() {
     let f = Fixture::new();
     f.put_file("h.x", &wsp(&[(1, 1.0)]));
-    let names: Vec<String> = (0..20_000).map(|i| if i % 1000 == 0 { "h.x".into() } else { format!("h.n{i}") }).collect();
+    let names: Vec<String> =
+        (0..20_000).map(|i| if i % 1000 == 0 { "h.x".into() } else { format!("h.n{i}") }).collect();
     let asked: Vec<&str> = names.iter().map(String::as_str).collect();
     let frames: Vec<Frame> = asked.iter().map(|n| ask(n)).collect();
     let answers = batch_answer(&f, digest_request(&frames, &now().to_string(), None), &asked).await;
