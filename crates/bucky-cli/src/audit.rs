@@ -36,6 +36,9 @@ use crate::UsageError;
 /// Names audited at once (the results of one chunk are held, then folded into the report).
 pub(crate) const CHUNK: usize = 4096;
 
+/// Unreadable copies kept in the report with their reason (all are counted).
+const KEPT_FAILURES: usize = 1000;
+
 /// One copy of a metric on a replica.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Copy {
@@ -106,7 +109,7 @@ pub(crate) struct Report {
     pub(crate) findings: Vec<Finding>,
     /// The misplaced copies, per agent.
     pub(crate) misplaced_copies: BTreeMap<String, Vec<String>>,
-    /// The copies that could not be digested.
+    /// The copies that could not be digested (the first thousand).
     pub(crate) failures: Vec<DigestFailure>,
     /// The window end every digest was taken at.
     pub(crate) until: i64,
@@ -213,6 +216,9 @@ async fn audit_chunk(
                 Some(Ok(None)) => missing.push(agents[r].clone()),
                 Some(Err(e)) => {
                     failed = true;
+                    if report.failures.len() >= KEPT_FAILURES {
+                        continue;
+                    }
                     report.failures.push(DigestFailure {
                         metric: names[i].to_owned(),
                         agent: agents[r].to_string(),
