@@ -53,7 +53,7 @@ pub(crate) struct TestCluster {
     pub(crate) hash: String,
     /// Replication factor.
     pub(crate) replicas: usize,
-    /// More arguments for every agent started from now on.
+    /// More flags for every agent started from now on (`--diverse-replicas false`, …).
     pub(crate) agent_args: Vec<String>,
     agents: Vec<Option<Child>>,
     generation: u32,
@@ -113,6 +113,7 @@ impl TestCluster {
                 .arg("-p")
                 .arg(self.data(i))
                 .args(["--hash", &self.hash, "--replicas", &self.replicas.to_string()])
+                .args(&self.agent_args)
                 .args(ring)
                 .args(&self.agent_args)
                 .env("RUST_LOG", "warn")

@@ -4,6 +4,7 @@
 mod agent;
 mod agent_limits;
 mod agent_server;
+mod audit;
 mod cli;
 mod cluster;
 mod config;

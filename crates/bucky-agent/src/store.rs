@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bucky_wire::{go_file_mode, MetricName, MetricStat};
 use whisper::durable::{sync_dir, TempFile};
-use whisper::{FillOptions, Header, LockMode, LockedFile, LockedOpen, WhisperBuf, WhisperData};
+use whisper::{FillMode, FillOptions, Header, LockMode, LockedFile, LockedOpen, WhisperBuf, WhisperData};
 
 use crate::budget::{Budget, Charge};
 use crate::etag::{etag_of, IfMatch};
@@ -136,6 +136,24 @@ pub enum Healed {
     Created,
     /// The file existed; this many empty slots were filled.
     Filled(u64),
+    /// The file existed and was healed with overwrite ([`Store::heal_with`]): `filled` empty slots were
+    /// written and `replaced` points took the upload's value.
+    Repaired {
+        /// Points written into empty slots.
+        filled: u64,
+        /// Points whose value was replaced by the upload's.
+        replaced: u64,
+    },
+}
+
+impl Healed {
+    /// The heal's answer for what a fill wrote.
+    fn of(counts: whisper::FillCounts, overwrite: bool) -> Healed {
+        match overwrite {
+            false => Healed::Filled(counts.filled),
+            true => Healed::Repaired { filled: counts.filled, replaced: counts.replaced },
+        }
+    }
 }
 
 /// What a replace (PUT) did.
@@ -221,15 +239,28 @@ impl Store {
         remote_mtime: i64,
         now: i64,
     ) -> Result<Healed, StoreError> {
+        self.heal_with(name, src, remote_mtime, now, false)
+    }
+
+    /// [`Store::heal`]; with `overwrite`, where the existing file holds another value than `src` for the
+    /// same time, `src`'s value wins ([`whisper::FillMode::SourceWins`]; `bucky repair`).
+    pub fn heal_with(
+        &self,
+        name: &MetricName,
+        src: &WhisperData,
+        remote_mtime: i64,
+        now: i64,
+        overwrite: bool,
+    ) -> Result<Healed, StoreError> {
         let path = self.located(name, Access::Write)?;
         for _ in 0..ATTEMPTS {
             // If it appeared meanwhile (another heal, or carbon-cache), heal into it instead.
             if !exists(&path)? && self.create_new(&path, src.as_bytes(), remote_mtime)? {
                 return Ok(Healed::Created);
             }
-            match self.fill_existing(&path, src, remote_mtime, now) {
+            match self.fill_existing(&path, src, remote_mtime, now, overwrite) {
                 Err(StoreError::NotFound) => continue, // deleted meanwhile: create it again
-                other => return other.map(Healed::Filled),
+                other => return other.map(|counts| Healed::of(counts, overwrite)),
             }
         }
         Err(StoreError::Unstable { path, operation: "heal" })
@@ -243,21 +274,37 @@ impl Store {
     /// as is a file deleted between the check and its fill. Returns one result per item, in order; one
     /// failing does not stop the others.
     pub fn heal_many<T: Borrow<HealItem>>(&self, items: &[T], now: i64) -> Vec<Result<Healed, StoreError>> {
+        self.heal_many_with(items, now, false)
+    }
+
+    /// [`Store::heal_many`], each item healed as [`Store::heal_with`] with `overwrite`.
+    pub fn heal_many_with<T: Borrow<HealItem>>(
+        &self,
+        items: &[T],
+        now: i64,
+        overwrite: bool,
+    ) -> Vec<Result<Healed, StoreError>> {
         let mut results = Vec::with_capacity(items.len());
         for chunk in items.chunks(MAX_BATCH) {
-            self.heal_chunk(chunk, now, &mut results);
+            self.heal_chunk(chunk, now, overwrite, &mut results);
         }
         results
     }
 
     /// [`Store::heal_many`] of at most [`MAX_BATCH`] items, appending their results to `results`.
-    fn heal_chunk<T: Borrow<HealItem>>(&self, items: &[T], now: i64, results: &mut Vec<Result<Healed, StoreError>>) {
+    fn heal_chunk<T: Borrow<HealItem>>(
+        &self,
+        items: &[T],
+        now: i64,
+        overwrite: bool,
+        results: &mut Vec<Result<Healed, StoreError>>,
+    ) {
         /// Where an item stands once staged or filled: the index of its work for the committer, if any.
         enum Step {
             Done(Result<Healed, StoreError>),
             /// The directories made for it go if it fails.
             Create(usize, Vec<PathBuf>),
-            Fill(u64, usize),
+            Fill(whisper::FillCounts, usize),
             /// Deleted between the check and the fill: heal it on its own (it creates the file again).
             Alone,
         }
@@ -273,12 +320,12 @@ impl Store {
                     }
                     Err(e) => Step::Done(Err(e)),
                 },
-                Ok((true, path)) => match self.fill_locked(&path, src, *remote_mtime, now) {
+                Ok((true, path)) => match self.fill_locked(&path, src, *remote_mtime, now, overwrite) {
                     Ok((written, Some(file))) => {
                         works.push(Work::Sync { file, path });
                         Step::Fill(written, works.len() - 1)
                     }
-                    Ok((written, None)) => Step::Done(Ok(Healed::Filled(written))),
+                    Ok((written, None)) => Step::Done(Ok(Healed::of(written, overwrite))),
                     Err(StoreError::NotFound) => Step::Alone,
                     Err(e) => Step::Done(Err(e)),
                 },
@@ -301,14 +348,14 @@ impl Store {
                 Step::Create(i, made) => match answer(i) {
                     Ok(true) => Ok(Healed::Created),
                     // It appeared meanwhile (another heal, or carbon-cache): heal into it instead.
-                    Ok(false) => self.heal(name, src, *remote_mtime, now),
+                    Ok(false) => self.heal_with(name, src, *remote_mtime, now, overwrite),
                     Err(e) => {
                         remove_new_dirs(&made);
                         Err(e)
                     }
                 },
-                Step::Fill(written, i) => answer(i).map(|_| Healed::Filled(written)),
-                Step::Alone => self.heal(name, src, *remote_mtime, now),
+                Step::Fill(written, i) => answer(i).map(|_| Healed::of(written, overwrite)),
+                Step::Alone => self.heal_with(name, src, *remote_mtime, now, overwrite),
             });
         }
     }
@@ -478,8 +525,15 @@ impl Store {
 
     /// Fills the existing file at `path` from `src` under the exclusive flock and makes it durable; returns
     /// the points written.
-    fn fill_existing(&self, path: &Path, src: &WhisperData, remote_mtime: i64, now: i64) -> Result<u64, StoreError> {
-        let (written, written_through) = self.fill_locked(path, src, remote_mtime, now)?;
+    fn fill_existing(
+        &self,
+        path: &Path,
+        src: &WhisperData,
+        remote_mtime: i64,
+        now: i64,
+        overwrite: bool,
+    ) -> Result<whisper::FillCounts, StoreError> {
+        let (written, written_through) = self.fill_locked(path, src, remote_mtime, now, overwrite)?;
         if let Some(file) = written_through {
             self.committer.sync(file, path)?;
         }
@@ -495,7 +549,8 @@ impl Store {
         src: &WhisperData,
         remote_mtime: i64,
         now: i64,
-    ) -> Result<(u64, Option<File>), StoreError> {
+        overwrite: bool,
+    ) -> Result<(whisper::FillCounts, Option<File>), StoreError> {
         let Some(src) = src.standard() else {
             return Err(StoreError::CompressedUpload { path: path.to_owned() });
         };
@@ -512,8 +567,10 @@ impl Store {
                     Ok(dst) => dst,
                     Err(e) => return Ok(Err(e)),
                 };
-                let written = whisper::fill_buf(src, &mut dst, &FillOptions::new(now))
+                let mode = if overwrite { FillMode::SourceWins } else { FillMode::Safe };
+                let counts = whisper::fill_buf_counted(src, &mut dst, &FillOptions { mode, ..FillOptions::new(now) })
                     .map_err(|e| StoreError::failed(format!("fill {}", path.display()), e))?;
+                let written = counts.filled + counts.replaced;
                 if written > 0 {
                     if !self.options.fill_delay.is_zero() {
                         thread::sleep(self.options.fill_delay);
@@ -535,7 +592,7 @@ impl Store {
                     0 => None,
                     _ => Some(file.try_clone().map_err(|e| StoreError::io(path, e))?),
                 };
-                Ok(Ok((written, written_through)))
+                Ok(Ok((counts, written_through)))
             })?;
             match outcome {
                 Ok(filled) => return Ok(filled),

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bucky_wire::batch::{self, Frame, Meta};
+use bucky_wire::digest::MetricDigest;
 use bucky_wire::{
     HealReport, MetricStat, RingInfo, AUTH_HEADER, HEAL_REPORT_HEADER, METRIC_STAT_HEADER, READ_BACK_HEADER,
 };
@@ -146,6 +147,8 @@ pub struct Upload {
     snappy: Option<(String, Bytes)>,
     /// The plain body's [`bucky_wire::content_etag`], when computed ([`Upload::with_etag`]).
     etag: Option<String>,
+    /// Heal with the upload's values winning where they differ ([`Upload::overwriting`]).
+    overwrite: bool,
 }
 
 impl Upload {
@@ -165,7 +168,14 @@ impl Upload {
             None
         };
         stat.encoding = bucky_wire::ENCODING_IDENTITY;
-        Ok(Upload { plain_stat: stat.to_header_value(), plain: data, snappy: compressed, etag: None })
+        Ok(Upload { plain_stat: stat.to_header_value(), plain: data, snappy: compressed, etag: None, overwrite: false })
+    }
+
+    /// The same upload, healed with its values winning over the replica's where both hold a point for
+    /// the same time (`bucky repair`; bucky-agent only, buckyd fills empty slots whatever it is told).
+    pub fn overwriting(mut self, overwrite: bool) -> Upload {
+        self.overwrite = overwrite;
+        self
     }
 
     /// The same upload, knowing its content's ETag: a batch heal then leaves out of its answer a replica
@@ -578,6 +588,9 @@ impl Client {
                 if compressed {
                     request = request.header(CONTENT_ENCODING, "snappy");
                 }
+                if upload.overwrite {
+                    request = request.header(bucky_wire::OVERWRITE_HEADER, "1");
+                }
                 if read_back {
                     request = request.header(READ_BACK_HEADER, "1");
                     if snappy {
@@ -647,6 +660,19 @@ impl Client {
         frames: &[Frame],
         max_answer: Option<u64>,
     ) -> Result<Option<Vec<Frame>>, ClientError> {
+        let extra = max_answer.map(|bytes| (batch::MAX_ANSWER_HEADER, bytes.to_string()));
+        Ok(self.batch_with(addr, path, frames, extra.as_slice()).await?.map(|(frames, _)| frames))
+    }
+
+    /// [`Client::batch`] with `headers` added to the request; also returns the bytes of the request's body
+    /// and of its answer as they crossed the network.
+    async fn batch_with(
+        &self,
+        addr: &Addr,
+        path: &str,
+        frames: &[Frame],
+        headers: &[(&str, String)],
+    ) -> Result<Option<(Vec<Frame>, u64)>, ClientError> {
         if !self.batches(addr) {
             return Ok(None);
         }
@@ -664,8 +690,8 @@ impl Client {
             .exchange(addr, &what, || {
                 let mut request =
                     self.http.post(url.clone()).header(CONTENT_TYPE, batch::CONTENT_TYPE).body(body.clone());
-                if let Some(bytes) = max_answer {
-                    request = request.header(batch::MAX_ANSWER_HEADER, bytes);
+                for (name, value) in headers {
+                    request = request.header(*name, value);
                 }
                 if snappy {
                     request.header(CONTENT_ENCODING, "snappy").header(ACCEPT_ENCODING, "snappy")
@@ -687,6 +713,7 @@ impl Client {
             }
             status => return Err(Self::status_error(addr, &what, status, &answer)),
         }
+        let wire = (body.len() + answer.len()) as u64;
         let answer = if is_snappy(&headers) {
             let mut plain = Vec::with_capacity(answer.len() * 2);
             snap::read::FrameDecoder::new(&answer[..])
@@ -696,7 +723,6 @@ impl Client {
         } else {
             answer
         };
-        let wire = answer.len();
         let answers = batch::decode(answer, &batch::Limits::default()).map_err(|e| invalid(e.to_string()))?;
         if answers.len() != frames.len() || answers.iter().zip(frames).any(|(a, q)| a.name != q.name) {
             return Err(invalid(format!(
@@ -710,7 +736,38 @@ impl Client {
             self.health.saw_full(addr);
         }
         tracing::trace!(%addr, path, frames = frames.len(), wire, "batch");
-        Ok(Some(answers))
+        Ok(Some((answers, wire)))
+    }
+
+    /// The digests of `names` on `addr` ([`bucky_wire::digest`]), windows ending at `until`, per time range
+    /// if `ranges`: per name the digest, `None` if there is no file, or the error a `GET` would have given;
+    /// and the bytes that crossed the network. `None` if the agent takes no batches (buckyd).
+    pub async fn digest_many(
+        &self,
+        addr: &Addr,
+        names: &[&str],
+        until: i64,
+        ranges: bool,
+    ) -> Result<Option<(Vec<Result<Option<MetricDigest>, ClientError>>, u64)>, ClientError> {
+        use bucky_wire::digest::{decode, DIGEST_PATH, RANGES_HEADER, UNTIL_HEADER};
+        let frames: Vec<Frame> = names.iter().map(|n| Frame::new(*n, 0, Meta::default(), Bytes::new())).collect();
+        let headers = [(UNTIL_HEADER, until.to_string()), (RANGES_HEADER, if ranges { "1" } else { "0" }.to_owned())];
+        let Some((answers, wire)) = self.batch_with(addr, DIGEST_PATH, &frames, &headers).await? else {
+            return Ok(None);
+        };
+        let digests = answers
+            .into_iter()
+            .map(|frame| match frame.status {
+                200 => decode(&frame.data).map(Some).map_err(|e| ClientError::Invalid {
+                    addr: addr.to_string(),
+                    what: format!("digest {}", frame.name),
+                    reason: e.to_string(),
+                }),
+                404 => Ok(None),
+                _ => Err(entry_error(addr, &format!("digest {}", frame.name), &frame)),
+            })
+            .collect();
+        Ok(Some((digests, wire)))
     }
 
     /// Reads `names` in one request: per name the file, `None` if it does not exist, or the error that
@@ -750,7 +807,12 @@ impl Client {
             .iter()
             .map(|(name, upload)| {
                 let stat = MetricStat::from_header_value(&upload.plain_stat).unwrap_or_default();
-                let meta = Meta { stat: Some(stat), etag: upload.etag.clone(), ..Meta::default() };
+                let meta = Meta {
+                    stat: Some(stat),
+                    etag: upload.etag.clone(),
+                    overwrite: upload.overwrite,
+                    ..Meta::default()
+                };
                 Frame::new(*name, 0, meta, upload.plain.clone())
             })
             .collect();

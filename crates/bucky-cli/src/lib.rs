@@ -9,13 +9,15 @@
 //!   checked by clap itself (`names::MetricRegex`).
 //! - `plan` decides the work: which agents to list, the misplaced copies, the jobs of `rebalance`, `drain`
 //!   and `backfill`; `scope` finds and stats the metrics of `list`, `du`, `stat`, `tar`, `delete`.
-//! - [`engine`]: the copy/verify/delete engine behind `rebalance`, `drain`, `backfill` and `copy`.
+//! - `audit` compares every replica of the metrics by digests (`audit`, and the findings `repair` plans from).
+//! - [`engine`]: the copy/verify/delete engine behind `rebalance`, `drain`, `backfill`, `copy` and `repair`.
 //! - `ctx` (the config, the client and the printer a command works with), `cluster` (discovers the ring and
 //!   checks its health; `placement`: the rules buckyd leaves unsaid), [`client`] (buckyd's HTTP API:
 //!   timeouts, retries, the 202 list-cache protocol; `health` remembers the nodes found unreachable),
 //!   [`printer`] (every byte written to stdout and stderr, progress bars included), `names` (reading and
 //!   streaming metric names), [`config`] (the validated values), `error` (the one error-chain formatter).
 
+pub mod audit;
 pub mod cli;
 pub mod client;
 mod cluster;

@@ -303,6 +303,7 @@ pub(crate) async fn replica_syncs(ctx: &Ctx, cluster: &Cluster, moves: &[Job]) -
         }
     }
     let mut syncs = Vec::new();
+    let mut missing = 0usize;
     for (replica, names) in wanted {
         let names: Vec<String> = names.into_iter().collect();
         let held = ctx
@@ -310,6 +311,7 @@ pub(crate) async fn replica_syncs(ctx: &Ctx, cluster: &Cluster, moves: &[Job]) -
             .existing(&replica, &names, false)
             .await
             .with_context(|| format!("cannot look up metrics on {replica}"))?;
+        missing += names.len().saturating_sub(held.len());
         for name in held {
             let dests: Vec<Addr> = cluster.replicas_of(&name).into_iter().filter(|d| *d != replica).collect();
             if !dests.is_empty() {
@@ -323,7 +325,11 @@ pub(crate) async fn replica_syncs(ctx: &Ctx, cluster: &Cluster, moves: &[Job]) -
             }
         }
     }
-    ctx.printer.info(format!("{} copies on replicas to heal into the other replicas", syncs.len()));
+    ctx.printer.info(format!(
+        "{} copies on replicas to heal into the other replicas; {missing} replicas of the moved metrics hold no \
+         copy yet and will be created",
+        syncs.len()
+    ));
     Ok(syncs)
 }
 
@@ -387,4 +393,66 @@ pub(crate) async fn backfill(ctx: &Ctx, source: &Cluster, dest: &Cluster, rename
         }
     }
     Ok(jobs)
+}
+
+/// A metric whose replicas `repair` must bring together (an audit's finding).
+#[derive(Debug, Clone)]
+pub(crate) struct RepairTarget {
+    /// The metric.
+    pub(crate) metric: String,
+    /// The replicas holding a file and its mtime, in ring order.
+    pub(crate) present: Vec<(Addr, i64)>,
+    /// The replicas holding none.
+    pub(crate) missing: Vec<Addr>,
+    /// Whether the replicas holding a file differ.
+    pub(crate) divergent: bool,
+}
+
+/// `repair`: the phases of jobs that give every replica of each target the union of the replicas' points
+/// (the targets come from `crate::audit`). Per metric the replicas holding a file are ranked — the one
+/// on `prefer` first, then the newest file (mtime), then ring order — and the first is the *reference*:
+///
+/// - phases 1 … n−1 (divergent metrics only): the replica of rank k+1 is healed into the reference,
+///   empty slots only, so the reference gains every point it lacks, from the best-ranked replica holding
+///   it;
+/// - the last phase: the reference is healed into every other replica (the missing ones get a copy) with
+///   its values winning where they differ; a divergent metric's every other replica, a metric that is only
+///   missing somewhere only those replicas.
+///
+/// So in the end every replica holds, at each timestamp any replica held, the value of the best-ranked
+/// replica that held one. Returned in the order they must run; empty phases left out.
+pub(crate) fn repair(findings: &[RepairTarget], prefer: Option<&Addr>) -> Vec<Vec<Job>> {
+    let mut phases: Vec<Vec<Job>> = Vec::new();
+    let mut last: Vec<Job> = Vec::new();
+    for finding in findings {
+        let mut ranked: Vec<(usize, &Addr, i64)> =
+            finding.present.iter().enumerate().map(|(order, (agent, mtime))| (order, agent, *mtime)).collect();
+        // Ties keep ring order.
+        ranked.sort_by_key(|&(order, agent, mtime)| (prefer != Some(agent), std::cmp::Reverse(mtime), order));
+        let Some(&(_, reference, _)) = ranked.first() else { continue };
+        let job = |source: &Addr, dests: Vec<Addr>| Job {
+            name: finding.metric.clone(),
+            source_name: finding.metric.clone(),
+            source: source.clone(),
+            dests,
+            keep_source: true,
+        };
+        let dests: Vec<Addr> = if finding.divergent {
+            for (k, &(_, agent, _)) in ranked.iter().enumerate().skip(1) {
+                if phases.len() < k {
+                    phases.resize_with(k, Vec::new);
+                }
+                phases[k - 1].push(job(agent, vec![reference.clone()]));
+            }
+            ranked.iter().skip(1).map(|&(_, agent, _)| agent.clone()).chain(finding.missing.iter().cloned()).collect()
+        } else {
+            finding.missing.clone()
+        };
+        if !dests.is_empty() {
+            last.push(job(reference, dests));
+        }
+    }
+    phases.push(last);
+    phases.retain(|phase| !phase.is_empty());
+    phases
 }

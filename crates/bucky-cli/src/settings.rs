@@ -282,6 +282,41 @@ pub(crate) fn config(args: &ClusterArgs) -> anyhow::Result<Config> {
     Ok(Settings::resolve(args, &Environment::from_process())?.config)
 }
 
+/// The settings of `audit` and `repair`: the common flags and what to audit. A window end that is not a real
+/// time or a batch of 0 is a usage error.
+pub(crate) fn audit(
+    cluster: &ClusterArgs,
+    names: &NamesArgs,
+    exclude: &[String],
+    until: Option<i64>,
+    batch: usize,
+) -> anyhow::Result<(Config, AuditSpec)> {
+    let config = config(cluster)?;
+    let selection = Selection::from_args(names, false)?;
+    let until = until.unwrap_or_else(crate::engine::unix_now);
+    if !(0..=i64::from(u32::MAX)).contains(&until) {
+        return Err(UsageError(format!("--until {until} is not a Unix time in seconds")).into());
+    }
+    if batch == 0 {
+        return Err(UsageError("the digest batch must be at least 1".into()).into());
+    }
+    let excludes = exclude.iter().filter(|p| !p.is_empty()).cloned().collect();
+    Ok((config, AuditSpec { selection, excludes, until, batch }))
+}
+
+/// What `audit` (and `repair`'s audit) looks at, and how.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditSpec {
+    /// Which metrics.
+    pub(crate) selection: Selection,
+    /// Names starting with one of these are skipped (carbon's own statistics by default).
+    pub(crate) excludes: Vec<String>,
+    /// End of the archives' windows, Unix seconds: the same for every replica.
+    pub(crate) until: i64,
+    /// Names per digest request.
+    pub(crate) batch: usize,
+}
+
 /// Which metrics a command works on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Selection {

@@ -11,6 +11,7 @@
 //! | `POST /batch/read` | `name` | `200` + `Stat`, `ETag`, the file; or an error |
 //! | `POST /batch/heal` | `name`, `Stat` (`ModTime`, `Size`), the file, optional `ETag` | `200` + `Report`, and the replica read back from disk: `Stat`, `ETag`, the file (left out when its `ETag` is the one given: the replica is then byte for byte the upload); or an error |
 //! | `POST /batch/delete` | `name`, optional `IfMatch` | `200`; or an error (`404`, `412`, …) |
+//! | `POST /batch/digest` | `name` | `200` + the digest as data; or an error (`404`, …): see [`crate::digest`] |
 //!
 //! Each entry is one metric with the same meaning, checks and status codes as its single-metric
 //! counterpart (`GET`, `POST` with `X-Bucky-Read-Back: 1`, `DELETE` with `If-Match`); one entry failing
@@ -75,6 +76,11 @@ pub struct Meta {
     /// What a heal did.
     #[serde(rename = "Report", skip_serializing_if = "Option::is_none")]
     pub report: Option<HealReport>,
+    /// In a heal request: where the replica holds another value than the upload for the same time, the
+    /// upload's value wins ([`whisper::FillMode::SourceWins`], what `bucky repair` heals with); without
+    /// it only empty slots are written. The single-metric `POST` says it with [`crate::OVERWRITE_HEADER`].
+    #[serde(rename = "Overwrite", skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
     /// Why the entry failed (with a non-2xx status).
     #[serde(rename = "Error", skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

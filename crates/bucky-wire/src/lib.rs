@@ -6,6 +6,7 @@
 //! - [`RingInfo`] / [`RingNode`]: the body of `GET /hashring`;
 //! - [`HealReport`]: the JSON body the fork returns after `POST`/`PUT /metrics/<name>`;
 //! - [`batch`]: bucky's own extension, many metrics in one request (buckyd answers 404);
+//! - [`digest`]: bucky's digests of many metrics' copies, to compare replicas without their files;
 //! - [`UtcTime`]: calendar dates of `ModTime`s (HTTP dates, RFC 3339);
 //! - [`MetricName`]: the one checker that turns a metric name into a path below the store root. Unlike
 //!   buckyd, which maps `a..b` and `a.b` to the same file and lets `/` or NUL through, it refuses every name
@@ -27,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod digest;
 #[cfg(feature = "cli")]
 pub mod goflags;
 mod name;
@@ -48,6 +50,11 @@ pub const AUTH_HEADER: &str = "X-Buckyd-Authorization";
 /// would, so the client can verify it without another request. Agents that do not know it (buckyd) ignore
 /// it and answer as usual; clients fall back to a `GET` when the answer lacks the header.
 pub const READ_BACK_HEADER: &str = "X-Bucky-Read-Back";
+
+/// Request header of a heal (`POST /metrics/<name>`), a bucky extension: with `1`, where the replica holds
+/// another value than the upload for the same time, the upload's value wins (`bucky repair`). buckyd
+/// ignores it and only fills empty slots; the client's exact verification then finds the difference.
+pub const OVERWRITE_HEADER: &str = "X-Bucky-Heal-Overwrite";
 
 /// Response header of a heal answered with the read-back replica: the [`HealReport`] as JSON (the body
 /// is the file).

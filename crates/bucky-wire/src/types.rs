@@ -135,6 +135,14 @@ pub struct HealReport {
     /// Points written into an existing file (heal) — 0 for a create or a replace.
     #[serde(rename = "PointsWritten")]
     pub points_written: u64,
+    /// Of those, points whose value the upload's replaced (a heal with overwrite, `bucky repair`); sent
+    /// only when not 0, so the report stays the fork's otherwise.
+    #[serde(rename = "PointsReplaced", skip_serializing_if = "is_zero")]
+    pub points_replaced: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

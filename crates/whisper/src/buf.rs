@@ -237,6 +237,19 @@ impl WhisperBuf {
         t0: i64,
         candidates: impl Iterator<Item = Option<f64>>,
     ) -> Result<u64> {
+        self.write_slots(index, t0, candidates, false).map(|(filled, _)| filled)
+    }
+
+    /// [`WhisperBuf::fill_empty_slots`], and with `overwrite` also a slot holding a point for the same time
+    /// whose value differs bit for bit from its candidate (a conflict, the candidate wins). Returns the
+    /// points written into empty slots and the points replaced.
+    pub(crate) fn write_slots(
+        &mut self,
+        index: usize,
+        t0: i64,
+        candidates: impl Iterator<Item = Option<f64>>,
+        overwrite: bool,
+    ) -> Result<(u64, u64)> {
         let archive = self.header.archives[index];
         let points = archive.points as usize;
         let begin = archive.offset as usize;
@@ -244,16 +257,19 @@ impl WhisperBuf {
         let base = self.base(&archive);
         // Slot of t0, once the archive has an anchor.
         let mut slot = (base != 0).then(|| (Self::slot_offset(&archive, base, t0) - begin) / POINT_SIZE);
-        let mut written = 0;
+        let (mut written, mut replaced) = (0, 0);
         let mut t = t0;
         for candidate in candidates {
             if let Some(s) = slot {
-                let (ts, _) = self.point_at(begin + s * POINT_SIZE);
+                let (ts, old) = self.point_at(begin + s * POINT_SIZE);
                 if i64::from(ts) != t || ts == 0 {
                     if let Some(v) = candidate {
                         self.write(begin + s * POINT_SIZE, &pack(t, v)?);
                         written += 1;
                     }
+                } else if let Some(v) = candidate.filter(|v| overwrite && v.to_bits() != old.to_bits()) {
+                    self.write(begin + s * POINT_SIZE, &pack(t, v)?);
+                    replaced += 1;
                 }
             } else if let Some(v) = candidate {
                 // First point into an empty archive: it becomes the anchor, slot 0.
@@ -269,7 +285,7 @@ impl WhisperBuf {
             }
             t += step;
         }
-        Ok(written)
+        Ok((written, replaced))
     }
 
     /// The value stored for aligned time `t` in archive `index`, if that slot holds exactly `t`.

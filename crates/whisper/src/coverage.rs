@@ -39,6 +39,17 @@ impl Coverage {
 /// seconds of leaving either copy's window (see the module docs). Reads the slots in place: one pass over
 /// each source archive, and no lookup at all for a replica archive holding the same bytes.
 pub fn coverage(source: &WhisperBuf, replica: &WhisperBuf, now: i64, edge_margin: i64) -> Coverage {
+    coverage_with(source, replica, now, edge_margin, false)
+}
+
+/// [`coverage`] where a point is held only with the source's very value (bit for bit): a replica slot
+/// holding another value for the same time counts as missing. What `bucky repair` checks after healing a
+/// replica from its reference copy ([`crate::FillMode::SourceWins`]).
+pub fn coverage_exact(source: &WhisperBuf, replica: &WhisperBuf, now: i64, edge_margin: i64) -> Coverage {
+    coverage_with(source, replica, now, edge_margin, true)
+}
+
+fn coverage_with(source: &WhisperBuf, replica: &WhisperBuf, now: i64, edge_margin: i64, exact: bool) -> Coverage {
     let mut coverage = Coverage::default();
     let replica_archives = &replica.header().archives;
     let bytes = source.as_bytes();
@@ -65,7 +76,8 @@ pub fn coverage(source: &WhisperBuf, replica: &WhisperBuf, now: i64, edge_margin
         // The order of the slots does not matter but for the first missing one, the oldest.
         let mut first_missing: Option<i64> = None;
         for slot in slots.chunks_exact(POINT_SIZE) {
-            let t = i64::from(point_from(slot).0);
+            let (t, value) = point_from(slot);
+            let t = i64::from(t);
             // Empty slots, stale slots from an older cycle and points about to expire are not data to keep.
             if t == 0 || t <= source_edge {
                 continue;
@@ -80,7 +92,12 @@ pub fn coverage(source: &WhisperBuf, replica: &WhisperBuf, now: i64, edge_margin
                 continue;
             }
             coverage.checked += 1;
-            if !identical && replica.value_at(r, t).is_none() {
+            let held = identical
+                || match replica.value_at(r, t) {
+                    None => false,
+                    Some(v) => !exact || v.to_bits() == value.to_bits(),
+                };
+            if !held {
                 coverage.missing += 1;
                 first_missing = Some(first_missing.map_or(t, |f| f.min(t)));
             }
@@ -128,6 +145,12 @@ mod tests {
         // Presence, not equality: other values at the same times cover the source.
         let other = file("1m:1d,1h:30d", &points.iter().map(|&(t, _)| (t, -1.0)).collect::<Vec<_>>());
         assert!(coverage(&source, &other, NOW + 5, MARGIN).complete());
+        // Exact: other values are not the source's points; the same ones are.
+        assert_eq!(coverage_exact(&source, &other, NOW + 5, MARGIN).missing, copy.checked);
+        let mut one_off = source.clone();
+        one_off.update(7.5, NOW - 60 * 5, NOW).unwrap();
+        assert_eq!(coverage_exact(&source, &one_off, NOW + 5, MARGIN).missing, 1);
+        assert!(coverage_exact(&source, &source.clone(), NOW + 5, MARGIN).complete());
     }
 
     #[test]

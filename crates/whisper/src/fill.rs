@@ -10,6 +10,10 @@
 //!   resolution, the slot is computed from the finest source archive whose resolution divides it and whose
 //!   window holds the slot's start, aggregated with the destination's method and xFilesFactor, exactly as
 //!   whisper's propagation would have done.
+//! - [`FillMode::SourceWins`] (what `bucky repair` heals replicas from its reference copy with): the
+//!   safe fill, and in addition a destination slot that holds a point for the same timestamp with a
+//!   different value (bit for bit) takes the source's value from its archive of the same resolution. Slots
+//!   the source has no point for are never touched, so nothing the source does not replace is lost.
 //! - [`FillMode::Carbonate`]: carbonate 1.1.10's `fill_archives`, quirks included (0.0 counts as a gap, the
 //!   slot after each gap is rewritten with the source's value, writes are routed by age through
 //!   `update_many`, so a boundary point can land in a finer archive). Byte-identical with `whisper-fill`.
@@ -30,6 +34,9 @@ pub enum FillMode {
     /// Only empty destination slots are written, from the same-resolution source archive.
     #[default]
     Safe,
+    /// The safe fill, plus: where both hold a point for the same time with different values, the
+    /// source's value replaces the destination's (same-resolution archives only).
+    SourceWins,
     /// carbonate 1.1.10 `whisper-fill`, bit for bit.
     Carbonate,
 }
@@ -153,22 +160,39 @@ fn fill_file(
     Ok((points_written, buf))
 }
 
-/// [`fill`] on in-memory files: updates `dst` and returns the number of points written.
+/// [`fill`] on in-memory files: updates `dst` and returns the number of points written (replaced ones
+/// included).
 pub fn fill_buf(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> Result<u64> {
+    fill_buf_counted(src, dst, options).map(|c| c.filled + c.replaced)
+}
+
+/// What [`fill_buf_counted`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FillCounts {
+    /// Points written into empty slots (carbonate mode: every point passed to update_many).
+    pub filled: u64,
+    /// Points whose value was replaced by the source's ([`FillMode::SourceWins`] only).
+    pub replaced: u64,
+}
+
+/// [`fill_buf`], telling filled and replaced points apart.
+pub fn fill_buf_counted(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> Result<FillCounts> {
     check_options(options)?;
     match options.mode {
         // Every time it writes lies in (now - maxRetention, now], checked up front, so it cannot fail
         // after its first write and needs no undo journal on this hot path.
-        FillMode::Safe => {
+        FillMode::Safe | FillMode::SourceWins => {
             let now = options.now.floor() as i64;
             let oldest = now - i64::from(dst.header().max_retention);
             if oldest < 0 || now > i64::from(u32::MAX) {
                 return Err(Error::TimestampOutOfRange(if oldest < 0 { oldest } else { now }));
             }
-            safe_fill(src, dst, options)
+            safe_fill(src, dst, options, options.mode == FillMode::SourceWins)
         }
         // All or nothing: a carbonate fill refused part-way leaves `dst` as it was.
-        FillMode::Carbonate => dst.transaction(|dst| CarbonateFill { src, dst, options, written: 0 }.run()),
+        FillMode::Carbonate => dst
+            .transaction(|dst| CarbonateFill { src, dst, options, written: 0 }.run())
+            .map(|filled| FillCounts { filled, replaced: 0 }),
     }
 }
 
@@ -188,7 +212,7 @@ fn check_options(options: &FillOptions) -> Result<()> {
     Ok(())
 }
 
-fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> Result<u64> {
+fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions, overwrite: bool) -> Result<FillCounts> {
     let now = options.now.floor() as i64;
     let newest = options.start_from.map_or(now, |s| s.floor() as i64).min(now);
     let oldest = options.end_at.ceil() as i64;
@@ -202,7 +226,7 @@ fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> R
         let spp = i64::from(a.seconds_per_point);
         align(now - a.retention() as i64, a.seconds_per_point).map(|t| t + spp)
     };
-    let mut written = 0u64;
+    let mut counts = FillCounts::default();
     for (index, archive) in dst_archives.iter().enumerate() {
         let spp = i64::from(archive.seconds_per_point);
         let first = align(now - archive.retention() as i64, archive.seconds_per_point)? + spp;
@@ -232,7 +256,7 @@ fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> R
             continue;
         }
         let count = ((last - first) / spp + 1) as usize;
-        written += match same {
+        let (filled, replaced) = match same {
             // Same-resolution source archive: walk both archives slot by slot.
             Some(b) => {
                 let start = src_window_start(b)?;
@@ -244,15 +268,18 @@ fn safe_fill(src: &WhisperBuf, dst: &mut WhisperBuf, options: &FillOptions) -> R
                         None
                     }
                 });
-                dst.fill_empty_slots(index, first, candidates)?
+                dst.write_slots(index, first, candidates, overwrite)?
             }
+            // Aggregated values are never preferred over stored ones: only empty slots take them.
             None => {
                 let candidates = (0..count).map(|i| aggregate_finer(first + i as i64 * spp));
-                dst.fill_empty_slots(index, first, candidates)?
+                (dst.fill_empty_slots(index, first, candidates)?, 0)
             }
         };
+        counts.filled += filled;
+        counts.replaced += replaced;
     }
-    Ok(written)
+    Ok(counts)
 }
 
 /// carbonate 1.1.10 `fill_archives` / `fill`, with its float clock and int() truncations.
@@ -408,6 +435,23 @@ mod tests {
             assert_eq!(a.value_at(0, *t), Some(*v));
             assert_eq!(b.value_at(0, *t), Some(*v));
         }
+    }
+
+    #[test]
+    fn source_wins_replaces_conflicts_and_keeps_what_the_source_lacks() {
+        let src = buf("60:30", AggregationMethod::Average, &[(NOW - 60, 1.0), (NOW - 120, 2.0)]);
+        let mut dst = buf("60:30", AggregationMethod::Average, &[(NOW - 120, 9.0), (NOW - 180, 3.0)]);
+        let options = FillOptions { mode: FillMode::SourceWins, ..FillOptions::new(NOW) };
+        let counts = fill_buf_counted(&src, &mut dst, &options).unwrap();
+        assert_eq!(counts, FillCounts { filled: 1, replaced: 1 });
+        assert_eq!(dst.value_at(0, NOW - 60), Some(1.0));
+        assert_eq!(dst.value_at(0, NOW - 120), Some(2.0), "the conflict goes to the source");
+        assert_eq!(dst.value_at(0, NOW - 180), Some(3.0), "a point the source lacks stays");
+        // Idempotent, and the safe mode never replaces.
+        assert_eq!(fill_buf_counted(&src, &mut dst, &options).unwrap(), FillCounts::default());
+        let mut safe = buf("60:30", AggregationMethod::Average, &[(NOW - 120, 9.0)]);
+        fill_buf(&src, &mut safe, &FillOptions::new(NOW)).unwrap();
+        assert_eq!(safe.value_at(0, NOW - 120), Some(9.0));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `POST /batch/read`, `/batch/heal`, `/batch/delete` (a bucky extension): many metrics in one request,
+//! `POST /batch/read`, `/batch/heal`, `/batch/delete`, `/batch/digest` (bucky extensions): many metrics in one request,
 //! in the frames of [`bucky_wire::batch`].
 //!
 //! Each entry is answered as its single-metric route would answer it (`GET`; `POST` with
@@ -57,13 +57,14 @@ enum Route {
     Read,
     Heal,
     Delete,
+    Digest,
 }
 
 impl Route {
     /// The right a token needs for the route's entries.
     fn op(self) -> Op {
         match self {
-            Route::Read => Op::Read,
+            Route::Read | Route::Digest => Op::Read,
             Route::Heal => Op::Update,
             Route::Delete => Op::Delete,
         }
@@ -84,6 +85,14 @@ pub(super) async fn heal(
     body: Body,
 ) -> Result<Response, AgentError> {
     serve(state, headers, body, Route::Heal).await
+}
+
+pub(super) async fn digest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
+    serve(state, headers, body, Route::Digest).await
 }
 
 pub(super) async fn delete(
@@ -120,6 +129,10 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
             .ok_or_else(|| AgentError::BadRequest(format!("{} must be a number of bytes.", batch::MAX_ANSWER_HEADER)))?
             .min(limit),
     };
+    let digest_window = match route {
+        Route::Digest => Some(digest_window(&headers)?),
+        _ => None,
+    };
     // The decoded body is bounded by --max-body; a snappy stream may be slightly longer than what it decodes to.
     let mut charge = state.budget().charge();
     let body = read_body(&state, &headers, body, max_encoded_len(limit, snappy), &mut charge).await?;
@@ -131,6 +144,10 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
         Route::Read => Box::new(ReadEntries { frames, grant, total: 0, limit, answer_limit, _body: charge }),
         Route::Heal => Box::new(heal_entries(&state, frames, grant, limit, charge).await?),
         Route::Delete => Box::new(DeleteEntries { frames, grant, state: state.clone(), _body: charge }),
+        Route::Digest => {
+            let (until, ranges) = digest_window.unwrap_or_default();
+            Box::new(DigestEntries { frames, grant, until, ranges, _body: charge })
+        }
     };
     let writer = Writer::new(snappy_answer, state.budget().clone());
     let answer =
@@ -449,6 +466,67 @@ impl Entries for ReadEntries {
     }
 }
 
+/// The window of a digest request: its `X-Bucky-Digest-Until` (required, a real time) and whether it asks
+/// for range digests. 400 before anything is read otherwise.
+fn digest_window(headers: &HeaderMap) -> Result<(i64, bool), AgentError> {
+    use bucky_wire::digest::{RANGES_HEADER, UNTIL_HEADER};
+    let until = headers
+        .get(UNTIL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|t| (0..=i64::from(u32::MAX)).contains(t))
+        .ok_or_else(|| AgentError::BadRequest(format!("{UNTIL_HEADER} must be a Unix time in seconds.")))?;
+    let ranges = match headers.get(RANGES_HEADER).map(|v| v.as_bytes()) {
+        None | Some(b"0") => false,
+        Some(b"1") => true,
+        Some(_) => return Err(AgentError::BadRequest(format!("{RANGES_HEADER} must be 0 or 1."))),
+    };
+    Ok((until, ranges))
+}
+
+/// Each entry's digest ([`bucky_wire::digest`]): the file read under its shared flock as a `GET` reads it
+/// (same checks and errors), then digested once the lock is released; only the digest is kept. A file that
+/// is not a valid whisper file is a 409 entry, as a heal into it would be.
+struct DigestEntries {
+    frames: Vec<Frame>,
+    grant: Option<Grant>,
+    until: i64,
+    ranges: bool,
+    _body: Charge,
+}
+
+impl Entries for DigestEntries {
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn serve(&mut self, store: &Store, i: usize) -> Result<Frame, Wait> {
+        let name = std::mem::take(&mut self.frames[i].name);
+        let digest = admit(self.grant.as_ref(), Op::Read, &name).and_then(|metric| {
+            let snapshot = store.read(&metric)?;
+            let mod_time = snapshot.stat.mod_time;
+            let file = whisper::WhisperBuf::from_bytes(snapshot.bytes).map_err(|e| {
+                AgentError::corrupt_file(format!("{} is not a valid whisper file: {e}", metric.as_str()))
+            })?;
+            let archives = whisper::digest(&file, self.until, self.ranges)
+                .map_err(|e| AgentError::BadRequest(format!("cannot digest {}: {e}", metric.as_str())))?;
+            Ok(bucky_wire::digest::encode(&bucky_wire::digest::MetricDigest { mod_time, archives }))
+        });
+        match digest {
+            Ok(data) => Ok(Frame::new(name, 200, Meta::default(), Bytes::from(data))),
+            Err(AgentError::Wait(wait)) => {
+                self.frames[i].name = name;
+                Err(wait)
+            }
+            Err(e) => Ok(failed(name, &e)),
+        }
+    }
+
+    fn given_up(&mut self, i: usize, error: &AgentError) -> Frame {
+        failed(std::mem::take(&mut self.frames[i].name), error)
+    }
+}
+
 /// Each entry as a `DELETE`, with its `IfMatch` as the `If-Match` header.
 struct DeleteEntries {
     frames: Vec<Frame>,
@@ -522,16 +600,20 @@ async fn heal_entries(
     // The entries to heal: their place, the time their check took, the upload's ETag.
     let mut pending: Vec<(usize, u64, Option<String>)> = Vec::new();
     let mut items: Vec<HealItem> = Vec::new();
+    // Per item: heal with overwrite ([`Meta::overwrite`]).
+    let mut overwrites: Vec<bool> = Vec::new();
     for frame in frames {
         let started = Instant::now();
         let Frame { name, meta, data, .. } = frame;
         let known = meta.etag.clone();
+        let overwrite = meta.overwrite;
         let checked = admit(grant.as_ref(), Op::Update, &name)
             .and_then(|metric| checked_upload(meta.stat, data, limit).map(|(buf, mtime)| (metric, buf, mtime)));
         match checked {
             Ok(item) => {
                 pending.push((answers.len(), nanos(started), known));
                 items.push(item);
+                overwrites.push(overwrite);
                 answers.push(None);
             }
             Err(e) => answers.push(Some(failed(name.clone(), &e))),
@@ -546,11 +628,23 @@ async fn heal_entries(
     let started = Instant::now();
     let items = Arc::new(items);
     while !todo.is_empty() {
-        let (batch_items, indices) = (Arc::clone(&items), todo.clone());
+        let (batch_items, indices, modes) = (Arc::clone(&items), todo.clone(), overwrites.clone());
         let healed = state
             .in_slot(move |store| {
-                let subset: Vec<&HealItem> = indices.iter().map(|&i| &batch_items[i]).collect();
-                store.heal_many(&subset, now)
+                // The plain heals and the overwriting ones (`bucky repair`), each with one group commit.
+                let mut results: Vec<Option<Result<Healed, StoreError>>> = indices.iter().map(|_| None).collect();
+                for overwrite in [false, true] {
+                    let chosen: Vec<usize> = (0..indices.len()).filter(|&k| modes[indices[k]] == overwrite).collect();
+                    if chosen.is_empty() {
+                        continue;
+                    }
+                    let subset: Vec<&HealItem> = chosen.iter().map(|&k| &batch_items[indices[k]]).collect();
+                    for (k, result) in chosen.into_iter().zip(store.heal_many_with(&subset, now, overwrite)) {
+                        results[k] = Some(result);
+                    }
+                }
+                let missing = || Err(StoreError::failed("batch heal", "the entry was not healed"));
+                results.into_iter().map(|r| r.unwrap_or_else(missing)).collect::<Vec<_>>()
             })
             .await?;
         let mut waiting = Vec::new();
@@ -597,6 +691,11 @@ async fn heal_entries(
                     }
                     Healed::Filled(points) => {
                         report.points_written = points;
+                        report.fill = took;
+                    }
+                    Healed::Repaired { filled, replaced } => {
+                        report.points_written = filled + replaced;
+                        report.points_replaced = replaced;
                         report.fill = took;
                     }
                 }

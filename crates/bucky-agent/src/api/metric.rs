@@ -212,6 +212,7 @@ pub(super) async fn post_metric(
     let name = admit(grant.as_ref(), Op::Update, &name)?;
     refuse_writes_outside_ring(&state)?;
     let read_back = wants_read_back(&headers)?.then(|| wants_snappy(&headers));
+    let overwrite = headers.get(bucky_wire::OVERWRITE_HEADER).is_some_and(|v| v.as_bytes() == b"1");
     let query: HashMap<String, String> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let (upload, mut report) = if query.get("fetch_offload").is_some_and(|v| v == "true") {
@@ -224,7 +225,7 @@ pub(super) async fn post_metric(
         (upload, report)
     };
     let Upload { stat, buf, charge, .. } = upload;
-    let replica = heal(&state, name, stat, buf, charge, &mut report, read_back).await?;
+    let replica = heal(&state, name, stat, buf, charge, &mut report, read_back, overwrite).await?;
     let Some(replica) = replica else {
         return Ok(Json(report).into_response());
     };
@@ -239,6 +240,8 @@ pub(super) async fn post_metric(
 /// Heals `buf` into `name` and records what happened in `report` (and in the metric list). With
 /// `read_back` (`Some(snappy)`), then reads the file back from its final path, re-opened under a shared
 /// flock as a GET would; `None` if that read fails (the client falls back to a GET, which reports why).
+/// With `overwrite` the upload's values win over the file's ([`Store::heal_with`]).
+#[allow(clippy::too_many_arguments)] // the parts of one upload, taken apart by the caller
 async fn heal(
     state: &AppState,
     name: MetricName,
@@ -247,6 +250,7 @@ async fn heal(
     charge: Charge,
     report: &mut HealReport,
     read_back: Option<bool>,
+    overwrite: bool,
 ) -> Result<Option<Encoded>, AgentError> {
     let started = Instant::now();
     let cache = Arc::clone(state.cache());
@@ -255,7 +259,7 @@ async fn heal(
     let (healed, took, replica) = state
         .blocking(move |store| {
             let (buf, _) = upload.as_ref().ok_or_else(|| AgentError::internal("heal", "retried after success"))?;
-            let healed = store.heal(&name, buf, stat.mod_time, unix_now())?;
+            let healed = store.heal_with(&name, buf, stat.mod_time, unix_now(), overwrite)?;
             if healed == Healed::Created {
                 cache.added(name.as_str());
             }
@@ -279,6 +283,11 @@ async fn heal(
         }
         Healed::Filled(points) => {
             report.points_written = points;
+            report.fill = took;
+        }
+        Healed::Repaired { filled, replaced } => {
+            report.points_written = filled + replaced;
+            report.points_replaced = replaced;
             report.fill = took;
         }
     }

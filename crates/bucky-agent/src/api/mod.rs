@@ -52,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .route(bucky_wire::batch::HEAL_PATH, post(batch::heal).fallback(bad_method))
         .route(bucky_wire::batch::DELETE_PATH, post(batch::delete).fallback(bad_method))
         .route("/debug/state", get(debug_state).fallback(bad_method))
+        .route(bucky_wire::digest::DIGEST_PATH, post(batch::digest).fallback(bad_method))
         .fallback(not_found)
         // Handlers enforce `--max-body` themselves (with a 413 that names the limit).
         .layer(DefaultBodyLimit::disable())
@@ -76,7 +77,8 @@ async fn name_missing() -> AgentError {
     AgentError::BadRequest("Metric name missing.".into())
 }
 
-/// Counts a heal in the self-metrics: `heals.created`, or `heals.filled` and the points written.
+/// Counts a heal in the self-metrics: `heals.created`, `heals.filled` or `heals.repaired`, and the points
+/// written.
 pub(crate) fn count_heal(state: &AppState, healed: &crate::store::Healed) {
     let metrics = state.diagnostics().metrics();
     match healed {
@@ -84,6 +86,10 @@ pub(crate) fn count_heal(state: &AppState, healed: &crate::store::Healed) {
         crate::store::Healed::Filled(points) => {
             metrics.incr("heals.filled");
             metrics.add("heals.points_written", *points as f64);
+        }
+        crate::store::Healed::Repaired { filled, replaced } => {
+            metrics.incr("heals.repaired");
+            metrics.add("heals.points_written", (*filled + *replaced) as f64);
         }
     }
 }

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 
 use super::unix_now;
 use crate::auth::Auth;
-use crate::testutil::{points, wsp, wsp_with};
+pub(super) use crate::testutil::{points, wsp, wsp_with};
 use crate::{app, AppState, Config};
 
 pub(super) struct Fixture {
@@ -406,7 +406,7 @@ async fn post_accepts_snappy() {
     assert_eq!(f.file("s.n").unwrap(), bytes);
 }
 
-fn read_back(mut request: Request<Body>, value: &str) -> Request<Body> {
+pub(super) fn read_back(mut request: Request<Body>, value: &str) -> Request<Body> {
     request.headers_mut().insert(bucky_wire::READ_BACK_HEADER, value.parse().unwrap());
     request
 }
@@ -975,7 +975,7 @@ pub(super) fn error_of(frame: &Frame) -> &str {
     frame.meta.error.as_deref().unwrap_or("")
 }
 
-const HOSTILE: [&str; 7] = ["..", "/etc/passwd", "a\0b", "a..b", "../outside", "a/b", "x.\n"];
+pub(super) const HOSTILE: [&str; 7] = ["..", "/etc/passwd", "a\0b", "a..b", "../outside", "a/b", "x.\n"];
 
 #[tokio::test]
 async fn batch_read_answers_each_entry_as_a_get() {
@@ -1421,6 +1421,7 @@ async fn batch_entries_are_authorized_one_by_one() {
     assert!(f.file("sys.new").is_some() && f.file("app.new").is_none());
 }
 
+mod digest;
 mod full;
 
 // ---- a node outside the ring (being drained) ------------------------------------------------------------

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::common::{ClusterArgs, EngineArgs, ScopeArgs};
+use super::common::{ClusterArgs, EngineArgs, NamesArgs, ScopeArgs};
 use crate::names::MetricRegex;
 
 /// Prefixes of carbon's and carbon-c-relay's own statistics, written locally by every daemon and so
@@ -217,4 +217,58 @@ pub struct StatArgs {
     /// Common flags, metrics, --single.
     #[command(flatten)]
     pub scope: ScopeArgs,
+}
+
+/// Names per digest request of `audit` and `repair` (each answer is a few dozen bytes per name).
+const DEFAULT_DIGEST_BATCH: usize = 1000;
+
+/// `bucky audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Which metrics (default: all).
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Skip metrics starting with this prefix (repeatable; replaces the defaults; `--exclude ''` audits
+    /// everything).
+    #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
+    pub exclude: Vec<String>,
+    /// Compare the archives' windows ending at this time (Unix seconds) [default: now]. Points newer than
+    /// it are not compared; set it a few minutes back when carbon is writing and its caches may not have
+    /// reached every replica yet.
+    #[arg(long, value_name = "UNIX_TIME", allow_negative_numbers = true)]
+    pub until: Option<i64>,
+    /// Metric names per digest request.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_DIGEST_BATCH)]
+    pub batch: usize,
+}
+
+/// `bucky repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Common flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Engine flags.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Which metrics (default: all).
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Skip metrics starting with this prefix (repeatable; replaces the defaults; `--exclude ''` repairs
+    /// everything).
+    #[arg(long, value_name = "PREFIX", default_values_t = DEFAULT_EXCLUDES.map(String::from))]
+    pub exclude: Vec<String>,
+    /// Where replicas hold different values at one timestamp, the value of the replica on this agent
+    /// wins, HOST[:PORT] [default: the replica whose file is newest].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub prefer: Option<String>,
+    /// The audit's window end (Unix seconds) [default: now]; see `bucky audit --until`.
+    #[arg(long, value_name = "UNIX_TIME", allow_negative_numbers = true)]
+    pub until: Option<i64>,
+    /// Metric names per digest request of the audit.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_DIGEST_BATCH)]
+    pub digest_batch: usize,
 }

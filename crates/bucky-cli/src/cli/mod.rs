@@ -12,8 +12,8 @@ mod whisper;
 use clap::{Parser, Subcommand};
 
 pub use cluster::{
-    Backfill2Args, BackfillArgs, CopyArgs, DeleteArgs, DrainArgs, DuArgs, InconsistentArgs, ListArgs, LocateArgs,
-    RebalanceArgs, RestoreArgs, ServersArgs, StatArgs, TarArgs, DEFAULT_EXCLUDES,
+    AuditArgs, Backfill2Args, BackfillArgs, CopyArgs, DeleteArgs, DrainArgs, DuArgs, InconsistentArgs, ListArgs,
+    LocateArgs, RebalanceArgs, RepairArgs, RestoreArgs, ServersArgs, StatArgs, TarArgs, DEFAULT_EXCLUDES,
 };
 pub use common::{
     ClusterArgs, EngineArgs, NamesArgs, ScopeArgs, ThrottleArgs, BUCKYHOST, BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE,
@@ -70,6 +70,16 @@ pub enum Command {
     /// deleted from it), and check that it ends empty. Its agent runs outside the ring (reads and deletes only).
     #[command(disable_help_flag = true)]
     Drain(DrainArgs),
+    /// Compare every replica of every metric by digests: report the metrics missing a replica, the divergent
+    /// ones (which archives and time ranges), the misplaced copies and the healthy count. Read-only; exit 1
+    /// unless all is healthy.
+    #[command(disable_help_flag = true)]
+    Audit(AuditArgs),
+    /// Heal every replica of each metric missing a replica or divergent to the union of the replicas'
+    /// points (conflicts: the preferred, else the newest, replica's value), verified by read-back. Never
+    /// deletes a file.
+    #[command(disable_help_flag = true)]
+    Repair(RepairArgs),
     /// Fill metrics from other metrics: a JSON map {"old": "new"}; never deletes.
     #[command(disable_help_flag = true)]
     Backfill(BackfillArgs),

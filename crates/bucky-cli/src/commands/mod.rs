@@ -2,6 +2,7 @@
 //! [`crate::scope`] or [`crate::engine`] for the work, and prints. Cluster commands are async and share a
 //! [`crate::ctx::Ctx`]. No command uses another's internals.
 
+mod audit;
 mod backfill;
 mod config;
 mod copy;
@@ -15,6 +16,7 @@ mod json;
 mod list;
 mod locate;
 mod rebalance;
+mod repair;
 mod restore;
 mod ring;
 mod servers;
@@ -54,6 +56,8 @@ async fn run_async(command: Command) -> anyhow::Result<ExitStatus> {
         Command::Inconsistent(args) => inconsistent::run(&args).await,
         Command::Rebalance(args) => rebalance::run(&args).await,
         Command::Drain(args) => drain::run(&args).await,
+        Command::Audit(args) => audit::run(&args).await,
+        Command::Repair(args) => repair::run(&args).await,
         Command::Backfill(args) => backfill::run(&args).await,
         Command::Backfill2(args) => backfill::run_between_clusters(&args).await,
         Command::Copy(args) => copy::run(&args).await,

@@ -21,6 +21,10 @@ pub(crate) struct Counts {
     pub(crate) verified: u64,
     /// Source points the destinations' schema cannot hold.
     pub(crate) unplaceable: u64,
+    /// Of `healed`, points whose value the source's replaced (`repair`'s overwriting heals).
+    pub(crate) replaced: u64,
+    /// Destinations that had no copy: the heal created it (a missing replica).
+    pub(crate) created: u64,
 }
 
 /// What an attempt found for one job: its counts, and per destination (in the job's order) whether its

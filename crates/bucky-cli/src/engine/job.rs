@@ -21,6 +21,14 @@ pub enum Operation {
     Backfill,
     /// `backfill2`: heals metrics from one cluster into another.
     Backfill2,
+    /// `repair`: heals the replicas of a metric into its reference replica (`overwrite` false), then the
+    /// reference into every other replica with its values winning where they differ (`overwrite` true);
+    /// never deletes.
+    Repair {
+        /// Whether the heals replace conflicting values ([`whisper::FillMode::SourceWins`]) and the
+        /// verification requires the source's very values.
+        overwrite: bool,
+    },
 }
 
 impl Operation {
@@ -32,7 +40,13 @@ impl Operation {
             Operation::Copy => "copy",
             Operation::Backfill => "backfill",
             Operation::Backfill2 => "backfill2",
+            Operation::Repair { .. } => "repair",
         }
+    }
+
+    /// Whether heals replace the destination's conflicting values with the source's (`repair`'s last phase).
+    pub fn overwrites(self) -> bool {
+        matches!(self, Operation::Repair { overwrite: true })
     }
 
     /// Whether the command moves copies (its kept sources are replicas being synced).
@@ -64,6 +78,9 @@ pub enum JobKind {
     Copy,
     /// A metric healed under its new name (`backfill`, `backfill2`); its source stays.
     Backfill,
+    /// A replica healed into the metric's reference replica, or the reference into the others (`repair`);
+    /// its source stays.
+    Repair,
 }
 
 /// One unit of work: heal `source_name` from `source` into `name` on every destination.
@@ -105,6 +122,7 @@ impl Job {
             Operation::Rebalance | Operation::Drain => JobKind::Move,
             Operation::Copy => JobKind::Copy,
             Operation::Backfill | Operation::Backfill2 => JobKind::Backfill,
+            Operation::Repair { .. } => JobKind::Repair,
         }
     }
 }
@@ -126,6 +144,8 @@ fn plan_label(op: Operation, job: &Job, delete: bool) -> &'static str {
         JobKind::Move => "move",
         JobKind::Copy => "copy",
         JobKind::Backfill => "backfill",
+        JobKind::Repair if op.overwrites() => "repair: from the reference replica, its values win",
+        JobKind::Repair => "repair: into the reference replica, empty slots only",
     }
 }
 

@@ -193,11 +193,12 @@ impl Run {
 
         // 3. Verify each read-back against its source.
         let now = (self.options.now)();
+        let exact = self.options.op.overwrites();
         for (i, per_dest) in indices.iter().zip(heals) {
             let f = &mut flight[*i];
             let Some(copy) = &f.copy else { continue };
             for (dest, healed) in f.job.dests.iter().zip(per_dest) {
-                let check = healed.and_then(|healed| check(dest, &copy.file, healed, now, &mut f.tally.counts));
+                let check = healed.and_then(|healed| check(dest, &copy.file, healed, now, exact, &mut f.tally.counts));
                 f.tally.checks.push(check);
             }
         }
@@ -265,10 +266,20 @@ impl Run {
     }
 }
 
-/// Checks that a healed copy holds every point of `source` that it can hold, counting into `counts`. A
-/// compressed source's copy must be byte for byte the source: its points cannot be read.
-fn check(dest: &Addr, source: &WhisperData, healed: Healed, now: i64, counts: &mut Counts) -> Result<(), AttemptError> {
+/// Checks that a healed copy holds every point of `source` that it can hold (with `exact`, with the
+/// source's very values), counting into `counts`. A compressed source's copy must be byte for byte the
+/// source: its points cannot be read.
+fn check(
+    dest: &Addr,
+    source: &WhisperData,
+    healed: Healed,
+    now: i64,
+    exact: bool,
+    counts: &mut Counts,
+) -> Result<(), AttemptError> {
     counts.healed += healed.points_written;
+    counts.replaced += healed.points_replaced;
+    counts.created += u64::from(healed.created);
     counts.wire += healed.sent;
     let source = match source {
         WhisperData::Standard(source) => source,
@@ -285,7 +296,10 @@ fn check(dest: &Addr, source: &WhisperData, healed: Healed, now: i64, counts: &m
     counts.wire += replica.wire_bytes;
     let replica = WhisperBuf::from_bytes(replica.data)
         .map_err(|error| AttemptError::InvalidCopy { dest: dest.clone(), error })?;
-    let verdict = verify::verify(source, &replica, now);
+    let verdict = match exact {
+        true => verify::verify_exact(source, &replica, now),
+        false => verify::verify(source, &replica, now),
+    };
     if let Some((seconds_per_point, timestamp)) = verdict.first_missing {
         return Err(AttemptError::Missing {
             dest: dest.clone(),
@@ -320,7 +334,7 @@ mod tests {
 
     fn read_back(data: &[u8]) -> Healed {
         let fetched = Fetched { stat: Default::default(), data: data.to_vec(), etag: None, wire_bytes: 7 };
-        Healed { points_written: 0, sent: 10, copy: ReadBack::File(fetched) }
+        Healed { points_written: 0, points_replaced: 0, created: false, sent: 10, copy: ReadBack::File(fetched) }
     }
 
     /// A compressed source's copy verifies only when it is byte for byte the source.
@@ -331,12 +345,13 @@ mod tests {
         bytes.extend_from_slice(&[1, 2, 3]);
         let source = WhisperData::from_bytes(bytes.clone()).unwrap();
         let mut counts = Counts::default();
-        let identical = Healed { points_written: 0, sent: 10, copy: ReadBack::Identical };
-        assert!(check(&dest, &source, identical, 0, &mut counts).is_ok());
-        assert!(check(&dest, &source, read_back(&bytes), 0, &mut counts).is_ok());
+        let identical =
+            Healed { points_written: 0, points_replaced: 0, created: false, sent: 10, copy: ReadBack::Identical };
+        assert!(check(&dest, &source, identical, 0, false, &mut counts).is_ok());
+        assert!(check(&dest, &source, read_back(&bytes), 0, false, &mut counts).is_ok());
         let mut written = bytes.clone();
         written[19] = 9;
-        let err = check(&dest, &source, read_back(&written), 0, &mut counts).unwrap_err();
+        let err = check(&dest, &source, read_back(&written), 0, false, &mut counts).unwrap_err();
         assert!(matches!(err, AttemptError::NotIdentical { .. }), "{err}");
         assert!(!err.is_final(), "tried again (and then refused by the agent)");
         assert_eq!((counts.wire, counts.verified), (3 * 10 + 2 * 7, 0));

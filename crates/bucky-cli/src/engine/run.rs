@@ -97,6 +97,11 @@ impl Run {
                 summary.wire_bytes += counts.wire;
                 summary.points_healed += counts.healed;
                 summary.points_verified += counts.verified;
+                summary.points_replaced += counts.replaced;
+                // A move's copies are the move; a replica sync or a repair that created one filled a gap.
+                if matches!(kind, JobKind::ReplicaSync | JobKind::Repair) {
+                    summary.replicas_created += counts.created;
+                }
                 summary.per_node.entry(source.clone()).or_default().moved += 1;
                 drop(summary);
                 if counts.unplaceable > 0 {

@@ -40,6 +40,11 @@ pub struct Summary {
     pub points_healed: u64,
     /// Source points checked in the destinations.
     pub points_verified: u64,
+    /// Of `points_healed`, points whose conflicting value was replaced by the source's (`repair`).
+    pub points_replaced: u64,
+    /// Replicas that had no copy of the metric and were given one by a replica sync (`rebalance`,
+    /// `drain`) or a repair: missing replicas created. A move's own copies are counted in `moved`.
+    pub replicas_created: u64,
     /// Wall time in seconds.
     pub seconds: f64,
     /// Metrics per second.
@@ -89,6 +94,40 @@ pub struct Failure {
 pub(super) const SUMMARY_FAILURES: usize = 20;
 
 impl Summary {
+    /// Adds the counts of `other`, a later run of the same command (`repair` runs one per phase).
+    pub fn absorb(&mut self, other: Summary) {
+        self.planned += other.planned;
+        self.moved += other.moved;
+        self.deleted += other.deleted;
+        self.replicas_synced += other.replicas_synced;
+        self.skipped += other.skipped;
+        self.gone += other.gone;
+        self.errors += other.errors;
+        self.not_started += other.not_started;
+        self.bytes += other.bytes;
+        self.wire_bytes += other.wire_bytes;
+        self.points_healed += other.points_healed;
+        self.points_verified += other.points_verified;
+        self.points_replaced += other.points_replaced;
+        self.replicas_created += other.replicas_created;
+        self.seconds += other.seconds;
+        for (node, counts) in other.per_node {
+            let mine = self.per_node.entry(node).or_default();
+            mine.moved += counts.moved;
+            mine.errors += counts.errors;
+        }
+        let room = SUMMARY_FAILURES.saturating_sub(self.failures.len());
+        self.failures.extend(other.failures.into_iter().take(room));
+        for (node, jobs) in other.full_nodes {
+            *self.full_nodes.entry(node).or_default() += jobs;
+        }
+        self.aborted |= other.aborted;
+        if self.seconds > 0.0 {
+            self.metrics_per_second = self.moved as f64 / self.seconds;
+            self.bytes_per_second = self.bytes as f64 / self.seconds;
+        }
+    }
+
     /// Whether the run is a success given the tolerance.
     pub fn ok(&self, tolerance: u64) -> bool {
         self.errors <= tolerance && self.not_started == 0
@@ -134,9 +173,15 @@ impl Summary {
             Operation::Rebalance | Operation::Drain => {
                 counts.push(format!("{} moved", self.moved));
                 counts.push(format!("{} replica copies synced", self.replicas_synced));
+                counts.push(format!("{} missing replicas created", self.replicas_created));
             }
             Operation::Copy => counts.push(format!("{} copied", self.moved)),
             Operation::Backfill | Operation::Backfill2 => counts.push(format!("{} backfilled", self.moved)),
+            Operation::Repair { .. } => {
+                counts.push(format!("{} repaired", self.moved));
+                counts.push(format!("{} missing replicas created", self.replicas_created));
+                counts.push(format!("{} conflicting points replaced", self.points_replaced));
+            }
         }
         if self.deletes {
             counts.push(format!("{} deleted", self.deleted));
@@ -228,7 +273,9 @@ mod tests {
         assert!(backfill.starts_with("backfill2: 7 planned, 5 backfilled, 0 skipped"), "{backfill}");
         let rebalance = summary(Operation::Rebalance, true).line();
         assert!(
-            rebalance.starts_with("rebalance: 7 planned, 5 moved, 0 replica copies synced, 0 deleted,"),
+            rebalance.starts_with(
+                "rebalance: 7 planned, 5 moved, 0 replica copies synced, 0 missing replicas created, 0 deleted,"
+            ),
             "{rebalance}"
         );
         assert!(!summary(Operation::Rebalance, false).line().contains("deleted"));

@@ -39,6 +39,10 @@ pub(super) struct SourceCopy {
 pub(super) struct Healed {
     /// Points the heal wrote into an existing file.
     pub(super) points_written: u64,
+    /// Of those, points whose value was replaced (overwriting heals).
+    pub(super) points_replaced: u64,
+    /// The destination had no copy: the heal created it.
+    pub(super) created: bool,
     /// Bytes of the upload sent.
     pub(super) sent: u64,
     /// The copy as read back.
@@ -106,7 +110,8 @@ impl Transport {
         stat: bucky_wire::MetricStat,
     ) -> Result<Upload, AttemptError> {
         let snappy = self == Transport::PerMetric && job.dests.iter().any(|d| run.client.snappy_for(d));
-        let upload = shared_upload(file, stat, snappy).map_err(AttemptError::Compress)?;
+        let upload =
+            shared_upload(file, stat, snappy).map_err(AttemptError::Compress)?.overwriting(run.options.op.overwrites());
         Ok(match self {
             Transport::Batch => upload.with_etag(),
             Transport::PerMetric => upload,
@@ -178,7 +183,13 @@ async fn heal_one(run: &Run, dest: &Addr, name: &str, upload: &Upload) -> Result
             .map_err(|error| AttemptError::ReadBack { dest: dest.clone(), error })?
             .ok_or_else(|| AttemptError::Disappeared { dest: dest.clone() })?,
     };
-    Ok(Healed { points_written: healed.report.points_written, sent: healed.sent, copy: ReadBack::File(replica) })
+    Ok(Healed {
+        points_written: healed.report.points_written,
+        points_replaced: healed.report.points_replaced,
+        created: healed.report.created,
+        sent: healed.sent,
+        copy: ReadBack::File(replica),
+    })
 }
 
 /// One heal request per destination, for every job healing into it.
@@ -223,7 +234,13 @@ async fn heal_batch(run: &Run, copies: &[Copied<'_>]) -> Vec<Vec<Result<Healed, 
                         // Not read back: the job alone verifies with a GET.
                         None => Err(AttemptError::NotReadBack { dest: d.clone() }),
                     };
-                    copy.map(|copy| Healed { points_written: entry.report.points_written, sent: entry.sent, copy })
+                    copy.map(|copy| Healed {
+                        points_written: entry.report.points_written,
+                        points_replaced: entry.report.points_replaced,
+                        created: entry.report.created,
+                        sent: entry.sent,
+                        copy,
+                    })
                 }
             });
         }

@@ -45,6 +45,14 @@ pub fn verify(source: &WhisperBuf, replica: &WhisperBuf, now: i64) -> Verdict {
     Verdict { checked, missing, first_missing, unplaceable }
 }
 
+/// [`verify`], where a point is held only with the source's very value (bit for bit): after `repair`
+/// healed a replica from its reference copy with the reference's values winning.
+pub fn verify_exact(source: &WhisperBuf, replica: &WhisperBuf, now: i64) -> Verdict {
+    let whisper::Coverage { checked, missing, first_missing, unplaceable } =
+        whisper::coverage_exact(source, replica, now, EDGE_MARGIN);
+    Verdict { checked, missing, first_missing, unplaceable }
+}
+
 /// The points [`verify`] checks in a replica that is byte for byte `source` (a batch heal's read-back
 /// identical to its upload), all of them present: the source's points not about to expire. Counted without
 /// a second file to compare.
