@@ -115,7 +115,6 @@ impl TestCluster {
                 .args(["--hash", &self.hash, "--replicas", &self.replicas.to_string()])
                 .args(&self.agent_args)
                 .args(ring)
-                .args(&self.agent_args)
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
