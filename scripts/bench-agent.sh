@@ -10,7 +10,8 @@
 #     -print-file-list-cache, and the agent lists from it (--file-list-cache), side by side with the walk and
 #     find: first list, forced re-read, the ratio to the walk, the RSS. BENCH_FLC=0 skips it.
 #  2. Throughput: GET and POST-heal of 17 KB metrics (1m:1d) with 16 concurrent clients over loopback,
-#     next to cat(1) of the same files (the `bench_http` example), with precise and coalesced heal writes.
+#     next to cat(1) of the same files (the `bench_http` example), with precise and coalesced heal writes,
+#     and once more with the in-flight registry off (BENCH_NO_REGISTRY=1), to show what it costs.
 #
 # Usage: scripts/bench-agent.sh [N_FILES] [HTTP_FILES]   (HTTP_FILES 0 skips the throughput part)
 # Env: BENCH_ROUNDS (runs per timing, best kept; default 5), BENCH_TREE (tree directory, kept between runs; default $TMPDIR/bucky-bench-tree-N),
@@ -223,3 +224,6 @@ BENCH_TMP=$WORK "$TARGET/release/examples/bench_http" "$HTTP_FILES"
 echo
 echo "== throughput: --coalesce-writes"
 BENCH_COALESCE=1 BENCH_TMP=$WORK "$TARGET/release/examples/bench_http" "$HTTP_FILES"
+echo
+echo "== throughput: precise heal writes, in-flight registry off (what the registry costs: compare with the first)"
+BENCH_NO_REGISTRY=1 BENCH_TMP=$WORK "$TARGET/release/examples/bench_http" "$HTTP_FILES"

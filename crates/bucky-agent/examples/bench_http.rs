@@ -59,7 +59,12 @@ fn main() -> anyhow::Result<()> {
     if config.store.coalesce_writes {
         println!("agent runs with --coalesce-writes");
     }
+    // As the daemon runs: every request in the in-flight registry, the watchdog running; BENCH_NO_REGISTRY=1
+    // measures without the registry (what it costs).
+    config.inflight_registry = std::env::var_os("BENCH_NO_REGISTRY").is_none_or(|v| v != "1");
+    println!("in-flight registry {}", if config.inflight_registry { "on" } else { "off" });
     let state = AppState::new(config)?;
+    state.diagnostics().start(server.handle())?;
     let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
