@@ -258,7 +258,7 @@ impl Throttles {
             }
         }
         if !changes.is_empty() {
-            progress.set_message(message);
+            progress.set_note("throttle", message);
         }
     }
 
