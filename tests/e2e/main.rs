@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod config;
 mod drain;
+mod flap;
 mod go_carbon;
 mod go_client;
 mod live;

@@ -14,8 +14,8 @@
 //!   kept, nothing deleted) while the others' go on, and the engine probes it every second;
 //! - **given up on**: it still does not answer once its penalty has decayed below the reuse limit. The jobs
 //!   that need it fail at once ("down", source kept, listed in `--error-file`; a rerun with `--state-file`
-//!   does them once the node is back). Every [`PROBE_AFTER`] the jobs try the node again, and any answer
-//!   from it makes it up.
+//!   does them once the node is back). The engine probes it every second, and every [`PROBE_AFTER`] the
+//!   jobs try it again; any answer from it makes it up.
 //!
 //! A node whose disk is full answers writes with 507 Insufficient Storage (bucky-agent; as a single answer,
 //! or per entry of a batch heal). It is marked full for the rest of the run: the engine sends it no more
@@ -174,6 +174,12 @@ impl Health {
         let now = self.now();
         let addrs: Vec<Addr> = self.nodes.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
         addrs.into_iter().filter_map(|addr| Some((addr.clone(), self.waiting_at(&addr, now)?))).collect()
+    }
+
+    /// The nodes that did not answer their last request: the engine probes them.
+    pub(crate) fn down_nodes(&self) -> Vec<Addr> {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.iter().filter(|(_, node)| node.down.is_some()).map(|(addr, _)| addr.clone()).collect()
     }
 
     /// Why a job needing `nodes` must fail now: the first of them given up on (not answering, no longer

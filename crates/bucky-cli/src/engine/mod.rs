@@ -31,12 +31,15 @@
 //! go-carbon clusters: with [`Options::throttle`], each destination's go-carbon cache is polled and a node
 //! under pressure is paused (its jobs wait, the others' go on) or slowed; see [`throttle`].
 //!
+//! `--graphite`: the run's progress goes to Graphite every interval and once at the end (see `graphite`).
+//!
 //! Node health: a node that flaps is suppressed by flap damping ([`Options::damping`]), and one that just
 //! stopped answering is waited for a while; the jobs that need either wait in the queue as a paused node's
 //! do (the queue skips them, a job in flight goes back to it), and `watch` probes the node every second
 //! until it is reused. The rules are in `crate::health` and `crate::damping`.
 
 mod decide;
+mod graphite;
 mod job;
 mod options;
 mod pipeline;
@@ -142,6 +145,11 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             pollers.push(AbortOnDrop::new(task));
         }
     }
+    let reporter = run
+        .options
+        .graphite
+        .as_ref()
+        .and_then(|target| graphite::Reporter::start(target, &run, throttles.clone(), printer));
     // The nodes waited for (flap damping, no answer yet) are probed and reported as long as the run lasts.
     let _watch = AbortOnDrop::new(tokio::spawn(watch::nodes(
         client.clone(),
@@ -276,6 +284,13 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
     if summary.seconds > 0.0 {
         summary.metrics_per_second = summary.moved as f64 / summary.seconds;
         summary.bytes_per_second = summary.bytes as f64 / summary.seconds;
+    }
+    if let Some(reporter) = reporter {
+        // The last sample is a blocking send (bounded connect and write times): off the runtime.
+        let last = summary.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || reporter.finish(&last)).await {
+            printer.warn(format!("the last progress sample to Graphite was not sent: {e}"));
+        }
     }
     Ok(summary)
 }

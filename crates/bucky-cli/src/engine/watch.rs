@@ -1,8 +1,8 @@
 //! The nodes a run waits for (suppressed by flap damping, or not answering yet; the rules are in
-//! `crate::health`): while their jobs wait in the queue nothing is sent to them, so this task probes each
-//! of them every [`PROBE_EVERY`] (a flapping node keeps being seen to flap, a node back up is seen to be
-//! up), says when one is suppressed, reused or given up on, and keeps the progress line's note
-//! (`suppressed: NODE (3 flaps, penalty 2207)`).
+//! `crate::health`) or has given up on (down): while their jobs wait in the queue, or fail at once, nothing
+//! else is sent to them, so this task probes each of them every [`PROBE_EVERY`] (a flapping node keeps
+//! being seen to flap, a node back up is seen to be up at once), says when one is suppressed, reused or
+//! given up on, and keeps the progress line's note (`suppressed: NODE (3 flaps, penalty 2207)`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,12 +35,14 @@ pub(super) async fn nodes(client: Client, printer: Printer, progress: Arc<Progre
     let mut probed: HashMap<Addr, Instant> = HashMap::new();
     let mut note = String::new();
     loop {
-        let waited = client.health().waited_for();
+        let mut unhealthy: Vec<Addr> = client.health().waited_for().into_iter().map(|(addr, _)| addr).collect();
+        unhealthy.extend(client.health().down_nodes());
+        unhealthy.sort();
+        unhealthy.dedup();
         let now = Instant::now();
         // Probe those not probed for PROBE_EVERY, side by side.
-        let due: Vec<&Addr> = waited
+        let due: Vec<&Addr> = unhealthy
             .iter()
-            .map(|(addr, _)| addr)
             .filter(|addr| probed.get(*addr).is_none_or(|at| now.duration_since(*at) >= PROBE_EVERY))
             .collect();
         for addr in &due {

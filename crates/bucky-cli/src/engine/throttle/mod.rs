@@ -262,6 +262,11 @@ impl Throttles {
         }
     }
 
+    /// Every throttled node, and whether it is paused now.
+    pub(crate) fn paused(&self) -> Vec<(Addr, bool)> {
+        self.lock().iter().map(|(addr, n)| (addr.clone(), n.gate.paused())).collect()
+    }
+
     /// Per node, what the summary shows.
     pub(crate) fn report(&self) -> BTreeMap<String, ThrottleSummary> {
         let now = self.now();
