@@ -156,6 +156,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
         printer.clone(),
         Arc::clone(&progress),
         run.options.damping.reuse,
+        run.options.delete,
     )));
     // Paced runs start a batch at least every second.
     let batch = match run.options.max_rate {

@@ -30,7 +30,10 @@ enum Seen {
 }
 
 /// Probes and reports the nodes waited for, until the task is dropped.
-pub(super) async fn nodes(client: Client, printer: Printer, progress: Arc<Progress>, reuse: f64) {
+/// `reuse` is the damping's reuse limit, `deletes` whether the run deletes sources (the messages say they
+/// are kept only then).
+pub(super) async fn nodes(client: Client, printer: Printer, progress: Arc<Progress>, reuse: f64, deletes: bool) {
+    let kept = if deletes { " (sources kept)" } else { "" };
     let mut seen: HashMap<Addr, Seen> = HashMap::new();
     let mut probed: HashMap<Addr, Instant> = HashMap::new();
     let mut note = String::new();
@@ -56,8 +59,8 @@ pub(super) async fn nodes(client: Client, printer: Printer, progress: Arc<Progre
             match (why, was) {
                 (Waiting::Suppressed { flaps, penalty }, None | Some(Seen::Unanswered { .. })) => {
                     printer.warn(format!(
-                        "{addr} flaps ({flaps} times; penalty {penalty:.0}): suppressed, its metrics wait (sources \
-                         kept) until it has stayed up for a while (penalty below {reuse:.0})"
+                        "{addr} flaps ({flaps} times; penalty {penalty:.0}): suppressed, its metrics wait{kept} \
+                         until it has stayed up for a while (penalty below {reuse:.0})"
                     ));
                     seen.insert(addr.clone(), Seen::Suppressed { since: now });
                 }
@@ -80,8 +83,8 @@ pub(super) async fn nodes(client: Client, printer: Printer, progress: Arc<Progre
                     since.elapsed().as_secs_f64()
                 )),
                 (Seen::Suppressed { since } | Seen::Unanswered { since }, true) => printer.warn(format!(
-                    "{addr} still does not answer after {:.0} s: the metrics that need it fail at once (sources \
-                     kept); rerun once it is back",
+                    "{addr} still does not answer after {:.0} s: the metrics that need it fail at once{kept}; \
+                     rerun once it is back",
                     since.elapsed().as_secs_f64()
                 )),
                 (Seen::Unanswered { .. }, false) => printer.verbose(format!("{addr} answers again")),
