@@ -171,7 +171,11 @@ const DAMPING: &str = "Node health (flap damping)";
 /// default); if it still does not answer then, the metrics that need it fail at once (sources kept).
 #[derive(Debug, Clone, Args)]
 pub struct DampingArgs {
-    /// Seconds in which a node's penalty halves.
+    /// Seconds in which a node's penalty halves. Each flap (the node found unreachable after it had
+    /// answered) adds --flap-penalty; above --flap-suppress the node is suppressed (its metrics wait, sources
+    /// kept, even while it answers) until the penalty decays below --flap-reuse. A node that does not answer
+    /// is waited for while its penalty is at or above --flap-reuse (12.5 s after one failure, by default),
+    /// then the metrics that need it fail at once (sources kept).
     #[arg(help_heading = DAMPING, long, default_value_t = 30.0, value_name = "SECONDS")]
     pub flap_half_life: f64,
 

@@ -81,7 +81,8 @@ pub(crate) fn damping_config(args: &DampingArgs) -> Result<DampingConfig, UsageE
     };
     if config.reuse >= config.suppress {
         return Err(UsageError(format!(
-            "--flap-reuse ({}) must be below --flap-suppress ({}): a node is reused only after its penalty fell              under the limit that suppressed it",
+            "--flap-reuse ({}) must be below --flap-suppress ({}): a node is reused only after its penalty fell \
+             under the limit that suppressed it",
             config.reuse, config.suppress
         )));
     }
@@ -238,7 +239,10 @@ mod tests {
         assert_eq!((config.penalty, config.suppress, config.reuse), (900.0, 1500.0, 600.0));
         assert_eq!(config.half_life, Duration::from_secs(4));
         let cases: &[(&[&str], &str)] = &[
-            (&["--flap-reuse", "2000"], "--flap-reuse (2000) must be below --flap-suppress (2000)"),
+            (
+                &["--flap-reuse", "2000"],
+                "must be below --flap-suppress (2000): a node is reused only after its penalty fell under",
+            ),
             (&["--flap-half-life", "0"], "--flap-half-life must be a number of seconds from 0.01"),
             (&["--flap-penalty=-1"], "--flap-penalty must be a positive number, not -1"),
             (&["--flap-suppress", "NaN"], "not NaN"),
