@@ -11,6 +11,7 @@ mod config;
 mod diag;
 mod drain;
 mod file_list_cache;
+mod flap;
 mod go_carbon;
 mod go_carbon_whisper;
 mod go_client;

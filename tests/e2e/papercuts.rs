@@ -94,7 +94,9 @@ fn a_node_down_is_said_once_with_what_is_missing() {
     assert!(!text(&out.stderr).contains("misplaced copies among"), "{}", text(&out.stderr));
 
     // copy into the node that is down: never deletes, so no "source kept"; no "for 0 s"; its own words.
-    let out = run_bucky(&["copy", "--src", &cluster.addr(0), "--dst", &down], b"");
+    // A node that does not answer is waited for h · log2(4/3) (12.5 s by default) before its metrics fail:
+    // a half-life of 1 s makes that 0.4 s.
+    let out = run_bucky(&["copy", "--src", &cluster.addr(0), "--dst", &down, "--flap-half-life", "1"], b"");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("{down} is down")), "{stderr}");

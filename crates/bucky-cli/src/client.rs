@@ -395,6 +395,18 @@ impl Client {
         })
     }
 
+    /// Whether `addr` answers now: one `GET /hashring`, no retry, at most `timeout`. Noted in
+    /// [`Client::health`] like any request (the engine probes the nodes whose jobs wait this way).
+    pub async fn probe(&self, addr: &Addr, timeout: Duration) -> bool {
+        let request = self.authorized(self.http.get(Self::url(addr, &["hashring"]))).timeout(timeout);
+        let reached = match request.send().await {
+            Ok(response) => response.bytes().await.is_ok(),
+            Err(_) => false,
+        };
+        self.health.saw(addr, reached);
+        reached
+    }
+
     /// Asks the agent to rebuild its metric list (`force`). The request lists nothing (`list=[]`), and the
     /// listing proper is a later request, answered 202 while the rebuild runs and then with the new list:
     /// buckyd (0.4.2 and 0.6.0) starts the rebuild in a goroutine and may answer the forcing request itself

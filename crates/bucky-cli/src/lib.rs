@@ -25,6 +25,7 @@ mod commands;
 pub mod config;
 mod config_file;
 mod ctx;
+mod damping;
 pub mod engine;
 mod error;
 mod exit;

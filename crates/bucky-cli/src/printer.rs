@@ -1,7 +1,7 @@
 //! [`Printer`]: owns all output. Data goes to stdout, logs and progress bars to stderr; bars are drawn only
 //! on a terminal and never in verbose mode (they would interleave with the log lines).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ impl Printer {
         if self.progress {
             total.enable_steady_tick(Duration::from_millis(200));
         }
-        Progress { total, bars, meters, started }
+        Progress { total, bars, meters, started, notes: Mutex::default() }
     }
 }
 
@@ -145,6 +145,8 @@ pub struct Progress {
     bars: HashMap<String, ProgressBar>,
     meters: Arc<Mutex<Meters>>,
     started: Instant,
+    /// The notes at the end of the overall bar, by who set them.
+    notes: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Progress {
@@ -157,9 +159,16 @@ impl Progress {
         self.total.inc(1);
     }
 
-    /// A note at the end of the overall bar (`paused: 10.0.0.3 (cache 81%)`); empty clears it.
-    pub fn set_message(&self, message: String) {
-        self.total.set_message(message);
+    /// `who`'s note at the end of the overall bar (`paused: 10.0.0.3 (cache 81%)`); empty clears it. The
+    /// notes of several (the throttle, flap damping) are shown side by side.
+    pub fn set_note(&self, who: &'static str, note: String) {
+        let mut notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        if note.is_empty() {
+            notes.remove(who);
+        } else {
+            notes.insert(who, note);
+        }
+        self.total.set_message(notes.values().cloned().collect::<Vec<_>>().join("; "));
     }
 
     /// Removes the bars.

@@ -150,6 +150,74 @@ pub struct EngineArgs {
     /// The go-carbon throttle.
     #[command(flatten)]
     pub throttle: ThrottleArgs,
+
+    /// Flap damping of the nodes' health.
+    #[command(flatten)]
+    pub damping: DampingArgs,
+
+    /// The run's progress to Graphite.
+    #[command(flatten)]
+    pub graphite: GraphiteArgs,
+}
+
+/// The help heading of the flap damping's flags.
+const DAMPING: &str = "Node health (flap damping)";
+
+/// Flap damping, as routers damp a flapping route: each time a node is found unreachable after it had
+/// answered (a flap) adds --flap-penalty to its penalty, which halves every --flap-half-life. Above
+/// --flap-suppress the node is suppressed: its metrics wait (sources kept, nothing deleted) while the others'
+/// go on, even while it answers, until the penalty has decayed below --flap-reuse. A node that stops
+/// answering is waited for while its penalty is at or above --flap-reuse (12.5 s after one failure, by
+/// default); if it still does not answer then, the metrics that need it fail at once (sources kept).
+#[derive(Debug, Clone, Args)]
+pub struct DampingArgs {
+    /// Seconds in which a node's penalty halves. Each flap (the node found unreachable after it had
+    /// answered) adds --flap-penalty; above --flap-suppress the node is suppressed (its metrics wait, sources
+    /// kept, even while it answers) until the penalty decays below --flap-reuse. A node that does not answer
+    /// is waited for while its penalty is at or above --flap-reuse (12.5 s after one failure, by default),
+    /// then the metrics that need it fail at once (sources kept).
+    #[arg(help_heading = DAMPING, long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub flap_half_life: f64,
+
+    /// Penalty added by each flap.
+    #[arg(help_heading = DAMPING, long, default_value_t = 1000.0, value_name = "P")]
+    pub flap_penalty: f64,
+
+    /// A node whose penalty rises above this is suppressed (by default the third flap within about 20 s).
+    #[arg(help_heading = DAMPING, long, default_value_t = 2000.0, value_name = "P")]
+    pub flap_suppress: f64,
+
+    /// A suppressed node is used again once its penalty has decayed below this (lower than --flap-suppress).
+    #[arg(help_heading = DAMPING, long, default_value_t = 750.0, value_name = "P")]
+    pub flap_reuse: f64,
+
+    /// Longest a node that stopped flapping stays suppressed after its last flap, in seconds (caps the
+    /// penalty at --flap-reuse × 2^(this / --flap-half-life)).
+    #[arg(help_heading = DAMPING, long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub flap_max_suppress: f64,
+}
+
+/// The help heading of the Graphite flags.
+const GRAPHITE: &str = "Progress to Graphite";
+
+/// The run's progress sent to Graphite over the plaintext line protocol (go-graphite buckytools'
+/// `-graphite-endpoint`, `-graphite-metrics-prefix` and `-graphite-stat-interval` are aliases).
+#[derive(Debug, Clone, Args)]
+pub struct GraphiteArgs {
+    /// Send the run's progress to this carbon line receiver (or relay), HOST[:PORT] (port default 2003),
+    /// every --graphite-interval and once at the end: metrics done, failed and remaining, bytes, rates,
+    /// paused and suppressed nodes (see the README for every name).
+    #[arg(help_heading = GRAPHITE, long, alias = "graphite-endpoint", value_name = "HOST:PORT")]
+    pub graphite: Option<String>,
+
+    /// The path every metric sent goes under [default: bucky.cli.<hostname>.<command>, the hostname's dots
+    /// as underscores].
+    #[arg(help_heading = GRAPHITE, long, alias = "graphite-metrics-prefix", value_name = "PREFIX")]
+    pub graphite_prefix: Option<String>,
+
+    /// Seconds between two samples [default: 60].
+    #[arg(help_heading = GRAPHITE, long, alias = "graphite-stat-interval", value_name = "SECONDS")]
+    pub graphite_interval: Option<f64>,
 }
 
 /// The help heading of the throttle's flags.

@@ -16,7 +16,8 @@ pub use cluster::{
     LocateArgs, RebalanceArgs, RepairArgs, RestoreArgs, ServersArgs, StatArgs, TarArgs, DEFAULT_EXCLUDES,
 };
 pub use common::{
-    ClusterArgs, EngineArgs, NamesArgs, ScopeArgs, ThrottleArgs, BUCKYHOST, BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE,
+    ClusterArgs, DampingArgs, EngineArgs, GraphiteArgs, NamesArgs, ScopeArgs, ThrottleArgs, BUCKYHOST,
+    BUCKY_NO_PROGRESS, BUCKY_TOKEN_FILE,
 };
 pub use local::{ConfigCommand, DemoArgs, GenArgs, JsonArgs, ShowArgs};
 pub use ring::{RingArgs, RingCommand, RingLocateArgs};

@@ -332,6 +332,8 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         now: unix_now,
         interrupts: Interrupts::CtrlC,
         throttle: None,
+        damping: engine::DampingConfig::default(),
+        graphite: None,
     };
     let summary = engine::execute(&ctx.client, &ctx.printer, options, jobs).await?;
     if summary.aborted {

@@ -109,6 +109,8 @@ mod tests {
             now: || 0,
             interrupts: Interrupts::never(),
             throttle: None,
+            damping: crate::damping::DampingConfig::default(),
+            graphite: None,
         }
     }
 

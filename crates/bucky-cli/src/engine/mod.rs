@@ -30,8 +30,16 @@
 //!
 //! go-carbon clusters: with [`Options::throttle`], each destination's go-carbon cache is polled and a node
 //! under pressure is paused (its jobs wait, the others' go on) or slowed; see [`throttle`].
+//!
+//! `--graphite`: the run's progress goes to Graphite every interval and once at the end (see `graphite`).
+//!
+//! Node health: a node that flaps is suppressed by flap damping ([`Options::damping`]), and one that just
+//! stopped answering is waited for a while; the jobs that need either wait in the queue as a paused node's
+//! do (the queue skips them, a job in flight goes back to it), and `watch` probes the node every second
+//! until it is reused. The rules are in `crate::health` and `crate::damping`.
 
 mod decide;
+mod graphite;
 mod job;
 mod options;
 mod pipeline;
@@ -43,6 +51,7 @@ mod summary;
 mod throttle;
 mod transport;
 pub mod verify;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,22 +62,27 @@ use tokio::sync::Semaphore;
 
 pub use self::job::{print_plan, Job, JobKind, Operation};
 pub use self::options::{unix_now, Interrupt, Interrupts, Options, DEFAULT_BATCH_MIB};
-pub use self::summary::{Failure, NodeSummary, Summary};
+pub use self::summary::{Failure, FlapSummary, NodeSummary, Summary};
 pub use self::throttle::{ThrottleOptions, ThrottleSummary};
+pub use crate::damping::DampingConfig;
 
 use self::options::AbortOnDrop;
 use self::queue::SourceQueue;
-use self::run::{Pacer, Run};
+use self::run::{Pacer, Run, Step};
 use self::state::{ErrorLog, StateLog};
 use self::throttle::Throttles;
 use crate::client::Client;
 use crate::config::Addr;
 use crate::printer::Printer;
 
+/// How long a worker whose jobs all wait for a node sleeps before it looks again.
+const RETRY_HELD: Duration = Duration::from_millis(100);
+
 /// Runs `jobs` and returns the summary. A stop (the first Ctrl-C) starts no new jobs and lets the ones in
 /// flight finish; an abort (the second) abandons them and returns at once, with [`Summary::aborted`] set.
 pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs: Vec<Job>) -> anyhow::Result<Summary> {
     let started = Instant::now();
+    client.health().configure(options.damping);
     let state = match &options.state_file {
         Some(path) => Some(StateLog::open(path, options.op.name())?),
         None => None,
@@ -96,7 +110,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             skipped += 1;
             continue;
         }
-        queues.entry(job.source.clone()).or_insert_with(|| SourceQueue::new(throttles.is_some())).push(job);
+        queues.entry(job.source.clone()).or_default().push(job);
     }
     if skipped > 0 {
         printer.info(format!("{skipped} jobs already finished in an earlier run (state file): skipped"));
@@ -131,6 +145,19 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             pollers.push(AbortOnDrop::new(task));
         }
     }
+    let reporter = run
+        .options
+        .graphite
+        .as_ref()
+        .and_then(|target| graphite::Reporter::start(target, &run, throttles.clone(), printer));
+    // The nodes waited for (flap damping, no answer yet) are probed and reported as long as the run lasts.
+    let _watch = AbortOnDrop::new(tokio::spawn(watch::nodes(
+        client.clone(),
+        printer.clone(),
+        Arc::clone(&progress),
+        run.options.damping.reuse,
+        run.options.delete,
+    )));
     // Paced runs start a batch at least every second.
     let batch = match run.options.max_rate {
         Some(rate) => run.options.batch.min((rate as usize).max(1)),
@@ -143,8 +170,9 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             Arc::new(Pacer { interval: Duration::from_secs_f64(1.0 / rate), next: Mutex::new(Instant::now()) })
         });
         for _ in 0..run.options.workers {
-            let (run, queue, pacer, progress, source) =
+            let (run, queue, pacer, progress, label) =
                 (Arc::clone(&run), Arc::clone(&queue), pacer.clone(), Arc::clone(&progress), source.to_string());
+            let source = source.clone();
             let throttles = throttles.clone();
             tasks.spawn(async move {
                 // Jobs of this worker's last batch that did not fit in its read (--batch-mib) lead its next.
@@ -156,9 +184,15 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
                     let fresh: Vec<Job> = {
                         let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
                         let n = queue.len().min(batch.saturating_sub(carried.len()));
-                        match &throttles {
-                            Some(throttles) => queue.take(n, |dests| throttles.admit(dests)),
-                            None => queue.take(n, |_| true),
+                        let health = run.client.health();
+                        // A source node waited for holds every job of its queue; a destination, its own.
+                        if health.waiting(&source).is_some() {
+                            Vec::new()
+                        } else {
+                            queue.take(n, |dests| {
+                                health.waiting_among(dests).is_none()
+                                    && throttles.as_ref().is_none_or(|throttles| throttles.admit(dests))
+                            })
                         }
                     };
                     if let Some(p) = &pacer {
@@ -170,25 +204,27 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
                     let mut jobs = std::mem::take(&mut carried);
                     jobs.extend(fresh);
                     if jobs.is_empty() {
-                        let waiting = !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
-                        match &throttles {
-                            // Every job left waits for a paused or rate-limited destination.
-                            Some(throttles) if waiting => {
-                                tokio::time::sleep(throttles.retry_after()).await;
-                                continue;
-                            }
-                            _ => break,
+                        if queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                            break;
                         }
+                        // Every job left waits for a node waited for, or a paused or rate-limited destination.
+                        let retry = throttles.as_ref().map_or(RETRY_HELD, |t| t.retry_after().min(RETRY_HELD));
+                        tokio::time::sleep(retry).await;
+                        continue;
                     }
-                    let outcomes =
-                        if jobs.len() > 1 { run.batch(&jobs).await } else { vec![Some(run.job(&jobs[0]).await)] };
-                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                        match outcome {
-                            Some(outcome) => {
+                    let steps = if jobs.len() > 1 { run.batch(&jobs).await } else { vec![run.job(&jobs[0]).await] };
+                    for (job, step) in jobs.into_iter().zip(steps) {
+                        match step {
+                            Step::Done(outcome) => {
                                 run.record(&job, outcome);
-                                progress.inc(&source);
+                                progress.inc(&label);
                             }
-                            None => carried.push(job),
+                            Step::Later => carried.push(job),
+                            Step::Held => {
+                                // Started again when it is taken again (or counted as not started).
+                                run.started_jobs.fetch_sub(1, Ordering::Relaxed);
+                                queue.lock().unwrap_or_else(|e| e.into_inner()).push(job);
+                            }
                         }
                     }
                 }
@@ -243,11 +279,19 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
     if let Some(throttles) = &throttles {
         summary.throttle = throttles.report();
     }
+    summary.flap_damping = self::summary::flap_summaries(client.health());
     summary.not_started = planned.saturating_sub(skipped + started_jobs);
     summary.seconds = started.elapsed().as_secs_f64();
     if summary.seconds > 0.0 {
         summary.metrics_per_second = summary.moved as f64 / summary.seconds;
         summary.bytes_per_second = summary.bytes as f64 / summary.seconds;
+    }
+    if let Some(reporter) = reporter {
+        // The last sample is a blocking send (bounded connect and write times): off the runtime.
+        let last = summary.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || reporter.finish(&last)).await {
+            printer.warn(format!("the last progress sample to Graphite was not sent: {e}"));
+        }
     }
     Ok(summary)
 }

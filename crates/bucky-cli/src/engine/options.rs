@@ -41,6 +41,10 @@ pub struct Options {
     pub interrupts: Interrupts,
     /// The go-carbon cache-pressure throttle of the destinations, when on.
     pub throttle: Option<super::ThrottleOptions>,
+    /// Flap damping of the nodes' health (`--flap-*`).
+    pub damping: crate::damping::DampingConfig,
+    /// Where the run's progress goes over Graphite's line protocol (`--graphite`), if anywhere.
+    pub graphite: Option<bucky_diag::GraphiteTarget>,
 }
 
 /// Seconds since the epoch.

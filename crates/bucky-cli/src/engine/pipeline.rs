@@ -18,7 +18,7 @@ use whisper::{WhisperBuf, WhisperData};
 use super::decide::{decide, Counts, Decision, Tally};
 use super::job::Job;
 use super::reason::{describe, AttemptError, JobError};
-use super::run::{Outcome, Run};
+use super::run::{Outcome, Run, Step};
 use super::transport::{Healed, ReadBack, SourceCopy, Transport};
 use super::verify;
 use crate::client::Fetched;
@@ -37,10 +37,8 @@ enum Attempted {
 
 /// How a job of a batch leaves it.
 enum BatchEnd {
-    /// Decided.
-    Done(Outcome),
-    /// Its source did not fit in the batch read's answer: it leads the worker's next batch.
-    Later,
+    /// Decided, held or later.
+    Step(Step),
     /// Handed to the one-job path.
     Alone,
 }
@@ -55,12 +53,12 @@ struct InFlight<'a> {
 }
 
 impl Run {
-    /// Runs `jobs` (all from one source node, more than one) as a batch and returns their outcomes in
-    /// order: `None` for a job whose source did not fit in the batch read's answer, to be moved in a later
-    /// batch.
-    pub(super) async fn batch(&self, jobs: &[Job]) -> Vec<Option<Outcome>> {
-        // Jobs needing a node found down, or writing to a node found full, fail at once (see `crate::health`).
-        let refused: Vec<Option<Outcome>> = jobs.iter().map(|job| self.refusal(job, 0)).collect();
+    /// Runs `jobs` (all from one source node, more than one) as a batch and returns what became of each, in
+    /// order.
+    pub(super) async fn batch(&self, jobs: &[Job]) -> Vec<Step> {
+        // Jobs needing a node found down, or writing to a node found full, fail at once; those needing a node
+        // waited for go back to the queue (see `crate::health`).
+        let refused: Vec<Option<Step>> = jobs.iter().map(|job| self.refusal(job, 0)).collect();
         let runnable: Vec<&Job> = jobs.iter().zip(&refused).filter(|(_, r)| r.is_none()).map(|(j, _)| j).collect();
         let mut attempted =
             if runnable.is_empty() { Vec::new() } else { self.attempt(Transport::Batch, &runnable).await }.into_iter();
@@ -68,16 +66,16 @@ impl Run {
             .into_iter()
             .zip(jobs)
             .map(|(refused, job)| match refused {
-                Some(outcome) => BatchEnd::Done(outcome),
+                Some(step) => BatchEnd::Step(step),
                 None => match attempted.next() {
                     Some((Attempted::Moved { deleted }, counts)) => {
-                        BatchEnd::Done(Outcome::Moved { kind: job.kind(self.options.op), deleted, counts })
+                        BatchEnd::Step(Step::Done(Outcome::Moved { kind: job.kind(self.options.op), deleted, counts }))
                     }
-                    Some((Attempted::SourceGone, _)) => BatchEnd::Done(Outcome::SourceGone),
+                    Some((Attempted::SourceGone, _)) => BatchEnd::Step(Step::Done(Outcome::SourceGone)),
                     Some((Attempted::Failed(e), counts)) if e.is_final() => {
-                        BatchEnd::Done(Outcome::Failed { error: JobError::Final(e), wire: counts.wire })
+                        BatchEnd::Step(Step::Done(Outcome::Failed { error: JobError::Final(e), wire: counts.wire }))
                     }
-                    Some((Attempted::Failed(AttemptError::CutShort), _)) => BatchEnd::Later,
+                    Some((Attempted::Failed(AttemptError::CutShort), _)) => BatchEnd::Step(Step::Later),
                     Some((Attempted::Failed(e), _)) => {
                         if !matches!(e, AttemptError::BatchRefused) {
                             self.printer.verbose(format!("{}: {}", job.source_name, describe(&e)));
@@ -92,16 +90,16 @@ impl Run {
         // retries, unless `health` knows a node it needs is down).
         futures_util::future::join_all(jobs.iter().zip(ends).map(|(job, end)| async move {
             match end {
-                BatchEnd::Done(outcome) => Some(outcome),
-                BatchEnd::Later => None,
-                BatchEnd::Alone => Some(self.job(job).await),
+                BatchEnd::Step(step) => step,
+                BatchEnd::Alone => self.job(job).await,
             }
         }))
         .await
     }
 
-    /// One job alone, one request per metric: the pipeline, retried as a whole.
-    pub(super) async fn job(&self, job: &Job) -> Outcome {
+    /// One job alone, one request per metric: the pipeline, retried as a whole; [`Step::Held`] when a node
+    /// it needs comes to be waited for.
+    pub(super) async fn job(&self, job: &Job) -> Step {
         let attempts = self.options.attempts.max(1);
         let mut wire = 0;
         let mut delay = Duration::from_millis(250);
@@ -117,10 +115,12 @@ impl Run {
             let error = match attempted {
                 Attempted::Moved { deleted } => {
                     let counts = Counts { wire, ..counts };
-                    return Outcome::Moved { kind: job.kind(self.options.op), deleted, counts };
+                    return Step::Done(Outcome::Moved { kind: job.kind(self.options.op), deleted, counts });
                 }
-                Attempted::SourceGone => return Outcome::SourceGone,
-                Attempted::Failed(e) if e.is_final() => return Outcome::Failed { error: JobError::Final(e), wire },
+                Attempted::SourceGone => return Step::Done(Outcome::SourceGone),
+                Attempted::Failed(e) if e.is_final() => {
+                    return Step::Done(Outcome::Failed { error: JobError::Final(e), wire })
+                }
                 Attempted::Failed(e) => e,
             };
             self.printer.verbose(format!(
@@ -130,11 +130,16 @@ impl Run {
                 describe(&error)
             ));
             if attempt >= attempts {
+                // Unless the failure made a node it needs one to wait for (its jobs wait in the queue).
+                if let Some(Step::Held) = self.refusal(job, wire) {
+                    return Step::Held;
+                }
                 let error = JobError::GaveUp { last: error, attempts, kept: self.options.delete };
-                return Outcome::Failed { error, wire };
+                return Step::Done(Outcome::Failed { error, wire });
             }
             // A destination found full, or a node found down, by the failed attempt (or by another job
-            // meanwhile): no retry can help, fail now rather than after the wait.
+            // meanwhile): no retry can help, fail now rather than after the wait; a node waited for holds
+            // the job in the queue.
             if let Some(refused) = self.refusal(job, wire) {
                 return refused;
             }
@@ -144,15 +149,20 @@ impl Run {
         }
     }
 
-    /// Whether `job` must fail now instead of being tried: a destination is full (no copy is sent to it),
-    /// or a node it needs is down. The one check of the batch and the one-job path, before every attempt.
-    fn refusal(&self, job: &Job, wire: u64) -> Option<Outcome> {
+    /// Whether `job` must not be tried now: it fails at once when a destination is full (no copy is sent to
+    /// it) or a node it needs is given up on (down), and goes back to the queue ([`Step::Held`]) when a node
+    /// it needs is waited for (suppressed by flap damping, or not answering yet; see `crate::health`). The
+    /// one check of the batch and the one-job path, before every attempt.
+    fn refusal(&self, job: &Job, wire: u64) -> Option<Step> {
         let health = self.client.health();
         if let Some(node) = health.full_among(&job.dests) {
-            return Some(Outcome::NodeFull { node: node.clone(), wire });
+            return Some(Step::Done(Outcome::NodeFull { node: node.clone(), wire }));
+        }
+        if health.waiting_among(job.nodes()).is_some() {
+            return Some(Step::Held);
         }
         let down = health.refuse(job.nodes())?;
-        Some(Outcome::Failed { error: JobError::Down { down, kept: self.options.delete }, wire })
+        Some(Step::Done(Outcome::Failed { error: JobError::Down { down, kept: self.options.delete }, wire }))
     }
 
     /// One attempt at `jobs` (all from one source node): every step for all of them through `transport`.

@@ -1,7 +1,7 @@
-//! A source node's jobs waiting to start. With the go-carbon throttle on they are grouped by their
-//! destinations, so that a worker skips the jobs of a paused node in one step and takes the others'
-//! (a paused node must not stop the transfers to the rest); without it they form one group, taken in
-//! the order planned.
+//! A source node's jobs waiting to start, grouped by their destinations, so that a worker skips the jobs
+//! of a destination that is paused (the go-carbon throttle) or waited for (flap damping, no answer yet) in
+//! one step and takes the others' (one node must not stop the transfers to the rest). Within a group, jobs
+//! go in the order planned.
 
 use std::collections::VecDeque;
 
@@ -18,24 +18,9 @@ pub(super) struct SourceQueue {
 }
 
 impl SourceQueue {
-    /// An empty queue; `by_destinations` groups jobs by their destination sets (else one group).
-    pub(super) fn new(by_destinations: bool) -> SourceQueue {
-        let mut queue = SourceQueue::default();
-        if !by_destinations {
-            queue.groups.push((Vec::new(), VecDeque::new()));
-        }
-        queue
-    }
-
     /// Adds a job at the end of its group (groups in the order their first job came).
     pub(super) fn push(&mut self, job: Job) {
         self.len += 1;
-        if let [(key, jobs)] = &mut self.groups[..] {
-            if key.is_empty() {
-                jobs.push_back(job);
-                return;
-            }
-        }
         match self.groups.iter_mut().find(|(dests, _)| *dests == job.dests) {
             Some((_, jobs)) => jobs.push_back(job),
             None => self.groups.push((job.dests.clone(), VecDeque::from([job]))),
@@ -95,10 +80,10 @@ mod tests {
     }
 
     #[test]
-    fn without_grouping_jobs_go_in_the_planned_order() {
-        let mut queue = SourceQueue::new(false);
-        for (name, dest) in [("a", "x"), ("b", "y"), ("c", "x"), ("d", "z")] {
-            queue.push(job(name, &[dest]));
+    fn one_destinations_jobs_go_in_the_planned_order() {
+        let mut queue = SourceQueue::default();
+        for name in ["a", "b", "c", "d"] {
+            queue.push(job(name, &["x"]));
         }
         assert_eq!(names(&queue.take(3, |_| true)), ["a", "b", "c"]);
         assert_eq!(queue.len(), 1);
@@ -108,7 +93,7 @@ mod tests {
 
     #[test]
     fn a_refused_destination_holds_only_its_own_jobs() {
-        let mut queue = SourceQueue::new(true);
+        let mut queue = SourceQueue::default();
         for (name, dests) in [("a", &["x"][..]), ("b", &["y"]), ("c", &["x"]), ("d", &["x", "z"]), ("e", &["y"])] {
             queue.push(job(name, dests));
         }
@@ -123,7 +108,7 @@ mod tests {
 
     #[test]
     fn groups_take_turns_and_admission_is_asked_per_job() {
-        let mut queue = SourceQueue::new(true);
+        let mut queue = SourceQueue::default();
         for i in 0..4 {
             queue.push(job(&format!("x{i}"), &["x"]));
             queue.push(job(&format!("y{i}"), &["y"]));
@@ -133,7 +118,7 @@ mod tests {
         assert_eq!(names(&queue.take(3, |_| true)), ["x3", "y0", "y1"]);
         // A rate: x may take one more, y none.
         let mut tokens = 1;
-        let mut queue2 = SourceQueue::new(true);
+        let mut queue2 = SourceQueue::default();
         for i in 0..3 {
             queue2.push(job(&format!("x{i}"), &["x"]));
         }

@@ -49,6 +49,18 @@ pub(super) enum Outcome {
     },
 }
 
+/// What became of a job that was taken from the queue.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// It ended: count it.
+    Done(Outcome),
+    /// Its source did not fit in the batch read's answer: it leads the worker's next batch.
+    Later,
+    /// A node it needs is waited for (suppressed by flap damping, or not answering yet): back to the queue,
+    /// its source untouched.
+    Held,
+}
+
 /// Shared state of a run.
 pub(super) struct Run {
     pub(super) client: Client,

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::job::Operation;
 use super::throttle::ThrottleSummary;
+use crate::health::Health;
 use crate::printer::{human_bytes, Printer};
 
 /// The outcome of a run, printed at the end (JSON with `--json`).
@@ -62,12 +63,53 @@ pub struct Summary {
     /// without the throttle.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub throttle: BTreeMap<String, ThrottleSummary>,
+    /// Per node that was found unreachable at least once: its flaps and the time it was suppressed (flap
+    /// damping). Absent when every node answered throughout.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub flap_damping: BTreeMap<String, FlapSummary>,
     /// Whether the run deletes sources (the messages say "source kept" only then).
     #[serde(skip)]
     pub deletes: bool,
     /// Whether the run was aborted (a second Ctrl-C): the jobs in flight were abandoned, sources kept.
     #[serde(skip)]
     pub aborted: bool,
+}
+
+/// What the summary shows of a node that flapped (was found unreachable after it had answered).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FlapSummary {
+    /// Times it was found unreachable after it had answered (the first failure included).
+    pub flaps: u64,
+    /// Times it was suppressed.
+    pub suppressions: u64,
+    /// Seconds it was suppressed (its jobs waited).
+    pub suppressed_seconds: f64,
+    /// Its penalty at the end.
+    pub penalty: f64,
+    /// Whether it was suppressed at the end.
+    pub suppressed: bool,
+    /// Whether it did not answer at the end.
+    pub down: bool,
+}
+
+/// Per node that flapped, its [`FlapSummary`] from `health`.
+pub(super) fn flap_summaries(health: &Health) -> BTreeMap<String, FlapSummary> {
+    health
+        .report()
+        .into_iter()
+        .map(|(addr, report)| {
+            let d = report.damping;
+            let summary = FlapSummary {
+                flaps: d.flaps,
+                suppressions: d.suppressions,
+                suppressed_seconds: (d.suppressed.as_secs_f64() * 10.0).round() / 10.0,
+                penalty: d.penalty.round(),
+                suppressed: d.is_suppressed,
+                down: report.down,
+            };
+            (addr.to_string(), summary)
+        })
+        .collect()
 }
 
 /// Per-node counts.
@@ -161,6 +203,9 @@ impl Summary {
             }
             printer.info(throttle_line(node, throttle));
         }
+        for (node, flaps) in &self.flap_damping {
+            printer.info(flap_line(node, flaps));
+        }
         printer.info(self.line());
         Ok(())
     }
@@ -226,6 +271,24 @@ fn throttle_line(node: &str, t: &ThrottleSummary) -> String {
     )
 }
 
+/// `flap damping 10.0.0.3:4242: 5 flaps, suppressed 14.2 s (1 time), penalty 310 at the end`.
+fn flap_line(node: &str, f: &FlapSummary) -> String {
+    let times = |n: u64| if n == 1 { "1 time".to_owned() } else { format!("{n} times") };
+    let state = match (f.suppressed, f.down) {
+        (true, _) => "; still suppressed",
+        (false, true) => "; down at the end",
+        (false, false) => "",
+    };
+    format!(
+        "flap damping {node}: {} flap{}, suppressed {:.1} s ({}), penalty {:.0} at the end{state}",
+        f.flaps,
+        if f.flaps == 1 { "" } else { "s" },
+        f.suppressed_seconds,
+        times(f.suppressions),
+        f.penalty,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +313,27 @@ mod tests {
         );
         let never = ThrottleSummary { pauses: 1, cache_percent: None, peak_cache_percent: None, ..t };
         assert!(throttle_line("n", &never).contains("(1 pause); cache never read;"));
+    }
+
+    #[test]
+    fn the_flap_line_says_how_often_and_how_long() {
+        let f = FlapSummary {
+            flaps: 5,
+            suppressions: 1,
+            suppressed_seconds: 14.24,
+            penalty: 310.0,
+            suppressed: false,
+            down: false,
+        };
+        assert_eq!(
+            flap_line("10.0.0.3:4242", &f),
+            "flap damping 10.0.0.3:4242: 5 flaps, suppressed 14.2 s (1 time), penalty 310 at the end"
+        );
+        let once = FlapSummary { flaps: 1, suppressions: 0, suppressed_seconds: 0.0, down: true, ..f };
+        assert_eq!(
+            flap_line("n", &once),
+            "flap damping n: 1 flap, suppressed 0.0 s (0 times), penalty 310 at the end; down at the end"
+        );
     }
 
     /// The summary says what the command did in its own words; "replica copies synced" and "deleted" only

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use crate::cli::{EngineArgs, ThrottleArgs};
+use bucky_diag::GraphiteTarget;
+
+use crate::cli::{DampingArgs, EngineArgs, GraphiteArgs, ThrottleArgs};
 use crate::config::Addr;
-use crate::engine::{self, Interrupts, Operation, ThrottleOptions};
+use crate::engine::{self, DampingConfig, Interrupts, Operation, ThrottleOptions};
 use crate::UsageError;
 
 /// The options of `op` from its engine flags, `-w` (`workers`) and whether it deletes sources; a
@@ -46,7 +48,86 @@ pub(crate) fn engine_options(
         now: engine::unix_now,
         interrupts: Interrupts::CtrlC,
         throttle: throttle_options(&args.throttle)?,
+        damping: damping_config(&args.damping)?,
+        graphite: graphite_target(&args.graphite, op)?,
     })
+}
+
+/// Carbon's plaintext line receiver port, when `--graphite` names none.
+const CARBON_LINE_PORT: u16 = 2003;
+
+/// Flap damping's parameters; a [`UsageError`] for a value out of range or limits in the wrong order.
+pub(crate) fn damping_config(args: &DampingArgs) -> Result<DampingConfig, UsageError> {
+    let positive = |flag: &str, value: f64| {
+        if value.is_finite() && value > 0.0 && value <= 1e12 {
+            Ok(value)
+        } else {
+            Err(UsageError(format!("{flag} must be a positive number, not {value}")))
+        }
+    };
+    let seconds = |flag: &str, value: f64| {
+        if value.is_finite() && (0.01..=31_536_000.0).contains(&value) {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(UsageError(format!("{flag} must be a number of seconds from 0.01 to 31536000, not {value}")))
+        }
+    };
+    let config = DampingConfig {
+        penalty: positive("--flap-penalty", args.flap_penalty)?,
+        suppress: positive("--flap-suppress", args.flap_suppress)?,
+        reuse: positive("--flap-reuse", args.flap_reuse)?,
+        half_life: seconds("--flap-half-life", args.flap_half_life)?,
+        max_suppress: seconds("--flap-max-suppress", args.flap_max_suppress)?,
+    };
+    if config.reuse >= config.suppress {
+        return Err(UsageError(format!(
+            "--flap-reuse ({}) must be below --flap-suppress ({}): a node is reused only after its penalty fell \
+             under the limit that suppressed it",
+            config.reuse, config.suppress
+        )));
+    }
+    Ok(config)
+}
+
+/// Where the progress goes, `None` without `--graphite`; a [`UsageError`] for a bad address, prefix or
+/// interval, or for a Graphite flag given without `--graphite` (it would do nothing).
+pub(crate) fn graphite_target(args: &GraphiteArgs, op: Operation) -> Result<Option<GraphiteTarget>, UsageError> {
+    let Some(address) = &args.graphite else {
+        let given = [
+            ("--graphite-prefix (-graphite-metrics-prefix)", args.graphite_prefix.is_some()),
+            ("--graphite-interval (-graphite-stat-interval)", args.graphite_interval.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(UsageError(format!(
+                "{flag} sets where progress goes: add --graphite HOST:PORT (-graphite-endpoint) to send it"
+            )));
+        }
+        return Ok(None);
+    };
+    let address = Addr::parse(address, CARBON_LINE_PORT)
+        .map_err(|UsageError(why)| UsageError(format!("--graphite: {why}")))?
+        .authority();
+    let prefix = match &args.graphite_prefix {
+        Some(prefix) => {
+            let bad = prefix.is_empty()
+                || prefix.split('.').any(str::is_empty)
+                || prefix.chars().any(|c| c.is_whitespace() || c.is_control());
+            if bad {
+                return Err(UsageError(format!(
+                    "--graphite-prefix {prefix:?}: want a dotted Graphite path (no empty part, no spaces)"
+                )));
+            }
+            prefix.clone()
+        }
+        None => format!("{}.{}", bucky_diag::metrics::default_prefix("cli"), op.name()),
+    };
+    let interval = args.graphite_interval.unwrap_or(60.0);
+    if !(interval.is_finite() && (0.05..=86_400.0).contains(&interval)) {
+        return Err(UsageError(format!(
+            "--graphite-interval must be a number of seconds from 0.05 to 86400, not {interval}"
+        )));
+    }
+    Ok(Some(GraphiteTarget { address, prefix, interval: Duration::from_secs_f64(interval) }))
 }
 
 /// The go-carbon throttle's options, `None` when it is off; a [`UsageError`] for a value out of range, or
@@ -133,13 +214,80 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    /// The throttle options of `bucky rebalance ARGS…`, go-style spellings rewritten as `main` does.
-    fn throttle(args: &[&str]) -> Result<Option<ThrottleOptions>, UsageError> {
+    /// The engine flags of `bucky rebalance ARGS…`, go-style spellings rewritten as `main` does.
+    fn engine_args(args: &[&str]) -> EngineArgs {
         let args = ["bucky", "rebalance"].iter().chain(args).map(std::ffi::OsString::from);
         let args = crate::cli::go_style_args(&<crate::Cli as clap::CommandFactory>::command(), args);
         let cli = crate::Cli::try_parse_from(args).unwrap();
         let crate::Command::Rebalance(rebalance) = cli.command else { panic!("not rebalance") };
-        throttle_options(&rebalance.engine.throttle)
+        rebalance.engine
+    }
+
+    /// The throttle options of `bucky rebalance ARGS…`.
+    fn throttle(args: &[&str]) -> Result<Option<ThrottleOptions>, UsageError> {
+        throttle_options(&engine_args(args).throttle)
+    }
+
+    #[test]
+    fn flap_damping_defaults_and_flags() {
+        let config = damping_config(&engine_args(&[]).damping).unwrap();
+        assert_eq!(config, DampingConfig::default());
+        assert_eq!((config.penalty, config.suppress, config.reuse), (1000.0, 2000.0, 750.0));
+        assert_eq!((config.half_life, config.max_suppress), (Duration::from_secs(30), Duration::from_secs(300)));
+        let args = ["--flap-half-life", "4", "--flap-suppress", "1500", "--flap-reuse", "600", "--flap-penalty", "900"];
+        let config = damping_config(&engine_args(&args).damping).unwrap();
+        assert_eq!((config.penalty, config.suppress, config.reuse), (900.0, 1500.0, 600.0));
+        assert_eq!(config.half_life, Duration::from_secs(4));
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--flap-reuse", "2000"],
+                "must be below --flap-suppress (2000): a node is reused only after its penalty fell under",
+            ),
+            (&["--flap-half-life", "0"], "--flap-half-life must be a number of seconds from 0.01"),
+            (&["--flap-penalty=-1"], "--flap-penalty must be a positive number, not -1"),
+            (&["--flap-suppress", "NaN"], "not NaN"),
+            (&["--flap-max-suppress", "0"], "--flap-max-suppress must be a number of seconds"),
+        ];
+        for (args, want) in cases {
+            let UsageError(why) = damping_config(&engine_args(args).damping).expect_err(&args.join(" "));
+            assert!(why.contains(want) && !why.contains('\n'), "{args:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn graphite_flags_and_go_graphites_aliases() {
+        let target = |args: &[&str]| graphite_target(&engine_args(args).graphite, Operation::Rebalance);
+        assert!(target(&[]).unwrap().is_none());
+        let t = target(&[
+            "-graphite-endpoint",
+            "g1:2103",
+            "-graphite-metrics-prefix",
+            "ops.bucky",
+            "-graphite-stat-interval",
+            "5",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.prefix.as_str(), t.interval),
+            ("g1:2103", "ops.bucky", Duration::from_secs(5))
+        );
+        let t = target(&["--graphite", "g1"]).unwrap().unwrap();
+        assert_eq!((t.address.as_str(), t.interval), ("g1:2003", Duration::from_secs(60)));
+        assert!(t.prefix.starts_with("bucky.cli.") && t.prefix.ends_with(".rebalance"), "{}", t.prefix);
+        assert_eq!(t.prefix.split('.').count(), 4, "the hostname's dots are underscores: {}", t.prefix);
+        let cases: &[(&[&str], &str)] = &[
+            (&["--graphite-prefix", "a"], "add --graphite HOST:PORT (-graphite-endpoint)"),
+            (&["-graphite-stat-interval", "5"], "--graphite-interval (-graphite-stat-interval) sets where"),
+            (&["--graphite", "g:99999"], "--graphite: invalid address"),
+            (&["--graphite", "g", "--graphite-prefix", "a..b"], "want a dotted Graphite path"),
+            (&["--graphite", "g", "--graphite-prefix", "a b"], "want a dotted Graphite path"),
+            (&["--graphite", "g", "--graphite-interval", "0"], "from 0.05 to 86400, not 0"),
+        ];
+        for (args, want) in cases {
+            let UsageError(why) = target(args).expect_err(&args.join(" "));
+            assert!(why.contains(want) && !why.contains('\n'), "{args:?}: {why}");
+        }
     }
 
     #[test]

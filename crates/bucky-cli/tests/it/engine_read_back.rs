@@ -16,7 +16,7 @@ use axum::response::Response;
 use bucky_agent::{AppState, Config as AgentConfig};
 use bucky_cli::client::Client;
 use bucky_cli::config::{Addr, Config};
-use bucky_cli::engine::{self, Interrupt, Interrupts, Job, Operation, Options};
+use bucky_cli::engine::{self, DampingConfig, Interrupt, Interrupts, Job, Operation, Options};
 use bucky_cli::printer::Printer;
 use hashring::{Hash, Node, RingSpec};
 use whisper::{CreateOptions, Point, Retention, WhisperBuf};
@@ -248,6 +248,9 @@ impl Scenario {
             now: engine::unix_now,
             interrupts: Interrupts::Channel(interrupts),
             throttle: None,
+            // A node found down is waited for about 80 ms (h · log2(1000 / 750)), then given up on.
+            damping: DampingConfig { half_life: Duration::from_millis(200), ..DampingConfig::default() },
+            graphite: None,
         };
         let jobs = names
             .iter()

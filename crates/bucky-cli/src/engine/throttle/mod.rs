@@ -258,8 +258,13 @@ impl Throttles {
             }
         }
         if !changes.is_empty() {
-            progress.set_message(message);
+            progress.set_note("throttle", message);
         }
+    }
+
+    /// Every throttled node, and whether it is paused now.
+    pub(crate) fn paused(&self) -> Vec<(Addr, bool)> {
+        self.lock().iter().map(|(addr, n)| (addr.clone(), n.gate.paused())).collect()
     }
 
     /// Per node, what the summary shows.
