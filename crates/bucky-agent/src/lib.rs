@@ -140,6 +140,7 @@ impl AppState {
         // Threads start only in `run` (`Diagnostics::start`): tests build states freely.
         let diag = bucky_diag::Diagnostics::new(config.diag.clone())?;
         cache.set_registry(diag.registry().clone());
+        store.set_registry(diag.registry());
         Ok(AppState(Arc::new(Inner { config, ring_info, store, cache, io, budget, client, diag })))
     }
 

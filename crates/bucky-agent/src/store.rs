@@ -182,6 +182,12 @@ impl Store {
         }
     }
 
+    /// Registers the group commit's batches and the reaper's closes in `registry` (for the watchdog).
+    pub(crate) fn set_registry(&self, registry: &bucky_diag::Registry) {
+        let _ = self.committer.registry.set(registry.clone());
+        let _ = self.reaper.registry.set(registry.clone());
+    }
+
     /// The store as the agent uses it: files read into memory are charged to `budget`, and instead of
     /// waiting for a flock (`lock_timeout`), for room in the budget, or for a half-written file to settle,
     /// every operation reports [`StoreError::Wait`] before it has changed anything, so that its caller can

@@ -25,7 +25,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use whisper::durable::{parent_dir, sync_dir, TempFile};
@@ -112,6 +112,8 @@ pub(crate) struct Committer {
     flush: Flush,
     /// Jobs go by the message: all the jobs of one [`Committer::submit_many`] are taken at once.
     sender: Mutex<Option<Sender<Vec<Job>>>>,
+    /// Where each batch registers itself while it flushes (a hung fsync then shows in the watchdog).
+    pub(crate) registry: Arc<std::sync::OnceLock<bucky_diag::Registry>>,
 }
 
 impl fmt::Debug for Committer {
@@ -122,7 +124,7 @@ impl fmt::Debug for Committer {
 
 impl Committer {
     pub(crate) fn new(flush: Flush) -> Committer {
-        Committer { flush, sender: Mutex::new(None) }
+        Committer { flush, sender: Mutex::new(None), registry: Arc::default() }
     }
 
     /// Makes `temp` durable and links it at `dest` unless something exists there; `Ok(false)` (and the temp
@@ -187,9 +189,10 @@ impl Committer {
         };
         let (tx, rx) = mpsc::channel();
         let flush = self.flush;
+        let registry = Arc::clone(&self.registry);
         thread::Builder::new()
             .name("bucky-commit".into())
-            .spawn(move || run(flush, &rx))
+            .spawn(move || run(flush, &rx, registry.get()))
             .map_err(|e| StoreError::failed("start the group-commit thread", e))?;
         tx.send(jobs).map_err(|_| StoreError::failed("group commit", "the committer thread did not start"))?;
         *sender = Some(tx);
@@ -197,7 +200,7 @@ impl Committer {
     }
 }
 
-fn run(flush: Flush, jobs: &Receiver<Vec<Job>>) {
+fn run(flush: Flush, jobs: &Receiver<Vec<Job>>, registry: Option<&bucky_diag::Registry>) {
     let mut pipeline = Pipeline::new(flush);
     loop {
         let mut batch = Vec::new();
@@ -216,7 +219,12 @@ fn run(flush: Flush, jobs: &Receiver<Vec<Job>>) {
             }
         }
         let (size, started) = (batch.len(), std::time::Instant::now());
+        let op = registry.map(|r| r.begin("group commit", format!("{size} requests")));
+        if let Some(op) = &op {
+            op.phase(bucky_diag::phase::COMMITTING);
+        }
         let flushes = pipeline.step(batch);
+        drop(op);
         tracing::trace!(size, flushes, ms = started.elapsed().as_secs_f64() * 1e3, "group commit");
     }
 }

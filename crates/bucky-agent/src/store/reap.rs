@@ -23,6 +23,8 @@ const THREADS: usize = 4;
 #[derive(Debug, Default)]
 pub(crate) struct Reaper {
     sender: Mutex<Option<SyncSender<File>>>,
+    /// Where each close registers itself (a close stuck in a discard then shows in the watchdog).
+    pub(crate) registry: Arc<std::sync::OnceLock<bucky_diag::Registry>>,
 }
 
 impl Reaper {
@@ -30,7 +32,7 @@ impl Reaper {
     pub(crate) fn close(&self, file: File) {
         let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         if sender.is_none() {
-            *sender = start();
+            *sender = start(&self.registry);
         }
         let Some(running) = sender.as_ref() else { return drop(file) };
         match running.try_send(file) {
@@ -48,13 +50,13 @@ impl Reaper {
     }
 }
 
-fn start() -> Option<SyncSender<File>> {
+fn start(registry: &Arc<std::sync::OnceLock<bucky_diag::Registry>>) -> Option<SyncSender<File>> {
     let (sender, receiver) = mpsc::sync_channel::<File>(PENDING);
     let receiver = Arc::new(Mutex::new(receiver));
     let mut started = 0;
     for _ in 0..THREADS {
-        let receiver = Arc::clone(&receiver);
-        match thread::Builder::new().name("bucky-reap".into()).spawn(move || reap(&receiver)) {
+        let (receiver, registry) = (Arc::clone(&receiver), Arc::clone(registry));
+        match thread::Builder::new().name("bucky-reap".into()).spawn(move || reap(&receiver, registry.get())) {
             Ok(_) => started += 1,
             Err(e) => tracing::warn!(error = %e, "cannot start a reaper thread; deleted files are closed inline"),
         }
@@ -62,11 +64,17 @@ fn start() -> Option<SyncSender<File>> {
     (started > 0).then_some(sender)
 }
 
-fn reap(receiver: &Mutex<Receiver<File>>) {
+fn reap(receiver: &Mutex<Receiver<File>>, registry: Option<&bucky_diag::Registry>) {
     loop {
         let next = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
-            Ok(file) => drop(file),
+            Ok(file) => {
+                let op = registry.map(|r| r.begin("reaper", "closing a deleted file"));
+                if let Some(op) = &op {
+                    op.phase("closing (the filesystem frees the file)");
+                }
+                drop(file);
+            }
             Err(_) => return, // the store is gone
         }
     }
