@@ -43,20 +43,7 @@ cargo build --quiet --release --bin bucky --bin bucky-agent
 
 A=127.0.78.1
 B=127.0.78.2
-PORT=$(python3 - "$A" "$B" <<'EOF'
-import socket, sys
-for _ in range(100):
-    s = socket.socket(); s.bind((sys.argv[1], 0)); port = s.getsockname()[1]; s.close()
-    ok = True
-    for ip in sys.argv[1:]:
-        t = socket.socket()
-        try: t.bind((ip, port))
-        except OSError: ok = False
-        finally: t.close()
-    if ok:
-        print(port); break
-EOF
-)
+PORT=$(free_port "$A" "$B")
 export BUCKY_NO_PROGRESS=1
 
 start_agent() { # ip dir replicas ring...

@@ -1,4 +1,4 @@
-# Shell helpers shared by the benchmarks (scripts/bench-agent.sh, scripts/bench-rebalance.sh): sourced,
+# Shell helpers shared by the benchmarks (scripts/bench-agent.sh, bench-rebalance.sh, bench-audit.sh): sourced,
 # never run. Expects to be sourced from the workspace root.
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -18,4 +18,21 @@ ensure_tree() { # dir count
         python3 scripts/make-tree.py "$1" "$2"
         touch "$1/.complete"
     fi
+}
+
+# One TCP port free on every address given (the benchmarks' agents share it).
+free_port() { # ip...
+    python3 - "$@" <<'EOF'
+import socket, sys
+for _ in range(100):
+    s = socket.socket(); s.bind((sys.argv[1], 0)); port = s.getsockname()[1]; s.close()
+    ok = True
+    for ip in sys.argv[1:]:
+        t = socket.socket()
+        try: t.bind((ip, port))
+        except OSError: ok = False
+        finally: t.close()
+    if ok:
+        print(port); break
+EOF
 }

@@ -65,20 +65,7 @@ cargo build --quiet --release --bin bucky --bin bucky-agent
 
 # Loopback addresses of this run and one port free on all of them.
 IPS=(127.0.77.1 127.0.77.2 127.0.77.3 127.0.77.4)
-PORT=$(python3 - "${IPS[@]}" <<'EOF'
-import socket, sys
-for _ in range(100):
-    s = socket.socket(); s.bind((sys.argv[1], 0)); port = s.getsockname()[1]; s.close()
-    ok = True
-    for ip in sys.argv[1:]:
-        t = socket.socket()
-        try: t.bind((ip, port))
-        except OSError: ok = False
-        finally: t.close()
-    if ok:
-        print(port); break
-EOF
-)
+PORT=$(free_port "${IPS[@]}")
 
 start_agent() { # ip prefix ring...
     local ip=$1 prefix=$2; shift 2

@@ -7,26 +7,13 @@
 //! metric lists (`-f`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Output;
 use std::time::{Duration, SystemTime};
 
-use bucky_e2e::Rng;
+use bucky_e2e::{json_of, text, Rng};
 use serde_json::Value;
 
 use crate::cli::placement;
 use crate::cluster::{now_minute, TestCluster};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[track_caller]
-fn json_of(out: &Output) -> Value {
-    let stdout = text(&out.stdout);
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}) from {}: {stdout}\nstderr:\n{}", out.status, text(&out.stderr)))
-}
 
 /// The metrics of a finding kind in an audit's JSON (`missing`: those with a replica without a file).
 fn findings(report: &Value, kind: &str) -> BTreeSet<String> {

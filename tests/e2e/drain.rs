@@ -4,8 +4,8 @@
 //! heals; the seed and the drained node are checked for their roles.
 
 use std::collections::BTreeMap;
-use std::process::Output;
 
+use bucky_e2e::{json_of, text};
 use serde_json::Value;
 
 use crate::cli::placement;
@@ -22,18 +22,6 @@ impl Lcg {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[track_caller]
-fn json_of(out: &Output) -> Value {
-    let stdout = text(&out.stdout);
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}) from {}: {stdout}\nstderr:\n{}", out.status, text(&out.stderr)))
 }
 
 /// `count` metrics on the leaving node `leaving`, each with overlapping points and sometimes a second

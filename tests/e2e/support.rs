@@ -20,6 +20,16 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The stdout of a `bucky … --json` run as JSON (whatever its exit status); panics with its output when it
+/// is not JSON or when it panicked.
+#[track_caller]
+pub fn json_of(out: &Output) -> serde_json::Value {
+    let stdout = text(&out.stdout);
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}) from {}: {stdout}\nstderr:\n{}", out.status, text(&out.stderr)))
+}
+
 /// The stdout of a `bucky` run that must have succeeded without a panic (else its output, in the failure).
 #[track_caller]
 pub fn ok(out: &Output) -> String {
