@@ -832,6 +832,17 @@ async fn auth_checks_tokens_operations_and_namespaces() {
     }
     // /hashring stays open (clients discover the cluster before they have a token).
     assert_eq!(f.send(with(Method::GET, "/hashring", None)).await.status(), StatusCode::OK);
+    // The state dump needs a token that may read, and never shows one.
+    for token in [None, Some("garbage")] {
+        assert_eq!(f.send(with(Method::GET, "/debug/state", token)).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let writer = auth.sign(&serde_json::json!({"namespaces": ["*"], "ops": ["update"]}));
+    assert_eq!(f.send(with(Method::GET, "/debug/state", Some(&writer))).await.status(), StatusCode::FORBIDDEN);
+    let response = f.send(with(Method::GET, "/debug/state", Some(&reader))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let state = text(response).await;
+    assert!(state.contains("\"in_flight\"") && state.contains("GET /debug/state"), "{state}");
+    assert!(!state.contains(&reader) && !state.contains("s3cret"), "the dump shows a secret: {state}");
     // A reader of sys.*: reads sys, nothing else; cannot delete.
     assert_eq!(f.send(with(Method::GET, "/metrics/sys.cpu", Some(&reader))).await.status(), StatusCode::OK);
     assert_eq!(f.send(with(Method::HEAD, "/metrics/sys.cpu", Some(&reader))).await.status(), StatusCode::OK);
