@@ -90,3 +90,34 @@ fn the_text_dump_names_every_part() {
     }
     assert!(text.contains("requests.list.200 1"), "{text}");
 }
+
+#[test]
+fn descriptors_rising_at_every_sample_are_reported_with_where_they_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (diag, file) = {
+        let file = dir.path().join("diag.log");
+        let config = DiagConfig {
+            fd_sample_every: Duration::from_millis(100),
+            diag_file: Some(file.clone()),
+            ..DiagConfig::new("test-daemon")
+        };
+        (Diagnostics::new(config).unwrap(), file)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    diag.start(runtime.handle()).unwrap();
+    let leaking = dir.path().join("leaking");
+    std::fs::create_dir(&leaking).unwrap();
+    let mut kept = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&file).unwrap_or_default().contains("descriptor leak?") {
+        assert!(Instant::now() < deadline, "no leak reported:\n{}", std::fs::read_to_string(&file).unwrap_or_default());
+        for _ in 0..12 {
+            kept.push(std::fs::File::create(leaking.join(kept.len().to_string())).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&format!("{}/*", leaking.display())), "the leaking directory is not named:\n{text}");
+    assert_eq!(diag.state("test").watchdog.fd_leaks, 1);
+    drop(runtime);
+}
