@@ -10,8 +10,8 @@
 # link. Every node's whisper store is its own loop-mounted ext4 image with its journal (or a tmpfs).
 #
 # The same data is laid out twice, once per tool, by the (N-1)-node ring (`bucky ring locate`, carbon_ch,
-# one replica): METRICS files of 1m:1d (1440 points) and METRICS/40 of 10s:1d,1m:30d,5m:1y (a day of 10 s
-# points), copies of two templates. Then the daemons start with the N-node ring and the rebalance is timed
+# one replica): METRICS files of 1m:1d and METRICS/40 of 10s:1d,1m:30d,5m:1y, copies of two templates whose
+# archives are full of random values (data that compresses would not load the links). Then the daemons start with the N-node ring and the rebalance is timed
 # end to end: bucky-agent + `bucky rebalance --delete` (this workspace's release build), then Go buckyd +
 # `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as buckyd's list must be fresh). Page caches are
 # dropped before each run. Afterwards the stores are counted: every metric once, the moved ones on the new
@@ -137,17 +137,24 @@ done
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 # The data: two templates, then where each metric lives on the old ring and on the new one.
-say "templates: 1m:1d (1440 points) and 10s:1d,1m:30d,5m:1y (a day of 10 s points)"
+# Every archive full of random values, as real metrics are: a file of zeros or of a repeating pattern would
+# shrink on the wire (both tools compress), and the link would never be the bottleneck.
+say "templates: 1m:1d and 10s:1d,1m:30d,5m:1y, every archive full of random values"
 "$BUCKY" whisper create "$WORK/small.wsp" 1m:1d >/dev/null
-python3 -c "
-import time
-now = int(time.time()) // 60 * 60
-for k in range(1440): print(now - k * 60, k % 97)" | "$BUCKY" whisper update "$WORK/small.wsp" >/dev/null
 "$BUCKY" whisper create "$WORK/big.wsp" 10s:1d,1m:30d,5m:1y >/dev/null
-python3 -c "
-import time
-now = int(time.time()) // 10 * 10
-for k in range(8640): print(now - k * 10, k % 89)" | "$BUCKY" whisper update "$WORK/big.wsp" >/dev/null
+fill() { # file step:seconds...: oldest first, so each archive keeps its own points
+    python3 - "$@" <<'EOF' | "$BUCKY" whisper update "$1" >/dev/null
+import random, sys, time
+now = int(time.time())
+random.seed(20)
+for spec in reversed(sys.argv[2:]):
+    step, span = map(int, spec.split(":"))
+    for t in range(now - span + step, now, step):
+        print(t // step * step, random.uniform(0, 1e6))
+EOF
+}
+fill "$WORK/small.wsp" 60:86400
+fill "$WORK/big.wsp" 10:86400 60:2592000 300:31536000
 python3 - "$METRICS" "$BIG" >"$WORK/names" <<'EOF'
 import sys
 n, big = int(sys.argv[1]), int(sys.argv[2])
@@ -249,15 +256,21 @@ EOF
 proc_cpu() { # user+system seconds of pid $1
     python3 -c "import os; f = open('/proc/$1/stat').read().rsplit(')', 1)[1].split(); print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))"
 }
+# Bytes received so far on the new node's link and on the client's: "NEW CLIENT".
+wire() {
+    echo "$(ip netns exec "$TAG-$((NODES - 1))" cat /sys/class/net/eth0/statistics/rx_bytes)" \
+        "$(ip netns exec "$CLINS" cat /sys/class/net/eth0/statistics/rx_bytes)"
+}
 proc_hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; } # kB
 
 # One timed growth with tool $1; its figures go to $WORK/result.$1 (a JSON line).
 run_tool() {
-    local tool=$1 i cpu0=() cpu1=() hwm=() t0 t1 rc
+    local tool=$1 i cpu0=() cpu1=() hwm=() t0 t1 rc wire0 wire1
     say "$tool: laying out the data on $((NODES - 1)) nodes"
     make_stores
     start_daemons "$tool"
     for i in $(seq 0 $((NODES - 1))); do cpu0+=("$(proc_cpu "${PIDS[$i]}")"); done
+    wire0=$(wire)
     say "$tool: rebalance onto $NODES nodes (-w $WORKERS)"
     t0=$(now)
     set +e
@@ -271,6 +284,7 @@ run_tool() {
     rc=$?
     set -e
     t1=$(now)
+    wire1=$(wire)
     [ "$rc" = 0 ] || say "$tool: the rebalance exited $rc: $(tail -3 "$WORK/err.$tool")"
     for i in $(seq 0 $((NODES - 1))); do
         cpu1+=("$(proc_cpu "${PIDS[$i]}")")
@@ -280,9 +294,9 @@ run_tool() {
     for i in "${PIDS[@]}"; do wait "$i" 2>/dev/null || true; done
     PIDS=()
     python3 - "$WORK" "$tool" "$rc" "$(calc "$t1 - $t0")" "$(cat "$WORK/client.$tool")" "${cpu0[*]}" "${cpu1[*]}" \
-        "${hwm[*]}" "${IPS[@]}" >"$WORK/result.$tool" <<'EOF'
+        "${hwm[*]}" "$wire0" "$wire1" "${IPS[@]}" >"$WORK/result.$tool" <<'EOF'
 import json, os, sys
-w, tool, rc, secs, client, cpu0, cpu1, hwm, ips = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5].split(), sys.argv[6].split(), sys.argv[7].split(), sys.argv[8].split(), sys.argv[9:]
+w, tool, rc, secs, client, cpu0, cpu1, hwm, ips = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5].split(), sys.argv[6].split(), sys.argv[7].split(), sys.argv[8].split(), sys.argv[11:]
 new = dict(l.split("\t") for l in open(f"{w}/new").read().splitlines())
 # Where every metric is now: each once, on its new ring home.
 seen = {}
@@ -295,10 +309,12 @@ for i, ip in enumerate(ips):
                 seen.setdefault(name, []).append(ip)
 lost = sum(1 for m in new if m not in seen)
 extra = sum(len(v) - 1 for v in seen.values()) + sum(1 for m in seen if m not in new)
-misplaced = sum(1 for m, v in seen.items() if m in new and new[m] not in v)
+misplaced = sorted(m for m, v in seen.items() if m in new and new[m] not in v)
+wire = [b - a for a, b in zip(map(int, sys.argv[9].split()), map(int, sys.argv[10].split()))]
 print(json.dumps({"tool": tool, "rc": rc, "secs": secs, "client_cpu": float(client[0]) + float(client[1]),
                   "client_rss_kb": int(client[2]), "agents_cpu": sum(map(float, cpu1)) - sum(map(float, cpu0)),
-                  "agents_rss_kb": list(map(int, hwm)), "lost": lost, "extra": extra, "misplaced": misplaced}))
+                  "agents_rss_kb": list(map(int, hwm)), "lost": lost, "extra": extra, "misplaced": misplaced,
+                  "new_node_rx": wire[0], "client_rx": wire[1]}))
 EOF
     drop_stores
 }
@@ -330,7 +346,10 @@ for tool in ("bucky", "go"):
           f"(client {r['client_cpu']:.2f} s, agents {r['agents_cpu']:.2f} s)")
     print(f"    peak RSS: client {r['client_rss_kb'] / 1024:.1f} MB, agents "
           + ", ".join(f"{k / 1024:.1f}" for k in r["agents_rss_kb"]) + " MB")
-    print(f"    afterwards: {r['lost']} lost, {r['extra']} extra copies, {r['misplaced']} misplaced")
+    print(f"    on the wire: {r['new_node_rx'] / 1e6:.1f} MB into the new node ({100 * r['new_node_rx'] / 1e6 / mb:.0f} % of "
+          f"the bytes moved), {r['client_rx'] / 1e6:.1f} MB into the client")
+    print(f"    afterwards: {r['lost']} lost, {r['extra']} extra copies, {len(r['misplaced'])} misplaced "
+          + " ".join(r["misplaced"][:3]))
 if len(res) == 2:
     b, g = res["bucky"]["secs"], res["go"]["secs"]
     print(f"  bucky / Go: {g / b:.2f}x the metrics/s")
