@@ -11,10 +11,10 @@
 #
 # The same data is laid out twice, once per tool, by the (N-1)-node ring (`bucky ring locate`, carbon_ch,
 # one replica): METRICS files of 1m:1d and METRICS/40 of 10s:1d,1m:30d,5m:1y, copies of two templates whose
-# archives are full of random values (data that compresses would not load the links). Then the daemons start with the N-node ring and the rebalance is timed
-# end to end: bucky-agent + `bucky rebalance --delete` (this workspace's release build), then Go buckyd +
-# `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as buckyd's list must be fresh). Page caches are
-# dropped before each run. Afterwards the stores are counted: every metric once, the moved ones on the new
+# archives are full of random values (data that compresses would not load the links). Then the daemons
+# start with the N-node ring and the rebalance is timed end to end: bucky-agent + `bucky rebalance --delete`
+# (this workspace's release build), then Go buckyd + `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as
+# buckyd's list must be fresh). Page caches are dropped before each run. Afterwards the stores are counted: every metric once, the moved ones on the new
 # node. The link floor is the bytes that must reach the new node divided by its link rate.
 #
 # Needs: root, `ip` (netns, veth, bridge), `tc` (tbf), loop devices, mkfs.ext4 (unless --tmpfs), python3,
@@ -47,8 +47,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 die() { echo "bench-cluster: $*" >&2; exit 1; }
-[[ $NODES =~ ^[0-9]+$ ]] && [ "$NODES" -ge 2 ] && [ "$NODES" -le 200 ] || die "--nodes must be 2..200, not $NODES"
-[[ $METRICS =~ ^[0-9]+$ ]] && [ "$METRICS" -ge 1 ] || die "--metrics must be a positive count, not $METRICS"
+if ! [[ $NODES =~ ^[0-9]+$ ]] || [ "$NODES" -lt 2 ] || [ "$NODES" -gt 200 ]; then
+    die "--nodes must be 2..200, not $NODES"
+fi
+if ! [[ $METRICS =~ ^[0-9]+$ ]] || [ "$METRICS" -lt 1 ]; then die "--metrics must be a positive count, not $METRICS"; fi
 [[ $RATE =~ ^[0-9]+(bit|kbit|mbit|gbit)$ ]] || die "--rate must be like 1gbit or 100mbit, not $RATE"
 case $ONLY in "" | bucky | go) ;; *) die "--only must be bucky or go, not $ONLY" ;; esac
 BIG=$((METRICS / 40))
@@ -296,7 +298,9 @@ run_tool() {
     python3 - "$WORK" "$tool" "$rc" "$(calc "$t1 - $t0")" "$(cat "$WORK/client.$tool")" "${cpu0[*]}" "${cpu1[*]}" \
         "${hwm[*]}" "$wire0" "$wire1" "${IPS[@]}" >"$WORK/result.$tool" <<'EOF'
 import json, os, sys
-w, tool, rc, secs, client, cpu0, cpu1, hwm, ips = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5].split(), sys.argv[6].split(), sys.argv[7].split(), sys.argv[8].split(), sys.argv[11:]
+w, tool, rc, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+client, cpu0, cpu1, hwm = (a.split() for a in sys.argv[5:9])
+ips = sys.argv[11:]
 new = dict(l.split("\t") for l in open(f"{w}/new").read().splitlines())
 # Where every metric is now: each once, on its new ring home.
 seen = {}
