@@ -27,7 +27,8 @@
 #   --tmpfs       stores on tmpfs instead of loop-mounted ext4 images
 #   --only TOOL   run one tool only
 # Env: BENCH_WORKERS (-w of both clients, default 5: both tools' default), CARGO_TARGET_DIR, BUCKY_PEERS
-#      (default .peers).
+#      (default .peers), BENCH_LOGS (a directory: the clients' stdout and stderr and the daemons' log are kept
+#      there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -94,6 +95,7 @@ cleanup() {
     for l in "${LOOPS[@]}"; do losetup -d "$l"; done
     # Deleting a namespace deletes the veth ends in it, and with them their peers and the bridge.
     for ns in "${NETNS[@]}"; do ip netns del "$ns"; done
+    if [ -n "${BENCH_LOGS:-}" ]; then mkdir -p "$BENCH_LOGS" && cp "$WORK"/{out,err}.* "$WORK/daemons.log" "$BENCH_LOGS"; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
