@@ -89,6 +89,7 @@ json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # ---- 1. audit ---------------------------------------------------------------------------------------------
 for spec in "small $N_SMALL 1m:1d" "large $N_LARGE 10s:1d 1m:30d 5m:1y"; do
+    # shellcheck disable=SC2086 # a spec is words: split on purpose
     set -- $spec
     tag=$1 n=$2
     shift 2

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by the benchmarks (scripts/bench-agent.sh, bench-rebalance.sh, bench-audit.sh): sourced,
 # never run. Expects to be sourced from the workspace root.
 

@@ -125,6 +125,7 @@ rebalance_run() {
     local cpu0 perf_pid="" t0 t1
     cpu0=$(cpu_of_agents)
     if [ -n "${BENCH_PERF:-}" ]; then # system-wide profile into $BENCH_PERF.$kind$round (perf report -i)
+        # shellcheck disable=SC2086 # BENCH_PERF_ARGS is a list of flags
         perf record -a -e cpu-clock ${BENCH_PERF_ARGS:-} -o "$BENCH_PERF.$kind$round" 2>/dev/null &
         perf_pid=$!
         sleep 0.5
