@@ -573,6 +573,37 @@ fn dotted_path(name: &str) -> String {
     format!("{}.wsp", name.replace('.', "/"))
 }
 
+/// The first rebalance, which must succeed, except for buckyd's create race: buckyd creates a missing
+/// file in place without O_EXCL, so when two sources copy one metric to a buckyd at once the second
+/// request can open the first one's still-empty file and fail with "unable to read magic string: EOF"
+/// (features.md, defects; jj#34). Such a failure is accepted only for a metric held by two or more
+/// sources and copied to a buckyd; the second pass the scenario runs for buckyd rings then heals it.
+#[track_caller]
+fn first_rebalance(ring: &GoRing, bucky: GoBucky, args: &[&str], before: &Layout) {
+    let out = ring.go(bucky, args, b"");
+    if out.status.success() {
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("Error: Copying")).collect();
+    let race = |line: &str| -> bool {
+        let Some(rest) = line.split("Error: Copying [").nth(1) else { return false };
+        let Some((_, rest)) = rest.split_once("]->[") else { return false };
+        let Some((dst, rest)) = rest.split_once("]:") else { return false };
+        let Some((name, body)) = rest.split_once(" returned status code: 500") else { return false };
+        let dst_is_buckyd = (0..ring.ips.len()).any(|i| ring.addr(i) == dst && ring.daemons[i] != Daemon::Agent);
+        let sources = before.get(name).map_or(0, BTreeMap::len);
+        dst_is_buckyd && sources >= 2 && body.contains("unable to read magic string: EOF")
+    };
+    assert!(
+        !errors.is_empty() && errors.iter().all(|l| race(l)),
+        "BUCKY_GOCLIENT_SEED={}: Go bucky {bucky:?} {args:?} failed ({}) beyond buckyd's create race:\n{stderr}",
+        ring.seed,
+        out.status,
+    );
+    eprintln!("first rebalance hit buckyd's create race ({} copies); the second pass heals it", errors.len());
+}
+
 /// The whole story on one ring: N−1 nodes with the layout, grown to N, Go bucky run against it.
 struct Scenario {
     block: u8,
@@ -648,7 +679,7 @@ impl Scenario {
 
         // rebalance without -delete: copies (or heals) onto the primary, the sources stay.
         let args: Vec<&str> = ["rebalance"].iter().chain(self.rebalance_flags).copied().collect();
-        ring.go_ok(bucky, &args, b"");
+        first_rebalance(&ring, bucky, &args, &before);
         let problems = lost_points_on_agents(&ring, &before, &primary);
         assert!(problems.is_empty(), "BUCKY_GOCLIENT_SEED={seed}: agents lost points:\n{}", problems.join("\n"));
         if self.daemons.iter().any(|&d| d != Daemon::Agent) {
