@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bucky_e2e::{bin, free_port, hold_flock};
-use bucky_wire::{MetricStat, RingInfo, AUTH_HEADER, METRIC_STAT_HEADER};
+use bucky_wire::{batch, MetricStat, RingInfo, AUTH_HEADER, METRIC_STAT_HEADER};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 
@@ -314,6 +314,88 @@ fn agent_offloads_a_fetch_from_a_ring_member() {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
     assert!(!b.path_of("dst.x").exists() && !b.path_of("dst.y").exists());
+}
+
+/// `POST /batch/offload` with the given `from` and entries (destination, source): the status and, on 200,
+/// the answer's frames.
+fn batch_offload(agent: &TestAgent, from: &str, entries: &[(&str, &str)]) -> (StatusCode, Vec<batch::Frame>) {
+    let frames: Vec<batch::Frame> = entries
+        .iter()
+        .map(|(dst, src)| {
+            let meta = batch::Meta { source: Some((*src).to_owned()), ..batch::Meta::default() };
+            batch::Frame::new(*dst, 0, meta, Default::default())
+        })
+        .collect();
+    let response = client()
+        .post(agent.url(batch::OFFLOAD_PATH))
+        .header("Content-Type", batch::CONTENT_TYPE)
+        .header(batch::OFFLOAD_FROM_HEADER, from)
+        .header(batch::VERIFY_AT_HEADER, now().to_string())
+        .body(batch::encode(&frames))
+        .send()
+        .unwrap();
+    let status = response.status();
+    let body = response.bytes().unwrap();
+    match status {
+        StatusCode::OK => (status, batch::decode(body, &batch::Limits::default()).unwrap()),
+        _ => (status, Vec::new()),
+    }
+}
+
+/// The batch offload: B fetches a batch of sources from A (a ring member, at a `--peer-port`) with one
+/// read, heals each, and answers with the replica checked against the source and the source's ETag (no
+/// file); a missing source is that entry's 404. A `from` outside the ring, or on a port that is not a peer
+/// port, is refused before anything is fetched: traps listening there see no connection.
+#[test]
+fn agent_batch_offload_fetches_only_from_ring_members_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ip_a, ip_b, ip_outside) = ("127.0.0.101", "127.0.0.102", "127.0.0.103");
+    let (port_a, port_b) = (free_port(ip_a), free_port(ip_b));
+    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
+    fs::create_dir_all(&root_b).unwrap();
+    let source: Vec<(i64, f64)> = (1..=30).map(|m| (m, m as f64)).collect();
+    put_file(&root_a, "src.one", &wsp(&source));
+    put_file(&root_a, "src.two", &wsp(&source[..10]));
+    put_file(&root_b, "dst.two", &wsp(&[(200, 2.0)]));
+    let ring = [ip_a, ip_b];
+    let peers = ["--peer-port", &port_a.to_string(), "--peer-port", &port_b.to_string()].map(str::to_owned);
+    let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
+    let a = TestAgent::start(ip_a, port_a, &root_a, &ring, &peers);
+    let b = TestAgent::start(ip_b, port_b, &root_b, &ring, &peers);
+
+    // Traps: an address outside the ring on the agents' port, and a ring member's host on another port.
+    let outside = std::net::TcpListener::bind((ip_outside, port_a)).unwrap();
+    let other_port = std::net::TcpListener::bind((ip_a, 0)).unwrap();
+    let other = format!("{ip_a}:{}", other_port.local_addr().unwrap().port());
+    for from in [format!("{ip_outside}:{port_a}"), other, "example.com:80".to_owned()] {
+        let (status, _) = batch_offload(&b, &from, &[("dst.one", "src.one")]);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{from}");
+    }
+    for trap in [&outside, &other_port] {
+        trap.set_nonblocking(true).unwrap();
+        assert!(trap.accept().is_err(), "the agent connected to an address it must not fetch from");
+    }
+    assert!(!b.path_of("dst.one").exists());
+
+    let from = format!("{ip_a}:{port_a}");
+    let (status, answers) =
+        batch_offload(&b, &from, &[("dst.one", "src.one"), ("dst.gone", "src.nope"), ("dst.two", "src.two")]);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answers.iter().map(|f| f.status).collect::<Vec<_>>(), [200, 404, 200]);
+    for (answer, src, held) in [(&answers[0], "src.one", 30), (&answers[2], "src.two", 10)] {
+        let etag = client().get(a.url(&format!("/metrics/{src}"))).send().unwrap().headers()["etag"].clone();
+        assert_eq!(answer.meta.source_etag.as_deref(), Some(etag.to_str().unwrap()), "{src}");
+        let verdict = answer.meta.verified.clone().unwrap();
+        assert_eq!((verdict.checked, verdict.missing), (held, 0), "{src}");
+        assert!(answer.data.is_empty(), "no file in an offload answer");
+    }
+    assert_eq!(fs::read(b.path_of("dst.one")).unwrap(), fs::read(a.path_of("src.one")).unwrap());
+    let mut merged = source[..10].to_vec();
+    merged.push((200, 2.0));
+    assert_eq!(points(&fs::read(b.path_of("dst.two")).unwrap()), merged);
+    assert!(!b.path_of("dst.gone").exists());
+    // The sources stay: deleting them is the client's step.
+    assert!(a.path_of("src.one").exists() && a.path_of("src.two").exists());
 }
 
 #[test]

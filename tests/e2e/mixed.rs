@@ -340,8 +340,17 @@ fn summary(out: &Output, what: &str) -> serde_json::Value {
 
 /// The whole scenario on a ring growing from `kinds.len() - 1` to `kinds.len()` nodes.
 fn scenario(kinds: &[Kind], hash: &'static str, replicas: usize, metrics: usize) {
+    scenario_with(kinds, hash, replicas, metrics, false);
+}
+
+/// [`scenario`], the engine commands with `--offload` when `offload`: the copies between bucky-agents are
+/// made by the destination agents, the others go through the client.
+fn scenario_with(kinds: &[Kind], hash: &'static str, replicas: usize, metrics: usize, offload: bool) {
     let seed = test_seed();
-    eprintln!("mixed scenario {kinds:?} {hash} RF {replicas}: BUCKY_TEST_SEED={seed}");
+    eprintln!("mixed scenario {kinds:?} {hash} RF {replicas} offload {offload}: BUCKY_TEST_SEED={seed}");
+    let engine = |args: &[&'static str]| -> Vec<&'static str> {
+        args.iter().copied().chain(offload.then_some("--offload")).collect()
+    };
     let mut rng = Rng(seed);
     let mut m = Mixed::new(kinds, hash, replicas);
     let n = kinds.len();
@@ -367,16 +376,19 @@ fn scenario(kinds: &[Kind], hash: &'static str, replicas: usize, metrics: usize)
     assert!(misplaced > 0, "growing the ring misplaced nothing: the test proves nothing");
 
     // rebalance without --delete: every home gets the union, the old copies stay.
-    let out = m.bucky(rng.below(n), &["rebalance", "-j", "-f", "-w", "3"]);
+    let out = m.bucky(rng.below(n), &engine(&["rebalance", "-j", "-f", "-w", "3"]));
     let s = summary(&out, "rebalance");
     assert_eq!(s["errors"], 0, "{s}");
     assert_eq!(s["moved"], misplaced as u64, "{s}");
+    if offload {
+        assert_offloaded(&m, &s, &text(&out).1);
+    }
     m.check(n, &expected, false, "after rebalance");
     let left = m.inconsistent(rng.below(n), false);
     assert_eq!(left, before, "without --delete the misplaced copies stay");
 
     // rebalance --delete: each copy exactly at its homes.
-    let out = m.bucky(rng.below(n), &["rebalance", "-j", "-f", "--delete"]);
+    let out = m.bucky(rng.below(n), &engine(&["rebalance", "-j", "-f", "--delete"]));
     let s = summary(&out, "rebalance --delete");
     assert_eq!(s["errors"], 0, "{s}");
     assert_eq!(s["deleted"], misplaced as u64, "{s}");
@@ -425,14 +437,47 @@ fn scenario(kinds: &[Kind], hash: &'static str, replicas: usize, metrics: usize)
         .filter(|_| rng.below(6) == 0)
         .map(|old| (old.clone(), old.replace("mixed.", "mixed.bf.")))
         .collect();
-    let out =
-        m.bucky_stdin(rng.below(n), &["backfill", "-j", "-f", "-"], serde_json::to_string(&map).unwrap().as_bytes());
+    let out = m.bucky_stdin(
+        rng.below(n),
+        &engine(&["backfill", "-j", "-f", "-"]),
+        serde_json::to_string(&map).unwrap().as_bytes(),
+    );
     let s = summary(&out, "backfill");
     assert_eq!(s["errors"], 0, "{s}");
     for (old, new) in &map {
         expected.insert(new.clone(), expected[old].clone());
     }
     m.check(n, &expected, true, "after backfill");
+}
+
+/// What `--offload` must show in a rebalance's summary: copies made by the destination agents; with a
+/// buckyd on the ring, the copies from or to it said once and made through the client; with agents only,
+/// (almost) no file bytes through the client.
+fn assert_offloaded(m: &Mixed, s: &serde_json::Value, stderr: &str) {
+    let (offloaded, moved) = (s["offloaded"].as_u64().unwrap(), s["moved"].as_u64().unwrap());
+    let (bytes, wire) = (s["bytes"].as_u64().unwrap(), s["wire_bytes"].as_u64().unwrap());
+    eprintln!("offload: {offloaded} of {moved} moved offloaded, {wire} bytes through the client for {bytes}");
+    assert!(offloaded > 0, "nothing offloaded: {s}");
+    if m.kinds.iter().all(|&k| k == Kind::Agent) {
+        assert_eq!(offloaded, moved + s["replicas_synced"].as_u64().unwrap(), "every copy offloaded: {s}");
+        assert!(wire * 10 < bytes, "{wire} bytes through the client for {bytes} offloaded: {s}");
+    } else {
+        assert!(offloaded < moved + s["replicas_synced"].as_u64().unwrap(), "buckyd's copies offloaded? {s}");
+        assert!(stderr.contains("cannot offload"), "the fallback is not said: {stderr}");
+    }
+}
+
+/// `--offload` beside a buckyd 0.4.2 (which cannot offload, nor be fetched from in batches), replication 2,
+/// the new node an agent: 0 points lost, the agents' copies made by the agents.
+#[test]
+fn mixed_offload_agents_beside_buckyd_0_4_2_rf2_carbon() {
+    scenario_with(&[Kind::Agent, Kind::Jj, Kind::Agent, Kind::Agent], "carbon", 2, 200, true);
+}
+
+/// `--offload` on agents only, replication 1: every copy made by the agents.
+#[test]
+fn mixed_offload_agents_only_rf1_jump() {
+    scenario_with(&[Kind::Agent, Kind::Agent, Kind::Agent, Kind::Agent], "jump_fnv1a", 1, 240, true);
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub enum AgentError {
     /// 503: the whisper lock could not be taken in time (carbon-cache busy); retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// 502: a peer this agent fetched from failed (an offload's source agent).
+    #[error("{0}")]
+    BadGateway(String),
     /// An operation that could not go on now (a held flock, a full memory budget, a file being written):
     /// turned into a retry or the final answer by a [`crate::wait::Waiter`]; answered as 503 if it ever
     /// reaches a client as it is.
@@ -107,6 +110,7 @@ impl AgentError {
             AgentError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AgentError::Unavailable(_) | AgentError::Wait(_) => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            AgentError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             AgentError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

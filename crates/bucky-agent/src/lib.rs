@@ -15,6 +15,7 @@
 //! | `POST /batch/read` | bucky extension: many `GET`s in one request ([`bucky_wire::batch`] frames in and out); per entry 200 + `Stat`, `ETag`, the file, or its own error (404, 400 invalid name, 403, 503, 413 once the answer's files reach `--max-body`) |
 //! | `POST /batch/heal` | bucky extension: many `POST`s with `X-Bucky-Read-Back: 1`, healed with one group commit; per entry 200 + `Report` and the replica read back (`Stat`, `ETag`, the file, which is left out when its `ETag` is the one the entry gave; only the report if the read-back fails), or its own error (400 invalid name or upload, 403, 409, 503) |
 //! | `POST /batch/delete` | bucky extension: many `DELETE`s, each with an optional `IfMatch`; per entry 200, or its own error (404, 412, 400, 403) |
+//! | `POST /batch/offload` | bucky extension (`bucky rebalance --offload`): fetches the entries' sources from the ring member named by `X-Bucky-Offload-From` (one `/batch/read`, the agent's read-only token), heals each, reads it back and checks it against the source fetched at `X-Bucky-Verify-At`; per entry 200 + `Report`, `Verified`, `SourceETag` (no file), or its own error (404 no source, 413 not read this time, 409, 403); 400 when the source is not a ring member's agent, 502 when it cannot be fetched from |
 //!
 //! Wrong methods are 400 (as buckyd). A batch answers 200 with one frame per request frame, in order, the
 //! same status and message as the single-metric route, streamed a chunk at a time; the whole request fails

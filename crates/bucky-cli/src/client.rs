@@ -214,6 +214,20 @@ pub struct Healed {
     pub identical: bool,
 }
 
+/// What an offload did for one metric: the destination fetched the source itself, healed it and checked
+/// the replica it read back against it.
+#[derive(Debug, Clone)]
+pub struct Offloaded {
+    /// What the heal did.
+    pub report: HealReport,
+    /// The replica checked against the source fetched.
+    pub verdict: bucky_wire::verify::Verdict,
+    /// The version of the source fetched (delete it with `If-Match` of this).
+    pub source_etag: String,
+    /// Bytes of the source.
+    pub bytes: u64,
+}
+
 /// What a DELETE did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deleted {
@@ -242,6 +256,9 @@ pub struct Client {
     cache_wait: Duration,
     /// Agents that answered a batch request with 404 (buckyd, older bucky-agents): one request per metric.
     no_batch: Arc<Mutex<HashSet<Addr>>>,
+    /// Agents that answered `/batch/offload` with 404 (older bucky-agents): copies to them go through the
+    /// client.
+    no_offload: Arc<Mutex<HashSet<Addr>>>,
     /// The agents found unreachable (and not heard from since).
     health: Arc<Health>,
 }
@@ -273,6 +290,7 @@ impl Client {
             attempts: 4,
             cache_wait: config.cache_wait,
             no_batch: Arc::default(),
+            no_offload: Arc::default(),
             health: Arc::default(),
         })
     }
@@ -662,6 +680,11 @@ impl Client {
         !self.no_batch.lock().unwrap_or_else(PoisonError::into_inner).contains(addr)
     }
 
+    /// Whether `addr` may be asked to offload: not known to refuse it.
+    pub fn offloads(&self, addr: &Addr) -> bool {
+        self.batches(addr) && !self.no_offload.lock().unwrap_or_else(PoisonError::into_inner).contains(addr)
+    }
+
     /// One batch request (`/batch/read`, `/batch/heal`, `/batch/delete`): the answer's frames, one per
     /// request frame and in the same order; `None` if the agent does not take batches (buckyd answers 404),
     /// which is remembered so later calls return `None` at once.
@@ -685,7 +708,7 @@ impl Client {
         frames: &[Frame],
         headers: &[(&str, String)],
     ) -> Result<Option<(Vec<Frame>, u64)>, ClientError> {
-        if !self.batches(addr) {
+        if !self.batches(addr) || (path == batch::OFFLOAD_PATH && !self.offloads(addr)) {
             return Ok(None);
         }
         let what = format!("{path} of {} metrics", frames.len());
@@ -719,8 +742,12 @@ impl Client {
         match status {
             StatusCode::OK if is_batch => {}
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED if !is_batch => {
-                tracing::debug!(%addr, "no batch requests: one request per metric");
-                self.no_batch.lock().unwrap_or_else(PoisonError::into_inner).insert(addr.clone());
+                let refusers = match path == batch::OFFLOAD_PATH {
+                    true => &self.no_offload,
+                    false => &self.no_batch,
+                };
+                tracing::debug!(%addr, path, "not taken: the client does it itself");
+                refusers.lock().unwrap_or_else(PoisonError::into_inner).insert(addr.clone());
                 return Ok(None);
             }
             status => return Err(Self::status_error(addr, &what, status, &answer)),
@@ -854,6 +881,58 @@ impl Client {
                 })
                 .collect(),
         ))
+    }
+
+    /// Asks `dest` to fetch each `(name, source name)` from the agent `from` itself, heal it into `name` and
+    /// check the replica against it at `now` (`/batch/offload`): per entry what it did, the error a heal
+    /// would have given, or 413 (not read this time: `max_bytes` of files were reached); and the bytes that
+    /// crossed the client's network. `None` if `dest` cannot offload (buckyd, older agents).
+    pub async fn offload_many(
+        &self,
+        dest: &Addr,
+        from: &Addr,
+        entries: &[(&str, &str)],
+        overwrite: bool,
+        now: i64,
+        max_bytes: u64,
+    ) -> Result<Option<(Vec<Result<Offloaded, ClientError>>, u64)>, ClientError> {
+        let frames: Vec<Frame> = entries
+            .iter()
+            .map(|(name, source)| {
+                let source = (name != source).then(|| (*source).to_owned());
+                Frame::new(*name, 0, Meta { source, overwrite, ..Meta::default() }, Bytes::new())
+            })
+            .collect();
+        let headers = [
+            (batch::OFFLOAD_FROM_HEADER, from.authority()),
+            (batch::VERIFY_AT_HEADER, now.to_string()),
+            (batch::MAX_ANSWER_HEADER, max_bytes.to_string()),
+        ];
+        let Some((answers, wire)) = self.batch_with(dest, batch::OFFLOAD_PATH, &frames, &headers).await? else {
+            return Ok(None);
+        };
+        let offloaded = answers
+            .into_iter()
+            .map(|frame| {
+                let what = format!("offload {} from {from}", frame.name);
+                if !frame.is_success() {
+                    return Err(entry_error(dest, &what, &frame));
+                }
+                let invalid = |reason: &str| ClientError::Invalid {
+                    addr: dest.to_string(),
+                    what: what.clone(),
+                    reason: reason.to_owned(),
+                };
+                let meta = frame.meta;
+                Ok(Offloaded {
+                    report: meta.report.unwrap_or_default(),
+                    verdict: meta.verified.ok_or_else(|| invalid("no verdict in the answer"))?,
+                    source_etag: meta.source_etag.ok_or_else(|| invalid("no SourceETag in the answer"))?,
+                    bytes: meta.stat.map_or(0, |s| s.size.max(0) as u64),
+                })
+            })
+            .collect();
+        Ok(Some((offloaded, wire)))
     }
 
     /// Deletes each `(name, if_match)` in one request, with the outcome a `DELETE` would have given.

@@ -12,6 +12,7 @@
 //! | `POST /batch/heal` | `name`, `Stat` (`ModTime`, `Size`), the file, optional `ETag` | `200` + `Report`, and the replica read back from disk: `Stat`, `ETag`, the file (left out when its `ETag` is the one given: the replica is then byte for byte the upload); or an error |
 //! | `POST /batch/delete` | `name`, optional `IfMatch` | `200`; or an error (`404`, `412`, …) |
 //! | `POST /batch/digest` | `name` | `200` + the digest as data; or an error (`404`, …): see [`crate::digest`] |
+//! | `POST /batch/offload` | `name`, optional `Source`, `Overwrite` | `200` + `Report`, `Stat` and `SourceETag` of the source fetched, `ETag` of the replica, `Verified`; or an error (`404`: no source, `413`: the source read was full, …) |
 //!
 //! Each entry is one metric with the same meaning, checks and status codes as its single-metric
 //! counterpart (`GET`, `POST` with `X-Bucky-Read-Back: 1`, `DELETE` with `If-Match`); one entry failing
@@ -22,6 +23,14 @@
 //! meta (JSON object, [`Meta`]) | u64 data length | data`, integers big-endian. Request frames carry status
 //! 0. `Content-Type` is [`CONTENT_TYPE`]; the whole body may be snappy framed (`Content-Encoding:
 //! snappy`, and `Accept-Encoding: snappy` for the answer).
+//!
+//! **Offload** (`bucky rebalance --offload`): the destination agent fetches the entries' sources itself from
+//! the agent named by [`OFFLOAD_FROM_HEADER`] (a ring member; one `/batch/read` for the whole batch), heals
+//! each into `name` as `/batch/heal` does, reads the replica back and checks it against the source it
+//! fetched ([`crate::verify`], at the time given by [`VERIFY_AT_HEADER`]). No file crosses the client: the
+//! answer carries the verdict, and the ETag of the source version that was copied, which the client then
+//! deletes with `If-Match`. A source that is not a ring member (or takes no batches) fails the whole
+//! request (400, 502): the client copies those through itself.
 //!
 //! A read answer holds at most `--max-body` bytes of files, or fewer if the request's
 //! [`MAX_ANSWER_HEADER`] asks: the entries beyond are answered `413` (read them in another batch). The
@@ -54,6 +63,16 @@ pub const HEAL_PATH: &str = "/batch/heal";
 /// Path of the batch delete.
 pub const DELETE_PATH: &str = "/batch/delete";
 
+/// Path of the batch offload.
+pub const OFFLOAD_PATH: &str = "/batch/offload";
+
+/// Request header of a batch offload: the agent (`host:port`, a ring member) to fetch the sources from.
+pub const OFFLOAD_FROM_HEADER: &str = "X-Bucky-Offload-From";
+
+/// Request header of a batch offload: the time (Unix seconds) at which the replicas are verified, the
+/// client's clock, so that the agent checks with the window the client would have checked with.
+pub const VERIFY_AT_HEADER: &str = "X-Bucky-Verify-At";
+
 /// Request header of a batch read: the most bytes of files the client wants in the answer (a decimal
 /// number), so that its memory stays bounded whatever the size of the files.
 pub const MAX_ANSWER_HEADER: &str = "X-Bucky-Batch-Max-Bytes";
@@ -81,6 +100,15 @@ pub struct Meta {
     /// it only empty slots are written. The single-metric `POST` says it with [`crate::OVERWRITE_HEADER`].
     #[serde(rename = "Overwrite", skip_serializing_if = "std::ops::Not::not")]
     pub overwrite: bool,
+    /// In an offload request: the source metric to fetch (default: the entry's own name).
+    #[serde(rename = "Source", skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// In an offload answer: the ETag of the source version fetched and healed (delete it with `If-Match`).
+    #[serde(rename = "SourceETag", skip_serializing_if = "Option::is_none")]
+    pub source_etag: Option<String>,
+    /// In an offload answer: the replica, read back after the heal, checked against the source fetched.
+    #[serde(rename = "Verified", skip_serializing_if = "Option::is_none")]
+    pub verified: Option<crate::verify::Verdict>,
     /// Why the entry failed (with a non-2xx status).
     #[serde(rename = "Error", skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -7,6 +7,8 @@
 //! - [`HealReport`]: the JSON body the fork returns after `POST`/`PUT /metrics/<name>`;
 //! - [`batch`]: bucky's own extension, many metrics in one request (buckyd answers 404);
 //! - [`digest`]: bucky's digests of many metrics' copies, to compare replicas without their files;
+//! - [`verify`]: the check that a replica holds every point of a source, made by the client or, for an
+//!   offload, by the destination agent;
 //! - [`UtcTime`]: calendar dates of `ModTime`s (HTTP dates, RFC 3339);
 //! - [`MetricName`]: the one checker that turns a metric name into a path below the store root. Unlike
 //!   buckyd, which maps `a..b` and `a.b` to the same file and lets `/` or NUL through, it refuses every name
@@ -34,6 +36,7 @@ pub mod goflags;
 mod name;
 mod time;
 mod types;
+pub mod verify;
 
 pub use name::{metric_from_relative, MetricName, NameError, MAX_COMPONENT_LEN, MAX_NAME_LEN};
 pub use time::UtcTime;

@@ -1,4 +1,4 @@
-//! `POST /batch/read`, `/batch/heal`, `/batch/delete`, `/batch/digest` (bucky extensions): many metrics in one request,
+//! `POST /batch/read`, `/batch/heal`, `/batch/delete`, `/batch/digest`, `/batch/offload` (bucky extensions): many metrics in one request,
 //! in the frames of [`bucky_wire::batch`].
 //!
 //! Each entry is answered as its single-metric route would answer it (`GET`; `POST` with
@@ -51,13 +51,14 @@ use crate::AppState;
 /// Bytes of answer made per trip through the blocking pool (and held at once, besides the body).
 const CHUNK: usize = 256 * 1024;
 
-/// The three batch routes.
+/// The batch routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Read,
     Heal,
     Delete,
     Digest,
+    Offload,
 }
 
 impl Route {
@@ -65,7 +66,7 @@ impl Route {
     fn op(self) -> Op {
         match self {
             Route::Read | Route::Digest => Op::Read,
-            Route::Heal => Op::Update,
+            Route::Heal | Route::Offload => Op::Update,
             Route::Delete => Op::Delete,
         }
     }
@@ -103,6 +104,14 @@ pub(super) async fn delete(
     serve(state, headers, body, Route::Delete).await
 }
 
+pub(super) async fn offload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
+    serve(state, headers, body, Route::Offload).await
+}
+
 /// Checks the request (token and its right first, before anything is read or reserved), reads and decodes
 /// its body, then answers with a stream of the entries' frames.
 async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) -> Result<Response, AgentError> {
@@ -110,7 +119,7 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
     if grant.as_ref().is_some_and(|g| !g.allows(route.op())) {
         return Err(AgentError::Forbidden(format!("forbidden: token doesn't have {} permission", route.op().as_str())));
     }
-    if route == Route::Heal {
+    if matches!(route, Route::Heal | Route::Offload) {
         super::refuse_writes_outside_ring(&state)?;
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -148,6 +157,9 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
             let (until, ranges) = digest_window.unwrap_or_default();
             Box::new(DigestEntries { frames, grant, until, ranges, _body: charge })
         }
+        Route::Offload => Box::new(
+            super::batch_offload::offload_entries(&state, &headers, frames, grant, answer_limit, charge).await?,
+        ),
     };
     let writer = Writer::new(snappy_answer, state.budget().clone());
     let answer =
@@ -164,7 +176,7 @@ async fn serve(state: AppState, headers: HeaderMap, body: Body, route: Route) ->
 
 /// The frames of a body (snappy framed if `snappy`), decoded to at most `limit` bytes: 413 beyond, 400 for
 /// a malformed stream or batch. The inflated copy is charged as it grows.
-async fn decode_frames(
+pub(super) async fn decode_frames(
     state: &AppState,
     body: Bytes,
     snappy: bool,
@@ -212,13 +224,13 @@ fn inflate(body: &Bytes, limit: u64, charge: &mut Charge) -> Result<Bytes, Agent
 }
 
 /// The answer frame of a failed entry: the status and message its single-metric route would answer.
-fn failed(name: String, error: &AgentError) -> Frame {
+pub(super) fn failed(name: String, error: &AgentError) -> Frame {
     let (status, message) = error.status_and_message();
     Frame::error(name, status.as_u16(), message)
 }
 
 /// The entries of one batch, answered one at a time, in order.
-trait Entries: Send + 'static {
+pub(super) trait Entries: Send + 'static {
     /// How many.
     fn len(&self) -> usize;
     /// The answer of entry `i`, or `Err` with the [`Wait`] that keeps it from being served now (nothing
@@ -583,7 +595,7 @@ fn checked_upload(stat: Option<MetricStat>, data: Bytes, limit: u64) -> Result<(
 /// Each entry as a `POST` with `X-Bucky-Read-Back: 1`: checked, then all healed with one group commit
 /// (entries that must wait are healed again together after the wait), then each replica read back from
 /// its final path under a shared flock, as the answer is streamed.
-async fn heal_entries(
+pub(super) async fn heal_entries(
     state: &AppState,
     frames: Vec<Frame>,
     grant: Option<Grant>,
@@ -712,7 +724,7 @@ async fn heal_entries(
 }
 
 /// Healed entries waiting for their read-back, and the answers already known.
-struct HealEntries {
+pub(super) struct HealEntries {
     answers: Vec<Option<Frame>>,
     read_backs: Vec<Option<(MetricName, HealReport, Option<String>)>>,
     names: Vec<String>,

@@ -2,6 +2,7 @@
 
 mod access;
 mod batch;
+mod batch_offload;
 #[cfg(test)]
 mod limits_tests;
 mod list;
@@ -51,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .route(bucky_wire::batch::READ_PATH, post(batch::read).fallback(bad_method))
         .route(bucky_wire::batch::HEAL_PATH, post(batch::heal).fallback(bad_method))
         .route(bucky_wire::batch::DELETE_PATH, post(batch::delete).fallback(bad_method))
+        .route(bucky_wire::batch::OFFLOAD_PATH, post(batch::offload).fallback(bad_method))
         .route("/debug/state", get(debug_state).fallback(bad_method))
         .route(bucky_wire::digest::DIGEST_PATH, post(batch::digest).fallback(bad_method))
         .fallback(not_found)

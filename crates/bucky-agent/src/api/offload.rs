@@ -104,7 +104,7 @@ pub(super) async fn fetch(
 }
 
 /// Accepts `host:port` only if the host is a ring member's and the port one of `--peer-port`.
-fn check_peer(state: &AppState, server: &str) -> Result<(), AgentError> {
+pub(super) fn check_peer(state: &AppState, server: &str) -> Result<(), AgentError> {
     let split = match server.strip_prefix('[') {
         Some(rest) => rest.split_once("]:"),
         None => server.rsplit_once(':').filter(|(host, _)| !host.contains(':')),

@@ -143,6 +143,14 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = crate::engine::DEFAULT_BATCH_MIB, value_name = "MIB")]
     pub batch_mib: u64,
 
+    /// The destinations copy the files themselves: each destination bucky-agent fetches its share of a
+    /// batch straight from the source agent, heals it, reads it back and checks it, so no file passes
+    /// through this client (only names and verdicts; sources are still deleted only once verified, and only
+    /// in the version copied). Copies to or from nodes that cannot (buckyd, a source that is not a ring
+    /// member of the destination) go through this client as without the flag.
+    #[arg(long)]
+    pub offload: bool,
+
     /// Attempts per metric (heal, verify, delete) before it is reported as failed.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub attempts: u32,

@@ -25,6 +25,8 @@ pub(crate) struct Counts {
     pub(crate) replaced: u64,
     /// Destinations that had no copy: the heal created it (a missing replica).
     pub(crate) created: u64,
+    /// 1 when the destinations copied the source themselves (`--offload`).
+    pub(crate) offloaded: u64,
 }
 
 /// What an attempt found for one job: its counts, and per destination (in the job's order) whether its
@@ -101,6 +103,7 @@ mod tests {
             workers: 1,
             batch: 1,
             batch_bytes: 1 << 20,
+            offload: false,
             attempts: 1,
             max_rate: None,
             state_file: None,

@@ -18,6 +18,10 @@
 //! anything that goes wrong with a job in a batch hands it to the one-job path. A batch read holds at most
 //! `--batch-mib` of files: the jobs whose sources did not fit lead the worker's next batch.
 //!
+//! `--offload`: the destination agents fetch a batch's sources from the source agent themselves, heal and
+//! check them, and answer with verdicts only; the same rule decides, and the source is deleted in the
+//! version they copied (see `offload`). Nodes that cannot offload get their copies through the client.
+//!
 //! A destination that answers 507 Insufficient Storage (its disk is full) is sent no more copies for the
 //! rest of the run: every job that would write to it fails at once, source kept, listed in `--error-file`,
 //! and the summary names the node (see [`crate::health`]).
@@ -41,6 +45,7 @@
 mod decide;
 mod graphite;
 mod job;
+mod offload;
 mod options;
 mod pipeline;
 mod queue;
@@ -50,7 +55,6 @@ pub mod state;
 mod summary;
 mod throttle;
 mod transport;
-pub mod verify;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -133,6 +137,7 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
             ..Summary::default()
         }),
         started_jobs: AtomicU64::new(0),
+        offload_refusals: Default::default(),
         options,
     });
     let progress = Arc::new(progress);
@@ -212,7 +217,11 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
                         tokio::time::sleep(retry).await;
                         continue;
                     }
-                    let steps = if jobs.len() > 1 { run.batch(&jobs).await } else { vec![run.job(&jobs[0]).await] };
+                    // A lone job goes one request per metric, unless the destinations copy it (--offload).
+                    let steps = match jobs.len() > 1 || run.options.offload {
+                        true => run.batch(&jobs).await,
+                        false => vec![run.job(&jobs[0]).await],
+                    };
                     for (job, step) in jobs.into_iter().zip(steps) {
                         match step {
                             Step::Done(outcome) => {

@@ -24,6 +24,9 @@ pub struct Options {
     pub batch: usize,
     /// Most bytes of files read per batch request.
     pub batch_bytes: u64,
+    /// The destinations copy the sources from the source agents themselves (bucky-agents; the others'
+    /// copies go through the client).
+    pub offload: bool,
     /// Attempts per job (at least one is made).
     pub attempts: u32,
     /// Jobs started per second per source node.

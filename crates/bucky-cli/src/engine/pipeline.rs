@@ -20,13 +20,13 @@ use super::job::Job;
 use super::reason::{describe, AttemptError, JobError};
 use super::run::{Outcome, Run, Step};
 use super::transport::{Healed, ReadBack, SourceCopy, Transport};
-use super::verify;
 use crate::client::Fetched;
 use crate::config::Addr;
+use bucky_wire::verify;
 
 /// What one attempt came to for one job.
 #[derive(Debug)]
-enum Attempted {
+pub(super) enum Attempted {
     /// Verified everywhere; the source deleted or kept as decided.
     Moved { deleted: bool },
     /// The source was gone when read.
@@ -61,7 +61,7 @@ impl Run {
         let refused: Vec<Option<Step>> = jobs.iter().map(|job| self.refusal(job, 0)).collect();
         let runnable: Vec<&Job> = jobs.iter().zip(&refused).filter(|(_, r)| r.is_none()).map(|(j, _)| j).collect();
         let mut attempted =
-            if runnable.is_empty() { Vec::new() } else { self.attempt(Transport::Batch, &runnable).await }.into_iter();
+            if runnable.is_empty() { Vec::new() } else { self.attempt_batch(&runnable).await }.into_iter();
         let ends: Vec<BatchEnd> = refused
             .into_iter()
             .zip(jobs)
@@ -165,6 +165,23 @@ impl Run {
         Some(Step::Done(Outcome::Failed { error: JobError::Down { down, kept: self.options.delete }, wire }))
     }
 
+    /// One attempt at the jobs of a batch: offloaded to the destinations with `--offload` (those that cannot
+    /// be go through the client), else through the client as one batch.
+    async fn attempt_batch(&self, jobs: &[&Job]) -> Vec<(Attempted, Counts)> {
+        if !self.options.offload {
+            return self.attempt(Transport::Batch, jobs).await;
+        }
+        let offloaded = self.offload(jobs).await;
+        let through: Vec<&Job> = jobs.iter().zip(&offloaded).filter(|(_, o)| o.is_none()).map(|(&j, _)| j).collect();
+        let mut through =
+            if through.is_empty() { Vec::new() } else { self.attempt(Transport::Batch, &through).await }.into_iter();
+        offloaded
+            .into_iter()
+            .map(|o| o.or_else(|| through.next()))
+            .map(|o| o.unwrap_or((Attempted::Failed(AttemptError::BatchRefused), Counts::default())))
+            .collect()
+    }
+
     /// One attempt at `jobs` (all from one source node): every step for all of them through `transport`.
     /// Per job, in order: what came of it, and what it counted.
     async fn attempt(&self, transport: Transport, jobs: &[&Job]) -> Vec<(Attempted, Counts)> {
@@ -221,12 +238,7 @@ impl Run {
             }
             match decide(f.job, &f.tally, &self.options) {
                 Decision::Unverified { first } => {
-                    let why = match f.tally.checks.get_mut(first) {
-                        Some(check @ Err(_)) => std::mem::replace(check, Ok(())).err(),
-                        _ => None,
-                    };
-                    let dest = f.job.dests[first].clone();
-                    f.ended = Some(Attempted::Failed(why.unwrap_or(AttemptError::Unchecked { dest })));
+                    f.ended = Some(Attempted::Failed(unverified(f.job, &mut f.tally, first)));
                 }
                 Decision::Keep => f.ended = Some(Attempted::Moved { deleted: false }),
                 Decision::Refuse { unplaceable } => {
@@ -274,6 +286,16 @@ impl Run {
         let upload = transport.upload(self, f.job, &file, stat)?;
         Ok(SourceCopy { file, upload, etag })
     }
+}
+
+/// Why destination `first` of `job` did not verify ([`Decision::Unverified`]): its check's error, taken
+/// out of the tally.
+pub(super) fn unverified(job: &Job, tally: &mut Tally, first: usize) -> AttemptError {
+    let why = match tally.checks.get_mut(first) {
+        Some(check @ Err(_)) => std::mem::replace(check, Ok(())).err(),
+        _ => None,
+    };
+    why.unwrap_or_else(|| AttemptError::Unchecked { dest: job.dests[first].clone() })
 }
 
 /// Checks that a healed copy holds every point of `source` that it can hold (with `exact`, with the

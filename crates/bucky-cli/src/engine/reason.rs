@@ -33,6 +33,15 @@ pub(crate) enum AttemptError {
         #[source]
         error: ClientError,
     },
+    /// A destination's offload (it fetches the source itself, heals and checks it) failed.
+    #[error("offload into {dest}")]
+    Offload {
+        /// The destination.
+        dest: Addr,
+        /// Why.
+        #[source]
+        error: ClientError,
+    },
     /// Reading a healed copy back failed.
     #[error("verify {dest}")]
     ReadBack {

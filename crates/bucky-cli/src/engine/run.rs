@@ -2,9 +2,9 @@
 //! the state and error files, and the summary every finished job ([`Outcome`]) is counted in. The pipeline
 //! (`super::pipeline`) and the transport (`super::transport`) work through it; neither is imported here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -72,6 +72,23 @@ pub(super) struct Run {
     pub(super) stop: AtomicBool,
     pub(super) summary: Mutex<Summary>,
     pub(super) started_jobs: AtomicU64,
+    /// The (source, destination) pairs that cannot offload (`--offload`).
+    pub(super) offload_refusals: Refusals,
+}
+
+/// The (source, destination) pairs found unable to offload during a run.
+#[derive(Debug, Default)]
+pub(super) struct Refusals(Mutex<HashSet<(Addr, Addr)>>);
+
+impl Refusals {
+    pub(super) fn refused(&self, source: &Addr, dest: &Addr) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains(&(source.clone(), dest.clone()))
+    }
+
+    /// Records the pair; whether it is new.
+    pub(super) fn refuse(&self, source: &Addr, dest: &Addr) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert((source.clone(), dest.clone()))
+    }
 }
 
 /// Paces job starts at `rate` per second.
@@ -107,6 +124,7 @@ impl Run {
                 summary.deleted += u64::from(deleted);
                 summary.bytes += counts.bytes;
                 summary.wire_bytes += counts.wire;
+                summary.offloaded += counts.offloaded;
                 summary.points_healed += counts.healed;
                 summary.points_verified += counts.verified;
                 summary.points_replaced += counts.replaced;

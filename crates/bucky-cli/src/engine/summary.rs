@@ -35,8 +35,11 @@ pub struct Summary {
     pub not_started: u64,
     /// Bytes of whisper data read from sources (decoded).
     pub bytes: u64,
-    /// Bytes sent and received over the network for the copies and verifications.
+    /// Bytes sent and received over the network for the copies and verifications (by this client: an
+    /// offloaded copy's file does not pass through it).
     pub wire_bytes: u64,
+    /// Of the jobs moved, those whose copies the destinations made themselves (`--offload`).
+    pub offloaded: u64,
     /// Points written into existing destination files by heals.
     pub points_healed: u64,
     /// Source points checked in the destinations.
@@ -148,6 +151,7 @@ impl Summary {
         self.not_started += other.not_started;
         self.bytes += other.bytes;
         self.wire_bytes += other.wire_bytes;
+        self.offloaded += other.offloaded;
         self.points_healed += other.points_healed;
         self.points_verified += other.points_verified;
         self.points_replaced += other.points_replaced;
@@ -230,6 +234,9 @@ impl Summary {
         }
         if self.deletes {
             counts.push(format!("{} deleted", self.deleted));
+        }
+        if self.offloaded > 0 {
+            counts.push(format!("{} copied by the destinations (offload)", self.offloaded));
         }
         counts.push(format!("{} skipped", self.skipped));
         if self.gone > 0 {

@@ -273,28 +273,36 @@ async fn delete_one(run: &Run, source: &Addr, job: &Job, copy: &SourceCopy) -> R
 /// One delete request for every source with a version to delete it with.
 async fn delete_batch(run: &Run, source: &Addr, copies: &[Copied<'_>]) -> Vec<Result<bool, AttemptError>> {
     let mut deleted: Vec<Result<bool, AttemptError>> = copies.iter().map(|_| Err(AttemptError::NoVersion)).collect();
-    let versioned: Vec<(usize, &str, &str)> = copies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (job, copy))| Some((i, job.source_name.as_str(), copy.etag.as_deref()?)))
-        .collect();
-    if versioned.is_empty() {
-        return deleted;
+    let (places, versions): (Vec<usize>, Vec<(&Job, &str)>) =
+        copies.iter().enumerate().filter_map(|(i, (job, copy))| Some((i, (*job, copy.etag.as_deref()?)))).unzip();
+    for (i, answer) in places.into_iter().zip(delete_versions(run, source, &versions).await) {
+        deleted[i] = answer;
     }
-    let request: Vec<(&str, Option<&str>)> = versioned.iter().map(|&(_, name, tag)| (name, Some(tag))).collect();
+    deleted
+}
+
+/// Deletes each job's source on `source` if it is still the version given (`If-Match`), in one request:
+/// per job whether the file was removed (`false`: it was already gone), or why not.
+pub(super) async fn delete_versions(
+    run: &Run,
+    source: &Addr,
+    versions: &[(&Job, &str)],
+) -> Vec<Result<bool, AttemptError>> {
+    if versions.is_empty() {
+        return Vec::new();
+    }
+    let request: Vec<(&str, Option<&str>)> =
+        versions.iter().map(|&(job, tag)| (job.source_name.as_str(), Some(tag))).collect();
     let answers = match run.client.delete_many(source, &request).await {
         Ok(Some(answers)) => answers,
-        Ok(None) | Err(_) => {
-            versioned.iter().for_each(|&(i, ..)| deleted[i] = Err(AttemptError::BatchRefused));
-            return deleted;
-        }
+        Ok(None) | Err(_) => return versions.iter().map(|_| Err(AttemptError::BatchRefused)).collect(),
     };
-    for ((i, ..), answer) in versioned.into_iter().zip(answers) {
-        deleted[i] = match answer {
+    answers
+        .into_iter()
+        .map(|answer| match answer {
             Ok(d) => Ok(d == Deleted::Removed),
             Err(ClientError::Changed { .. }) => Err(AttemptError::ChangedSinceRead),
             Err(e) => Err(AttemptError::Delete(e)),
-        };
-    }
-    deleted
+        })
+        .collect()
 }

@@ -40,6 +40,7 @@ pub(crate) fn engine_options(
         workers,
         batch: args.batch,
         batch_bytes: args.batch_mib.saturating_mul(1 << 20),
+        offload: args.offload,
         attempts: args.attempts,
         max_rate: args.max_rate,
         state_file: args.state_file.clone(),

@@ -240,6 +240,7 @@ impl Scenario {
             workers: 2,
             batch,
             batch_bytes,
+            offload: false,
             attempts: 2,
             max_rate: None,
             state_file: None,

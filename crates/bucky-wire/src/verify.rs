@@ -1,5 +1,7 @@
-//! Content verification: does a replica hold every point of the source copy we healed into it? The check
-//! itself is [`whisper::coverage`]; this module fixes its margin and keeps the engine's names.
+//! Content verification: does a replica hold every point of the source copy healed into it? The check
+//! itself is [`whisper::coverage`]; this module fixes its margin, so that the client (which verifies the
+//! copies it read back) and bucky-agent (which verifies the copies it healed from a source it fetched
+//! itself, for `--offload`) apply one rule. [`Verdict`] travels in offload answers.
 //!
 //! A heal can be undone behind our back (carbon-cache's `whisper.create` checks that a file is absent and
 //! then opens it with truncation, wiping a file created in between), so before a source is deleted every
@@ -19,15 +21,20 @@ use whisper::WhisperBuf;
 pub const EDGE_MARGIN: i64 = 120;
 
 /// The result of checking one replica against one source.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Verdict {
     /// Source points checked.
+    #[serde(rename = "Checked")]
     pub checked: u64,
     /// Source points the replica should hold but does not.
+    #[serde(rename = "Missing")]
     pub missing: u64,
     /// The first missing point: (seconds per point, timestamp).
+    #[serde(rename = "FirstMissing", skip_serializing_if = "Option::is_none")]
     pub first_missing: Option<(u32, i64)>,
     /// Source points the replica's schema cannot hold.
+    #[serde(rename = "Unplaceable")]
     pub unplaceable: u64,
 }
 
