@@ -266,14 +266,21 @@ wire() {
         "$(ip netns exec "$CLINS" cat /sys/class/net/eth0/statistics/rx_bytes)"
 }
 proc_hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; } # kB
+proc_rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; } # kB
 
 # One timed growth with tool $1; its figures go to $WORK/result.$1 (a JSON line).
 run_tool() {
-    local tool=$1 i cpu0=() cpu1=() hwm=() t0 t1 rc wire0 wire1
+    local tool=$1 i cpu0=() cpu1=() idle=() hwm=() t0 t1 rc wire0 wire1
     say "$tool: laying out the data on $((NODES - 1)) nodes"
     make_stores
     start_daemons "$tool"
-    for i in $(seq 0 $((NODES - 1))); do cpu0+=("$(proc_cpu "${PIDS[$i]}")"); done
+    # Idle: every daemon answered /hashring; a moment for what it starts by itself (bucky-agent's first
+    # walk of its store, buckyd's) before the rebalance asks for anything.
+    sleep 2
+    for i in $(seq 0 $((NODES - 1))); do
+        cpu0+=("$(proc_cpu "${PIDS[$i]}")")
+        idle+=("$(proc_rss "${PIDS[$i]}")")
+    done
     wire0=$(wire)
     say "$tool: rebalance onto $NODES nodes (-w $WORKERS)"
     t0=$(now)
@@ -298,11 +305,11 @@ run_tool() {
     for i in "${PIDS[@]}"; do wait "$i" 2>/dev/null || true; done
     PIDS=()
     python3 - "$WORK" "$tool" "$rc" "$(calc "$t1 - $t0")" "$(cat "$WORK/client.$tool")" "${cpu0[*]}" "${cpu1[*]}" \
-        "${hwm[*]}" "$wire0" "$wire1" "${IPS[@]}" >"$WORK/result.$tool" <<'EOF'
+        "${hwm[*]}" "${idle[*]}" "$wire0" "$wire1" "${IPS[@]}" >"$WORK/result.$tool" <<'EOF'
 import json, os, sys
 w, tool, rc, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-client, cpu0, cpu1, hwm = (a.split() for a in sys.argv[5:9])
-ips = sys.argv[11:]
+client, cpu0, cpu1, hwm, idle = (a.split() for a in sys.argv[5:10])
+ips = sys.argv[12:]
 new = dict(l.split("\t") for l in open(f"{w}/new").read().splitlines())
 # Where every metric is now: each once, on its new ring home.
 seen = {}
@@ -316,10 +323,11 @@ for i, ip in enumerate(ips):
 lost = sum(1 for m in new if m not in seen)
 extra = sum(len(v) - 1 for v in seen.values()) + sum(1 for m in seen if m not in new)
 misplaced = sorted(m for m, v in seen.items() if m in new and new[m] not in v)
-wire = [b - a for a, b in zip(map(int, sys.argv[9].split()), map(int, sys.argv[10].split()))]
+wire = [b - a for a, b in zip(map(int, sys.argv[10].split()), map(int, sys.argv[11].split()))]
 print(json.dumps({"tool": tool, "rc": rc, "secs": secs, "client_cpu": float(client[0]) + float(client[1]),
                   "client_rss_kb": int(client[2]), "agents_cpu": sum(map(float, cpu1)) - sum(map(float, cpu0)),
-                  "agents_rss_kb": list(map(int, hwm)), "lost": lost, "extra": extra, "misplaced": misplaced,
+                  "agents_rss_kb": list(map(int, hwm)), "agents_idle_rss_kb": list(map(int, idle)),
+                  "lost": lost, "extra": extra, "misplaced": misplaced,
                   "new_node_rx": wire[0], "client_rx": wire[1]}))
 EOF
     drop_stores
@@ -351,7 +359,9 @@ for tool in ("bucky", "go"):
     print(f"    CPU a metric: client {1e6 * r['client_cpu'] / moved:.0f} µs, agents {1e6 * r['agents_cpu'] / moved:.0f} µs "
           f"(client {r['client_cpu']:.2f} s, agents {r['agents_cpu']:.2f} s)")
     print(f"    peak RSS: client {r['client_rss_kb'] / 1024:.1f} MB, agents "
-          + ", ".join(f"{k / 1024:.1f}" for k in r["agents_rss_kb"]) + " MB")
+          + ", ".join(f"{k / 1024:.1f}" for k in r["agents_rss_kb"]) + " MB (the new node last)")
+    print("    idle RSS (started, before the rebalance): agents "
+          + ", ".join(f"{k / 1024:.1f}" for k in r["agents_idle_rss_kb"]) + " MB")
     print(f"    on the wire: {r['new_node_rx'] / 1e6:.1f} MB into the new node ({100 * r['new_node_rx'] / 1e6 / mb:.0f} % of "
           f"the bytes moved), {r['client_rx'] / 1e6:.1f} MB into the client")
     print(f"    afterwards: {r['lost']} lost, {r['extra']} extra copies, {len(r['misplaced'])} misplaced "

@@ -324,6 +324,7 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         workers: 8,
         batch: 32,
         batch_bytes: engine::DEFAULT_BATCH_MIB << 20,
+        inflight_bytes: engine::DEFAULT_INFLIGHT_MIB << 20,
         attempts: 3,
         max_rate: None,
         state_file: None,

@@ -101,6 +101,7 @@ mod tests {
             workers: 1,
             batch: 1,
             batch_bytes: 1 << 20,
+            inflight_bytes: 1 << 20,
             attempts: 1,
             max_rate: None,
             state_file: None,

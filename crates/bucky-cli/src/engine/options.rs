@@ -11,6 +11,9 @@ use super::job::Operation;
 /// `--batch-mib`'s default: 64 MiB of files per batch read.
 pub const DEFAULT_BATCH_MIB: u64 = 64;
 
+/// `--inflight-mib`'s default: MiB of source files held at once by a whole run.
+pub const DEFAULT_INFLIGHT_MIB: u64 = 32;
+
 /// What to do with the jobs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -24,6 +27,8 @@ pub struct Options {
     pub batch: usize,
     /// Most bytes of files read per batch request.
     pub batch_bytes: u64,
+    /// Most bytes of source files held at once by all the batch reads of the run (see `crate::inflight`).
+    pub inflight_bytes: u64,
     /// Attempts per job (at least one is made).
     pub attempts: u32,
     /// Jobs started per second per source node.

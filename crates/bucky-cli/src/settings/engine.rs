@@ -31,6 +31,13 @@ pub(crate) fn engine_options(
     if args.batch_mib == 0 {
         return Err(UsageError("--batch-mib must be at least 1".into()).into());
     }
+    if !(1..=MAX_INFLIGHT_MIB).contains(&args.inflight_mib) {
+        return Err(UsageError(format!(
+            "--inflight-mib must be from 1 to {MAX_INFLIGHT_MIB} (MiB of files in flight), not {}",
+            args.inflight_mib
+        ))
+        .into());
+    }
     if args.attempts == 0 {
         return Err(UsageError("--attempts must be at least 1".into()).into());
     }
@@ -40,6 +47,7 @@ pub(crate) fn engine_options(
         workers,
         batch: args.batch,
         batch_bytes: args.batch_mib.saturating_mul(1 << 20),
+        inflight_bytes: args.inflight_mib << 20,
         attempts: args.attempts,
         max_rate: args.max_rate,
         state_file: args.state_file.clone(),
@@ -52,6 +60,9 @@ pub(crate) fn engine_options(
         graphite: graphite_target(&args.graphite, op)?,
     })
 }
+
+/// The largest `--inflight-mib`: 1 TiB (the budget counts KiB in a u32, up to 4 TiB).
+const MAX_INFLIGHT_MIB: u64 = 1 << 20;
 
 /// Carbon's plaintext line receiver port, when `--graphite` names none.
 const CARBON_LINE_PORT: u16 = 2003;

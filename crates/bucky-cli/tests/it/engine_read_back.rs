@@ -183,6 +183,8 @@ struct Scenario {
     batch: usize,
     /// `--batch-mib`, in bytes.
     batch_bytes: u64,
+    /// `--inflight-mib`, in bytes.
+    inflight_bytes: u64,
     /// Without it, the jobs have no destination at all.
     to_dest: bool,
     /// Nothing listens at the destination's address.
@@ -193,12 +195,13 @@ struct Scenario {
 
 impl Scenario {
     fn new(mode: Mode, count: usize, batch: usize) -> Scenario {
-        let batch_bytes = engine::DEFAULT_BATCH_MIB << 20;
-        Scenario { mode, count, batch, batch_bytes, to_dest: true, dest_down: false, interrupt: Interrupt::None }
+        let (batch_bytes, inflight_bytes) = (engine::DEFAULT_BATCH_MIB << 20, engine::DEFAULT_INFLIGHT_MIB << 20);
+        let interrupt = Interrupt::None;
+        Scenario { mode, count, batch, batch_bytes, inflight_bytes, to_dest: true, dest_down: false, interrupt }
     }
 
     async fn run(self) -> Outcome {
-        let Scenario { mode, count, batch, batch_bytes, to_dest, dest_down, interrupt } = self;
+        let Scenario { mode, count, batch, batch_bytes, inflight_bytes, to_dest, dest_down, interrupt } = self;
         let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
         for (i, name) in names.iter().enumerate() {
@@ -240,6 +243,7 @@ impl Scenario {
             workers: 2,
             batch,
             batch_bytes,
+            inflight_bytes,
             attempts: 2,
             max_rate: None,
             state_file: None,
