@@ -61,10 +61,8 @@ impl FileBudget {
         let free = u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX);
         let take = if free >= least { free.min(want) } else { least };
         // Another read may take the room seen free first: this then waits for `take`, which is at most `want`.
-        let permit = Arc::clone(&self.permits)
-            .acquire_many_owned(take)
-            .await
-            .expect("the budget's semaphore is never closed");
+        let permit =
+            Arc::clone(&self.permits).acquire_many_owned(take).await.expect("the budget's semaphore is never closed");
         Reservation { permit }
     }
 }
