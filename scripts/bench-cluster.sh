@@ -15,7 +15,9 @@
 # start with the N-node ring and the rebalance is timed end to end: bucky-agent + `bucky rebalance --delete`
 # (this workspace's release build), then Go buckyd + `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as
 # buckyd's list must be fresh). Page caches are dropped before each run. Afterwards the stores are counted: every metric once, the moved ones on the new
-# node. The link floor is the bytes that must reach the new node divided by its link rate.
+# node. The link floor is the bytes that must reach the new node divided by its link rate. Memory: the
+# client's peak RSS (/usr/bin/time), each daemon's peak (VmHWM) and its idle RSS (VmRSS once started, before
+# the rebalance).
 #
 # Needs: root, `ip` (netns, veth, bridge), `tc` (tbf), loop devices, mkfs.ext4 (unless --tmpfs), python3,
 # the Go peers in .peers/bin/gg (../shared/peers/build.sh), a release build (built here).
