@@ -335,6 +335,20 @@ mod tests {
     }
 
     #[test]
+    fn the_inflight_budget_defaults_to_8_mib_and_must_be_at_least_1() {
+        let options = engine_options(Operation::Rebalance, &engine_args(&[]), 5, true).unwrap();
+        assert_eq!(options.inflight_bytes, 8 << 20);
+        let options = engine_options(Operation::Rebalance, &engine_args(&["--inflight-mib", "100"]), 5, true).unwrap();
+        assert_eq!(options.inflight_bytes, 100 << 20);
+        for bad in ["0", "2000000"] {
+            let error = engine_options(Operation::Rebalance, &engine_args(&["--inflight-mib", bad]), 5, true)
+                .expect_err(bad)
+                .to_string();
+            assert!(error.starts_with("--inflight-mib must be from 1 to 1048576") && !error.contains('\n'), "{error}");
+        }
+    }
+
+    #[test]
     fn bad_throttle_flags_are_one_line_usage_errors() {
         let cases: &[(&[&str], &str)] = &[
             (&["-metrics-per-second", "3"], "--throttle-rate (-metrics-per-second) sets the go-carbon throttle"),
