@@ -9,23 +9,27 @@
 # 1gbit; netem is not available on these kernels). The client runs in its own namespace on an unshaped
 # link. Every node's whisper store is its own loop-mounted ext4 image with its journal (or a tmpfs).
 #
-# The same data is laid out twice, once per tool, by the (N-1)-node ring (`bucky ring locate`, carbon_ch,
+# The same data is laid out three times, once per run, by the (N-1)-node ring (`bucky ring locate`, carbon_ch,
 # one replica): METRICS files of 1m:1d and METRICS/40 of 10s:1d,1m:30d,5m:1y, copies of two templates whose
 # archives are full of random values (data that compresses would not load the links). Then the daemons
 # start with the N-node ring and the rebalance is timed end to end: bucky-agent + `bucky rebalance --delete`
-# (this workspace's release build), then Go buckyd + `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as
+# (this workspace's release build), the same with `--offload` (the new node's agent fetches the files from
+# the sources itself: only names and verdicts pass through the client), then Go buckyd + `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as
 # buckyd's list must be fresh). Page caches are dropped before each run. Afterwards the stores are counted: every metric once, the moved ones on the new
-# node. The link floor is the bytes that must reach the new node divided by its link rate.
+# node. The link floor is the bytes that must reach the new node divided by its link rate. Memory: the
+# client's peak RSS (/usr/bin/time), each daemon's peak (VmHWM) and its idle RSS (VmRSS once started, before
+# the rebalance).
 #
 # Needs: root, `ip` (netns, veth, bridge), `tc` (tbf), loop devices, mkfs.ext4 (unless --tmpfs), python3,
 # the Go peers in .peers/bin/gg (../shared/peers/build.sh), a release build (built here).
 #
-# Usage: scripts/bench-cluster.sh [--nodes N] [--rate RATE] [--metrics M] [--tmpfs] [--only bucky|go]
+# Usage: scripts/bench-cluster.sh [--nodes N] [--rate RATE] [--metrics M] [--tmpfs] [--only bucky|offload|go]
 #   --nodes N     nodes after the growth (default 4; the data starts on the first N-1)
 #   --rate RATE   every node link's tbf rate, in tc's spelling (default 1gbit; e.g. 100mbit)
 #   --metrics M   1m:1d metrics (default 20000); M/40 of 10s:1d,1m:30d,5m:1y besides (default 500)
 #   --tmpfs       stores on tmpfs instead of loop-mounted ext4 images
-#   --only TOOL   run one tool only
+#   --only TOOL   run one tool only: bucky, offload (bucky with --offload: the new node's agent fetches the
+#                 files from the sources itself), go
 # Env: BENCH_WORKERS (-w of both clients, default 5: both tools' default), CARGO_TARGET_DIR, BUCKY_PEERS
 #      (default .peers), BENCH_LOGS (a directory: the clients' stdout and stderr and the daemons' log are kept
 #      there).
@@ -43,7 +47,7 @@ while [ $# -gt 0 ]; do
     --rate) RATE=${2:?--rate needs a value}; shift 2 ;;
     --metrics) METRICS=${2:?--metrics needs a value}; shift 2 ;;
     --tmpfs) TMPFS=1; shift ;;
-    --only) ONLY=${2:?--only needs bucky or go}; shift 2 ;;
+    --only) ONLY=${2:?--only needs bucky, offload or go}; shift 2 ;;
     *) echo "bench-cluster: unknown argument $1 (see the usage in the script's header)" >&2; exit 2 ;;
     esac
 done
@@ -53,7 +57,7 @@ if ! [[ $NODES =~ ^[0-9]+$ ]] || [ "$NODES" -lt 2 ] || [ "$NODES" -gt 200 ]; the
 fi
 if ! [[ $METRICS =~ ^[0-9]+$ ]] || [ "$METRICS" -lt 1 ]; then die "--metrics must be a positive count, not $METRICS"; fi
 [[ $RATE =~ ^[0-9]+(bit|kbit|mbit|gbit)$ ]] || die "--rate must be like 1gbit or 100mbit, not $RATE"
-case $ONLY in "" | bucky | go) ;; *) die "--only must be bucky or go, not $ONLY" ;; esac
+case $ONLY in "" | bucky | offload | go) ;; *) die "--only must be bucky, offload or go, not $ONLY" ;; esac
 BIG=$((METRICS / 40))
 WORKERS=${BENCH_WORKERS:-5}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -73,7 +77,7 @@ if [ "$TMPFS" = 0 ]; then
     command -v losetup >/dev/null || die "needs losetup (or --tmpfs)"
     losetup -f >/dev/null 2>&1 || die "needs a free loop device (modprobe loop; or --tmpfs)"
 fi
-if [ "$ONLY" != bucky ] && { [ ! -x "$GO_BUCKYD" ] || [ ! -x "$GO_BUCKY" ]; }; then
+if { [ -z "$ONLY" ] || [ "$ONLY" = go ]; } && { [ ! -x "$GO_BUCKYD" ] || [ ! -x "$GO_BUCKY" ]; }; then
     die "needs Go buckyd and bucky 0.6.0 in $PEERS/bin/gg (../shared/peers/build.sh $PEERS; or --only bucky)"
 fi
 
@@ -232,10 +236,10 @@ drop_stores() {
     rm -f "$WORK"/img*
 }
 
-start_daemons() { # bucky|go
+start_daemons() { # bucky|offload|go
     local i
     for i in $(seq 0 $((NODES - 1))); do
-        if [ "$1" = bucky ]; then
+        if [ "$1" != go ]; then
             # Not through in_ns: a backgrounded function would be a subshell, and $! its pid.
             ip netns exec "$TAG-$i" env RUST_LOG=warn "$AGENT" -b "${IPS[$i]}:$PORT" -n "${IPS[$i]}" -p "$WORK/store$i" \
                 --hash carbon "${IPS[@]}" 2>>"$WORK/daemons.log" &
@@ -266,21 +270,30 @@ wire() {
         "$(ip netns exec "$CLINS" cat /sys/class/net/eth0/statistics/rx_bytes)"
 }
 proc_hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; } # kB
+proc_rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; } # kB
 
 # One timed growth with tool $1; its figures go to $WORK/result.$1 (a JSON line).
 run_tool() {
-    local tool=$1 i cpu0=() cpu1=() hwm=() t0 t1 rc wire0 wire1
+    local tool=$1 i cpu0=() cpu1=() idle=() hwm=() t0 t1 rc wire0 wire1
     say "$tool: laying out the data on $((NODES - 1)) nodes"
     make_stores
     start_daemons "$tool"
-    for i in $(seq 0 $((NODES - 1))); do cpu0+=("$(proc_cpu "${PIDS[$i]}")"); done
+    # Idle: every daemon answered /hashring; a moment for what it starts by itself (bucky-agent's first
+    # walk of its store, buckyd's) before the rebalance asks for anything.
+    sleep 2
+    for i in $(seq 0 $((NODES - 1))); do
+        cpu0+=("$(proc_cpu "${PIDS[$i]}")")
+        idle+=("$(proc_rss "${PIDS[$i]}")")
+    done
     wire0=$(wire)
     say "$tool: rebalance onto $NODES nodes (-w $WORKERS)"
     t0=$(now)
     set +e
-    if [ "$tool" = bucky ]; then
+    if [ "$tool" != go ]; then
+        local offload=()
+        [ "$tool" = bucky ] || offload=(--offload)
         BUCKY_NO_PROGRESS=1 in_ns "$CLINS" /usr/bin/time -f "%U %S %M" -o "$WORK/client.$tool" "$BUCKY" rebalance \
-            -h "${IPS[0]}:$PORT" --delete -w "$WORKERS" >"$WORK/out.$tool" 2>"$WORK/err.$tool"
+            -h "${IPS[0]}:$PORT" --delete -w "$WORKERS" "${offload[@]}" >"$WORK/out.$tool" 2>"$WORK/err.$tool"
     else
         in_ns "$CLINS" /usr/bin/time -f "%U %S %M" -o "$WORK/client.$tool" "$GO_BUCKY" rebalance \
             -h "${IPS[0]}:$PORT" -delete -f -w "$WORKERS" >"$WORK/out.$tool" 2>"$WORK/err.$tool"
@@ -298,11 +311,11 @@ run_tool() {
     for i in "${PIDS[@]}"; do wait "$i" 2>/dev/null || true; done
     PIDS=()
     python3 - "$WORK" "$tool" "$rc" "$(calc "$t1 - $t0")" "$(cat "$WORK/client.$tool")" "${cpu0[*]}" "${cpu1[*]}" \
-        "${hwm[*]}" "$wire0" "$wire1" "${IPS[@]}" >"$WORK/result.$tool" <<'EOF'
+        "${hwm[*]}" "${idle[*]}" "$wire0" "$wire1" "${IPS[@]}" >"$WORK/result.$tool" <<'EOF'
 import json, os, sys
 w, tool, rc, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-client, cpu0, cpu1, hwm = (a.split() for a in sys.argv[5:9])
-ips = sys.argv[11:]
+client, cpu0, cpu1, hwm, idle = (a.split() for a in sys.argv[5:10])
+ips = sys.argv[12:]
 new = dict(l.split("\t") for l in open(f"{w}/new").read().splitlines())
 # Where every metric is now: each once, on its new ring home.
 seen = {}
@@ -316,17 +329,18 @@ for i, ip in enumerate(ips):
 lost = sum(1 for m in new if m not in seen)
 extra = sum(len(v) - 1 for v in seen.values()) + sum(1 for m in seen if m not in new)
 misplaced = sorted(m for m, v in seen.items() if m in new and new[m] not in v)
-wire = [b - a for a, b in zip(map(int, sys.argv[9].split()), map(int, sys.argv[10].split()))]
+wire = [b - a for a, b in zip(map(int, sys.argv[10].split()), map(int, sys.argv[11].split()))]
 print(json.dumps({"tool": tool, "rc": rc, "secs": secs, "client_cpu": float(client[0]) + float(client[1]),
                   "client_rss_kb": int(client[2]), "agents_cpu": sum(map(float, cpu1)) - sum(map(float, cpu0)),
-                  "agents_rss_kb": list(map(int, hwm)), "lost": lost, "extra": extra, "misplaced": misplaced,
+                  "agents_rss_kb": list(map(int, hwm)), "agents_idle_rss_kb": list(map(int, idle)),
+                  "lost": lost, "extra": extra, "misplaced": misplaced,
                   "new_node_rx": wire[0], "client_rx": wire[1]}))
 EOF
     drop_stores
 }
 
 : >"$WORK/daemons.log"
-for tool in bucky go; do
+for tool in bucky offload go; do
     [ -z "$ONLY" ] || [ "$ONLY" = "$tool" ] || continue
     run_tool "$tool"
 done
@@ -339,26 +353,29 @@ store = "tmpfs" if tmpfs == "1" else "ext4 image (journal) per node"
 print(f"\n{small} metrics 1m:1d + {big} of 10s:1d,1m:30d,5m:1y; growth {nodes - 1} -> {nodes} nodes moves {moved:,} "
       f"metrics, {mb:.1f} MB; links {rate} (tbf), stores on {store}; -w {workers}; link floor {floor:.2f} s")
 res = {}
-for tool in ("bucky", "go"):
+for tool in ("bucky", "offload", "go"):
     p = f"{w}/result.{tool}"
     if not os.path.exists(p):
         continue
     r = res[tool] = json.load(open(p))
-    label = "bucky-agent + bucky" if tool == "bucky" else "buckyd + bucky 0.6.0 (Go)"
+    label = {"bucky": "bucky-agent + bucky", "offload": "bucky-agent + bucky --offload",
+             "go": "buckyd + bucky 0.6.0 (Go)"}[tool]
     s = r["secs"]
     print(f"  {label}: {s:.2f} s, {moved / s:,.0f} metrics/s, {mb / s:.1f} MB/s, {100 * floor / s:.0f} % of the link floor"
           + (f" (exit {r['rc']})" if r["rc"] else ""))
     print(f"    CPU a metric: client {1e6 * r['client_cpu'] / moved:.0f} µs, agents {1e6 * r['agents_cpu'] / moved:.0f} µs "
           f"(client {r['client_cpu']:.2f} s, agents {r['agents_cpu']:.2f} s)")
     print(f"    peak RSS: client {r['client_rss_kb'] / 1024:.1f} MB, agents "
-          + ", ".join(f"{k / 1024:.1f}" for k in r["agents_rss_kb"]) + " MB")
+          + ", ".join(f"{k / 1024:.1f}" for k in r["agents_rss_kb"]) + " MB (the new node last)")
+    print("    idle RSS (started, before the rebalance): agents "
+          + ", ".join(f"{k / 1024:.1f}" for k in r["agents_idle_rss_kb"]) + " MB")
     print(f"    on the wire: {r['new_node_rx'] / 1e6:.1f} MB into the new node ({100 * r['new_node_rx'] / 1e6 / mb:.0f} % of "
           f"the bytes moved), {r['client_rx'] / 1e6:.1f} MB into the client")
     print(f"    afterwards: {r['lost']} lost, {r['extra']} extra copies, {len(r['misplaced'])} misplaced "
           + " ".join(r["misplaced"][:3]))
-if len(res) == 2:
-    b, g = res["bucky"]["secs"], res["go"]["secs"]
-    print(f"  bucky / Go: {g / b:.2f}x the metrics/s")
+for tool in ("bucky", "offload"):
+    if tool in res and "go" in res:
+        print(f"  {tool} / Go: {res['go']['secs'] / res[tool]['secs']:.2f}x the metrics/s")
 for tool, r in res.items():
     hours = 2.3e6 / (moved / r["secs"]) / 3600
     print(f"  {tool}: 2.3 million metrics at this rate: {hours:.1f} h (Go buckytools took 21 h in production)")

@@ -28,6 +28,7 @@ use reqwest::{RequestBuilder, StatusCode, Url};
 
 use crate::config::{Addr, Config};
 use crate::health::Health;
+use crate::inflight::FileBudget;
 use crate::names::JsonArrayParser;
 
 /// Why a request failed.
@@ -261,6 +262,8 @@ pub struct Client {
     no_offload: Arc<Mutex<HashSet<Addr>>>,
     /// The agents found unreachable (and not heard from since).
     health: Arc<Health>,
+    /// The budget batch reads reserve room in (an engine run's `--inflight-mib`), if any.
+    files: Option<FileBudget>,
 }
 
 /// Largest error body kept for messages.
@@ -292,7 +295,14 @@ impl Client {
             no_batch: Arc::default(),
             no_offload: Arc::default(),
             health: Arc::default(),
+            files: None,
         })
+    }
+
+    /// This client (the same connections, the same knowledge of the agents) with its batch reads reserving
+    /// room in `budget` first: each asks for at most the room it got (see [`crate::inflight`]).
+    pub(crate) fn with_file_budget(&self, budget: FileBudget) -> Client {
+        Client { files: Some(budget), ..self.clone() }
     }
 
     /// The agents this client found unreachable.
@@ -714,10 +724,10 @@ impl Client {
         let what = format!("{path} of {} metrics", frames.len());
         let snappy = self.snappy_for(addr);
         let invalid = |reason: String| ClientError::Invalid { addr: addr.to_string(), what: what.clone(), reason };
-        let mut body = batch::encode(frames);
-        if snappy {
-            body = snappy_frame(&body).map_err(|e| invalid(format!("cannot compress: {e}")))?;
-        }
+        let body = match snappy {
+            true => snappy_batch(frames).map_err(|e| invalid(format!("cannot compress: {e}")))?,
+            false => batch::encode(frames),
+        };
         let body = Bytes::from(body);
         let url = Url::parse(&format!("http://{}{path}", addr.authority()))
             .map_err(|e| invalid(format!("bad address: {e}")))?;
@@ -752,10 +762,14 @@ impl Client {
             }
             status => return Err(Self::status_error(addr, &what, status, &answer)),
         }
+        // The body sent and the compressed answer go as soon as they are no longer needed: a batch's files
+        // are held in one form at a time, as far as the frames allow.
         let wire = (body.len() + answer.len()) as u64;
+        drop(body);
         let answer = if is_snappy(&headers) {
-            let mut plain = Vec::with_capacity(answer.len() * 2);
-            snap::read::FrameDecoder::new(&answer[..])
+            let compressed = answer;
+            let mut plain = Vec::with_capacity(compressed.len() * 2);
+            snap::read::FrameDecoder::new(&compressed[..])
                 .read_to_end(&mut plain)
                 .map_err(|e| invalid(format!("bad snappy stream: {e}")))?;
             Bytes::from(plain)
@@ -820,9 +834,19 @@ impl Client {
         max_bytes: u64,
     ) -> Result<Option<Vec<Result<Option<Fetched>, ClientError>>>, ClientError> {
         let frames: Vec<Frame> = names.iter().map(|n| Frame::new(*n, 0, Meta::default(), Bytes::new())).collect();
+        let room = match &self.files {
+            Some(budget) => Some(budget.reserve(max_bytes).await),
+            None => None,
+        };
+        let max_bytes = room.as_ref().map_or(max_bytes, |room| room.bytes().min(max_bytes));
         let Some(answers) = self.batch(addr, batch::READ_PATH, &frames, Some(max_bytes)).await? else {
             return Ok(None);
         };
+        if let Some(mut room) = room {
+            // Held, for what was read, until the batch that asked for it ends.
+            room.shrink_to(answers.iter().map(|a| a.data.len() as u64).sum());
+            room.keep();
+        }
         Ok(Some(
             answers
                 .into_iter()
@@ -903,6 +927,13 @@ impl Client {
                 Frame::new(*name, 0, Meta { source, overwrite, ..Meta::default() }, Bytes::new())
             })
             .collect();
+        // The destination holds the files it fetched until it answers: the run's budget of files in flight
+        // bounds them as it bounds the client's own reads, for as long as the request lasts.
+        let room = match &self.files {
+            Some(budget) => Some(budget.reserve(max_bytes).await),
+            None => None,
+        };
+        let max_bytes = room.as_ref().map_or(max_bytes, |room| room.bytes().min(max_bytes));
         let headers = [
             (batch::OFFLOAD_FROM_HEADER, from.authority()),
             (batch::VERIFY_AT_HEADER, now.to_string()),
@@ -911,6 +942,7 @@ impl Client {
         let Some((answers, wire)) = self.batch_with(dest, batch::OFFLOAD_PATH, &frames, &headers).await? else {
             return Ok(None);
         };
+        drop(room);
         let offloaded = answers
             .into_iter()
             .map(|frame| {
@@ -994,6 +1026,22 @@ fn status_error(addr: &Addr, what: &str, status: u16, body: String) -> ClientErr
         return ClientError::Full { addr, what, body };
     }
     ClientError::Status { addr, what, status, body }
+}
+
+/// A batch body snappy framed, each frame compressed as it is encoded: the body is never held whole
+/// uncompressed (only one frame at a time, in a buffer reused from frame to frame).
+fn snappy_batch(frames: &[Frame]) -> std::io::Result<Vec<u8>> {
+    let plain: usize = frames.iter().map(|f| f.name.len() + f.data.len() + 512).sum();
+    // Room for data that does not compress (snappy's framing adds a few bytes per 64 KiB).
+    let mut encoder = snap::write::FrameEncoder::new(Vec::with_capacity(plain + plain / 64 + 64));
+    let mut frame_bytes = Vec::new();
+    std::io::Write::write_all(&mut encoder, batch::MAGIC)?;
+    for frame in frames {
+        frame_bytes.clear();
+        batch::encode_frame(frame, &mut frame_bytes);
+        std::io::Write::write_all(&mut encoder, &frame_bytes)?;
+    }
+    encoder.into_inner().map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 fn snappy_frame(data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -1098,6 +1146,21 @@ mod tests {
         let plain = Upload::new(stat, &data, false).unwrap();
         assert_eq!((plain.wire_len(true), plain.wire_len(false)), (5000, 5000));
         assert!(!plain.body(true).2);
+    }
+
+    #[test]
+    fn a_batch_compressed_frame_by_frame_decodes_to_its_frames() {
+        let frames: Vec<Frame> = (0..5u8)
+            .map(|i| {
+                let data: Vec<u8> = (0..70_000u32).map(|j| (j * 7 + u32::from(i)) as u8).collect();
+                Frame::new(format!("m.{i}"), 0, Meta { etag: Some(format!("\"{i}\"")), ..Meta::default() }, data.into())
+            })
+            .collect();
+        let body = snappy_batch(&frames).unwrap();
+        let mut plain = Vec::new();
+        snap::read::FrameDecoder::new(&body[..]).read_to_end(&mut plain).unwrap();
+        assert_eq!(plain, batch::encode(&frames));
+        assert_eq!(batch::decode(plain.into(), &batch::Limits::default()).unwrap(), frames);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod engine;
 mod error;
 mod exit;
 mod health;
+mod inflight;
 mod names;
 mod placement;
 mod plan;

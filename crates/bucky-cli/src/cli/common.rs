@@ -139,7 +139,7 @@ pub struct EngineArgs {
     pub batch: usize,
 
     /// Most MiB of files read per batch request: a batch of large files is cut short, the rest goes in
-    /// the next batch, so the memory used stays bounded (about this times -w times 3 per source node).
+    /// the next batch (also cut to the room left in --inflight-mib).
     #[arg(long, default_value_t = crate::engine::DEFAULT_BATCH_MIB, value_name = "MIB")]
     pub batch_mib: u64,
 
@@ -150,6 +150,13 @@ pub struct EngineArgs {
     /// member of the destination) go through this client as without the flag.
     #[arg(long)]
     pub offload: bool,
+
+    /// Most MiB of source files held at once by the whole run, all workers of all source nodes together
+    /// (with agents that take batches): each batch read reserves room first and holds it until its metrics
+    /// are healed and verified. This bounds the client's memory (about 3 times this, plus what listing the
+    /// metrics takes); a file larger than the room a read could get is still read, alone.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_INFLIGHT_MIB, value_name = "MIB")]
+    pub inflight_mib: u64,
 
     /// Attempts per metric (heal, verify, delete) before it is reported as failed.
     #[arg(long, default_value_t = 3, value_name = "N")]

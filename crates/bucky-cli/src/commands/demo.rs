@@ -325,6 +325,7 @@ pub(super) async fn run(args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         batch: 32,
         batch_bytes: engine::DEFAULT_BATCH_MIB << 20,
         offload: false,
+        inflight_bytes: engine::DEFAULT_INFLIGHT_MIB << 20,
         attempts: 3,
         max_rate: None,
         state_file: None,

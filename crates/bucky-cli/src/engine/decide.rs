@@ -104,6 +104,7 @@ mod tests {
             batch: 1,
             batch_bytes: 1 << 20,
             offload: false,
+            inflight_bytes: 1 << 20,
             attempts: 1,
             max_rate: None,
             state_file: None,

@@ -22,12 +22,17 @@
 //! check them, and answer with verdicts only; the same rule decides, and the source is deleted in the
 //! version they copied (see `offload`). Nodes that cannot offload get their copies through the client.
 //!
+//! Memory: all the batch reads of a run share one budget of files in flight, `--inflight-mib` (see
+//! [`crate::inflight`]): a read asks for no more than the room it reserved there, and holds the room for
+//! what it read until its batch ends. The client's memory thus follows the budget, not `--workers` times
+//! the source nodes times `--batch-mib`.
+//!
 //! A destination that answers 507 Insufficient Storage (its disk is full) is sent no more copies for the
 //! rest of the run: every job that would write to it fails at once, source kept, listed in `--error-file`,
 //! and the summary names the node (see [`crate::health`]).
 //!
 //! Concurrency: `--workers` requests (each a batch, or one job) in flight per source node, and at most
-//! `--workers` requests at once to each destination node. `--max-rate` paces the jobs started per source
+//! `--workers` requests at once to each destination node (batch reads also within `--inflight-mib`). `--max-rate` paces the jobs started per source
 //! node. `--state-file` records finished jobs (one JSON line each) so a rerun skips them; `--error-file`
 //! lists failed ones. Interrupts come through [`Options::interrupts`]: the first stops starting jobs, the
 //! second abandons those in flight; either way the run returns its summary ([`Summary::aborted`]).
@@ -65,7 +70,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 pub use self::job::{print_plan, Job, JobKind, Operation};
-pub use self::options::{unix_now, Interrupt, Interrupts, Options, DEFAULT_BATCH_MIB};
+pub use self::options::{unix_now, Interrupt, Interrupts, Options, DEFAULT_BATCH_MIB, DEFAULT_INFLIGHT_MIB};
 pub use self::summary::{Failure, FlapSummary, NodeSummary, Summary};
 pub use self::throttle::{ThrottleOptions, ThrottleSummary};
 pub use crate::damping::DampingConfig;
@@ -77,6 +82,7 @@ use self::state::{ErrorLog, StateLog};
 use self::throttle::Throttles;
 use crate::client::Client;
 use crate::config::Addr;
+use crate::inflight::{self, FileBudget};
 use crate::printer::Printer;
 
 /// How long a worker whose jobs all wait for a node sleeps before it looks again.
@@ -123,7 +129,8 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
     let progress = printer.progress(options.op.name(), &bars);
     let (mut interrupts, _listener) = options.interrupts.clone().listen();
     let run = Arc::new(Run {
-        client: client.clone(),
+        // Its batch reads share one budget of files in flight, whatever the workers and source nodes.
+        client: client.with_file_budget(FileBudget::new(options.inflight_bytes)),
         printer: printer.clone(),
         dest_slots,
         state,
@@ -217,11 +224,15 @@ pub async fn execute(client: &Client, printer: &Printer, options: Options, jobs:
                         tokio::time::sleep(retry).await;
                         continue;
                     }
-                    // A lone job goes one request per metric, unless the destinations copy it (--offload).
-                    let steps = match jobs.len() > 1 || run.options.offload {
-                        true => run.batch(&jobs).await,
-                        false => vec![run.job(&jobs[0]).await],
-                    };
+                    // The room its read reserved in the run's budget of files is held until the batch ends. A
+                    // lone job goes one request per metric, unless the destinations copy it (--offload).
+                    let steps = inflight::hold(async {
+                        match jobs.len() > 1 || run.options.offload {
+                            true => run.batch(&jobs).await,
+                            false => vec![run.job(&jobs[0]).await],
+                        }
+                    })
+                    .await;
                     for (job, step) in jobs.into_iter().zip(steps) {
                         match step {
                             Step::Done(outcome) => {

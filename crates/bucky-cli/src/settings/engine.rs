@@ -31,6 +31,13 @@ pub(crate) fn engine_options(
     if args.batch_mib == 0 {
         return Err(UsageError("--batch-mib must be at least 1".into()).into());
     }
+    if !(1..=MAX_INFLIGHT_MIB).contains(&args.inflight_mib) {
+        return Err(UsageError(format!(
+            "--inflight-mib must be from 1 to {MAX_INFLIGHT_MIB} (MiB of files in flight), not {}",
+            args.inflight_mib
+        ))
+        .into());
+    }
     if args.attempts == 0 {
         return Err(UsageError("--attempts must be at least 1".into()).into());
     }
@@ -41,6 +48,7 @@ pub(crate) fn engine_options(
         batch: args.batch,
         batch_bytes: args.batch_mib.saturating_mul(1 << 20),
         offload: args.offload,
+        inflight_bytes: args.inflight_mib << 20,
         attempts: args.attempts,
         max_rate: args.max_rate,
         state_file: args.state_file.clone(),
@@ -53,6 +61,9 @@ pub(crate) fn engine_options(
         graphite: graphite_target(&args.graphite, op)?,
     })
 }
+
+/// The largest `--inflight-mib`: 1 TiB (the budget counts KiB in a u32, up to 4 TiB).
+const MAX_INFLIGHT_MIB: u64 = 1 << 20;
 
 /// Carbon's plaintext line receiver port, when `--graphite` names none.
 const CARBON_LINE_PORT: u16 = 2003;
@@ -322,6 +333,20 @@ mod tests {
         assert_eq!(options.speed_up, Some(Duration::from_secs(600)));
         assert_eq!(options.servers, [("10.0.0.2".to_owned(), Addr { host: "10.0.9.2".into(), port: 8080 })]);
         assert_eq!(throttle(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn the_inflight_budget_defaults_to_8_mib_and_must_be_at_least_1() {
+        let options = engine_options(Operation::Rebalance, &engine_args(&[]), 5, true).unwrap();
+        assert_eq!(options.inflight_bytes, 8 << 20);
+        let options = engine_options(Operation::Rebalance, &engine_args(&["--inflight-mib", "100"]), 5, true).unwrap();
+        assert_eq!(options.inflight_bytes, 100 << 20);
+        for bad in ["0", "2000000"] {
+            let error = engine_options(Operation::Rebalance, &engine_args(&["--inflight-mib", bad]), 5, true)
+                .expect_err(bad)
+                .to_string();
+            assert!(error.starts_with("--inflight-mib must be from 1 to 1048576") && !error.contains('\n'), "{error}");
+        }
     }
 
     #[test]

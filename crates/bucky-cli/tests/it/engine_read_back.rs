@@ -4,7 +4,7 @@
 //! an agent without them (buckyd) gets one request per metric.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,10 @@ struct Agent {
     deletes: AtomicUsize,
     /// Batch requests answered by the agent.
     batches: AtomicUsize,
+    /// Files sent by batch reads and not yet asked to be deleted by a batch delete: what the client holds
+    /// (the engine drops a batch's files only after deleting their sources), now and at most.
+    files_out: AtomicIsize,
+    most_files_out: AtomicIsize,
 }
 
 async fn intercept(State(agent): State<Arc<Agent>>, mut request: Request, next: Next) -> Response {
@@ -78,7 +82,25 @@ async fn intercept(State(agent): State<Arc<Agent>>, mut request: Request, next: 
     if agent.mode == Mode::Full && *request.method() == Method::POST && !batch {
         return Response::builder().status(507).body(Body::from(format!("{NO_SPACE}\n"))).unwrap();
     }
+    let path = request.uri().path().to_owned();
+    let limits = bucky_wire::batch::Limits::default();
+    if path == bucky_wire::batch::DELETE_PATH {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let deletes = bucky_wire::batch::decode(body.clone(), &limits).unwrap().len();
+        agent.files_out.fetch_sub(deletes as isize, Ordering::SeqCst);
+        request = Request::from_parts(parts, Body::from(body));
+    }
     let response = next.run(request).await;
+    if path == bucky_wire::batch::READ_PATH && response.status().is_success() {
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let files =
+            bucky_wire::batch::decode(body.clone(), &limits).unwrap().iter().filter(|f| f.status == 200).count();
+        let out = agent.files_out.fetch_add(files as isize, Ordering::SeqCst) + files as isize;
+        agent.most_files_out.fetch_max(out, Ordering::SeqCst);
+        return Response::from_parts(parts, Body::from(body));
+    }
     if agent.mode != Mode::Empty {
         return response;
     }
@@ -109,6 +131,8 @@ async fn start(root: &Path, mode: Mode) -> (Addr, Arc<Agent>) {
         heals: AtomicUsize::new(0),
         deletes: AtomicUsize::new(0),
         batches: AtomicUsize::new(0),
+        files_out: AtomicIsize::new(0),
+        most_files_out: AtomicIsize::new(0),
     });
     let app = bucky_agent::app(state).layer(middleware::from_fn_with_state(Arc::clone(&agent), intercept));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -183,6 +207,10 @@ struct Scenario {
     batch: usize,
     /// `--batch-mib`, in bytes.
     batch_bytes: u64,
+    /// `--inflight-mib`, in bytes.
+    inflight_bytes: u64,
+    /// `--workers`.
+    workers: usize,
     /// Without it, the jobs have no destination at all.
     to_dest: bool,
     /// Nothing listens at the destination's address.
@@ -193,12 +221,14 @@ struct Scenario {
 
 impl Scenario {
     fn new(mode: Mode, count: usize, batch: usize) -> Scenario {
-        let batch_bytes = engine::DEFAULT_BATCH_MIB << 20;
-        Scenario { mode, count, batch, batch_bytes, to_dest: true, dest_down: false, interrupt: Interrupt::None }
+        let (batch_bytes, inflight_bytes) = (engine::DEFAULT_BATCH_MIB << 20, engine::DEFAULT_INFLIGHT_MIB << 20);
+        let interrupt = Interrupt::None;
+        let (to_dest, dest_down, workers) = (true, false, 2);
+        Scenario { mode, count, batch, batch_bytes, inflight_bytes, workers, to_dest, dest_down, interrupt }
     }
 
     async fn run(self) -> Outcome {
-        let Scenario { mode, count, batch, batch_bytes, to_dest, dest_down, interrupt } = self;
+        let Scenario { mode, count, batch, batch_bytes, inflight_bytes, workers, to_dest, dest_down, interrupt } = self;
         let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let names: Vec<String> = (0..count).map(|i| format!("svc.host{}.metric{i}", i % 3)).collect();
         for (i, name) in names.iter().enumerate() {
@@ -237,10 +267,11 @@ impl Scenario {
         let options = Options {
             op: Operation::Rebalance,
             delete: true,
-            workers: 2,
+            workers,
             batch,
             batch_bytes,
             offload: false,
+            inflight_bytes,
             attempts: 2,
             max_rate: None,
             state_file: None,
@@ -450,4 +481,23 @@ async fn an_aborted_run_returns_aborted_with_every_source_kept() {
     for (i, source) in out.source_files.iter().enumerate() {
         assert_eq!(source.as_deref(), Some(&content(i)[..]), "metric {i} kept");
     }
+}
+
+#[tokio::test]
+async fn the_files_in_flight_stay_within_the_runs_budget() {
+    // Room for 8 files in the run's budget (7 once counted in KiB), 4 workers taking batches of 8, each read
+    // allowed 64 MiB: without the budget each worker would hold its 8 files, 32 at once. A read takes at
+    // least a quarter of the budget (room for one file or more here, so no read is sent a file beyond its
+    // room) and holds the room for what it read until its batch ends.
+    let size = content(0).len() as u64;
+    let scenario = Scenario { inflight_bytes: 8 * size, workers: 4, ..Scenario::new(Mode::Honour, 64, 8) };
+    let out = scenario.run().await;
+    assert_eq!((out.summary.moved, out.summary.deleted, out.summary.errors), (64, 64, 0), "{:?}", out.summary);
+    let most = out.source.most_files_out.load(Ordering::SeqCst);
+    assert!((1..=8).contains(&most), "{most} files held at once");
+    assert_eq!(out.source.files_out.load(Ordering::SeqCst), 0, "every file read was deleted");
+    // The same run with room for every file: the workers hold their whole batches.
+    let unbounded = Scenario { inflight_bytes: 64 << 20, ..scenario }.run().await;
+    assert_eq!(unbounded.summary.moved, 64, "{:?}", unbounded.summary);
+    assert!(unbounded.source.most_files_out.load(Ordering::SeqCst) > 8, "the test can tell");
 }
