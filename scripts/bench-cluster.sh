@@ -236,12 +236,15 @@ drop_stores() {
     rm -f "$WORK"/img*
 }
 
+# The agents run with the allocator settings the unit file ships (Environment=MALLOC_*), as in production.
+mapfile -t AGENT_ENV < <(sed -n 's/^Environment=\(MALLOC_[A-Z_]*=[0-9]*\)$/\1/p' dist/systemd/bucky-agent.service)
+
 start_daemons() { # bucky|offload|go
     local i
     for i in $(seq 0 $((NODES - 1))); do
         if [ "$1" != go ]; then
             # Not through in_ns: a backgrounded function would be a subshell, and $! its pid.
-            ip netns exec "$TAG-$i" env RUST_LOG=warn "$AGENT" -b "${IPS[$i]}:$PORT" -n "${IPS[$i]}" -p "$WORK/store$i" \
+            ip netns exec "$TAG-$i" env RUST_LOG=warn "${AGENT_ENV[@]}" "$AGENT" -b "${IPS[$i]}:$PORT" -n "${IPS[$i]}" -p "$WORK/store$i" \
                 --hash carbon "${IPS[@]}" 2>>"$WORK/daemons.log" &
         else
             ip netns exec "$TAG-$i" "$GO_BUCKYD" -b "${IPS[$i]}:$PORT" -n "${IPS[$i]}" -p "$WORK/store$i" -pprof "" -hash carbon \

@@ -391,9 +391,9 @@ impl Writer {
         }
         batch::encode_frame(frame, &mut self.plain);
         if let Some(encoder) = &mut self.snappy {
-            // Writing to a Vec cannot fail.
+            // Writing to a Vec cannot fail. Not flushed here: a snappy block (64 KiB) then spans several
+            // frames, and what one file shares with the next is compressed too; `take` flushes.
             let _ = encoder.write_all(&self.plain);
-            let _ = encoder.flush();
             self.plain.clear();
         }
         Ok(())
@@ -402,7 +402,10 @@ impl Writer {
     /// What is ready, as one chunk holding its charge until the connection has written it.
     fn take(&mut self) -> Option<Bytes> {
         let bytes = match &mut self.snappy {
-            Some(encoder) => std::mem::take(encoder.get_mut()),
+            Some(encoder) => {
+                let _ = encoder.flush();
+                std::mem::take(encoder.get_mut())
+            }
             None => std::mem::take(&mut self.plain),
         };
         if bytes.is_empty() {
@@ -419,7 +422,6 @@ impl Writer {
             self.started = true;
             if let Some(encoder) = &mut self.snappy {
                 let _ = encoder.write_all(&self.plain);
-                let _ = encoder.flush();
                 self.plain.clear();
             }
         }
