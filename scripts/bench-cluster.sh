@@ -13,7 +13,7 @@
 # one replica): METRICS files of 1m:1d and METRICS/40 of 10s:1d,1m:30d,5m:1y, copies of two templates whose
 # archives are full of random values (data that compresses would not load the links). Then the daemons
 # start with the N-node ring and the rebalance is timed end to end: bucky-agent + `bucky rebalance --delete`
-# (this workspace's release build), the same with `--offload` (the new node's agent fetches the files from
+# (this workspace's dist build, as packaged), the same with `--offload` (the new node's agent fetches the files from
 # the sources itself: only names and verdicts pass through the client), then Go buckyd + `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as
 # buckyd's list must be fresh). Page caches are dropped before each run. Afterwards the stores are counted: every metric once, the moved ones on the new
 # node. The link floor is the bytes that must reach the new node divided by its link rate. Memory: the
@@ -21,7 +21,7 @@
 # the rebalance).
 #
 # Needs: root, `ip` (netns, veth, bridge), `tc` (tbf), loop devices, mkfs.ext4 (unless --tmpfs), python3,
-# the Go peers in .peers/bin/gg (../shared/peers/build.sh), a release build (built here).
+# the Go peers in .peers/bin/gg (../shared/peers/build.sh), the dist build (built here: Cargo.toml's profile.dist).
 #
 # Usage: scripts/bench-cluster.sh [--nodes N] [--rate RATE] [--metrics M] [--tmpfs] [--only bucky|offload|go]
 #   --nodes N     nodes after the growth (default 4; the data starts on the first N-1)
@@ -61,8 +61,8 @@ case $ONLY in "" | bucky | offload | go) ;; *) die "--only must be bucky, offloa
 BIG=$((METRICS / 40))
 WORKERS=${BENCH_WORKERS:-5}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-BUCKY=$TARGET/release/bucky
-AGENT=$TARGET/release/bucky-agent
+BUCKY=$TARGET/dist/bucky
+AGENT=$TARGET/dist/bucky-agent
 PEERS=${BUCKY_PEERS:-$PWD/.peers}
 GO_BUCKYD=$PEERS/bin/gg/buckyd
 GO_BUCKY=$PEERS/bin/gg/bucky
@@ -105,8 +105,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "building the release binaries"
-cargo build --quiet --release --bin bucky --bin bucky-agent
+say "building the binaries as shipped (profile dist, link-time optimised: minutes)"
+cargo build --quiet --profile dist --bin bucky --bin bucky-agent
 
 # The network: a bridge in namespace $TAG-br; node i (0-based) at 198.18.0.(i+1) in namespace $TAG-i;
 # the client at 198.18.0.250 in $TAG-cli.

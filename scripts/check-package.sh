@@ -11,7 +11,7 @@
 #     SIGTERM.
 #     The package is purged at the end. A machine where bucky is already installed is left alone.
 #
-# Usage: scripts/check-package.sh [--profile PROFILE]   (passed to scripts/package.sh; default release,
+# Usage: scripts/check-package.sh [--profile PROFILE]   (passed to scripts/package.sh; default dist,
 #        scripts/test.sh uses dev to reuse its build)
 set -euo pipefail
 cd "$(dirname "$0")/.."

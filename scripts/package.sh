@@ -10,9 +10,9 @@
 # and a postinst that creates the _bucky system user. Depends comes from dpkg-shlibdeps.
 #
 # Usage: scripts/package.sh [--profile PROFILE]
-#   --profile release (default) for a package to deploy; `--profile dev` packages the binaries that
-#   `cargo build --workspace --bins` (scripts/test.sh) already built, which is what CI checks
-#   (scripts/check-package.sh), to spare the release build.
+#   --profile dist (default: release with link-time optimisation) for a package to deploy; `--profile dev`
+#   packages the binaries that `cargo build --workspace --bins` (scripts/test.sh) already built, which is
+#   what CI checks (scripts/check-package.sh), to spare the release build.
 # Env: CARGO_TARGET_DIR; SOURCE_DATE_EPOCH (default: the last commit's time) dates the man pages and the
 #      files in the package, so that a rebuild of the same commit gives the same contents;
 #      BUCKY_DEB_MAINTAINER (default "bucky maintainers <bucky@example.invalid>").
@@ -25,7 +25,7 @@ umask 022
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'package.sh: %s\n' "$*" >&2; exit 1; }
 
-PROFILE=release
+PROFILE=dist
 while [ $# -gt 0 ]; do
     case "$1" in
     --profile) [ $# -ge 2 ] || die "--profile needs a value"; PROFILE=$2; shift 2 ;;
@@ -141,7 +141,7 @@ EOF
 find "$STAGE" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 # xz for a release; a quick gzip for other profiles (CI's check of a dev build: 1 s instead of 30).
 COMPRESS=(-Zxz)
-[ "$PROFILE" = release ] || COMPRESS=(-Zgzip -z1)
+[ "$PROFILE" = dist ] || [ "$PROFILE" = release ] || COMPRESS=(-Zgzip -z1)
 rm -f "$DEB"
 dpkg-deb --root-owner-group "${COMPRESS[@]}" --build "$STAGE" "$DEB" >/dev/null
 say "built $DEB ($(du -h "$DEB" | cut -f1); Depends: $DEPENDS)"
