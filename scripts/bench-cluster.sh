@@ -30,7 +30,8 @@
 #   --tmpfs       stores on tmpfs instead of loop-mounted ext4 images
 #   --only TOOL   run one tool only: bucky, offload (bucky with --offload: the new node's agent fetches the
 #                 files from the sources itself), go
-# Env: BENCH_WORKERS (-w of both clients, default 5: both tools' default), CARGO_TARGET_DIR, BUCKY_PEERS
+# Env: BENCH_WORKERS (-w of both clients, default 5: both tools' default), BENCH_BUCKY_ARGS (more flags
+#      for both bucky runs, split on spaces: e.g. "--inflight-mib 2"), CARGO_TARGET_DIR, BUCKY_PEERS
 #      (default .peers), BENCH_LOGS (a directory: the clients' stdout and stderr and the daemons' log are kept
 #      there).
 set -euo pipefail
@@ -289,14 +290,15 @@ run_tool() {
         idle+=("$(proc_rss "${PIDS[$i]}")")
     done
     wire0=$(wire)
-    say "$tool: rebalance onto $NODES nodes (-w $WORKERS)"
+    say "$tool: rebalance onto $NODES nodes (-w $WORKERS${BENCH_BUCKY_ARGS:+ $BENCH_BUCKY_ARGS})"
     t0=$(now)
     set +e
     if [ "$tool" != go ]; then
-        local offload=()
+        local offload=() extra=()
         [ "$tool" = bucky ] || offload=(--offload)
+        read -r -a extra <<<"${BENCH_BUCKY_ARGS:-}"
         BUCKY_NO_PROGRESS=1 in_ns "$CLINS" /usr/bin/time -f "%U %S %M" -o "$WORK/client.$tool" "$BUCKY" rebalance \
-            -h "${IPS[0]}:$PORT" --delete -w "$WORKERS" "${offload[@]}" >"$WORK/out.$tool" 2>"$WORK/err.$tool"
+            -h "${IPS[0]}:$PORT" --delete -w "$WORKERS" "${offload[@]}" "${extra[@]}" >"$WORK/out.$tool" 2>"$WORK/err.$tool"
     else
         in_ns "$CLINS" /usr/bin/time -f "%U %S %M" -o "$WORK/client.$tool" "$GO_BUCKY" rebalance \
             -h "${IPS[0]}:$PORT" -delete -f -w "$WORKERS" >"$WORK/out.$tool" 2>"$WORK/err.$tool"
