@@ -63,8 +63,8 @@ expect=(
     /usr/share/doc/bucky/copyright /usr/share/doc/bucky/README.Debian
 )
 for program in "${PROGRAMS[@]}"; do
-    expect+=(/usr/share/bash-completion/completions/$program /usr/share/zsh/vendor-completions/_$program
-        /usr/share/fish/vendor_completions.d/$program.fish)
+    expect+=("/usr/share/bash-completion/completions/$program" "/usr/share/zsh/vendor-completions/_$program"
+        "/usr/share/fish/vendor_completions.d/$program.fish")
 done
 for path in "${expect[@]}"; do grep -qxF "$path" "$WORK/paths" || fail "$path is not in the package"; done
 grep -q '^-rwxr-xr-x .* \./usr/bin/bucky-agent$' "$WORK/listing" || fail "/usr/bin/bucky-agent is not 0755"
@@ -95,7 +95,7 @@ grep -Eq '^ReadWritePaths=(.* )?-?/var/lib/graphite/whisper( |$)' "$agent_unit" 
 grace=$("$WORK/tree/usr/bin/bucky-agent" --help |
     sed -n '/--shutdown-grace/,/default/s/.*\[default: \([0-9]*\)\].*/\1/p')
 stop=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)$/\1/p' "$agent_unit")
-[ -n "$grace" ] && [ -n "$stop" ] && [ "$stop" -gt $((grace + 1)) ] ||
+{ [ -n "$grace" ] && [ -n "$stop" ] && [ "$stop" -gt $((grace + 1)) ]; } ||
     fail "bucky-agent.service: TimeoutStopSec=$stop is not above --shutdown-grace $grace (+1 s)"
 
 pages=0
@@ -144,7 +144,7 @@ else
     done
     if command -v man >/dev/null 2>&1; then
         [ "$(man -w bucky)" = /usr/share/man/man1/bucky.1.gz ] || fail "man -w bucky: $(man -w bucky 2>&1)"
-        man -w 8 bucky-agent >/dev/null && man -w bucky-rebalance >/dev/null || fail "man -w"
+        { man -w 8 bucky-agent >/dev/null && man -w bucky-rebalance >/dev/null; } || fail "man -w"
     fi
 fi
 bash -c '. /usr/share/bash-completion/completions/bucky && complete -p bucky' >/dev/null ||

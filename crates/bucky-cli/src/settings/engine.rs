@@ -336,9 +336,9 @@ mod tests {
     }
 
     #[test]
-    fn the_inflight_budget_defaults_to_8_mib_and_must_be_at_least_1() {
+    fn the_inflight_budget_defaults_to_4_mib_and_must_be_at_least_1() {
         let options = engine_options(Operation::Rebalance, &engine_args(&[]), 5, true).unwrap();
-        assert_eq!(options.inflight_bytes, 8 << 20);
+        assert_eq!(options.inflight_bytes, 4 << 20);
         let options = engine_options(Operation::Rebalance, &engine_args(&["--inflight-mib", "100"]), 5, true).unwrap();
         assert_eq!(options.inflight_bytes, 100 << 20);
         for bad in ["0", "2000000"] {
