@@ -9,16 +9,16 @@
 # 1gbit; netem is not available on these kernels). The client runs in its own namespace on an unshaped
 # link. Every node's whisper store is its own loop-mounted ext4 image with its journal (or a tmpfs).
 #
-# The same data is laid out three times, once per run, by the (N-1)-node ring (`bucky ring locate`, carbon_ch,
-# one replica): METRICS files of 1m:1d and METRICS/40 of 10s:1d,1m:30d,5m:1y, copies of two templates whose
-# archives are full of random values (data that compresses would not load the links). Then the daemons
-# start with the N-node ring and the rebalance is timed end to end: bucky-agent + `bucky rebalance --delete`
-# (this workspace's dist build, as packaged), the same with `--offload` (the new node's agent fetches the files from
-# the sources itself: only names and verdicts pass through the client), then Go buckyd + `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as
-# buckyd's list must be fresh). Page caches are dropped before each run. Afterwards the stores are counted: every metric once, the moved ones on the new
-# node. The link floor is the bytes that must reach the new node divided by its link rate. Memory: the
-# client's peak RSS (/usr/bin/time), each daemon's peak (VmHWM) and its idle RSS (VmRSS once started, before
-# the rebalance).
+# The same data is laid out three times, once per run, by the (N-1)-node ring (`bucky ring locate`, carbon_ch, one
+# replica): METRICS files of 1m:1d and METRICS/40 of 10s:1d,1m:30d,5m:1y, copies of two templates whose archives are
+# full of random values (data that compresses would not load the links). Then the daemons start with the N-node ring
+# and the rebalance is timed end to end: bucky-agent + `bucky rebalance --delete` (this workspace's dist build, as
+# packaged), the same with `--offload` (the new node's agent fetches the files from the sources itself: only names
+# and verdicts pass through the client), then Go buckyd + `bucky rebalance -delete -f` 0.6.0 (go-graphite; -f as
+# buckyd's list must be fresh). Page caches are dropped before each run. Afterwards the stores are counted: every
+# metric once, the moved ones on the new node. The link floor is the bytes that must reach the new node divided by
+# its link rate. Memory: the client's peak RSS (/usr/bin/time), each daemon's peak (VmHWM) and its idle RSS (VmRSS
+# once started, before the rebalance).
 #
 # Needs: root, `ip` (netns, veth, bridge), `tc` (tbf), loop devices, mkfs.ext4 (unless --tmpfs), python3,
 # the Go peers in .peers/bin/gg (../shared/peers/build.sh), the dist build (built here: Cargo.toml's profile.dist).

@@ -12,7 +12,7 @@
 # Usage: scripts/package.sh [--profile PROFILE]
 #   --profile dist (default: release with link-time optimisation) for a package to deploy; `--profile dev`
 #   packages the binaries that `cargo build --workspace --bins` (scripts/test.sh) already built, which is
-#   what CI checks (scripts/check-package.sh), to spare the release build.
+#   what CI checks (scripts/check-package.sh), to spare the dist build.
 # Env: CARGO_TARGET_DIR; SOURCE_DATE_EPOCH (default: the last commit's time) dates the man pages and the
 #      files in the package, so that a rebuild of the same commit gives the same contents;
 #      BUCKY_DEB_MAINTAINER (default "bucky maintainers <bucky@example.invalid>").

@@ -15,7 +15,7 @@ pub const DEFAULT_BATCH_MIB: u64 = 64;
 /// (3 source nodes, 5 workers each, 1gbit links, ext4 or tmpfs stores) moves as fast with 1, 2 or 4 as with
 /// 8, 32 or without a budget; with 4 the client peaks at 42 MB rather than 55 (8), 123 (32) or 700 (none),
 /// and the new node's agent, which receives the heals, at 27 MB rather than 39 (8). Below 4 both gain
-/// little (the client 36 MB, the agent 23–27 MB at 1 or 2): what is left is the metric lists and code.
+/// little (the client 36 MB, the agent 23–27 MB at 1 or 2).
 pub const DEFAULT_INFLIGHT_MIB: u64 = 4;
 
 /// What to do with the jobs.
