@@ -8,7 +8,8 @@
 #     With go-carbon ($BUCKY_PEERS/bin/go-carbon, else .peers/bin/go-carbon): go-carbon 0.17.1 scans the
 #     same tree once and writes its file-list-cache (v2; BENCH_FLC_VERSION=1 for v1), counted with its own
 #     -print-file-list-cache, and the agent lists from it (--file-list-cache), side by side with the walk and
-#     find: first list, forced re-read, the ratio to the walk, the RSS. BENCH_FLC=0 skips it.
+#     find: first list, forced re-read, the ratio to the walk, the RSS; then, as root, the first list of
+#     each and find with the page cache dropped before each (BENCH_COLD=0 skips it). BENCH_FLC=0 skips it all.
 #  2. Throughput: GET and POST-heal of 17 KB metrics (1m:1d) with 16 concurrent clients over loopback,
 #     next to cat(1) of the same files (the `bench_http` example), with precise and coalesced heal writes,
 #     and once more with the in-flight registry off (BENCH_NO_REGISTRY=1), to show what it costs.
@@ -213,6 +214,31 @@ TOML
     python3 -c "print(f'ratio walk / file-list-cache: first list {$first / $flc_first:.1f}x, forced {$rescan / $flc_reread:.1f}x (target >= 5x), the build alone {$walk_s / $flc_read_s:.1f}x; file-list-cache / find: {$flc_reread / $best_find:.2f}x')"
     python3 -c "print(f'agent RSS with {$flc_listed} names cached from the file-list-cache: {$flc_rss_first_kb / 1024:.0f} MiB after the first list, {$flc_rss_kb / 1024:.0f} MiB after {$ROUNDS} forced re-reads (peak {$flc_hwm_kb / 1024:.0f} MiB; target <= 120 MB)')"
     [ "$flc_listed" = "$listed" ] || echo "WARNING: the file-list-cache gave $flc_listed names, the walk $listed"
+
+    # Cold: what a node sees when its tree is not in the page cache (after a boot, or a tree larger than
+    # its memory), where the walk reads every directory from disk and the file-list-cache is one file.
+    if [ "${BENCH_COLD:-1}" != 0 ] && [ -w /proc/sys/vm/drop_caches ]; then
+        drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+        drop_caches
+        t0=$(now); find "$TREE" -name '*.wsp' | wc -l >/dev/null; cold_find=$(secs "$t0" "$(now)")
+        cold_first() { # agent flags...: start to the last byte of the first list, page cache dropped before
+            drop_caches
+            local t0
+            t0=$(now)
+            "$BIN" -b "127.0.0.1:$PORT" -n 127.0.0.1 -p "$TREE" "$@" 127.0.0.1 2>>"$WORK/agent-cold.log" &
+            AGENT_PID=$!
+            fetch_list
+            secs "$t0" "$(now)"
+            kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
+        }
+        cold_walk=$(cold_first)
+        cold_flc=$(cold_first --file-list-cache "$WORK/flc.bin")
+        echo "page cache dropped before each: find ${cold_find} s, agent walk ${cold_walk} s," \
+            "agent file-list-cache ${cold_flc} s (first list, start to last byte)"
+        python3 -c "print(f'ratio walk / file-list-cache, cold: {$cold_walk / $cold_flc:.1f}x (target >= 5x)')"
+    else
+        say "not root (or BENCH_COLD=0): the cold-cache comparison is skipped"
+    fi
 else
     say "go-carbon not found at $GO_CARBON (or BENCH_FLC=0): file-list-cache section skipped"
 fi

@@ -22,13 +22,13 @@
 //! later go-carbon scan (or a walk) has certainly seen the change. Files that other programs create or
 //! remove show up with go-carbon's next scan.
 
-use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::names::{NameList, Packed};
 use crate::{flc, walk};
 
 /// Whether a list can be served now.
@@ -52,7 +52,7 @@ pub const FORCED_SCAN_PICKUP: Duration = Duration::from_secs(90);
 
 #[derive(Debug, Default)]
 struct Inner {
-    names: Option<BTreeSet<Box<str>>>,
+    names: Option<NameList>,
     built: Option<Instant>,
     building: bool,
     /// A forced listing was answered 202 during the running scan: its result is owed to a forced listing.
@@ -233,9 +233,9 @@ impl MetricCache {
         let mut inner = self.lock();
         for change in inner.journal.drain(..) {
             match change {
-                Change::Added(name) => set.insert(name),
+                Change::Added(name) => set.insert(&name),
                 Change::Removed(name) => set.remove(&name),
-            };
+            }
         }
         let count = set.len();
         let old = inner.names.replace(set);
@@ -268,7 +268,7 @@ impl MetricCache {
     }
 
     /// Builds a list: from the file-list-cache when there is one and it is usable, else by walking.
-    fn build(&self) -> (BTreeSet<Box<str>>, Source) {
+    fn build(&self) -> (NameList, Source) {
         if let Some(path) = &self.file_list_cache {
             if !self.lock().touched.overflowed {
                 match self.read_file_list_cache(path) {
@@ -284,22 +284,20 @@ impl MetricCache {
         let started = SystemTime::now();
         let mut scan = walk::scan(&self.root, self.threads);
         self.lock().touched.walked(started);
-        // Already sorted: building the set is linear.
-        let set = std::mem::take(&mut scan.names).into_iter().collect();
+        let set = NameList::new(Packed::from_sorted(std::mem::take(&mut scan.names)));
         (set, Source::Walk(scan))
     }
 
     /// The list in go-carbon's file-list-cache at `path`, with this agent's own recent changes looked up on
     /// disk (see [`Touched`]).
-    fn read_file_list_cache(&self, path: &Path) -> Result<(BTreeSet<Box<str>>, Source), flc::FlcError> {
+    fn read_file_list_cache(&self, path: &Path) -> Result<(NameList, Source), flc::FlcError> {
         let mut listing = flc::load(path, &self.root, self.lifetime)?;
         let recheck = self.lock().touched.reading(listing.modified);
-        // Already sorted: building the set is linear.
-        let mut set: BTreeSet<Box<str>> = std::mem::take(&mut listing.names).into_iter().collect();
+        let mut set = NameList::new(std::mem::take(&mut listing.names));
         for name in recheck {
             let file = self.root.join(format!("{}.wsp", name.replace('.', "/")));
             if std::fs::symlink_metadata(file).is_ok_and(|m| m.is_file()) {
-                set.insert(name);
+                set.insert(&name);
             } else {
                 set.remove(&name);
             }
@@ -314,7 +312,7 @@ impl MetricCache {
             inner.touched.record(name);
         }
         if let Some(names) = inner.names.as_mut() {
-            names.insert(name.into());
+            names.insert(name);
         }
         if inner.building {
             inner.journal.push(Change::Added(name.into()));
@@ -340,8 +338,7 @@ impl MetricCache {
     pub fn page(&self, after: Option<&str>, max: usize) -> Vec<Box<str>> {
         let inner = self.lock();
         let Some(names) = inner.names.as_ref() else { return Vec::new() };
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        names.range::<str, _>((lower, Bound::Unbounded)).take(max).cloned().collect()
+        names.after(after).take(max).map(Box::from).collect()
     }
 
     /// Calls `visit` on up to `max` names after `after` (from the start if `None`), in order, under the
@@ -350,13 +347,12 @@ impl MetricCache {
     pub fn visit_page(&self, after: Option<&str>, max: usize, mut visit: impl FnMut(&str)) -> Option<Box<str>> {
         let inner = self.lock();
         let names = inner.names.as_ref()?;
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut last = None;
-        for name in names.range::<str, _>((lower, Bound::Unbounded)).take(max) {
+        for name in names.after(after).take(max) {
             visit(name);
             last = Some(name);
         }
-        last.cloned()
+        last.map(Box::from)
     }
 
     /// Whether `name` is listed.
@@ -366,7 +362,7 @@ impl MetricCache {
 
     /// Number of listed metrics (0 before the first scan).
     pub fn len(&self) -> usize {
-        self.lock().names.as_ref().map_or(0, BTreeSet::len)
+        self.lock().names.as_ref().map_or(0, NameList::len)
     }
 
     /// Whether no metric is listed.

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use bucky_wire::MAX_NAME_LEN;
 use flate2::read::MultiGzDecoder;
 
+use crate::names::Packed;
 use crate::walk::addressable_part;
 
 /// The first bytes of a v2 file-list-cache (decompressed): 0x7f and `flc02`, six bytes.
@@ -111,7 +112,7 @@ pub(crate) struct Listing {
     /// The format it was in.
     pub(crate) version: Version,
     /// Metric names, sorted, without duplicates.
-    pub(crate) names: Vec<Box<str>>,
+    pub(crate) names: Packed,
     /// Entries in the file (directories included).
     pub(crate) entries: u64,
     /// `*.wsp` entries skipped because their names cannot be metric names.
@@ -134,9 +135,7 @@ pub(crate) fn load(path: &Path, prefix: &Path, max_age: Duration) -> Result<List
         return Err(FlcError::Stale { age_secs: age.as_secs(), limit_secs: max_age.as_secs() });
     }
     let decoded = decode(file)?;
-    let mut names = decoded.names;
-    names.sort_unstable();
-    names.dedup();
+    let names = decoded.names.sorted();
     check_sample(prefix, &names)?;
     Ok(Listing {
         version: decoded.version,
@@ -149,13 +148,13 @@ pub(crate) fn load(path: &Path, prefix: &Path, max_age: Duration) -> Result<List
 
 /// Whether a few listed files, spread over the list, exist under `prefix`: a list of another tree (a
 /// prefix that is not go-carbon's data-dir) would otherwise be served as this one's.
-fn check_sample(prefix: &Path, names: &[Box<str>]) -> Result<(), FlcError> {
+fn check_sample(prefix: &Path, names: &Packed) -> Result<(), FlcError> {
     let sampled = names.len().min(SAMPLE);
     let exists = |name: &str| {
         let path = prefix.join(format!("{}.wsp", name.replace('.', "/")));
         std::fs::symlink_metadata(path).is_ok()
     };
-    if sampled == 0 || (0..sampled).any(|i| exists(&names[i * names.len() / sampled])) {
+    if sampled == 0 || (0..sampled).any(|i| exists(names.get(i * names.len() / sampled))) {
         return Ok(());
     }
     Err(FlcError::Foreign { sampled, prefix: prefix.to_owned() })
@@ -167,7 +166,7 @@ pub(crate) struct Decoded {
     /// Its format (v1 for an empty stream).
     pub(crate) version: Version,
     /// Metric names, in the file's order.
-    pub(crate) names: Vec<Box<str>>,
+    pub(crate) names: Packed,
     /// Entries read.
     pub(crate) entries: u64,
     /// `*.wsp` entries skipped because their names cannot be metric names.
@@ -192,7 +191,7 @@ impl Decoded {
             self.unaddressable += 1;
             return;
         }
-        self.names.push(relative.replace('/', ".").into_boxed_str());
+        self.names.push_path(relative);
     }
 
     fn error(&self, e: io::Error) -> FlcError {
@@ -352,7 +351,7 @@ pub(crate) mod tests {
     const NAMES: &[&str] = &["a.b-c", "a.b.c", "a.b.f", "a.d", "e"];
 
     fn names(decoded: &Decoded) -> Vec<&str> {
-        let mut names: Vec<&str> = decoded.names.iter().map(|n| &**n).collect();
+        let mut names: Vec<&str> = decoded.names.iter().collect();
         names.sort_unstable();
         names
     }
@@ -459,7 +458,7 @@ pub(crate) mod tests {
         assert!(matches!(load(&path, &prefix, hour).unwrap_err(), FlcError::Missing));
         std::fs::write(&path, v2(&["", "/a", "/a/b", "/a/b/c.wsp", "/a/b/gone.wsp"])).unwrap();
         let listing = load(&path, &prefix, hour).unwrap();
-        assert_eq!(listing.names, vec!["a.b.c".into(), "a.b.gone".into()]);
+        assert_eq!(listing.names.iter().collect::<Vec<_>>(), ["a.b.c", "a.b.gone"]);
         assert_eq!((listing.version, listing.entries), (Version::V2, 5));
         // Written two hours ago.
         let file = File::options().write(true).open(&path).unwrap();

@@ -58,6 +58,7 @@ pub mod config;
 mod error;
 pub mod etag;
 mod flc;
+mod names;
 mod server;
 pub mod store;
 #[cfg(test)]
