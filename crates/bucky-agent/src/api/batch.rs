@@ -696,23 +696,10 @@ pub(super) async fn heal_entries(
         match result {
             Ok(outcome) => {
                 let mut report = HealReport { dump, ..HealReport::default() };
-                super::count_heal(state, &outcome);
-                match outcome {
-                    Healed::Created => {
-                        state.cache().added(metric.as_str());
-                        report.created = true;
-                        report.copy = took;
-                    }
-                    Healed::Filled(points) => {
-                        report.points_written = points;
-                        report.fill = took;
-                    }
-                    Healed::Repaired { filled, replaced } => {
-                        report.points_written = filled + replaced;
-                        report.points_replaced = replaced;
-                        report.fill = took;
-                    }
+                if outcome == Healed::Created {
+                    state.cache().added(metric.as_str());
                 }
+                super::record_heal(state, &outcome, took, &mut report);
                 healed.push((index, metric, report, known));
             }
             Err(e) => answers[index] = Some(failed(name, &e)),

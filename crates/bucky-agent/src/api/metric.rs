@@ -275,22 +275,7 @@ async fn heal(
             Ok((healed, took, replica))
         })
         .await?;
-    super::count_heal(state, &healed);
-    match healed {
-        Healed::Created => {
-            report.created = true;
-            report.copy = took;
-        }
-        Healed::Filled(points) => {
-            report.points_written = points;
-            report.fill = took;
-        }
-        Healed::Repaired { filled, replaced } => {
-            report.points_written = filled + replaced;
-            report.points_replaced = replaced;
-            report.fill = took;
-        }
-    }
+    super::record_heal(state, &healed, took, report);
     Ok(replica)
 }
 

@@ -21,7 +21,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use bucky_wire::{MetricName, MetricStat, METRIC_STAT_HEADER};
+use bucky_wire::{HealReport, MetricName, MetricStat, METRIC_STAT_HEADER};
 use http_body_util::BodyExt;
 use tower_http::timeout::TimeoutLayer;
 use whisper::WhisperData;
@@ -29,7 +29,7 @@ use whisper::WhisperData;
 use crate::auth::{Grant, Op};
 use crate::budget::Charge;
 use crate::error::AgentError;
-use crate::store::StoreError;
+use crate::store::{Healed, StoreError};
 use crate::AppState;
 
 /// The agent's router (testable with `tower::ServiceExt::oneshot`, no server needed).
@@ -79,19 +79,28 @@ async fn name_missing() -> AgentError {
     AgentError::BadRequest("Metric name missing.".into())
 }
 
-/// Counts a heal in the self-metrics: `heals.created`, `heals.filled` or `heals.repaired`, and the points
-/// written.
-pub(crate) fn count_heal(state: &AppState, healed: &crate::store::Healed) {
+/// Records a heal that took `took` ns: in the daemon's self-metrics, and in the answer's `report` (how it
+/// was healed, points written and replaced).
+pub(crate) fn record_heal(state: &AppState, healed: &Healed, took: u64, report: &mut HealReport) {
     let metrics = state.diagnostics().metrics();
-    match healed {
-        crate::store::Healed::Created => metrics.incr("heals.created"),
-        crate::store::Healed::Filled(points) => {
-            metrics.incr("heals.filled");
-            metrics.add("heals.points_written", *points as f64);
+    match *healed {
+        Healed::Created => {
+            metrics.incr("heals.created");
+            report.created = true;
+            report.copy = took;
         }
-        crate::store::Healed::Repaired { filled, replaced } => {
+        Healed::Filled(points) => {
+            metrics.incr("heals.filled");
+            metrics.add("heals.points_written", points as f64);
+            report.points_written = points;
+            report.fill = took;
+        }
+        Healed::Repaired { filled, replaced } => {
             metrics.incr("heals.repaired");
-            metrics.add("heals.points_written", (*filled + *replaced) as f64);
+            metrics.add("heals.points_written", (filled + replaced) as f64);
+            report.points_written = filled + replaced;
+            report.points_replaced = replaced;
+            report.fill = took;
         }
     }
 }
