@@ -93,13 +93,19 @@ first=$(secs "$t0" "$(now)")
 listed=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/list.json")
 list_mb=$(python3 -c "import os; print(f'{os.path.getsize(\"$WORK/list.json\") / 1e6:.1f}')")
 
+# ROUNDS forced listings, each timed to the last byte of the list: prints the times, space-separated.
+forced_times() {
+    local t0 times=""
+    for _ in $(seq "$ROUNDS"); do
+        t0=$(now)
+        fetch_list force
+        times="$times $(secs "$t0" "$(now)")"
+    done
+    echo "$times"
+}
+
 say "forced rescans"
-rescan_times=
-for _ in $(seq "$ROUNDS"); do
-    t0=$(now)
-    fetch_list force
-    rescan_times="$rescan_times $(secs "$t0" "$(now)")"
-done
+rescan_times=$(forced_times)
 rescan=$(best "$rescan_times")
 
 say "cached list"
@@ -188,12 +194,7 @@ TOML
         || { echo "the agent did not list from the file-list-cache:"; cat "$WORK/agent-flc.log"; exit 1; }
 
     say "forced re-reads of the file-list-cache"
-    flc_times=
-    for _ in $(seq "$ROUNDS"); do
-        t0=$(now)
-        fetch_list force
-        flc_times="$flc_times $(secs "$t0" "$(now)")"
-    done
+    flc_times=$(forced_times)
     flc_reread=$(best "$flc_times")
     fetch_list
     flc_rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status")
