@@ -64,6 +64,18 @@ impl DiagConfig {
     }
 }
 
+/// `beat_ms` once the heartbeat task is gone (its runtime shut down).
+const HEART_STOPPED: u64 = u64::MAX;
+
+/// Dropped with the heartbeat task, when its runtime shuts down: marks the heart as stopped, not stalled.
+struct HeartStops(Diagnostics);
+
+impl Drop for HeartStops {
+    fn drop(&mut self) {
+        self.0.inner.beat_ms.store(HEART_STOPPED, Ordering::Relaxed);
+    }
+}
+
 /// A daemon's diagnostics (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct Diagnostics {
@@ -134,6 +146,7 @@ impl Diagnostics {
         self.beat();
         let heart = self.clone();
         runtime.spawn(async move {
+            let _stops = HeartStops(heart.clone());
             let mut ticks = tokio::time::interval(HEARTBEAT);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -167,10 +180,10 @@ impl Diagnostics {
         self.inner.beat_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// `(now, last heartbeat)` in milliseconds since the start.
-    pub(crate) fn clock(&self) -> (u64, u64) {
+    /// `(now, last heartbeat)` in milliseconds since the start; no heartbeat once the runtime shut down.
+    pub(crate) fn clock(&self) -> (u64, Option<u64>) {
         let beat = self.inner.beat_ms.load(Ordering::Relaxed);
-        (self.inner.started.elapsed().as_millis() as u64, beat)
+        (self.inner.started.elapsed().as_millis() as u64, (beat != HEART_STOPPED).then_some(beat))
     }
 
     pub(crate) fn config(&self) -> &DiagConfig {

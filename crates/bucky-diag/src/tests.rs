@@ -121,3 +121,17 @@ fn descriptors_rising_at_every_sample_are_reported_with_where_they_point() {
     assert_eq!(diag.state("test").watchdog.fd_leaks, 1);
     drop(runtime);
 }
+
+#[test]
+fn a_runtime_that_shut_down_is_not_reported_as_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (diag, file) = diag_in(dir.path(), Duration::from_millis(150), Duration::from_secs(60));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    diag.start(runtime.handle()).unwrap();
+    std::thread::sleep(Duration::from_millis(250)); // the heartbeat is running
+    drop(runtime); // as a daemon's runtime at its end, with the watchdog thread still running
+    std::thread::sleep(Duration::from_millis(800));
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(!text.contains("runtime stall"), "a shut-down runtime reported as stalled:\n{text}");
+    assert_eq!(diag.state("test").watchdog.stalls, 0);
+}

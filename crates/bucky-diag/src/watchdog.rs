@@ -33,9 +33,13 @@ pub(crate) fn run(diag: Diagnostics) {
     loop {
         std::thread::sleep(TICK);
         ticks += 1;
-        let (now_ms, beat_ms) = diag.clock();
+        let (now_ms, beat) = diag.clock();
+        // A runtime that shut down (its heartbeat task dropped) is not stalled: the process is ending.
+        let beat_ms = beat.unwrap_or(now_ms);
         let silent = Duration::from_millis(now_ms.saturating_sub(beat_ms));
-        if silent > diag.config().stall_threshold && !stall_reported {
+        if beat.is_none() {
+            stall_reported = false;
+        } else if silent > diag.config().stall_threshold && !stall_reported {
             stall_reported = true;
             stall_started_ms = beat_ms;
             diag.counts().stalls.fetch_add(1, Ordering::Relaxed);
