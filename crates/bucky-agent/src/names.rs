@@ -90,6 +90,11 @@ impl Packed {
     /// The same names sorted, without duplicates. A stable sort: it finds the runs of a list that is
     /// already sorted in parts (go-carbon writes a directory's entries in order).
     pub(crate) fn sorted(self) -> Packed {
+        // go-carbon walks each directory in order, so its list is often in order already (not when one name
+        // extends a sibling's with a byte below '/', as `a-b/c` after `a/c`): then there is nothing to copy.
+        if (1..self.len()).all(|i| self.get(i - 1) < self.get(i)) {
+            return self;
+        }
         let mut order: Vec<usize> = mapped_vec(self.len());
         order.extend(0..self.len());
         order.sort_by(|&a, &b| self.get(a).cmp(self.get(b)));
@@ -224,10 +229,12 @@ mod tests {
         let mut state = seed;
         for round in 0..200 {
             let mut model: BTreeSet<String> = (0..next(&mut state) % 40).map(|_| name(&mut state)).collect();
-            // Packed in a random order, with duplicates, and sorted: as a file-list-cache is read.
+            // Packed out of order with duplicates, or in order, and sorted: as a file-list-cache is read.
             let mut packed = Packed::default();
-            for n in model.iter().rev().chain(model.iter().step_by(2)) {
-                packed.push(n);
+            if round % 2 == 0 {
+                model.iter().for_each(|n| packed.push(n));
+            } else {
+                model.iter().rev().chain(model.iter().step_by(2)).for_each(|n| packed.push(n));
             }
             let mut list = NameList::new(packed.sorted());
             for step in 0..60 {
@@ -264,6 +271,13 @@ mod tests {
             packed.push_path(path);
         }
         assert_eq!(packed.sorted().iter().collect::<Vec<_>>(), ["a.b", "a.b.c", "d"]);
+    }
+
+    #[test]
+    fn a_list_in_order_keeps_one_of_each_name() {
+        let mut packed = Packed::default();
+        ["a", "a", "a.b", "b", "b"].into_iter().for_each(|n| packed.push(n));
+        assert_eq!(packed.sorted().iter().collect::<Vec<_>>(), ["a", "a.b", "b"]);
     }
 
     #[test]
