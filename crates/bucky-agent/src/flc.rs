@@ -166,6 +166,7 @@ enum PathKind {
     Hidden,
     /// Too long, or a part that cannot be part of a metric name ([`crate::walk::addressable_part`]).
     Unaddressable,
+    /// A metric: its name is the path with `/` as `.`.
     Metric,
 }
 
